@@ -1,0 +1,1 @@
+"""KFP components: one folder each, plain-Python core beside a thin KFP wrapper."""

@@ -1,0 +1,27 @@
+"""KFP wrapper of the training step (logic in ``core.py``). The only step that needs a GPU."""
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Model, Output
+
+from kubetune.runtime import TRAINING_IMAGE
+
+
+@dsl.component(base_image=TRAINING_IMAGE, install_kfp_package=False)
+def train_model(
+    kwargs_artifact: Input[Artifact],
+    train_data: Input[Dataset],
+    validation_data: Input[Dataset],
+    model_uri: str,
+    trained_model: Output[Model],
+):
+    """Train with the backend the kwargs artifact names; checkpoints and the final model go to ``trained_model``."""
+    from kubetune.components.train.core import train
+
+    result = train(kwargs_artifact.path, model_uri, train_data.path, trained_model.path, validation_data.path)
+    trained_model.metadata.update(
+        {
+            "final_model": str(result.final_model.relative_to(trained_model.path)),
+            "checkpoints": [str(c.relative_to(trained_model.path)) for c in result.checkpoints],
+            **result.metrics,
+        }
+    )

@@ -1,0 +1,1 @@
+"""The validate_spec component."""

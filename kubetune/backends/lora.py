@@ -1,0 +1,206 @@
+"""``lora_sft``: LoRA through Unsloth + TRL on CUDA, through PEFT + TRL where Unsloth cannot run."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from kubetune.backends.base import Backend, TrainResult
+from kubetune.contract.catalog import Catalog
+from kubetune.errors import Problem
+
+log = logging.getLogger(__name__)
+
+SFT_CONFIG = "trl.SFTConfig"
+LORA_CONFIG = "peft.LoraConfig"
+
+
+def unsloth_usable() -> bool:
+    """Unsloth needs CUDA; it is imported only when a GPU is present."""
+    import importlib.util
+
+    import torch
+
+    return torch.cuda.is_available() and importlib.util.find_spec("unsloth") is not None
+
+
+class LoRASFT(Backend):
+    algorithm = "lora_sft"
+    name = "unsloth"
+    aliases = ("peft", "trl")
+    catalog_name = "trl"
+    renames = {
+        "output_dir": "ckpt_output_dir",
+        "num_train_epochs": "num_epochs",
+        "per_device_train_batch_size": "micro_batch_size",
+        "lr_scheduler_type": "lr_scheduler",
+        "max_length": "max_seq_len",
+        "r": "lora_r",
+        "packing": "sample_packing",
+    }
+    managed = {
+        "callbacks": "Python callbacks cannot travel in a JSON artifact",
+        "peft_type": "kubetune trains LoRA adapters",
+        "task_type": "kubetune trains causal language models (CAUSAL_LM)",
+        "base_model_name_or_path": "set model_path",
+    }
+
+    def check(self, params: dict[str, Any], kwargs: dict[str, Any], catalog: Catalog) -> list[Problem]:
+        problems = []
+        if params.get("load_in_4bit") and params.get("load_in_8bit"):
+            problems.append(Problem("load_in_8bit", "and load_in_4bit exclude each other; give one"))
+        if params.get("bf16") and params.get("fp16"):
+            problems.append(Problem("fp16", "and bf16 exclude each other; give one"))
+        if kwargs.get("eval_strategy", "no") != "no" and kwargs.get("do_eval") is False:
+            problems.append(Problem("do_eval", f"is false but eval_strategy is {kwargs['eval_strategy']!r}"))
+        return problems
+
+    def sft_config_kwargs(self, spec, has_eval: bool, use_cpu: bool) -> dict[str, Any]:
+        """The exact keyword arguments TRL's ``SFTConfig`` receives."""
+        p = spec.params
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        accum = p.get("gradient_accumulation_steps", 1)
+        micro = p.get("micro_batch_size") or max(1, (p.get("effective_batch_size") or 2 * accum * world) // (accum * world))
+        args: dict[str, Any] = {
+            "output_dir": p["ckpt_output_dir"],
+            "num_train_epochs": p.get("num_epochs", 3),
+            "per_device_train_batch_size": micro,
+            "gradient_accumulation_steps": accum,
+            "learning_rate": p.get("learning_rate", 2e-4),
+            "warmup_steps": p.get("warmup_steps", 0),
+            "lr_scheduler_type": p.get("lr_scheduler", "linear"),
+            "max_length": p.get("max_seq_len"),
+            "packing": p.get("sample_packing", False),
+            "logging_steps": p.get("logging_steps", 1),
+            "report_to": trackers(p),
+            "use_cpu": use_cpu,
+            "bf16": p.get("bf16", not use_cpu),
+        }
+        for name in ("seed", "fp16", "tf32", "save_steps", "eval_steps", "save_total_limit"):
+            if p.get(name) is not None:
+                args[name] = p[name]
+        if p.get("wandb_run_name") or p.get("mlflow_run_name"):
+            args["run_name"] = p.get("wandb_run_name") or p.get("mlflow_run_name")
+        args.update(self.by_class(spec).get(SFT_CONFIG, {}))
+        # Training Hub forwards eval_steps but never turns evaluation on; asking for eval_steps means "evaluate".
+        if has_eval and "eval_steps" in args and "eval_strategy" not in spec.backend_kwargs:
+            args["eval_strategy"] = "steps"
+        if not has_eval and args.get("eval_strategy", "no") != "no":
+            raise ValueError(f"eval_strategy={args['eval_strategy']!r} needs validation data, and none was given")
+        return args
+
+    def lora_config_kwargs(self, spec) -> dict[str, Any]:
+        p = spec.params
+        args = {
+            "r": p.get("lora_r", 16),
+            "lora_alpha": p.get("lora_alpha", 32),
+            "lora_dropout": p.get("lora_dropout", 0.0),
+            "target_modules": p.get("target_modules") or "all-linear",
+            "task_type": "CAUSAL_LM",
+        }
+        args.update(self.by_class(spec).get(LORA_CONFIG, {}))
+        return args
+
+    def build(self, spec, has_eval: bool = False):
+        import torch
+        from peft import LoraConfig
+        from trl import SFTConfig
+
+        use_cpu = not torch.cuda.is_available()
+        return SFTConfig(**self.sft_config_kwargs(spec, has_eval, use_cpu)), LoraConfig(**self.lora_config_kwargs(spec))
+
+    def _load(self, spec, lora_config):
+        p = spec.params
+        if spec.backend != "peft" and unsloth_usable():
+            from unsloth import FastLanguageModel  # GPU only, imported lazily
+
+            model, tokenizer = FastLanguageModel.from_pretrained(
+                model_name=p["model_path"],
+                max_seq_length=p.get("max_seq_len") or 2048,
+                dtype=None,
+                load_in_4bit=bool(p.get("load_in_4bit")),
+                load_in_8bit=bool(p.get("load_in_8bit")),
+            )
+            lora = lora_config.to_dict()
+            model = FastLanguageModel.get_peft_model(
+                model,
+                r=lora["r"],
+                lora_alpha=lora["lora_alpha"],
+                lora_dropout=lora["lora_dropout"],
+                target_modules=lora["target_modules"],
+                use_gradient_checkpointing="unsloth",
+                random_state=p.get("seed", 3407),
+                use_rslora=lora.get("use_rslora", False),
+            )
+            return model, tokenizer, None
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if spec.backend == "unsloth":
+            log.info("Unsloth needs CUDA; training lora_sft with PEFT + TRL instead")
+        tokenizer = AutoTokenizer.from_pretrained(p["model_path"])
+        model = AutoModelForCausalLM.from_pretrained(p["model_path"])
+        return model, tokenizer, lora_config
+
+    def train(self, spec, validation_data: str | Path | None = None, callbacks: list | None = None) -> TrainResult:
+        from datasets import Dataset
+        from transformers.trainer_utils import get_last_checkpoint
+        from trl import SFTTrainer
+
+        from kubetune.data.tokenize import read_jsonl, tokenize_samples
+
+        p = spec.params
+        sft_config, lora_config = self.build(spec, has_eval=validation_data is not None)
+        set_tracking_env(p)
+        model, tokenizer, peft_config = self._load(spec, lora_config)
+        max_len = p.get("max_seq_len")
+        train_rows, dropped = tokenize_samples(tokenizer, read_jsonl(p["data_path"]), max_len)
+        eval_rows = tokenize_samples(tokenizer, read_jsonl(validation_data), max_len)[0] if validation_data else None
+        trainer = SFTTrainer(
+            model=model,
+            args=sft_config,
+            train_dataset=Dataset.from_list(train_rows),
+            eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+            callbacks=callbacks,
+        )
+        out = Path(sft_config.output_dir)
+        resume = get_last_checkpoint(str(out)) if out.is_dir() else None
+        if resume:
+            log.info("resuming from %s", resume)
+        trainer.train(resume_from_checkpoint=resume)
+        final = out / "final"
+        trainer.save_model(str(final))
+        tokenizer.save_pretrained(str(final))
+        checkpoints = sorted(out.glob("checkpoint-*"), key=lambda c: int(c.name.split("-")[-1]))
+        metrics = {"train_samples": len(train_rows), "dropped_too_long": dropped}
+        return TrainResult(out, final, checkpoints, metrics)
+
+
+def trackers(params: dict[str, Any]) -> list[str]:
+    """The trackers the curated logging parameters turn on."""
+    on = []
+    if params.get("wandb_project"):
+        on.append("wandb")
+    if params.get("mlflow_tracking_uri"):
+        on.append("mlflow")
+    if params.get("tensorboard_log_dir"):
+        on.append("tensorboard")
+    return on or ["none"]
+
+
+def set_tracking_env(params: dict[str, Any]) -> None:
+    """Trackers read their settings from the environment; credentials are already there as secret refs."""
+    mapping = {
+        "wandb_project": "WANDB_PROJECT",
+        "wandb_entity": "WANDB_ENTITY",
+        "mlflow_tracking_uri": "MLFLOW_TRACKING_URI",
+        "mlflow_experiment_name": "MLFLOW_EXPERIMENT_NAME",
+        "mlflow_run_name": "MLFLOW_RUN_NAME",
+        "tensorboard_log_dir": "TENSORBOARD_LOGGING_DIR",
+    }
+    for key, env in mapping.items():
+        if params.get(key):
+            os.environ[env] = str(params[key])

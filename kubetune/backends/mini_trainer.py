@@ -1,0 +1,100 @@
+"""``osft`` through mini-trainer (PyPI ``rhai-innovation-mini-trainer``, import name ``mini_trainer``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from kubetune.backends.base import Backend, TrainResult
+from kubetune.backends.rules import TORCHRUN_NAMES, effective, torchrun_kwargs
+from kubetune.contract.catalog import Catalog
+from kubetune.errors import Problem
+
+
+class MiniTrainerOSFT(Backend):
+    algorithm = "osft"
+    name = "mini-trainer"
+    catalog_name = "mini-trainer"
+    renames = {
+        "model_name_or_path": "model_path",
+        "batch_size": "effective_batch_size",
+        "output_dir": "ckpt_output_dir",
+        "max_epochs": "num_epochs",
+        "osft_unfreeze_rank_ratio": "unfreeze_rank_ratio",
+        "osft_target_patterns": "target_patterns",
+        "num_warmup_steps": "warmup_steps",
+        "use_liger_kernels": "use_liger",
+    }
+    managed = {
+        "callbacks": "Python callbacks cannot travel in a JSON artifact",
+        "pretraining_config": "set is_pretraining and block_size instead",
+    }
+
+    def check(self, params: dict[str, Any], kwargs: dict[str, Any], catalog: Catalog) -> list[Problem]:
+        problems = []
+        if kwargs.get("osft", True) and params.get("unfreeze_rank_ratio") is None:
+            problems.append(Problem("unfreeze_rank_ratio", 'is required for osft (or set "osft": false)'))
+        mode = effective(kwargs, catalog, "training_mode", "epoch")
+        for needed_mode, field in (("step", "max_steps"), ("token", "max_tokens")):
+            if mode == needed_mode and not (effective(kwargs, catalog, field, 0) or 0) > 0:
+                problems.append(Problem(field, f'must be > 0 when training_mode is "{needed_mode}"'))
+        split = effective(kwargs, catalog, "validation_split", 0.0)
+        if isinstance(split, (int, float)) and not 0.0 <= split < 1.0:
+            problems.append(Problem("validation_split", "must be in [0, 1)"))
+        has_path = kwargs.get("validation_data_path") is not None
+        if has_path and isinstance(split, (int, float)) and split > 0:
+            problems.append(Problem("validation_data_path", "and validation_split exclude each other; give one"))
+        min_samples = kwargs.get("min_samples_per_validation")
+        if isinstance(min_samples, int) and min_samples < 1:
+            problems.append(Problem("min_samples_per_validation", "must be a positive integer when set"))
+        validating = has_path or (isinstance(split, (int, float)) and split > 0)
+        triggers = ("validation_frequency", "validate_at_epoch", "min_samples_per_validation", "validate_at_final")
+        if validating and not any(effective(kwargs, catalog, t) for t in triggers):
+            problems.append(
+                Problem(
+                    "validation_split" if not has_path else "validation_data_path",
+                    "validation data is given but no validation trigger is set",
+                    "set one of " + ", ".join(triggers),
+                )
+            )
+        if kwargs.get("save_best_val_loss") and not validating:
+            problems.append(Problem("save_best_val_loss", "needs validation data (validation_split or validation_data_path)"))
+        if params.get("rdzv_endpoint") and params.get("master_addr"):
+            problems.append(Problem("master_addr", "and rdzv_endpoint exclude each other; give one"))
+        if params.get("is_pretraining") and params.get("unmask_messages"):
+            problems.append(Problem("unmask_messages", "cannot be combined with is_pretraining"))
+        return problems
+
+    def notes(self, kwargs: dict[str, Any]) -> list[str]:
+        if kwargs.get("training_mode") == "infinite":
+            return [
+                'training_mode is "infinite": training runs until the run is stopped; checkpoints come every '
+                f"{kwargs.get('min_samples_per_checkpoint') or 'epoch-end/none'} samples "
+                "(set min_samples_per_checkpoint to keep them coming)"
+            ]
+        return []
+
+    def training_kwargs(self, spec) -> dict[str, Any]:
+        """The exact keyword arguments mini-trainer's ``TrainingArgs`` receives."""
+        args = self.by_class(spec).get("mini_trainer.TrainingArgs", {})
+        args.setdefault("osft", True)  # Training Hub's default: osft() means OSFT unless told otherwise
+        return args
+
+    def build(self, spec):
+        from mini_trainer.training_types import PretrainingConfig, TorchrunArgs, TrainingArgs, TrainingMode
+
+        args = self.training_kwargs(spec)
+        args["training_mode"] = TrainingMode(args.get("training_mode", "epoch"))
+        if spec.params.get("is_pretraining"):
+            args["pretraining_config"] = PretrainingConfig(block_size=spec.params["block_size"])
+        return TorchrunArgs(**torchrun_kwargs(spec.params, TORCHRUN_NAMES)), TrainingArgs(**args)
+
+    def train(self, spec) -> TrainResult:
+        from mini_trainer import run_training
+
+        torch_args, train_args = self.build(spec)
+        run_training(torch_args=torch_args, train_args=train_args)
+        out = Path(train_args.output_dir)
+        checkpoints = sorted((out / "hf_format").glob("samples_*"), key=os.path.getmtime)
+        return TrainResult(out, checkpoints[-1] if checkpoints else out, checkpoints)

@@ -1,0 +1,259 @@
+"""Field catalogues: the real configuration fields of each backend, read from the backend's own classes.
+
+When a backend is installed at the version a snapshot was generated from, the snapshot is used (it is
+identical, which ``tests/test_catalog.py`` proves, and avoids importing torch in the cheap validation
+step). When a different version is installed, the classes are read live. When the backend is not
+installed (the CPU validation image), the snapshot is used. Regenerate the snapshots with
+``python -m kubetune.contract.catalog``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import importlib
+import json
+import types
+import typing
+from dataclasses import dataclass
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+
+SNAPSHOT_DIR = Path(__file__).resolve().parent / "snapshots"
+
+# backend name -> the classes whose fields are its kwargs, and the distributions that define them.
+BACKEND_CLASSES: dict[str, list[tuple[str, str]]] = {
+    "instructlab-training": [
+        ("instructlab.training.config", "TrainingArgs"),
+        ("instructlab.training.config", "TorchrunArgs"),
+    ],
+    "mini-trainer": [
+        ("mini_trainer.training_types", "TrainingArgs"),
+        ("mini_trainer.training_types", "TorchrunArgs"),
+    ],
+    "trl": [("trl", "SFTConfig"), ("peft", "LoraConfig")],
+}
+BACKEND_DISTRIBUTIONS: dict[str, list[str]] = {
+    "instructlab-training": ["instructlab-training"],
+    "mini-trainer": ["rhai-innovation-mini-trainer"],
+    "trl": ["trl", "transformers", "peft"],
+}
+
+JSON_TYPES = ("string", "integer", "number", "boolean", "array", "object", "null")
+
+
+@dataclass(frozen=True)
+class FieldInfo:
+    """One backend field: the JSON types it accepts, its fixed choices if any, and its JSON default."""
+
+    name: str
+    source: str
+    types: tuple[str, ...]  # JSON types accepted freely (subset of JSON_TYPES), or ("any",)
+    choices: tuple | None = None
+    required: bool = False
+    default: typing.Any = None
+
+    def accepts(self, value: typing.Any) -> bool:
+        if "any" in self.types or (self.choices is not None and value in self.choices):
+            return True
+        kind = json_kind(value)
+        return kind in self.types or (kind == "integer" and "number" in self.types)
+
+    def describe(self) -> str:
+        parts = [t for t in self.types if t != "null"]
+        if self.choices is not None:
+            parts.append("one of " + ", ".join(json.dumps(c) for c in self.choices))
+        if "null" in self.types:
+            parts.append("null")
+        return " or ".join(parts)
+
+
+@dataclass(frozen=True)
+class Catalog:
+    backend: str
+    versions: dict[str, str]
+    fields: dict[str, FieldInfo]
+    origin: str  # "snapshot" or "live"
+
+    def to_json(self) -> dict:
+        return {
+            "backend": self.backend,
+            "versions": self.versions,
+            "fields": {
+                name: {k: v for k, v in dataclasses.asdict(f).items() if k != "name"} for name, f in sorted(self.fields.items())
+            },
+        }
+
+
+def json_kind(value: typing.Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, (list, tuple)):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return "any"
+
+
+def describe_annotation(tp: typing.Any) -> tuple[set[str], tuple | None]:
+    """Map a Python annotation to (JSON types accepted freely, fixed choices from Literal/Enum members)."""
+    if tp is typing.Any or tp is object or isinstance(tp, (str, typing.ForwardRef, typing.TypeVar)):
+        return {"any"}, None
+    if tp is type(None):
+        return {"null"}, None
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        return describe_annotation(typing.get_args(tp)[0])
+    if origin in (typing.Union, types.UnionType):
+        kinds: set[str] = set()
+        choices: list = []
+        for arg in typing.get_args(tp):
+            arg_kinds, arg_choices = describe_annotation(arg)
+            kinds |= arg_kinds
+            choices.extend(arg_choices or ())
+        if "any" in kinds:
+            return {"any"}, None
+        return kinds, tuple(choices) or None
+    if origin is typing.Literal:
+        return set(), typing.get_args(tp)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return set(), tuple(m.value for m in tp)
+    base = origin or tp
+    if isinstance(base, type):
+        if issubclass(base, bool):
+            return {"boolean"}, None
+        if issubclass(base, int):
+            return {"integer"}, None
+        if issubclass(base, float):
+            return {"number"}, None
+        if issubclass(base, str):
+            return {"string"}, None
+        if issubclass(base, (list, tuple, set, frozenset)) or base is typing.Sequence:
+            return {"array"}, None
+        if issubclass(base, dict) or dataclasses.is_dataclass(base) or hasattr(base, "model_fields"):
+            return {"object"}, None
+    return {"any"}, None
+
+
+def _json_default(value: typing.Any) -> typing.Any:
+    if isinstance(value, enum.Enum):
+        value = value.value
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return None
+    return value
+
+
+def _class_fields(cls: type) -> list[tuple[str, typing.Any, bool, typing.Any]]:
+    """(name, annotation, required, default) for a dataclass or a pydantic model."""
+    if hasattr(cls, "model_fields"):  # pydantic v2
+        return [
+            (name, f.annotation, f.is_required(), None if f.is_required() else f.get_default(call_default_factory=True))
+            for name, f in cls.model_fields.items()
+        ]
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # unresolvable forward references: fall back to the raw annotations
+        hints = {}
+    out = []
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = None
+        out.append((f.name, hints.get(f.name, f.type), required, default))
+    return out
+
+
+def read_live(backend: str) -> Catalog:
+    """Read the catalogue from the installed backend's classes (raises ImportError when absent)."""
+    fields: dict[str, FieldInfo] = {}
+    for module_name, class_name in BACKEND_CLASSES[backend]:
+        cls = getattr(importlib.import_module(module_name), class_name)
+        for name, annotation, required, default in _class_fields(cls):
+            if name in fields:  # first class wins (TrainingArgs before TorchrunArgs)
+                continue
+            kinds, choices = describe_annotation(annotation)
+            fields[name] = FieldInfo(
+                name=name,
+                source=f"{module_name.split('.')[0]}.{class_name}",
+                types=tuple(sorted(kinds)),
+                choices=choices,
+                required=required,
+                default=_json_default(default),
+            )
+    return Catalog(backend, installed_versions(backend), fields, origin="live")
+
+
+def installed_versions(backend: str) -> dict[str, str]:
+    versions = {}
+    for dist in BACKEND_DISTRIBUTIONS[backend]:
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = ""
+    return versions
+
+
+def snapshot_path(backend: str) -> Path:
+    return SNAPSHOT_DIR / f"{backend}.json"
+
+
+def load_snapshot(backend: str) -> Catalog:
+    data = json.loads(snapshot_path(backend).read_text())
+    fields = {
+        name: FieldInfo(
+            name=name,
+            source=f["source"],
+            types=tuple(f["types"]),
+            choices=None if f["choices"] is None else tuple(f["choices"]),
+            required=f["required"],
+            default=f["default"],
+        )
+        for name, f in data["fields"].items()
+    }
+    return Catalog(backend, data["versions"], fields, origin="snapshot")
+
+
+@cache
+def catalog(backend: str) -> Catalog:
+    """The backend's field catalogue: the snapshot if it matches what is installed, else the live classes."""
+    snapshot = load_snapshot(backend)
+    installed = installed_versions(backend)
+    if installed == snapshot.versions or not all(installed.values()):
+        return snapshot
+    try:
+        return read_live(backend)
+    except ImportError:
+        return snapshot
+
+
+def write_snapshots() -> list[Path]:
+    """Regenerate every snapshot from the installed backends (run after upgrading one)."""
+    SNAPSHOT_DIR.mkdir(parents=True, exist_ok=True)
+    written = []
+    for backend in BACKEND_CLASSES:
+        path = snapshot_path(backend)
+        path.write_text(json.dumps(read_live(backend).to_json(), indent=1, sort_keys=True) + "\n")
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    for p in write_snapshots():
+        print(p)

@@ -1,0 +1,145 @@
+"""Curated parameters per algorithm, under Training Hub's names: these models are the documentation.
+
+Every named parameter of training-hub's ``sft()``, ``osft()`` and ``lora_sft()`` is here, so an existing
+call becomes a kubetune spec unchanged. Experiment tracking and torchrun settings are first-class on
+every algorithm. Anything not named here is a backend kwarg, checked against the backend's own fields.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+Probability = Annotated[float, Field(ge=0, lt=1)]
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class TrackingParams(_Params):
+    """Experiment tracking: set any of them to enable that tracker (credentials go under ``secrets``)."""
+
+    wandb_project: str | None = Field(None, description="Weights & Biases project.")
+    wandb_entity: str | None = Field(None, description="Weights & Biases team or user.")
+    wandb_run_name: str | None = Field(None, description="Weights & Biases run name.")
+    mlflow_tracking_uri: str | None = Field(None, description="MLflow tracking server URI (no credentials).")
+    mlflow_experiment_name: str | None = Field(None, description="MLflow experiment name.")
+    mlflow_run_name: str | None = Field(None, description="MLflow run name.")
+    tensorboard_log_dir: str | None = Field(None, description="Directory for TensorBoard event files.")
+
+
+class TorchrunParams(_Params):
+    """torchrun launch settings (single node, all local GPUs by default)."""
+
+    nproc_per_node: Literal["auto", "gpu"] | PositiveInt | None = Field(None, description="Processes per node.")
+    nnodes: PositiveInt | None = Field(None, description="Number of nodes.")
+    node_rank: NonNegativeInt | None = Field(None, description="Rank of this node, 0..nnodes-1.")
+    rdzv_id: str | int | None = Field(None, description="Rendezvous job id.")
+    rdzv_endpoint: str | None = Field(None, description="Rendezvous endpoint host:port.")
+    master_addr: str | None = Field(None, description="Master address (static rendezvous).")
+    master_port: Annotated[int, Field(ge=1, le=65535)] | None = Field(None, description="Master port.")
+
+
+class CommonParams(TrackingParams, TorchrunParams):
+    """Parameters every algorithm takes."""
+
+    model_path: str | None = Field(None, description="Base model: local/PVC path or hub id.")
+    data_path: str | None = Field(None, description="Training data (JSONL in messages format).")
+    ckpt_output_dir: str | None = Field(None, description="Where checkpoints and logs are written.")
+    data_output_dir: str | None = Field(None, description="Where processed data is written.")
+    num_epochs: PositiveInt | None = Field(None, description="Number of epochs.")
+    effective_batch_size: PositiveInt | None = Field(None, description="Samples per optimizer step, all GPUs.")
+    learning_rate: PositiveFloat | None = Field(None, description="Peak learning rate.")
+    max_seq_len: PositiveInt | None = Field(None, description="Longest sample in tokens.")
+    max_tokens_per_gpu: PositiveInt | None = Field(None, description="Token cap per GPU mini-batch.")
+    warmup_steps: NonNegativeInt | None = Field(None, description="Learning-rate warmup steps.")
+    seed: int | None = Field(None, description="Random seed.")
+
+
+class _AdamWParams(_Params):
+    beta1: Probability | None = Field(None, description="AdamW beta1.")
+    beta2: Probability | None = Field(None, description="AdamW beta2.")
+    eps: PositiveFloat | None = Field(None, description="AdamW epsilon.")
+    weight_decay: Annotated[float, Field(ge=0)] | None = Field(None, description="AdamW weight decay.")
+
+
+class _PretrainingParams(_Params):
+    is_pretraining: bool | None = Field(None, description="Document-style continual pretraining.")
+    block_size: PositiveInt | None = Field(None, description="Tokens per block; required when pretraining.")
+    document_column_name: str | None = Field(None, description='Document column (default "document").')
+
+
+class SFTParams(CommonParams, _AdamWParams, _PretrainingParams):
+    """``sft``: full fine-tuning through instructlab-training."""
+
+    save_samples: NonNegativeInt | None = Field(None, description="Checkpoint every N samples (0: off).")
+    accelerate_full_state_at_epoch: bool | None = Field(None, description="Save resumable state each epoch.")
+    checkpoint_at_epoch: bool | None = Field(None, description="Save a checkpoint each epoch.")
+
+
+class OSFTParams(CommonParams, _AdamWParams, _PretrainingParams):
+    """``osft``: orthogonal-subspace fine-tuning through mini-trainer."""
+
+    unfreeze_rank_ratio: Annotated[float, Field(gt=0, le=1)] | None = Field(
+        None, description="Share of each matrix's rank that is trained, in (0, 1]."
+    )
+    target_patterns: list[str] | None = Field(None, description="Module name patterns to apply OSFT to.")
+    use_liger: bool | None = Field(None, description="Use Liger kernels.")
+    use_processed_dataset: bool | None = Field(None, description="data_path already holds input_ids/labels.")
+    unmask_messages: bool | None = Field(None, description="Train on all messages, not only the assistant's.")
+    lr_scheduler: str | None = Field(None, description="PyTorch LR scheduler name.")
+    lr_scheduler_kwargs: dict | None = Field(None, description="Extra scheduler arguments.")
+    checkpoint_at_epoch: bool | None = Field(None, description="Save a checkpoint each epoch.")
+    save_final_checkpoint: bool | None = Field(None, description="Save a checkpoint when training ends.")
+    trust_remote_code: bool | None = Field(None, description="Allow custom model code.")
+
+
+class LoRASFTParams(CommonParams):
+    """``lora_sft``: LoRA through Unsloth + TRL (PEFT + TRL where CUDA is absent)."""
+
+    lora_r: PositiveInt | None = Field(None, description="LoRA rank.")
+    lora_alpha: PositiveInt | None = Field(None, description="LoRA alpha.")
+    lora_dropout: Probability | None = Field(None, description="LoRA dropout in [0, 1).")
+    target_modules: list[str] | None = Field(None, description="Modules that get adapters.")
+    micro_batch_size: PositiveInt | None = Field(None, description="Per-device batch size.")
+    gradient_accumulation_steps: PositiveInt | None = Field(None, description="Micro-batches per step.")
+    lr_scheduler: str | None = Field(None, description="Scheduler name (TRL lr_scheduler_type).")
+    load_in_4bit: bool | None = Field(None, description="QLoRA: load the base model in 4 bits (CUDA).")
+    load_in_8bit: bool | None = Field(None, description="Load the base model in 8 bits (CUDA).")
+    bnb_4bit_quant_type: Literal["nf4", "fp4"] | None = Field(None, description="4-bit quantization type.")
+    bnb_4bit_compute_dtype: str | None = Field(None, description="Compute dtype for 4-bit layers.")
+    bnb_4bit_use_double_quant: bool | None = Field(None, description="Nested quantization.")
+    flash_attention: bool | None = Field(None, description="Use flash attention where available.")
+    sample_packing: bool | None = Field(None, description="Pack samples into full sequences (TRL packing).")
+    bf16: bool | None = Field(None, description="bfloat16 mixed precision.")
+    fp16: bool | None = Field(None, description="float16 mixed precision.")
+    tf32: bool | None = Field(None, description="TensorFloat-32 matmuls.")
+    save_steps: PositiveInt | None = Field(None, description="Checkpoint every N steps.")
+    eval_steps: PositiveInt | None = Field(None, description="Evaluate every N steps.")
+    logging_steps: PositiveInt | None = Field(None, description="Log every N steps.")
+    save_total_limit: PositiveInt | None = Field(None, description="Keep at most N checkpoints.")
+    dataset_type: Literal["chat_template", "alpaca", "passthrough"] | None = Field(None, description="Data format.")
+    field_messages: str | None = Field(None, description="Column with chat messages.")
+    field_instruction: str | None = Field(None, description="Alpaca instruction column.")
+    field_input: str | None = Field(None, description="Alpaca input column.")
+    field_output: str | None = Field(None, description="Alpaca output column.")
+    enable_model_splitting: bool | None = Field(None, description='device_map="balanced" for large models.')
+
+
+ALGORITHM_PARAMS: dict[str, type[CommonParams]] = {
+    "sft": SFTParams,
+    "osft": OSFTParams,
+    "lora_sft": LoRASFTParams,
+}
+# Parameters a Training Hub call must give (paths are bound by the pipeline when it runs the step).
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "sft": ("max_seq_len", "effective_batch_size", "learning_rate"),
+    "osft": ("effective_batch_size", "max_tokens_per_gpu", "max_seq_len", "learning_rate"),
+    "lora_sft": (),
+}
+PATH_PARAMS = ("model_path", "data_path", "ckpt_output_dir")

@@ -1,0 +1,1 @@
+"""Data handling shared by components: reading, validating and tokenizing chat samples."""

@@ -1,0 +1,1 @@
+"""Pipelines built from kubetune components."""
