@@ -116,10 +116,13 @@ def describe_annotation(tp: typing.Any) -> tuple[set[str], tuple | None]:
     if origin in (typing.Union, types.UnionType):
         kinds: set[str] = set()
         choices: list = []
-        for arg in typing.get_args(tp):
+        args = typing.get_args(tp)
+        for arg in args:
             arg_kinds, arg_choices = describe_annotation(arg)
             kinds |= arg_kinds
             choices.extend(arg_choices or ())
+        if str in args and any(isinstance(a, type) and issubclass(a, enum.Enum) for a in args):
+            kinds.discard("string")  # `SomeEnum | str` (transformers' style): the string is converted to the enum
         if "any" in kinds:
             return {"any"}, None
         return kinds, tuple(choices) or None

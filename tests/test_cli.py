@@ -1,0 +1,43 @@
+"""The console script as a user runs it."""
+
+import json
+import subprocess
+import sys
+
+OSFT_WITH_TYPO = {
+    "algorithm": "osft", "model_path": "/m", "data_path": "/d.jsonl", "ckpt_output_dir": "/o",
+    "unfreeze_rank_ratio": 0.2, "effective_batch_size": 8, "max_tokens_per_gpu": 2048, "max_seq_len": 1024,
+    "learning_rate": 1e-5, "validaton_split": 0.1,
+}  # fmt: skip
+
+
+def kubetune(*args):
+    return subprocess.run([sys.executable, "-m", "kubetune.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_validate_rejects_typo_with_suggestion(tmp_path):
+    spec = tmp_path / "osft.json"
+    spec.write_text(json.dumps(OSFT_WITH_TYPO, indent=2))
+    result = kubetune("validate", str(spec))
+    assert result.returncode == 2
+    assert "did you mean `validation_split`" in result.stderr and f"{spec}:11" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_validate_prints_the_artifact(tmp_path):
+    spec = tmp_path / "osft.json"
+    spec.write_text(json.dumps({**OSFT_WITH_TYPO, "validaton_split": None, "osft": False} | {"validation_split": 0.1,
+                                                                                            "validate_at_final": True}))
+    document = {k: v for k, v in json.loads(spec.read_text()).items() if k != "validaton_split"}
+    spec.write_text(json.dumps(document))
+    result = kubetune("validate", str(spec), "-o", str(tmp_path / "artifact.json"))
+    assert result.returncode == 0, result.stderr
+    artifact = json.loads((tmp_path / "artifact.json").read_text())
+    assert artifact["backend_kwargs"] == {"osft": False, "validate_at_final": True, "validation_split": 0.1}
+    assert artifact["schema_version"] == 1 and artifact["backend"] == "mini-trainer"
+
+
+def test_schema_is_json_schema():
+    result = kubetune("schema")
+    schema = json.loads(result.stdout)
+    assert {v["properties"]["algorithm"]["const"] for v in schema["oneOf"]} == {"sft", "osft", "lora_sft"}
