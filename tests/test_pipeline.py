@@ -1,0 +1,52 @@
+"""The finetune pipeline compiles with KFP's compiler and runs end to end with kfp.local on CPU."""
+
+import json
+import math
+
+import pytest
+import yaml
+from kfp import compiler
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from kubetune.components.export.core import verify
+from kubetune.contract.secrets import looks_like_secret
+from kubetune.pipelines.finetune import finetune
+
+
+def _walk(value, key=""):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _walk(v, k)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _walk(v, key)
+    else:
+        yield key, value
+
+
+def test_pipeline_compiles_deterministically_with_gpu_only_for_training(tmp_path):
+    compiler.Compiler().compile(finetune, str(tmp_path / "a.yaml"))
+    compiler.Compiler().compile(finetune, str(tmp_path / "b.yaml"))
+    assert (tmp_path / "a.yaml").read_bytes() == (tmp_path / "b.yaml").read_bytes()
+    spec = yaml.safe_load((tmp_path / "a.yaml").read_text())
+    executors = spec["deploymentSpec"]["executors"]
+    gpu = [name for name, e in executors.items() if "accelerator" in e["container"].get("resources", {})]
+    assert gpu == ["exec-train-model"]
+    assert not [k for k, v in _walk(spec) if looks_like_secret(k, v)]
+    assert all("pip install" not in " ".join(e["container"]["command"]) for e in executors.values())
+
+
+@pytest.mark.slow
+def test_local_run_end_to_end(tmp_path):
+    from kubetune.pipelines.local import run_local
+
+    result = run_local(tmp_path, export_destination=str(tmp_path / "published"))
+    losses = result["validation_loss"]
+    assert len(losses) >= 3 and all(math.isfinite(v) for v in losses.values())
+    assert losses[result["best_checkpoint"]] == min(losses.values())
+    model = AutoModelForCausalLM.from_pretrained(result["exported_model"])  # merged: transformers alone loads it
+    assert model.config.model_type == "llama" and AutoTokenizer.from_pretrained(result["exported_model"])
+    assert verify(result["exported_model"]) == [] and verify(tmp_path / "published") == []
+    artifact = json.loads(open(result["kwargs_artifact"]).read())
+    assert artifact["algorithm"] == "lora_sft" and artifact["eval_steps"] == 24
+    assert not [k for k, v in _walk(artifact) if looks_like_secret(k, v)]
