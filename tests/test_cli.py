@@ -26,8 +26,11 @@ def test_validate_rejects_typo_with_suggestion(tmp_path):
 
 def test_validate_prints_the_artifact(tmp_path):
     spec = tmp_path / "osft.json"
-    spec.write_text(json.dumps({**OSFT_WITH_TYPO, "validaton_split": None, "osft": False} | {"validation_split": 0.1,
-                                                                                            "validate_at_final": True}))
+    spec.write_text(
+        json.dumps(
+            {**OSFT_WITH_TYPO, "validaton_split": None, "osft": False} | {"validation_split": 0.1, "validate_at_final": True}
+        )
+    )
     document = {k: v for k, v in json.loads(spec.read_text()).items() if k != "validaton_split"}
     spec.write_text(json.dumps(document))
     result = kubetune("validate", str(spec), "-o", str(tmp_path / "artifact.json"))

@@ -185,7 +185,10 @@ def test_secret_references_are_accepted_and_kept():
             "secrets": {"WANDB_API_KEY": {"secret": "wandb", "key": "api-key"}, "HF_TOKEN": {"env": "HF_TOKEN"}},
         }
     )
-    assert spec.to_document()["secrets"] == {"HF_TOKEN": {"env": "HF_TOKEN"}, "WANDB_API_KEY": {"secret": "wandb", "key": "api-key"}}
+    assert spec.to_document()["secrets"] == {
+        "HF_TOKEN": {"env": "HF_TOKEN"},
+        "WANDB_API_KEY": {"secret": "wandb", "key": "api-key"},
+    }
 
 
 def test_vocabulary_tokens_are_not_secrets():
@@ -203,7 +206,9 @@ def test_nested_backend_kwargs_and_flat_style_mean_the_same():
     flat = validate_spec({**LORA, "eval_strategy": "steps"})
     nested = validate_spec({**LORA, "backend_kwargs": {"eval_strategy": "steps"}})
     assert flat.to_document() == nested.to_document()
-    assert any("give it once" in p for p in problems({**LORA, "eval_strategy": "no", "backend_kwargs": {"eval_strategy": "steps"}}))
+    assert any(
+        "give it once" in p for p in problems({**LORA, "eval_strategy": "no", "backend_kwargs": {"eval_strategy": "steps"}})
+    )
 
 
 def test_newer_schema_version_is_rejected():

@@ -1,8 +1,9 @@
 import hashlib
 
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
 from kubetune.embedded import sample_data
 from kubetune.embedded.tiny_model import write_tiny_model
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 
 def test_shipped_sample_data_is_what_the_generator_writes(tmp_path):

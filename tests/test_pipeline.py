@@ -2,15 +2,16 @@
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import yaml
 from kfp import compiler
+from kubetune.components.export.core import verify
+from kubetune.pipelines.finetune import finetune
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from kubetune.components.export.core import verify
 from kubetune.contract.secrets import looks_like_secret
-from kubetune.pipelines.finetune import finetune
 
 
 def _walk(value, key=""):
@@ -47,6 +48,6 @@ def test_local_run_end_to_end(tmp_path):
     model = AutoModelForCausalLM.from_pretrained(result["exported_model"])  # merged: transformers alone loads it
     assert model.config.model_type == "llama" and AutoTokenizer.from_pretrained(result["exported_model"])
     assert verify(result["exported_model"]) == [] and verify(tmp_path / "published") == []
-    artifact = json.loads(open(result["kwargs_artifact"]).read())
+    artifact = json.loads(Path(result["kwargs_artifact"]).read_text())
     assert artifact["algorithm"] == "lora_sft" and artifact["eval_steps"] == 24
     assert not [k for k, v in _walk(artifact) if looks_like_secret(k, v)]

@@ -1,5 +1,6 @@
-from kubetune.data.tokenize import IGNORE_INDEX, tokenize_sample
 from transformers import AutoTokenizer
+
+from kubetune.data.tokenize import IGNORE_INDEX, tokenize_sample
 
 SAMPLE = {
     "messages": [
@@ -15,7 +16,9 @@ SAMPLE = {
 def test_labels_cover_exactly_the_assistant_turns(tiny_model):
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     tokens = tokenize_sample(tokenizer, SAMPLE)
-    learned = tokenizer.decode([t for t, label in zip(tokens["input_ids"], tokens["labels"]) if label != IGNORE_INDEX])
+    learned = tokenizer.decode(
+        [t for t, label in zip(tokens["input_ids"], tokens["labels"], strict=False) if label != IGNORE_INDEX]
+    )
     assert learned.replace("\n", "") == "2 plus 2 is 4.<|im_end|>blue red<|im_end|>"
     unmasked = tokenize_sample(tokenizer, {**SAMPLE, "unmask": True})
     assert unmasked["labels"] == unmasked["input_ids"]
@@ -28,5 +31,5 @@ def test_same_masks_as_the_templates_generation_markers(tiny_model):
     assert theirs["input_ids"] == ours["input_ids"]
     mask = [label != IGNORE_INDEX for label in ours["labels"]]
     # our spans also cover the newline after <|im_end|>; the generation markers stop before it
-    differences = [i for i, (a, b) in enumerate(zip(mask, theirs["assistant_masks"])) if a != bool(b)]
+    differences = [i for i, (a, b) in enumerate(zip(mask, theirs["assistant_masks"], strict=False)) if a != bool(b)]
     assert all(tokenizer.decode([ours["input_ids"][i]]) == "\n" for i in differences)

@@ -1,9 +1,9 @@
 import math
 
 import torch
+from kubetune.components.evaluate.core import best, evaluate, held_out_loss
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from kubetune.components.evaluate.core import best, evaluate, held_out_loss
 from kubetune.data.tokenize import read_jsonl, tokenize_samples
 from kubetune.embedded.sample_data import SAMPLE_DATA
 
@@ -28,7 +28,7 @@ def test_every_checkpoint_gets_a_point_and_the_best_is_lowest(tmp_path, tiny_mod
     for name in ("checkpoint-10", "checkpoint-2", "final"):
         shutil.copytree(tiny_model, tmp_path / "run" / name)
     val = tmp_path / "val.jsonl"
-    val.write_text("".join(line for line, _ in zip(SAMPLE_DATA.open(), range(8))))
+    val.write_text("".join(line for line, _ in zip(SAMPLE_DATA.open(), range(8), strict=False)))
     points = evaluate(tmp_path / "run", val)
     assert [p.checkpoint for p in points] == ["checkpoint-2", "checkpoint-10", "final"]
     assert all(math.isfinite(p.loss) and p.tokens > 0 for p in points)

@@ -1,8 +1,8 @@
 import json
 
 import pytest
-
 from kubetune.components.export.core import MANIFEST, export_local, verify
+
 from kubetune.errors import KubetuneError
 
 

@@ -1,8 +1,8 @@
 import json
 
 import pytest
-
 from kubetune.components.prepare.core import prepare
+
 from kubetune.errors import KubetuneError
 from kubetune.runtime import SAMPLE_DATA_URI
 
