@@ -85,6 +85,12 @@ def run_local(
 
     arguments: dict = {"algorithm": algorithm}
     if kwargs is not None:
+        from kubetune.contract import load_spec
+
+        try:  # fail fast, with file and line, before the pipeline starts
+            load_spec(kwargs, require_paths=False)
+        except KubetuneError as e:
+            _fail(e)
         arguments["training_kwargs"] = json.loads(kwargs.read_text())
     result = run(output, **arguments)
     typer.echo("\nkubetune run-local finished")

@@ -44,3 +44,11 @@ def test_schema_is_json_schema():
     result = kubetune("schema")
     schema = json.loads(result.stdout)
     assert {v["properties"]["algorithm"]["const"] for v in schema["oneOf"]} == {"sft", "osft", "lora_sft"}
+
+
+def test_run_local_rejects_bad_kwargs_file_before_running(tmp_path):
+    spec = tmp_path / "kwargs.json"
+    spec.write_text('{\n  "algorithm": "lora_sft",\n  "eval_stepz": 5\n}')
+    result = kubetune("run-local", "-o", str(tmp_path / "run"), "--kwargs", str(spec))
+    assert result.returncode == 2 and f"{spec}:3" in result.stderr and "did you mean `eval_steps`" in result.stderr
+    assert not (tmp_path / "run").exists()
