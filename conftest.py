@@ -1,3 +1,5 @@
+import socket
+
 import pytest
 
 from kubetune.embedded.tiny_model import write_tiny_model
@@ -7,3 +9,33 @@ from kubetune.embedded.tiny_model import write_tiny_model
 def tiny_model(tmp_path_factory):
     """The embedded tiny model, generated once per test session (offline, about a second)."""
     return write_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint():
+    """A real S3-compatible HTTP server on loopback (moto), for boto3 to talk to over the wire."""
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3(moto_endpoint, monkeypatch):
+    """A boto3 S3 client against the moto server, with the environment set the way a pod's would be."""
+    import boto3
+
+    for name, value in {
+        "AWS_ENDPOINT_URL": moto_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    return boto3.client("s3")

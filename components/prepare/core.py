@@ -1,126 +1,408 @@
-"""Data preparation: check every line of a chat JSONL file, then split train/validation deterministically.
+"""Data preparation: check every record, drop or fail by policy, tokenize once, split train/validation.
 
-Every bad line is reported with its file, line number and reason. With ``on_invalid="fail"`` (default)
-nothing is written when any line is bad; with ``"skip"`` bad lines are dropped and listed in the report.
-Outputs are written to temporary files and renamed into place, so a failure never leaves half a file.
+One pass over the data, in parallel worker processes and with bounded memory: each batch of raw lines
+is parsed, checked (``kubetune.data.records``), tokenized with the model's chat template
+(``kubetune.data.tokenize``) and measured against ``max_seq_len``. Results come back in input order, so
+the output does not depend on the number of workers. Kept samples are spooled to disk; the deterministic
+split (seed and ratio, or a separate validation source) then moves them into place.
+
+Each output is a directory that every backend reads as is:
+
+- ``data.jsonl``: ``input_ids``, ``labels`` (``-100`` outside learned tokens), ``len``,
+  ``num_loss_counted_tokens`` -- mini-trainer's pre-tokenized input, instructlab-training's processed data
+  (run it with ``process_data=False`` and ``data_output_dir`` = this directory) and TRL's tokenized dataset;
+- ``messages.jsonl``: the same samples, in order, as normalized chat records (for other tools and readers).
+
+With ``on_invalid="fail"`` nothing is written when any record is bad; every bad record is reported with
+its file, line and reason. Outputs are staged and renamed into place, so a failure leaves no half output.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
+import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from array import array
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from kubetune.data.records import REASONS, BadRecord, DataFormat, normalize
+from kubetune.data.sources import open_source
+from kubetune.data.tokenize import sample as make_sample
 from kubetune.errors import KubetuneError, Problem
-from kubetune.runtime import resolve_data
 
-ROLES = {"system", "user", "assistant", "tool"}
-
-
-@dataclass
-class PrepareReport:
-    source: str
-    total_lines: int = 0
-    train_samples: int = 0
-    validation_samples: int = 0
-    skipped: list[dict[str, Any]] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+DATA_FILE, MESSAGES_FILE = "data.jsonl", "messages.jsonl"
+MAX_LISTED_PROBLEMS = 100
+# reasons that the length policy decides; every other reason is invalid input, decided by on_invalid
+LENGTH_REASONS = {"too_long", "no_label_tokens"}
 
 
-def check_sample(sample: Any) -> str | None:
-    """Why a parsed line is not a usable chat sample, or None when it is."""
-    if not isinstance(sample, dict):
-        return "a line must be a JSON object"
-    messages = sample.get("messages")
-    if not isinstance(messages, list) or not messages:
-        return "`messages` must be a non-empty list"
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict):
-            return f"messages[{i}] must be an object"
-        if message.get("role") not in ROLES:
-            return f"messages[{i}].role must be one of {', '.join(sorted(ROLES))}, got {message.get('role')!r}"
-        content = message.get("content")
-        if not isinstance(content, str) or not content.strip():
-            return f"messages[{i}].content must be a non-empty string"
-    if not any(m["role"] == "assistant" for m in messages):
-        return "no assistant turn to learn from"
-    return None
+class PrepareConfig(BaseModel):
+    """How data is checked, cut and split. Field names are what error messages name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    validation_ratio: float = Field(0.1, ge=0, lt=1, description="share held out when no validation source is given")
+    seed: int = Field(42, description="same data, ratio and seed: same split")
+    on_invalid: Literal["fail", "skip"] = Field("fail", description="fail: stop, write nothing; skip: drop and list")
+    too_long: Literal["drop", "truncate", "fail"] = Field("drop", description="samples longer than max_seq_len")
+    max_seq_len: int | None = Field(None, gt=0, description="longest sample in tokens (None: no limit)")
+    dedup: bool = Field(False, description="drop exact duplicates (also validation samples that repeat training ones)")
+    data_format: DataFormat = Field("chat", description="chat (messages or Alpaca) or document (pretraining)")
+    document_column: str = Field("document", description="the text column of pretraining documents")
+    num_proc: int | None = Field(None, gt=0, description="worker processes (default: every available core)")
+    batch_size: int = Field(512, gt=0, description="records per worker task")
+
+    @classmethod
+    def checked(cls, **values: Any) -> PrepareConfig:
+        try:
+            return cls(**values)
+        except ValidationError as e:
+            problems = [Problem(".".join(map(str, err["loc"])) or "config", err["msg"]) for err in e.errors(include_input=False)]
+            raise KubetuneError(problems, "invalid data preparation parameters") from None
 
 
-def read_samples(path: Path, on_invalid: Literal["fail", "skip"], report: PrepareReport) -> list[dict]:
-    samples, problems = [], []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            report.total_lines += 1
-            try:
-                sample = json.loads(line)
-                reason = check_sample(sample)
-            except json.JSONDecodeError as e:
-                reason = f"invalid JSON: {e.msg} (column {e.colno})"
-            if reason is None:
-                samples.append(sample)
-            else:
-                problems.append(Problem(f"{path}:{lineno}", reason))
-                report.skipped.append({"line": lineno, "reason": reason})
-    if problems and on_invalid == "fail":
-        raise KubetuneError(problems, f"invalid data in {path}")
-    if not samples:
-        raise KubetuneError([Problem(str(path), "holds no usable sample")], "invalid data")
-    return samples
+# ---------------------------------------------------------------- worker side (one process per core)
+
+_encoder = None
 
 
-def split(samples: list[dict], validation_ratio: float, seed: int) -> tuple[list[dict], list[dict]]:
-    """Deterministic split: the same samples, ratio and seed always give the same two sets."""
-    order = list(range(len(samples)))
-    random.Random(seed).shuffle(order)
-    n_val = round(len(samples) * validation_ratio)
-    if validation_ratio > 0 and len(samples) > 1:
-        n_val = min(max(n_val, 1), len(samples) - 1)
-    val_idx = set(order[:n_val])
-    train = [s for i, s in enumerate(samples) if i not in val_idx]
-    val = [s for i, s in enumerate(samples) if i in val_idx]
-    return train, val
+def _start_worker(tokenizer_path: str) -> None:
+    global _encoder
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # parallel across processes, not inside each
+    from kubetune.data.tokenize import ChatEncoder
+
+    _encoder = ChatEncoder.load(tokenizer_path)
 
 
-def write_jsonl_atomic(path: str | Path, rows: list[dict]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+class Batch(NamedTuple):
+    """A worker's result for one batch: kept samples in input order (their lines and measures) and bad records."""
+
+    where: list[str]
+    digests: list[bytes]
+    lengths: list[int]
+    truncated: int
+    messages: list[str]
+    data: list[str]
+    bad: list[tuple[str, str, str]]  # (where, reason, message)
+
+
+def _process(items: list[tuple[str, Any]], config: PrepareConfig) -> Batch:
+    batch = Batch([], [], [], 0, [], [], [])
+    records, wheres = [], []
+    for where, payload in items:
+        try:
+            record = json.loads(payload) if isinstance(payload, (bytes, str)) else payload
+            records.append(normalize(record, config.data_format, config.document_column))
+            wheres.append(where)
+        except json.JSONDecodeError as e:
+            batch.bad.append((where, "invalid_json", f"invalid JSON: {e.msg} (column {e.colno})"))
+        except UnicodeDecodeError:
+            batch.bad.append((where, "invalid_json", "invalid JSON: the line is not UTF-8"))
+        except BadRecord as e:
+            batch.bad.append((where, e.code, e.message))
+    truncated = 0
+    for where, record, result in zip(wheres, records, _encoder.encode(records), strict=True):
+        try:
+            if isinstance(result, BadRecord):
+                raise result
+            tokens, cut = _fit(record, result, config)
+        except BadRecord as e:
+            batch.bad.append((where, e.code, e.message))
+            continue
+        text = json.dumps(record, ensure_ascii=False, sort_keys=True)
+        batch.where.append(where)
+        batch.digests.append(hashlib.blake2b(text.encode(), digest_size=8).digest() if config.dedup else b"")
+        batch.lengths.append(tokens["len"])
+        batch.messages.append(text + "\n")
+        batch.data.append(json.dumps(tokens, separators=(",", ":")) + "\n")
+        truncated += cut
+    return batch._replace(truncated=truncated)
+
+
+def _fit(record: dict, tokens: dict, config: PrepareConfig) -> tuple[dict, bool]:
+    """``tokens`` within ``max_seq_len`` by the length policy, and whether it was truncated."""
+    if "document" in record:  # documents are cut into blocks by the backend
+        return tokens, False
+    if tokens["num_loss_counted_tokens"] == 0:
+        raise BadRecord("no_label_tokens", "no token to learn: the chat template rendered no learned content")
+    limit = config.max_seq_len
+    if not limit or tokens["len"] <= limit:
+        return tokens, False
+    if config.too_long != "truncate":
+        raise BadRecord("too_long", f"{tokens['len']} tokens, longer than max_seq_len={limit}")
+    tokens = make_sample(tokens["input_ids"][:limit], tokens["labels"][:limit])
+    if tokens["num_loss_counted_tokens"] == 0:
+        raise BadRecord("no_label_tokens", f"nothing left to learn within max_seq_len={limit}")
+    return tokens, True
+
+
+def _batches(source, config: PrepareConfig, tokenizer_path: str, progress) -> Iterator[Batch]:
+    """Every batch of ``source`` processed, in input order; at most 2 batches per worker are in flight."""
+    workers = config.num_proc or len(os.sched_getaffinity(0))
+    if workers == 1:
+        _start_worker(tokenizer_path)
+        for items, advance in source.batches(config.batch_size):
+            yield _process(items, config)
+            progress.update(advance)
+        return
+    with ProcessPoolExecutor(workers, initializer=_start_worker, initargs=(tokenizer_path,)) as pool:
+        pending: list[tuple[Future, int]] = []
+        for items, advance in source.batches(config.batch_size):
+            pending.append((pool.submit(_process, items, config), advance))
+            while len(pending) >= 2 * workers:
+                yield _take(pending, progress)
+        while pending:
+            yield _take(pending, progress)
+
+
+def _take(pending: list, progress) -> Batch:
+    future, advance = pending.pop(0)
+    batch = future.result()
+    progress.update(advance)
+    return batch
+
+
+# ---------------------------------------------------------------- main process
+
+
+class _Collector:
+    """Gathers kept samples into spool files and everything dropped into the report, with counts."""
+
+    def __init__(self, staging: Path, config: PrepareConfig):
+        self.config = config
+        self.staging = staging
+        self.seen: dict[bytes, str] = {}
+        self.lengths = {"train": array("I"), "validation": array("I")}
+        self.truncated = 0
+        self.dropped: Counter[str] = Counter()
+        self.problems: list[Problem] = []
+        self.problem_count = 0
+        self.records = 0
+        self.dropped_log = (staging / "dropped.jsonl").open("w", encoding="utf-8")
+
+    def collect(self, batches: Iterator[Batch], part: str) -> None:
+        data_path, messages_path = self.staging / f"{part}.{DATA_FILE}", self.staging / f"{part}.{MESSAGES_FILE}"
+        with data_path.open("w") as data, messages_path.open("w") as messages:
+            for batch in batches:
+                self.records += len(batch.where) + len(batch.bad)
+                for bad in batch.bad:
+                    self._bad(*bad)
+                keep = range(len(batch.where))
+                if self.config.dedup:
+                    keep = [i for i in keep if self._first(batch.where[i], batch.digests[i])]
+                    batch = batch._replace(**{f: [getattr(batch, f)[i] for i in keep] for f in ("lengths", "messages", "data")})
+                messages.writelines(batch.messages)
+                data.writelines(batch.data)
+                self.lengths[part].extend(batch.lengths)
+                self.truncated += batch.truncated
+
+    def _first(self, where: str, digest: bytes) -> bool:
+        if digest in self.seen:
+            self._bad(where, "duplicate", f"exact duplicate of {self.seen[digest]}")
+            return False
+        self.seen[digest] = where
+        return True
+
+    def _bad(self, where: str, reason: str, message: str) -> None:
+        fails = (reason not in LENGTH_REASONS and reason != "duplicate" and self.config.on_invalid == "fail") or (
+            reason == "too_long" and self.config.too_long == "fail"
+        )
+        if fails:
+            self.problem_count += 1
+            if len(self.problems) < MAX_LISTED_PROBLEMS:
+                self.problems.append(Problem(where, message))
+            return
+        self.dropped[reason] += 1
+        self.dropped_log.write(json.dumps({"where": where, "reason": reason, "message": message}, ensure_ascii=False) + "\n")
+
+    def raise_problems(self, source: str) -> None:
+        if not self.problem_count:
+            return
+        problems = list(self.problems)
+        if self.problem_count > len(problems):
+            problems.append(Problem(source, f"... and {self.problem_count - len(problems)} more bad records"))
+        raise KubetuneError(problems, f"invalid data in {source} (on_invalid=fail: nothing was written)")
 
 
 def prepare(
     data_uri: str,
-    train_path: str | Path,
-    validation_path: str | Path,
-    validation_ratio: float = 0.1,
-    seed: int = 42,
-    on_invalid: Literal["fail", "skip"] = "fail",
-) -> PrepareReport:
-    if not 0 <= validation_ratio < 1:
-        raise KubetuneError([Problem("validation_ratio", "must be in [0, 1)")], "invalid parameters")
-    source = Path(resolve_data(data_uri))
-    if not source.is_file():
-        raise KubetuneError([Problem(str(source), "does not exist or is not a file")], "invalid data")
-    report = PrepareReport(source=str(source))
-    samples = read_samples(source, on_invalid, report)
-    train, val = split(samples, validation_ratio, seed)
-    write_jsonl_atomic(train_path, train)
-    write_jsonl_atomic(validation_path, val)
-    report.train_samples, report.validation_samples = len(train), len(val)
-    return report
+    model_path: str,
+    train_out: str | Path,
+    validation_out: str | Path,
+    validation_uri: str | None = None,
+    report_out: str | Path | None = None,
+    summary_out: str | Path | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Prepare ``data_uri`` for training with the tokenizer of ``model_path``; returns the summary (also the metrics)."""
+    from tqdm.auto import tqdm
+
+    config = PrepareConfig.checked(**options)
+    train_out, validation_out = Path(train_out), Path(validation_out)
+    train_out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".prepare-", dir=train_out.parent))
+    try:
+        collector = _Collector(staging, config)
+        sources = [("train", data_uri), *([("validation", validation_uri)] if validation_uri else [])]
+        for part, uri in sources:
+            source = open_source(uri, staging / "download")
+            with tqdm(total=source.total, unit=source.unit, unit_scale=True, desc=f"prepare {part}", mininterval=2) as bar:
+                collector.collect(_batches(source, config, model_path, bar), part)
+            collector.raise_problems(source.name)
+        collector.dropped_log.close()
+        if not collector.lengths["train"]:
+            raise KubetuneError([Problem(data_uri, "holds no usable sample")], "invalid data")
+        if not validation_uri:
+            _split(staging, collector, config)
+        summary = _summary(data_uri, validation_uri, config, collector)
+        for part, out in (("train", train_out), ("validation", validation_out)):
+            _publish({DATA_FILE: staging / f"{part}.{DATA_FILE}", MESSAGES_FILE: staging / f"{part}.{MESSAGES_FILE}"}, out)
+        if report_out:
+            _write_report(Path(report_out), summary, staging / "dropped.jsonl")
+        if summary_out:
+            _atomic_text(Path(summary_out), markdown(summary, staging / "dropped.jsonl"))
+        return summary
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _split(staging: Path, collector: _Collector, config: PrepareConfig) -> None:
+    """Move a seeded random ``validation_ratio`` of the kept samples from train into validation."""
+    lengths = collector.lengths["train"]
+    n = len(lengths)
+    n_val = round(n * config.validation_ratio)
+    if config.validation_ratio > 0 and n > 1:
+        n_val = min(max(n_val, 1), n - 1)
+    held_out = set(random.Random(config.seed).sample(range(n), n_val))
+    files = {}
+    for part in ("train", "validation"):
+        for name in (DATA_FILE, MESSAGES_FILE):
+            files[part, name] = (staging / f"{part}.{name}.split").open("w")
+    kept_lengths = {"train": array("I"), "validation": array("I")}
+    with (staging / f"train.{DATA_FILE}").open() as data, (staging / f"train.{MESSAGES_FILE}").open() as messages:
+        for i, (data_line, message_line) in enumerate(zip(data, messages, strict=True)):
+            part = "validation" if i in held_out else "train"
+            files[part, DATA_FILE].write(data_line)
+            files[part, MESSAGES_FILE].write(message_line)
+            kept_lengths[part].append(lengths[i])
+    for (part, name), f in files.items():
+        f.close()
+        os.replace(staging / f"{part}.{name}.split", staging / f"{part}.{name}")
+    collector.lengths = kept_lengths
+
+
+def _publish(files: dict[str, Path], out: Path) -> None:
+    """Move ``files`` into the directory ``out`` as one rename (an existing ``out`` is replaced)."""
+    staged = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    try:
+        for name, path in files.items():
+            os.replace(path, staged / name)
+        old = None
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{staged.name[-8:]}")
+            out.rename(old)
+        staged.rename(out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+
+
+def _stats(lengths: array) -> dict[str, float]:
+    import numpy as np
+
+    if not lengths:
+        return {"min": 0, "mean": 0.0, "p95": 0.0, "max": 0, "total": 0}
+    values = np.frombuffer(lengths, dtype=np.uint32)
+    return {
+        "min": int(values.min()),
+        "mean": round(float(values.mean()), 2),
+        "p95": round(float(np.percentile(values, 95)), 2),
+        "max": int(values.max()),
+        "total": int(values.sum(dtype=np.uint64)),
+    }
+
+
+def _summary(data_uri: str, validation_uri: str | None, config: PrepareConfig, collector: _Collector) -> dict[str, Any]:
+    return {
+        "source": data_uri,
+        "validation_source": validation_uri or f"split of {data_uri} (ratio {config.validation_ratio}, seed {config.seed})",
+        "records": collector.records,
+        "train_samples": len(collector.lengths["train"]),
+        "validation_samples": len(collector.lengths["validation"]),
+        "dropped": sum(collector.dropped.values()),
+        "dropped_by_reason": {reason: collector.dropped[reason] for reason in REASONS if collector.dropped[reason]},
+        "truncated": collector.truncated,
+        "train_tokens": _stats(collector.lengths["train"]),
+        "validation_tokens": _stats(collector.lengths["validation"]),
+        "config": config.model_dump(exclude={"num_proc", "batch_size"}),
+    }
+
+
+def metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """The summary as flat KFP metrics."""
+    out = {k: summary[k] for k in ("records", "train_samples", "validation_samples", "dropped", "truncated")}
+    out.update({f"dropped_{reason}": count for reason, count in summary["dropped_by_reason"].items()})
+    out.update({f"train_tokens_{k}": v for k, v in summary["train_tokens"].items()})
+    out.update({f"validation_tokens_{k}": v for k, v in summary["validation_tokens"].items()})
+    return out
+
+
+def _dropped(log: Path) -> Iterator[dict]:
+    with log.open(encoding="utf-8") as f:
+        for line in f:
+            yield json.loads(line)
+
+
+def _write_report(path: Path, summary: dict[str, Any], dropped_log: Path) -> None:
+    """``{"summary": ..., "dropped": [every dropped record's where, reason, message]}``, streamed to disk."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.part")
+    with partial.open("w", encoding="utf-8") as f:
+        f.write('{"summary": ' + json.dumps(summary, ensure_ascii=False) + ', "dropped": [')
+        for i, entry in enumerate(_dropped(dropped_log)):
+            f.write(("," if i else "") + "\n  " + json.dumps(entry, ensure_ascii=False))
+        f.write("\n]}\n")
+    os.replace(partial, path)
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.part")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)
+
+
+def markdown(summary: dict[str, Any], dropped_log: Path, listed: int = 20) -> str:
+    """The summary the KFP UI shows: counts, token lengths, why records were dropped (first ``listed``)."""
+    t, v = summary["train_tokens"], summary["validation_tokens"]
+    lines = [
+        "# Data preparation",
+        "",
+        f"Source: `{summary['source']}`; validation: {summary['validation_source']}.",
+        "",
+        "| | train | validation |",
+        "|---|---|---|",
+        f"| samples | {summary['train_samples']} | {summary['validation_samples']} |",
+        *(f"| tokens {k} | {t[k]} | {v[k]} |" for k in ("min", "mean", "p95", "max", "total")),
+        "",
+        f"{summary['records']} records read, {summary['dropped']} dropped, {summary['truncated']} truncated.",
+    ]
+    if summary["dropped_by_reason"]:
+        lines += ["", "| dropped because | records |", "|---|---|"]
+        lines += [f"| {REASONS[r]} | {n} |" for r, n in summary["dropped_by_reason"].items()]
+        lines += ["", f"First dropped records (all are in the report artifact):", ""]
+        for i, entry in enumerate(_dropped(dropped_log)):
+            if i == listed:
+                break
+            lines.append(f"- `{entry['where']}`: {entry['message']}")
+    return "\n".join(lines) + "\n"

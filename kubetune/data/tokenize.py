@@ -1,51 +1,216 @@
-"""Tokenize chat samples with the model's own chat template, labels masked to assistant turns.
+"""Tokenize records with the model's own chat template; labels cover what the model should learn.
 
-Works with any chat template (no ``{% generation %}`` markers needed): each assistant turn's characters
-are located by rendering the conversation prefix before and after that turn, then mapped to tokens
-through the fast tokenizer's offsets. Tokens outside assistant turns get label ``-100``.
+Masking follows instructlab-training's rules, so every backend learns the same tokens:
+
+- the ``content`` (and ``reasoning_content``, where the template renders it) of assistant turns is learned,
+  plus the template's tokens after it up to and including the EOS token (e.g. ``<|im_end|>``);
+- with ``"unmask": true`` the content of every turn except ``system`` is learned;
+- everything else gets label ``-100``.
+
+How: each learned field is wrapped in private-use marker characters tagged with its message's index,
+the conversation is rendered once, the markers are located and removed, and the clean text is tokenized
+by the fast tokenizer in one batched call, whose offsets map the marked character spans onto tokens. This
+works with any chat template that renders content verbatim, and the token ids are those of the text the
+model sees at inference (instructlab-training tokenizes with marker *tokens* in the text, which forces a
+token boundary at each marker; with templates that put a special token or a newline there, as usual, the
+ids are the same).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from kubetune.data.records import BadRecord
+
 IGNORE_INDEX = -100
 
+_CONTENT_BEGIN, _CONTENT_END, _REASONING_BEGIN, _REASONING_END = "\U000f0000", "\U000f0001", "\U000f0002", "\U000f0003"
+_TAG0 = 0xF1000  # the message index rides on the character after a begin marker
+_MARKER = re.compile("([\U000f0000\U000f0002])(.)|[\U000f0001\U000f0003]", re.DOTALL)
+_RESERVED = re.compile("[\U000f0000-\U000f0003\U000f1000-\U000fffff]")
 
-def _render(tokenizer, messages: list[dict], generation_prompt: bool = False) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
 
-
-def assistant_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
-    """The rendered conversation and the character spans of its assistant turns."""
-    text = _render(tokenizer, messages)
-    spans = []
+def _wrap(messages: list[dict], learned_roles: set[str]) -> list[dict]:
+    has_reasoning = any(m.get("reasoning_content") is not None for m in messages if m["role"] in learned_roles)
+    wrapped = []
     for i, message in enumerate(messages):
-        if message["role"] != "assistant":
+        if message["role"] not in learned_roles:
+            wrapped.append(message)
             continue
-        start = len(_render(tokenizer, messages[:i], generation_prompt=True)) if i else 0
-        end = len(_render(tokenizer, messages[: i + 1]))
-        if text[:end] != _render(tokenizer, messages[: i + 1]):
-            raise ValueError("the chat template renders a conversation prefix differently from the whole")
-        spans.append((start, end))
-    return text, spans
+        tag = chr(_TAG0 + i)
+        message = dict(message)
+        for field, (begin, end) in (("content", (_CONTENT_BEGIN, _CONTENT_END)), ("reasoning_content", (_REASONING_BEGIN, _REASONING_END))):
+            value = message.get(field)
+            if isinstance(value, str) and (field == "content" or has_reasoning):
+                if _RESERVED.search(value):
+                    raise BadRecord("bad_content", f"messages[{i}].{field} holds reserved private-use characters")
+                message[field] = begin + tag + value + end
+        wrapped.append(message)
+    return wrapped
 
 
-def tokenize_sample(tokenizer, sample: dict[str, Any]) -> dict[str, list[int]]:
-    """``input_ids`` and ``labels`` for one ``{"messages": [...], "unmask"?: bool}`` sample."""
-    text, spans = assistant_spans(tokenizer, sample["messages"])
-    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    input_ids = encoded["input_ids"]
-    if sample.get("unmask"):
-        return {"input_ids": input_ids, "labels": list(input_ids)}
-    labels = [
-        tok if any(start <= lo < end for start, end in spans) else IGNORE_INDEX
-        for tok, (lo, _hi) in zip(input_ids, encoded["offset_mapping"], strict=True)
-    ]
-    return {"input_ids": input_ids, "labels": labels}
+def _strip_markers(text: str) -> tuple[str, dict[int, tuple[int, int]]]:
+    """The text without markers, and each message's learned character span (reasoning and content merged)."""
+    pieces, spans, last, length, opened = [], {}, 0, 0, None
+    for match in _MARKER.finditer(text):
+        pieces.append(text[last : match.start()])
+        length += match.start() - last
+        last = match.end()
+        if match.group(1):  # a begin marker
+            if opened is not None:
+                raise BadRecord("template_error", "the chat template nests or reorders message contents")
+            opened = (match.group(1), ord(match.group(2)) - _TAG0, length)
+            continue
+        expected = _CONTENT_BEGIN if match.group(0) == _CONTENT_END else _REASONING_BEGIN
+        if opened is None or opened[0] != expected:
+            raise BadRecord("template_error", "the chat template changed a message's content")
+        _, index, start = opened
+        lo, hi = spans.get(index, (start, length))
+        spans[index] = (min(lo, start), max(hi, length))
+        opened = None
+    if opened is not None:
+        raise BadRecord("template_error", "the chat template cut a message's content")
+    pieces.append(text[last:])
+    return "".join(pieces), spans
+
+
+class ChatEncoder:
+    """Turns normalized records into ``input_ids``/``labels``, a batch at a time.
+
+    Holds the Rust tokenizer, the compiled chat template and the special tokens the template sees:
+    rendering is exactly ``apply_chat_template``'s (same compiled template, same variables), without its
+    per-call overhead. ``load`` reads a local model's ``tokenizer.json`` and template without importing
+    torch; anything else (a hub id, a slow-only tokenizer) goes through ``AutoTokenizer``.
+    """
+
+    def __init__(self, backend, chat_template: str | None, special_tokens: dict[str, Any]):
+        self.backend = backend
+        self.chat_template = chat_template
+        self.special_tokens = special_tokens
+        self.eos = special_tokens.get("eos_token")
+        self.eos_id = backend.token_to_id(self.eos) if self.eos else None
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer) -> ChatEncoder:
+        """From a transformers fast tokenizer."""
+        if not getattr(tokenizer, "is_fast", False):
+            raise ValueError("a fast tokenizer is required (its offsets map learned text onto tokens)")
+        return cls(tokenizer.backend_tokenizer, tokenizer.chat_template, dict(tokenizer.special_tokens_map))
+
+    @classmethod
+    def load(cls, model_path: str | Path) -> ChatEncoder:
+        path = Path(model_path)
+        config_file = path / "tokenizer_config.json"
+        if (path / "tokenizer.json").is_file() and config_file.is_file():
+            from tokenizers import Tokenizer
+
+            config = json.loads(config_file.read_text(encoding="utf-8"))
+            template = (path / "chat_template.jinja").read_text(encoding="utf-8") if (path / "chat_template.jinja").is_file() else None
+            template = template or config.get("chat_template")
+            if isinstance(template, list):  # named templates: the default one renders conversations
+                template = next((t["template"] for t in template if t.get("name") == "default"), None)
+            special = {k: v.get("content") if isinstance(v, dict) else v for k, v in config.items() if k.endswith("_token")}
+            special = {k: v for k, v in special.items() if isinstance(v, str)}
+            return cls(Tokenizer.from_file(str(path / "tokenizer.json")), template, special)
+        from transformers import AutoTokenizer
+
+        return cls.from_tokenizer(AutoTokenizer.from_pretrained(str(model_path)))
+
+    @cached_property
+    def _template(self):
+        if not self.chat_template:
+            raise ValueError("the tokenizer has no chat template: chat data needs one (or use pretraining documents)")
+        from transformers.utils.chat_template_utils import _compile_jinja_template  # what apply_chat_template uses
+
+        return _compile_jinja_template(self.chat_template)
+
+    def render(self, record: dict[str, Any]) -> tuple[str, list[tuple[int, int]]]:
+        """The rendered conversation and the sorted character spans whose tokens are learned."""
+        messages = record["messages"]
+        learned = {m["role"] for m in messages} - {"system"} if record.get("unmask") else {"assistant"}
+        wrapped = [_alias_reasoning(m) for m in _wrap(messages, learned)]
+        try:
+            text = self._template.render(messages=wrapped, tools=None, documents=None, add_generation_prompt=False, **self.special_tokens)
+        except Exception as e:  # a template raising on this conversation (jinja errors, raise_exception)
+            raise BadRecord("template_error", f"the chat template failed: {e}") from None
+        text, by_message = _strip_markers(text)
+        spans = sorted((span, messages[i]["role"]) for i, span in by_message.items())
+        out = []
+        for k, ((start, end), role) in enumerate(spans):
+            if role == "assistant" and self.eos:  # the end-of-turn token is learned too
+                stop = spans[k + 1][0][0] if k + 1 < len(spans) else len(text)
+                found = text.find(self.eos, end, stop)
+                if found >= 0:
+                    end = found + len(self.eos)
+            out.append((start, end))
+        return text, out
+
+    def encode(self, records: list[dict[str, Any]]) -> list[dict[str, Any] | BadRecord]:
+        """One result per record, in order: the tokenized sample, or why it cannot be used."""
+        results: list[Any] = [None] * len(records)
+        chats, docs = [], []
+        for i, record in enumerate(records):
+            if "document" in record:
+                docs.append(i)
+                continue
+            try:
+                chats.append((i, *self.render(record)))
+            except BadRecord as e:
+                results[i] = e
+        if chats:
+            encoded = self.backend.encode_batch([text for _, text, _ in chats], add_special_tokens=False)
+            for (i, _, spans), enc in zip(chats, encoded, strict=True):
+                ids = enc.ids
+                results[i] = sample(ids, _labels(ids, enc.offsets, spans))
+        if docs:
+            encoded = self.backend.encode_batch_fast([records[i]["document"] for i in docs], add_special_tokens=True)
+            for i, enc in zip(docs, encoded, strict=True):
+                ids = enc.ids
+                if self.eos_id is not None and (not ids or ids[-1] != self.eos_id):
+                    ids.append(self.eos_id)
+                results[i] = sample(ids, list(ids))
+        return results
+
+
+def _alias_reasoning(message: dict) -> dict:
+    """As ``apply_chat_template`` does: reasoning is offered as both ``reasoning_content`` and ``thinking``."""
+    reasoning = next((message[k] for k in ("reasoning_content", "thinking", "reasoning") if message.get(k) is not None), None)
+    return message if reasoning is None else {"thinking": reasoning, **message, "reasoning_content": reasoning}
+
+
+def _labels(ids: list[int], offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[int]:
+    labels, k = [IGNORE_INDEX] * len(ids), 0
+    for i, (lo, _hi) in enumerate(offsets):
+        while k < len(spans) and spans[k][1] <= lo:
+            k += 1
+        if k == len(spans):
+            break
+        if spans[k][0] <= lo:
+            labels[i] = ids[i]
+    return labels
+
+
+def sample(input_ids: list[int], labels: list[int]) -> dict[str, Any]:
+    """A tokenized sample in the layout every backend reads (mini-trainer's and instructlab-training's fields)."""
+    return {
+        "input_ids": input_ids,
+        "labels": labels,
+        "len": len(input_ids),
+        "num_loss_counted_tokens": sum(1 for t in labels[1:] if t != IGNORE_INDEX),
+    }
+
+
+def tokenize_sample(tokenizer, record: dict[str, Any]) -> dict[str, Any]:
+    """``input_ids`` and ``labels`` for one normalized record (raises ``BadRecord`` when unusable)."""
+    result = ChatEncoder.from_tokenizer(tokenizer).encode([record])[0]
+    if isinstance(result, BadRecord):
+        raise result
+    return result
 
 
 def read_jsonl(path: str | Path) -> Iterator[dict]:
@@ -55,11 +220,19 @@ def read_jsonl(path: str | Path) -> Iterator[dict]:
                 yield json.loads(line)
 
 
-def tokenize_samples(tokenizer, samples: Iterable[dict], max_seq_len: int | None = None) -> tuple[list[dict], int]:
-    """Tokenized samples, dropping those longer than ``max_seq_len``; returns (samples, dropped count)."""
+def tokenize_samples(tokenizer, records: Iterable[dict], max_seq_len: int | None = None) -> tuple[list[dict], int]:
+    """Tokenized samples, dropping those longer than ``max_seq_len``; returns (samples, dropped count).
+
+    Records that are already tokenized (they have ``input_ids``) pass through unchanged.
+    """
+    records = list(records)
+    raw = [r for r in records if "input_ids" not in r]
+    encoded = iter(ChatEncoder.from_tokenizer(tokenizer).encode(raw)) if raw else iter(())
     out, dropped = [], 0
-    for sample in samples:
-        tokens = tokenize_sample(tokenizer, sample)
+    for record in records:
+        tokens = record if "input_ids" in record else next(encoded)
+        if isinstance(tokens, BadRecord):
+            raise tokens
         if max_seq_len is not None and len(tokens["input_ids"]) > max_seq_len:
             dropped += 1
             continue

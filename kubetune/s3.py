@@ -1,0 +1,111 @@
+"""S3 access shared by data preparation and export: boto3 with retries, credentials from the environment only.
+
+The endpoint comes from boto3's own settings (``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL`` for
+MinIO, Ceph or ODF; ``AWS_REGION``), credentials from the environment, a mounted Kubernetes secret
+exported as environment variables, or the pod's web identity — never from a pipeline parameter.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from kubetune.errors import KubetuneError, Problem
+
+
+def split_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/key`` -> (bucket, key)."""
+    if not uri.startswith("s3://"):
+        raise ValueError(f"not an s3:// URI: {uri}")
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    if not bucket:
+        raise KubetuneError([Problem(uri, "names no bucket (expected s3://bucket/key)")], "invalid S3 URI")
+    return bucket, key
+
+
+def client() -> Any:
+    """An S3 client that retries with backoff; fails clearly when no credentials are configured."""
+    try:
+        import boto3
+        from botocore.config import Config
+    except ImportError:
+        raise KubetuneError([Problem("s3://", "needs boto3: install kubetune[s3]")], "cannot reach S3") from None
+    session = boto3.session.Session()
+    if session.get_credentials() is None:
+        raise KubetuneError(
+            [Problem("credentials", "no S3 credentials found", "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY from a Kubernetes secret")],
+            "cannot reach S3",
+        )
+    return session.client("s3", config=Config(retries={"max_attempts": 10, "mode": "standard"}))
+
+
+def explain(error: Exception, uri: str) -> KubetuneError:
+    """A botocore error as a user-facing problem that names the URI (never the credentials)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if isinstance(error, ClientError):
+        code = error.response.get("Error", {}).get("Code", "")
+        messages = {
+            "NoSuchBucket": "the bucket does not exist",
+            "404": "no such object",
+            "NoSuchKey": "no such object",
+            "403": "access denied for these credentials",
+            "AccessDenied": "access denied for these credentials",
+            "InvalidAccessKeyId": "the access key is not valid for this endpoint",
+            "SignatureDoesNotMatch": "the secret key does not match the access key",
+        }
+        return KubetuneError([Problem(uri, messages.get(code, f"S3 error {code}"))], "S3 request failed")
+    if isinstance(error, BotoCoreError):
+        return KubetuneError([Problem(uri, str(error))], "S3 request failed")
+    raise error
+
+
+def download(uri: str, destination: str | Path) -> Path:
+    """Download an object, or every object under a prefix (``s3://bucket/dir/``), into ``destination``.
+
+    Returns the local path that stands for ``uri``: the file, or the directory of the prefix.
+    Each file is written under a temporary name and renamed, so no half file is ever left.
+    """
+    from boto3.s3.transfer import TransferConfig
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, key = split_uri(uri)
+    s3 = client()
+    destination = Path(destination)
+    config = TransferConfig(max_concurrency=8)
+
+    def fetch(k: str, target: Path) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.part")
+        s3.download_file(bucket, k, str(partial), Config=config)
+        os.replace(partial, target)
+
+    try:
+        if key and not key.endswith("/") and _exists(s3, bucket, key):
+            fetch(key, destination / Path(key).name)
+            return destination / Path(key).name
+        prefix = key.rstrip("/") + "/" if key else ""
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        keys = [o["Key"] for page in pages for o in page.get("Contents", []) if not o["Key"].endswith("/")]
+        if not keys:
+            raise KubetuneError([Problem(uri, "no such object or prefix")], "S3 request failed")
+        root = destination / (Path(prefix.rstrip("/")).name or bucket)
+        for k in keys:
+            fetch(k, root / k[len(prefix) :])
+        return root
+    except (ClientError, BotoCoreError) as e:
+        raise explain(e, uri) from None
+
+
+def _exists(s3: Any, bucket: str, key: str) -> bool:
+    """Whether ``key`` is an object (False when it is only a prefix)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+        return True
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+            return False
+        raise
