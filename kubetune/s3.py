@@ -34,7 +34,13 @@ def client() -> Any:
     session = boto3.session.Session()
     if session.get_credentials() is None:
         raise KubetuneError(
-            [Problem("credentials", "no S3 credentials found", "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY from a Kubernetes secret")],
+            [
+                Problem(
+                    "credentials",
+                    "no S3 credentials found",
+                    "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY from a Kubernetes secret",
+                )
+            ],
             "cannot reach S3",
         )
     return session.client("s3", config=Config(retries={"max_attempts": 10, "mode": "standard"}))

@@ -1,4 +1,4 @@
-"""The ``finetune`` pipeline: prepare → validate kwargs → train → evaluate → export.
+"""The ``finetune`` pipeline: validate kwargs → prepare data → train → evaluate → export.
 
 Its defaults are the embedded default (a tiny generated model and the bundled sample data), so it runs
 end to end on a laptop CPU with ``kubetune run-local``.
@@ -37,13 +37,21 @@ def finetune(
     data_uri: str = SAMPLE_DATA_URI,
     algorithm: str = "lora_sft",
     training_kwargs: dict = EMBEDDED_KWARGS,
+    validation_uri: str = "",
     validation_ratio: float = 0.1,
     seed: int = 42,
     merge_adapter: bool = True,
     export_destination: str = "",
 ) -> NamedTuple("Outputs", [("model", Model), ("kwargs", Artifact), ("loss_curve", Artifact), ("eval_metrics", Metrics)]):
     kwargs = validate_kwargs(algorithm=algorithm, training_kwargs=training_kwargs).set_display_name("validate kwargs")
-    data = prepare_data(data_uri=data_uri, validation_ratio=validation_ratio, seed=seed).set_display_name("prepare data")
+    data = prepare_data(
+        data_uri=data_uri,
+        model_uri=model_uri,
+        kwargs_artifact=kwargs.outputs["kwargs_artifact"],
+        validation_uri=validation_uri,
+        validation_ratio=validation_ratio,
+        seed=seed,
+    ).set_display_name("prepare data")
     trained = train_model(
         kwargs_artifact=kwargs.outputs["kwargs_artifact"],
         train_data=data.outputs["train_data"],

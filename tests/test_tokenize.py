@@ -38,7 +38,9 @@ def test_labels_cover_assistant_content_and_its_end_of_turn_token(tiny_model):
     assert tokens["num_loss_counted_tokens"] == sum(label != IGNORE_INDEX for label in tokens["labels"][1:])
     # unmask: every turn's content but the system prompt, and no template text
     unmasked = tokenize_sample(tokenizer, {**SAMPLE, "unmask": True})
-    assert learned(tokenizer, unmasked) == "What is 2 plus 2?2 plus 2 is 4.<|im_end|>Reverse the words: red blueblue red<|im_end|>"
+    assert (
+        learned(tokenizer, unmasked) == "What is 2 plus 2?2 plus 2 is 4.<|im_end|>Reverse the words: red blueblue red<|im_end|>"
+    )
 
 
 def test_same_ids_and_masks_as_the_templates_generation_markers(tiny_model):

@@ -11,6 +11,7 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from kubetune.data import tokenized_file
 from kubetune.data.tokenize import IGNORE_INDEX, read_jsonl, tokenize_samples
 
 
@@ -84,7 +85,7 @@ def held_out_loss(model, tokenizer, samples: list[dict], batch_size: int = 8) ->
 def evaluate(output_dir: str | Path, validation_path: str | Path, max_seq_len: int | None = None) -> list[LossPoint]:
     """One loss point per checkpoint under ``output_dir``, in training order (final last)."""
     root = Path(output_dir)
-    rows = list(read_jsonl(validation_path))
+    rows = list(read_jsonl(tokenized_file(validation_path)))
     points = []
     for path in find_checkpoints(root):
         model, tokenizer = load_for_eval(path)

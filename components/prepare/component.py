@@ -1,7 +1,7 @@
 """KFP wrapper of the data preparation step (logic in ``core.py``)."""
 
 from kfp import dsl
-from kfp.dsl import Dataset, Metrics, Output
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Output
 
 from kubetune.runtime import RUNTIME_IMAGE
 
@@ -9,22 +9,42 @@ from kubetune.runtime import RUNTIME_IMAGE
 @dsl.component(base_image=RUNTIME_IMAGE, install_kfp_package=False)
 def prepare_data(
     data_uri: str,
+    model_uri: str,
+    kwargs_artifact: Input[Artifact],
     train_data: Output[Dataset],
     validation_data: Output[Dataset],
     metrics: Output[Metrics],
+    report: Output[Artifact],
+    summary: Output[Markdown],
+    validation_uri: str = "",
     validation_ratio: float = 0.1,
     seed: int = 42,
     on_invalid: str = "fail",
+    too_long: str = "drop",
+    dedup: bool = False,
 ):
-    """Check every line of a chat JSONL file and split it into train and validation sets."""
-    import json
+    """Check every record, tokenize once with the model's chat template, split train/validation."""
+    from kubetune.components.prepare.core import metrics as flat_metrics
+    from kubetune.components.prepare.core import prepare_step
 
-    from kubetune.components.prepare.core import prepare
-
-    report = prepare(data_uri, train_data.path, validation_data.path, validation_ratio, seed, on_invalid)
-    train_data.metadata.update({"samples": report.train_samples, "format": "messages-jsonl"})
-    validation_data.metadata.update({"samples": report.validation_samples, "format": "messages-jsonl"})
-    metrics.log_metric("train_samples", report.train_samples)
-    metrics.log_metric("validation_samples", report.validation_samples)
-    metrics.log_metric("skipped_lines", len(report.skipped))
-    print(json.dumps(report.to_dict(), indent=2))
+    result = prepare_step(
+        data_uri,
+        model_uri,
+        kwargs_artifact.path,
+        train_out=train_data.path,
+        validation_out=validation_data.path,
+        validation_uri=validation_uri or None,
+        report_out=report.path,
+        summary_out=summary.path,
+        validation_ratio=validation_ratio,
+        seed=seed,
+        on_invalid=on_invalid,
+        too_long=too_long,
+        dedup=dedup,
+    )
+    for part, artifact in (("train", train_data), ("validation", validation_data)):
+        artifact.metadata.update(
+            {"format": "kubetune-tokenized", "samples": result[f"{part}_samples"], "tokens": result[f"{part}_tokens"]["total"]}
+        )
+    for name, value in flat_metrics(result).items():
+        metrics.log_metric(name, value)

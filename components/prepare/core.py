@@ -34,12 +34,12 @@ from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from kubetune.data import DATA_FILE, MESSAGES_FILE
 from kubetune.data.records import REASONS, BadRecord, DataFormat, normalize
 from kubetune.data.sources import open_source
 from kubetune.data.tokenize import sample as make_sample
 from kubetune.errors import KubetuneError, Problem
 
-DATA_FILE, MESSAGES_FILE = "data.jsonl", "messages.jsonl"
 MAX_LISTED_PROBLEMS = 100
 # reasons that the length policy decides; every other reason is invalid input, decided by on_invalid
 LENGTH_REASONS = {"too_long", "no_label_tokens"}
@@ -275,6 +275,23 @@ def prepare(
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def options_from_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """What the kwargs artifact says about the data: its length limit, and whether it is pretraining text."""
+    options: dict[str, Any] = {"max_seq_len": spec.get("max_seq_len")}
+    if spec.get("is_pretraining"):
+        options.update(data_format="document", document_column=spec.get("document_column_name") or "document")
+    return options
+
+
+def prepare_step(data_uri: str, model_uri: str, kwargs_path: str | Path, **arguments: Any) -> dict[str, Any]:
+    """The pipeline's preparation step: the model's tokenizer and the kwargs artifact's limits, then ``prepare``."""
+    from kubetune.runtime import resolve_model
+
+    spec = json.loads(Path(kwargs_path).read_text(encoding="utf-8"))
+    with tempfile.TemporaryDirectory(prefix="kubetune-model-") as workdir:
+        return prepare(data_uri, resolve_model(model_uri, workdir), **arguments, **options_from_spec(spec))
+
+
 def _split(staging: Path, collector: _Collector, config: PrepareConfig) -> None:
     """Move a seeded random ``validation_ratio`` of the kept samples from train into validation."""
     lengths = collector.lengths["train"]
@@ -400,7 +417,7 @@ def markdown(summary: dict[str, Any], dropped_log: Path, listed: int = 20) -> st
     if summary["dropped_by_reason"]:
         lines += ["", "| dropped because | records |", "|---|---|"]
         lines += [f"| {REASONS[r]} | {n} |" for r, n in summary["dropped_by_reason"].items()]
-        lines += ["", f"First dropped records (all are in the report artifact):", ""]
+        lines += ["", "First dropped records (all are in the report artifact):", ""]
         for i, entry in enumerate(_dropped(dropped_log)):
             if i == listed:
                 break

@@ -11,7 +11,9 @@ from kubetune.errors import KubetuneError
 from kubetune.runtime import SAMPLE_DATA_URI
 
 GOOD = {"messages": [{"role": "user", "content": "What is 2 plus 2?"}, {"role": "assistant", "content": "2 plus 2 is 4."}]}
-LONG = {"messages": [{"role": "user", "content": "Repeat: " + "red blue " * 60}, {"role": "assistant", "content": "red blue " * 60}]}
+LONG = {
+    "messages": [{"role": "user", "content": "Repeat: " + "red blue " * 60}, {"role": "assistant", "content": "red blue " * 60}]
+}
 BAD_LINES = {
     "invalid JSON": ("{not json", "invalid JSON"),
     "missing messages": (json.dumps({"text": "no messages"}), "`messages` must be a non-empty list"),
@@ -39,7 +41,13 @@ def write(path: Path, lines: list) -> Path:
 def run(tmp_path, data, model, **options):
     out = tmp_path / "out"
     summary = prepare(
-        str(data), str(model), out / "train", out / "validation", report_out=out / "report.json", summary_out=out / "summary.md", **options
+        str(data),
+        str(model),
+        out / "train",
+        out / "validation",
+        report_out=out / "report.json",
+        summary_out=out / "summary.md",
+        **options,
     )
     return summary, out
 
@@ -107,7 +115,9 @@ def test_split_is_deterministic_disjoint_and_independent_of_workers(tmp_path, ti
         for name in ("data.jsonl", "messages.jsonl"):
             assert (out_a / part / name).read_bytes() == (out_b / part / name).read_bytes()
     assert a["validation_samples"] == 32 and a["train_samples"] + a["validation_samples"] == a["records"] == 320
-    split = Counter(json.dumps(r, sort_keys=True) for part in ("train", "validation") for r in rows(out_a / part, "messages.jsonl"))
+    split = Counter(
+        json.dumps(r, sort_keys=True) for part in ("train", "validation") for r in rows(out_a / part, "messages.jsonl")
+    )
     assert split == Counter(json.dumps(json.loads(line), sort_keys=True) for line in SAMPLE_DATA.read_text().splitlines())
     deduped, out_d = run(tmp_path / "d", SAMPLE_DATA_URI, tiny_model, seed=7, dedup=True)
     train = {json.dumps(r) for r in rows(out_d / "train", "messages.jsonl")}
@@ -119,12 +129,21 @@ def test_split_is_deterministic_disjoint_and_independent_of_workers(tmp_path, ti
 
 def test_validation_file_dedup_and_truncation(tmp_path, tiny_model):
     other = {"messages": [{"role": "user", "content": "Name a color."}, {"role": "assistant", "content": "red"}]}
-    long_answer = {"messages": [{"role": "user", "content": "Repeat red blue."}, {"role": "assistant", "content": "red blue " * 60}]}
+    long_answer = {
+        "messages": [{"role": "user", "content": "Repeat red blue."}, {"role": "assistant", "content": "red blue " * 60}]
+    }
     train = write(tmp_path / "train.jsonl", [json.dumps(GOOD), json.dumps(GOOD), json.dumps(long_answer), json.dumps(LONG)])
     val = write(tmp_path / "val.jsonl", [json.dumps(GOOD), json.dumps(other)])
     out = tmp_path / "out"
     summary = prepare(
-        str(train), str(tiny_model), out / "t", out / "v", validation_uri=str(val), dedup=True, too_long="truncate", max_seq_len=64
+        str(train),
+        str(tiny_model),
+        out / "t",
+        out / "v",
+        validation_uri=str(val),
+        dedup=True,
+        too_long="truncate",
+        max_seq_len=64,
     )
     assert (summary["train_samples"], summary["validation_samples"], summary["truncated"]) == (2, 1, 1)
     # line 2 of train, line 1 of val (it would leak training data), and LONG: its first 64 tokens hold no answer
@@ -138,7 +157,12 @@ def test_alpaca_and_unmask_and_reasoning_records(tmp_path, tiny_model):
     records = [
         {"instruction": "Add the numbers.", "input": "2 and 3", "output": "5"},
         {**GOOD, "unmask": True},
-        {"messages": [{"role": "user", "content": "Why?"}, {"role": "assistant", "content": "Because.", "reasoning_content": "think"}]},
+        {
+            "messages": [
+                {"role": "user", "content": "Why?"},
+                {"role": "assistant", "content": "Because.", "reasoning_content": "think"},
+            ]
+        },
     ]
     data = write(tmp_path / "data.jsonl", [json.dumps(r) for r in records])
     summary, out = run(tmp_path, data, tiny_model, validation_ratio=0)

@@ -144,29 +144,25 @@ class LoRASFT(Backend):
         return model, tokenizer, lora_config
 
     def train(self, spec, validation_data: str | Path | None = None, callbacks: list | None = None) -> TrainResult:
-        from datasets import Dataset
         from transformers.trainer_utils import get_last_checkpoint
         from trl import SFTTrainer
-
-        from kubetune.data.tokenize import read_jsonl, tokenize_samples
 
         p = spec.params
         sft_config, lora_config = self.build(spec, has_eval=validation_data is not None)
         set_tracking_env(p)
         model, tokenizer, peft_config = self._load(spec, lora_config)
-        max_len = p.get("max_seq_len")
-        train_rows, dropped = tokenize_samples(tokenizer, read_jsonl(p["data_path"]), max_len)
-        eval_rows = tokenize_samples(tokenizer, read_jsonl(validation_data), max_len)[0] if validation_data else None
+        out = Path(sft_config.output_dir)
+        train_set = _dataset(p["data_path"], tokenizer, p.get("max_seq_len"), out)
+        eval_set = _dataset(validation_data, tokenizer, p.get("max_seq_len"), out) if validation_data else None
         trainer = SFTTrainer(
             model=model,
             args=sft_config,
-            train_dataset=Dataset.from_list(train_rows),
-            eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
+            train_dataset=train_set,
+            eval_dataset=eval_set if eval_set is not None and len(eval_set) else None,
             processing_class=tokenizer,
             peft_config=peft_config,
             callbacks=callbacks,
         )
-        out = Path(sft_config.output_dir)
         resume = get_last_checkpoint(str(out)) if out.is_dir() else None
         if resume:
             log.info("resuming from %s", resume)
@@ -175,8 +171,23 @@ class LoRASFT(Backend):
         trainer.save_model(str(final))
         tokenizer.save_pretrained(str(final))
         checkpoints = sorted(out.glob("checkpoint-*"), key=lambda c: int(c.name.split("-")[-1]))
-        metrics = {"train_samples": len(train_rows), "dropped_too_long": dropped}
-        return TrainResult(out, final, checkpoints, metrics)
+        return TrainResult(out, final, checkpoints, {"train_samples": len(train_set)})
+
+
+def _dataset(path: str | Path, tokenizer, max_seq_len: int | None, output_dir: Path):
+    """TRL's pre-tokenized dataset: prepared data is memory-mapped as it is; raw chat records are tokenized here."""
+    from datasets import Dataset
+
+    from kubetune.data.tokenize import read_jsonl, tokenize_samples
+
+    first = next(read_jsonl(path), {})
+    if "input_ids" in first:
+        dataset = Dataset.from_json(str(path), cache_dir=str(output_dir / ".datasets-cache"))
+        if max_seq_len:
+            dataset = dataset.filter(lambda row: row["len"] <= max_seq_len) if "len" in dataset.column_names else dataset
+        return dataset.select_columns(["input_ids", "labels"])
+    rows, _ = tokenize_samples(tokenizer, read_jsonl(path), max_seq_len)
+    return Dataset.from_list(rows).select_columns(["input_ids", "labels"])
 
 
 def trackers(params: dict[str, Any]) -> list[str]:

@@ -64,12 +64,16 @@ def open_source(uri: str, workdir: str | Path) -> Source:
         shown_root = str(path)
     if path.is_file():
         if not path.name.endswith(FILE_SUFFIXES):
-            raise KubetuneError([Problem(shown_root, f"is not a data file (expected one of {', '.join(FILE_SUFFIXES)})")], "invalid data")
+            raise KubetuneError(
+                [Problem(shown_root, f"is not a data file (expected one of {', '.join(FILE_SUFFIXES)})")], "invalid data"
+            )
         return Source(shown_root, [(path, shown_root)], total=path.stat().st_size)
     if path.is_dir():
         if any((path / marker).exists() for marker in ("dataset_info.json", "state.json", "dataset_dict.json")):
             return _saved_dataset(path, shown_root)
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(FILE_SUFFIXES) and not p.name.startswith("."))
+        files = sorted(
+            p for p in path.rglob("*") if p.is_file() and p.name.endswith(FILE_SUFFIXES) and not p.name.startswith(".")
+        )
         if not files:
             raise KubetuneError([Problem(shown_root, f"holds no data file ({', '.join(FILE_SUFFIXES)})")], "invalid data")
         shown = [(f, f"{shown_root.rstrip('/')}/{f.relative_to(path)}") for f in files]

@@ -25,7 +25,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from kubetune.data.records import BadRecord
+from kubetune.data.records import BadRecord, normalize
 
 IGNORE_INDEX = -100
 
@@ -44,7 +44,10 @@ def _wrap(messages: list[dict], learned_roles: set[str]) -> list[dict]:
             continue
         tag = chr(_TAG0 + i)
         message = dict(message)
-        for field, (begin, end) in (("content", (_CONTENT_BEGIN, _CONTENT_END)), ("reasoning_content", (_REASONING_BEGIN, _REASONING_END))):
+        for field, (begin, end) in (
+            ("content", (_CONTENT_BEGIN, _CONTENT_END)),
+            ("reasoning_content", (_REASONING_BEGIN, _REASONING_END)),
+        ):
             value = message.get(field)
             if isinstance(value, str) and (field == "content" or has_reasoning):
                 if _RESERVED.search(value):
@@ -110,7 +113,9 @@ class ChatEncoder:
             from tokenizers import Tokenizer
 
             config = json.loads(config_file.read_text(encoding="utf-8"))
-            template = (path / "chat_template.jinja").read_text(encoding="utf-8") if (path / "chat_template.jinja").is_file() else None
+            template = (
+                (path / "chat_template.jinja").read_text(encoding="utf-8") if (path / "chat_template.jinja").is_file() else None
+            )
             template = template or config.get("chat_template")
             if isinstance(template, list):  # named templates: the default one renders conversations
                 template = next((t["template"] for t in template if t.get("name") == "default"), None)
@@ -135,7 +140,9 @@ class ChatEncoder:
         learned = {m["role"] for m in messages} - {"system"} if record.get("unmask") else {"assistant"}
         wrapped = [_alias_reasoning(m) for m in _wrap(messages, learned)]
         try:
-            text = self._template.render(messages=wrapped, tools=None, documents=None, add_generation_prompt=False, **self.special_tokens)
+            text = self._template.render(
+                messages=wrapped, tools=None, documents=None, add_generation_prompt=False, **self.special_tokens
+            )
         except Exception as e:  # a template raising on this conversation (jinja errors, raise_exception)
             raise BadRecord("template_error", f"the chat template failed: {e}") from None
         text, by_message = _strip_markers(text)
@@ -223,10 +230,11 @@ def read_jsonl(path: str | Path) -> Iterator[dict]:
 def tokenize_samples(tokenizer, records: Iterable[dict], max_seq_len: int | None = None) -> tuple[list[dict], int]:
     """Tokenized samples, dropping those longer than ``max_seq_len``; returns (samples, dropped count).
 
-    Records that are already tokenized (they have ``input_ids``) pass through unchanged.
+    Records that are already tokenized (they have ``input_ids``) pass through unchanged; others are
+    normalized first (chat or Alpaca), raising ``BadRecord`` for one that is not usable.
     """
     records = list(records)
-    raw = [r for r in records if "input_ids" not in r]
+    raw = [normalize(r) for r in records if "input_ids" not in r]
     encoded = iter(ChatEncoder.from_tokenizer(tokenizer).encode(raw)) if raw else iter(())
     out, dropped = [], 0
     for record in records:
