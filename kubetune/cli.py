@@ -48,6 +48,57 @@ def validate(
 
 
 @app.command()
+def prepare(
+    data: Annotated[str, typer.Argument(help="JSONL/JSON/Parquet file, directory, s3://bucket/key, hf://org/name.")],
+    model: Annotated[str, typer.Option(help="Model whose tokenizer and chat template are used.")] = "kubetune://tiny-llama",
+    output: Annotated[Path, typer.Option("-o", "--output", help="Writes train/, validation/, report.json, summary.md.")] = Path(
+        "prepared"
+    ),
+    validation: Annotated[str | None, typer.Option(help="A separate validation source (no split then).")] = None,
+    validation_ratio: Annotated[float, typer.Option(help="Share held out for validation.")] = 0.1,
+    seed: Annotated[int, typer.Option(help="Same data and seed, same split.")] = 42,
+    max_seq_len: Annotated[int | None, typer.Option(help="Longest sample in tokens.")] = None,
+    on_invalid: Annotated[str, typer.Option(help="fail (write nothing) or skip (drop and report).")] = "fail",
+    too_long: Annotated[str, typer.Option(help="drop, truncate or fail.")] = "drop",
+    dedup: Annotated[bool, typer.Option(help="Drop exact duplicates.")] = False,
+    pretraining: Annotated[bool, typer.Option(help="Documents for continual pretraining (a `document` column).")] = False,
+) -> None:
+    """Check and tokenize training data exactly as the pipeline's preparation step does.
+
+    Every bad record is reported with its file and line (exit code 2), before any GPU is asked for.
+
+    Example: kubetune prepare data.jsonl --model ./my-model --max-seq-len 4096 -o prepared/
+    """
+    import tempfile
+
+    from kubetune.components.prepare.core import prepare
+    from kubetune.runtime import resolve_model
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="kubetune-model-") as workdir:
+            summary = prepare(
+                data,
+                resolve_model(model, workdir),
+                output / "train",
+                output / "validation",
+                validation_uri=validation,
+                report_out=output / "report.json",
+                summary_out=output / "summary.md",
+                validation_ratio=validation_ratio,
+                seed=seed,
+                max_seq_len=max_seq_len,
+                on_invalid=on_invalid,
+                too_long=too_long,
+                dedup=dedup,
+                data_format="document" if pretraining else "chat",
+            )
+    except KubetuneError as e:
+        _fail(e)
+    typer.echo((output / "summary.md").read_text())
+    typer.echo(f"wrote {output}/train, {output}/validation ({summary['train_samples']} + {summary['validation_samples']} samples)")
+
+
+@app.command()
 def schema() -> None:
     """Print the spec's JSON Schema."""
     from kubetune.contract import json_schema

@@ -52,3 +52,16 @@ def test_run_local_rejects_bad_kwargs_file_before_running(tmp_path):
     result = kubetune("run-local", "-o", str(tmp_path / "run"), "--kwargs", str(spec))
     assert result.returncode == 2 and f"{spec}:3" in result.stderr and "did you mean `eval_steps`" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_prepare_reports_bad_lines_then_writes_the_datasets(tmp_path):
+    good = {"messages": [{"role": "user", "content": "What is 2 plus 2?"}, {"role": "assistant", "content": "4"}]}
+    data = tmp_path / "data.jsonl"
+    data.write_text(json.dumps(good) + "\n" + '{"messages": [{"role": "user"}]}\n')
+    result = kubetune("prepare", str(data), "-o", str(tmp_path / "out"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"{data}:2: messages[0].content must be a non-empty string" in result.stderr
+    assert not (tmp_path / "out" / "train").exists()
+    result = kubetune("prepare", str(data), "-o", str(tmp_path / "out"), "--on-invalid", "skip", "--validation-ratio", "0")
+    assert result.returncode == 0, result.stderr
+    assert "| samples | 1 | 0 |" in result.stdout and (tmp_path / "out" / "train" / "data.jsonl").is_file()
