@@ -1,68 +1,120 @@
-"""Validation-loss evaluation: held-out loss on assistant tokens for every checkpoint, and the best one.
+"""Validation-loss evaluation: held-out loss on learned tokens for every checkpoint, the best one, overfitting.
 
-Loss is the mean cross-entropy over tokens whose label is not -100 (the same masking as training),
-computed without gradients over length-sorted batches. A LoRA checkpoint is loaded on its base model.
+Loss is the mean cross-entropy over tokens whose label is not -100 (the masking of training, from the
+prepared validation set), summed over all tokens and divided once, computed without gradients over
+length-sorted batches; bf16 on a GPU, float32 on CPU. Checkpoints come in the backends' layouts:
+``hf_format/samples_N`` (instructlab-training, mini-trainer), ``checkpoint-N`` (TRL), ``final``, full models
+or LoRA adapters (loaded on their base model, which is loaded once for all adapters).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
+from kubetune.components.evaluate.timeline import BackendSeries, overfitting_point, read_backend_metrics
 from kubetune.data import tokenized_file
 from kubetune.data.tokenize import IGNORE_INDEX, read_jsonl, tokenize_samples
+from kubetune.errors import KubetuneError, Problem
+
+SKIPPED_DIRS = {"base", "full_state", "full_state_checkpoints", ".datasets-cache"}
 
 
 @dataclass
 class LossPoint:
     checkpoint: str  # path relative to the training output
     step: int | None
+    samples: int | None
     loss: float
     perplexity: float
     tokens: int
 
 
+def _position(path: Path) -> tuple[int | None, int | None]:
+    """(step, samples) from a checkpoint's name: TRL counts steps, the others samples seen."""
+    if match := re.fullmatch(r"checkpoint-(\d+)", path.name):
+        return int(match.group(1)), None
+    if match := re.match(r"samples_(\d+)", path.name):
+        return None, int(match.group(1))
+    return None, None
+
+
 def find_checkpoints(output_dir: str | Path) -> list[Path]:
-    """Checkpoints in the backends' layouts (TRL ``checkpoint-N``, ``hf_format/samples_N``) plus ``final``."""
+    """Every model directory under ``output_dir`` in training order, unnamed ones (``final``) last."""
     root = Path(output_dir)
-    found = [p.parent for p in root.rglob("config.json")] + [p.parent for p in root.rglob("adapter_config.json")]
-    found = [p for p in set(found) if "base" not in p.relative_to(root).parts]
-    return sorted(found, key=lambda p: (_step(p) is None, _step(p) or 0, str(p)))
+    found = {p.parent for name in ("config.json", "adapter_config.json") for p in root.rglob(name)}
+    found = {p for p in found if not SKIPPED_DIRS & set(p.relative_to(root).parts)}
+    # a TRL LoRA checkpoint may also hold the base config; the adapter is what it is
+    found = {p for p in found if not any(q != p and p in q.parents for q in found)}
+
+    def order(path: Path) -> tuple:
+        step, samples = _position(path)
+        known = step if step is not None else samples
+        return (known is None, known or 0, str(path))
+
+    return sorted(found, key=order)
 
 
-def _step(path: Path) -> int | None:
-    match = re.search(r"(?:checkpoint-|samples_)(\d+)", path.name)
-    return int(match.group(1)) if match else None
+class _Models:
+    """Loads checkpoints for evaluation; adapters share one base model, loaded once."""
+
+    def __init__(self, root: Path, base_model: str | None):
+        import torch
+
+        self.root, self.base_model = root, base_model
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+        self._base = None
+
+    def _base_path(self, adapter: Path) -> str:
+        named = json.loads((adapter / "adapter_config.json").read_text()).get("base_model_name_or_path") or ""
+        candidates = [named, self.base_model, *(str(p.parent) for p in (self.root / "base").glob("*/config.json"))]
+        for candidate in candidates:
+            if candidate and Path(candidate, "config.json").is_file():
+                return candidate
+        if self.base_model or named:  # a hub id, downloaded by transformers
+            return self.base_model or named
+        raise KubetuneError([Problem(str(adapter), "is a LoRA adapter whose base model cannot be found")], "cannot evaluate")
+
+    def load(self, path: Path):
+        from transformers import AutoModelForCausalLM
+
+        if not (path / "adapter_config.json").exists():
+            return AutoModelForCausalLM.from_pretrained(str(path), dtype=self.dtype).to(self.device).eval()
+        from peft import PeftModel
+
+        if self._base is None:
+            self._base = AutoModelForCausalLM.from_pretrained(self._base_path(path), dtype=self.dtype).to(self.device)
+        return PeftModel.from_pretrained(self._base, str(path)).to(self.device).eval()
+
+    def release(self, model) -> None:
+        if hasattr(model, "unload"):  # take the adapter's layers out; the base stays for the next adapter
+            self._base = model.unload()
 
 
-def load_for_eval(path: Path):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def tokenizer_for(path: Path, models: _Models):
+    from transformers import AutoTokenizer
 
-    if (path / "adapter_config.json").exists():
-        from peft import AutoPeftModelForCausalLM
-
-        model = AutoPeftModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
-    return model.eval(), AutoTokenizer.from_pretrained(str(path))
+    source = path if (path / "tokenizer_config.json").exists() else Path(models._base_path(path))
+    return AutoTokenizer.from_pretrained(str(source))
 
 
-def held_out_loss(model, tokenizer, samples: list[dict], batch_size: int = 8) -> tuple[float, int]:
-    """Mean loss over assistant tokens of already tokenized samples, and the number of tokens counted."""
+def held_out_loss(model, samples: list[dict], pad_id: int = 0, batch_size: int = 8, device: str = "cpu") -> tuple[float, int]:
+    """Mean loss over learned tokens of tokenized samples, and the number of tokens counted."""
     import torch
     import torch.nn.functional as F
 
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     ordered = sorted(samples, key=lambda s: len(s["input_ids"]))
     total, count = 0.0, 0
     with torch.no_grad():
         for i in range(0, len(ordered), batch_size):
             batch = ordered[i : i + batch_size]
             width = max(len(s["input_ids"]) for s in batch)
-            ids = torch.full((len(batch), width), pad)
+            ids = torch.full((len(batch), width), pad_id)
             labels = torch.full((len(batch), width), IGNORE_INDEX)
             mask = torch.zeros((len(batch), width), dtype=torch.long)
             for row, s in enumerate(batch):
@@ -70,10 +122,11 @@ def held_out_loss(model, tokenizer, samples: list[dict], batch_size: int = 8) ->
                 ids[row, :n] = torch.tensor(s["input_ids"])
                 labels[row, :n] = torch.tensor(s["labels"])
                 mask[row, :n] = 1
-            logits = model(input_ids=ids, attention_mask=mask).logits.float()
+            ids, labels, mask = ids.to(device), labels.to(device), mask.to(device)
+            logits = model(input_ids=ids, attention_mask=mask).logits
             shifted = labels[:, 1:]
             total += F.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.size(-1)),
+                logits[:, :-1].reshape(-1, logits.size(-1)).float(),
                 shifted.reshape(-1),
                 ignore_index=IGNORE_INDEX,
                 reduction="sum",
@@ -82,25 +135,86 @@ def held_out_loss(model, tokenizer, samples: list[dict], batch_size: int = 8) ->
     return (total / count if count else float("nan")), count
 
 
-def evaluate(output_dir: str | Path, validation_path: str | Path, max_seq_len: int | None = None) -> list[LossPoint]:
-    """One loss point per checkpoint under ``output_dir``, in training order (final last)."""
+def evaluate(
+    output_dir: str | Path,
+    validation_path: str | Path,
+    max_seq_len: int | None = None,
+    base_model: str | None = None,
+    batch_size: int | None = None,
+) -> list[LossPoint]:
+    """One loss point per checkpoint under ``output_dir``, in training order (unnamed ones last)."""
     root = Path(output_dir)
+    checkpoints = find_checkpoints(root)
+    if not checkpoints:
+        raise KubetuneError([Problem(str(root), "holds no checkpoint (no config.json or adapter_config.json)")], "cannot evaluate")
     rows = list(read_jsonl(tokenized_file(validation_path)))
+    if not rows:
+        raise KubetuneError([Problem(str(validation_path), "holds no validation sample")], "cannot evaluate")
+    models = _Models(root, base_model)
+    tokenizer = tokenizer_for(checkpoints[0], models)
+    samples, _ = tokenize_samples(tokenizer, rows, max_seq_len)  # prepared rows pass through as they are
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     points = []
-    for path in find_checkpoints(root):
-        model, tokenizer = load_for_eval(path)
-        samples, _ = tokenize_samples(tokenizer, rows, max_seq_len)
-        loss, tokens = held_out_loss(model, tokenizer, samples)
-        points.append(LossPoint(str(path.relative_to(root)), _step(path), loss, math.exp(min(loss, 50)), tokens))
+    for path in checkpoints:
+        model = models.load(path)
+        loss, tokens = held_out_loss(model, samples, pad, batch_size or (32 if models.device == "cuda" else 8), models.device)
+        models.release(model)
+        step, seen = _position(path)
+        points.append(LossPoint(str(path.relative_to(root)), step, seen, loss, math.exp(min(loss, 50)), tokens))
     return points
 
 
 def best(points: list[LossPoint]) -> LossPoint:
     finite = [p for p in points if math.isfinite(p.loss)]
     if not finite:
-        raise ValueError("no checkpoint has a finite validation loss")
+        raise KubetuneError([Problem("validation loss", "no checkpoint has a finite validation loss")], "cannot evaluate")
     return min(finite, key=lambda p: p.loss)
 
 
-def as_dicts(points: list[LossPoint]) -> list[dict]:
-    return [asdict(p) for p in points]
+def curve(output_dir: str | Path, points: list[LossPoint], patience: int = 2) -> dict[str, Any]:
+    """Our points with the backend's own series on one axis, the best checkpoint and the overfitting point."""
+    series = read_backend_metrics(output_dir)
+    _place(points, series)
+    axis = "samples" if all(p.samples is not None for p in points) else "step"
+    xs = [getattr(p, axis) for p in points]
+    winner = best(points)
+    over = overfitting_point([p.loss for p in points], xs, series, axis, patience)
+    backend = series.to_dict()
+    for entry in (*backend["train"], *backend["validation"]):
+        entry["x"] = entry.get(axis)
+    return {
+        "axis": axis,
+        "patience": patience,
+        "points": [{**asdict(p), "x": getattr(p, axis)} for p in points],
+        "best": asdict(winner),
+        "overfitting": asdict(points[over]) if over is not None else None,
+        "backend": backend,
+    }
+
+
+def _place(points: list[LossPoint], series: BackendSeries) -> None:
+    """Fill in each point's missing step or samples from the backend's metrics; unnamed ones go at the end."""
+    last_step = max((t.step for t in series.train if t.step is not None), default=None)
+    last_samples = max((t.samples for t in series.train if t.samples is not None), default=None)
+    for p in points:
+        if p.step is None and p.samples is None:
+            p.step, p.samples = last_step, last_samples
+        elif p.step is None:
+            p.step = series.step_at_samples(p.samples)
+        elif p.samples is None:
+            p.samples = series.samples_at_step(p.step)
+
+
+def metrics(result: dict[str, Any]) -> dict[str, float]:
+    """The curve as flat KFP metrics (numbers only; -1 where there is none)."""
+    points, winner, over = result["points"], result["best"], result["overfitting"]
+    out = {
+        "checkpoints_evaluated": len(points),
+        "final_validation_loss": points[-1]["loss"],
+        "best_validation_loss": winner["loss"],
+        "overfitting_detected": int(over is not None),
+    }
+    for key in ("step", "samples"):
+        out[f"best_{key}"] = winner[key] if winner[key] is not None else -1
+        out[f"overfitting_{key}"] = over[key] if over and over[key] is not None else -1
+    return out

@@ -32,6 +32,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kubetune.data import DATA_FILE, MESSAGES_FILE
@@ -90,8 +91,8 @@ class Batch(NamedTuple):
     digests: list[bytes]
     lengths: list[int]
     truncated: int
-    messages: list[str]
-    data: list[str]
+    messages: list[bytes]  # JSON lines
+    data: list[bytes]
     bad: list[tuple[str, str, str]]  # (where, reason, message)
 
 
@@ -100,13 +101,11 @@ def _process(items: list[tuple[str, Any]], config: PrepareConfig) -> Batch:
     records, wheres = [], []
     for where, payload in items:
         try:
-            record = json.loads(payload) if isinstance(payload, (bytes, str)) else payload
+            record = orjson.loads(payload) if isinstance(payload, (bytes, str)) else payload
             records.append(normalize(record, config.data_format, config.document_column))
             wheres.append(where)
-        except json.JSONDecodeError as e:
-            batch.bad.append((where, "invalid_json", f"invalid JSON: {e.msg} (column {e.colno})"))
-        except UnicodeDecodeError:
-            batch.bad.append((where, "invalid_json", "invalid JSON: the line is not UTF-8"))
+        except orjson.JSONDecodeError as e:
+            batch.bad.append((where, "invalid_json", _json_error(payload, e)))
         except BadRecord as e:
             batch.bad.append((where, e.code, e.message))
     truncated = 0
@@ -118,14 +117,27 @@ def _process(items: list[tuple[str, Any]], config: PrepareConfig) -> Batch:
         except BadRecord as e:
             batch.bad.append((where, e.code, e.message))
             continue
-        text = json.dumps(record, ensure_ascii=False, sort_keys=True)
+        text = orjson.dumps(record, option=orjson.OPT_SORT_KEYS if config.dedup else 0)
         batch.where.append(where)
-        batch.digests.append(hashlib.blake2b(text.encode(), digest_size=8).digest() if config.dedup else b"")
+        batch.digests.append(hashlib.blake2b(text, digest_size=8).digest() if config.dedup else b"")
         batch.lengths.append(tokens["len"])
-        batch.messages.append(text + "\n")
-        batch.data.append(json.dumps(tokens, separators=(",", ":")) + "\n")
+        batch.messages.append(text + b"\n")
+        batch.data.append(orjson.dumps(tokens) + b"\n")
         truncated += cut
     return batch._replace(truncated=truncated)
+
+
+def _json_error(payload: bytes | str, error: Exception) -> str:
+    """The standard library's wording (message and column) for a line orjson rejected."""
+    try:
+        text = payload.decode("utf-8") if isinstance(payload, bytes) else payload
+    except UnicodeDecodeError:
+        return "invalid JSON: the line is not UTF-8"
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as e:
+        return f"invalid JSON: {e.msg} (column {e.colno})"
+    return f"invalid JSON: {error}"
 
 
 def _fit(record: dict, tokens: dict, config: PrepareConfig) -> tuple[dict, bool]:
@@ -191,7 +203,7 @@ class _Collector:
 
     def collect(self, batches: Iterator[Batch], part: str) -> None:
         data_path, messages_path = self.staging / f"{part}.{DATA_FILE}", self.staging / f"{part}.{MESSAGES_FILE}"
-        with data_path.open("w") as data, messages_path.open("w") as messages:
+        with data_path.open("wb") as data, messages_path.open("wb") as messages:
             for batch in batches:
                 self.records += len(batch.where) + len(batch.bad)
                 for bad in batch.bad:
@@ -299,13 +311,17 @@ def _split(staging: Path, collector: _Collector, config: PrepareConfig) -> None:
     n_val = round(n * config.validation_ratio)
     if config.validation_ratio > 0 and n > 1:
         n_val = min(max(n_val, 1), n - 1)
+    if n_val == 0:
+        for name in (DATA_FILE, MESSAGES_FILE):
+            (staging / f"validation.{name}").touch()
+        return
     held_out = set(random.Random(config.seed).sample(range(n), n_val))
     files = {}
     for part in ("train", "validation"):
         for name in (DATA_FILE, MESSAGES_FILE):
-            files[part, name] = (staging / f"{part}.{name}.split").open("w")
+            files[part, name] = (staging / f"{part}.{name}.split").open("wb")
     kept_lengths = {"train": array("I"), "validation": array("I")}
-    with (staging / f"train.{DATA_FILE}").open() as data, (staging / f"train.{MESSAGES_FILE}").open() as messages:
+    with (staging / f"train.{DATA_FILE}").open("rb") as data, (staging / f"train.{MESSAGES_FILE}").open("rb") as messages:
         for i, (data_line, message_line) in enumerate(zip(data, messages, strict=True)):
             part = "validation" if i in held_out else "train"
             files[part, DATA_FILE].write(data_line)
