@@ -95,7 +95,8 @@ def prepare(
     except KubetuneError as e:
         _fail(e)
     typer.echo((output / "summary.md").read_text())
-    typer.echo(f"wrote {output}/train, {output}/validation ({summary['train_samples']} + {summary['validation_samples']} samples)")
+    counts = f"{summary['train_samples']} + {summary['validation_samples']} samples"
+    typer.echo(f"wrote {output}/train, {output}/validation ({counts})")
 
 
 @app.command()
@@ -148,8 +149,10 @@ def run_local(
     typer.echo(f"  exported model:   {result['exported_model']}")
     typer.echo(f"  kwargs artifact:  {result['kwargs_artifact']}")
     typer.echo(f"  loss curve:       {result['loss_curve']}")
+    typer.echo(f"  report (HTML):    {result['report']}")
     for checkpoint, loss in result["validation_loss"].items():
         mark = "  <- best" if checkpoint == result["best_checkpoint"] else ""
+        mark += "  (overfitting starts after this one)" if checkpoint == result["overfitting_after"] else ""
         typer.echo(f"  validation loss   {checkpoint}: {loss:.4f}{mark}")
 
 

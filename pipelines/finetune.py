@@ -7,7 +7,7 @@ end to end on a laptop CPU with ``kubetune run-local``.
 from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import Artifact, Metrics, Model
+from kfp.dsl import HTML, Artifact, Metrics, Model
 from kubetune.components.evaluate.component import evaluate_model
 from kubetune.components.export.component import export_model
 from kubetune.components.prepare.component import prepare_data
@@ -30,6 +30,11 @@ EMBEDDED_KWARGS = {
     "seed": 42,
 }
 
+Outputs = NamedTuple(
+    "Outputs",
+    [("model", Model), ("kwargs", Artifact), ("loss_curve", Artifact), ("eval_report", HTML), ("eval_metrics", Metrics)],
+)
+
 
 @dsl.pipeline(name="kubetune-finetune", description="Fine-tune an LLM: prepare, validate, train, evaluate, export.")
 def finetune(
@@ -42,7 +47,7 @@ def finetune(
     seed: int = 42,
     merge_adapter: bool = True,
     export_destination: str = "",
-) -> NamedTuple("Outputs", [("model", Model), ("kwargs", Artifact), ("loss_curve", Artifact), ("eval_metrics", Metrics)]):
+) -> Outputs:
     kwargs = validate_kwargs(algorithm=algorithm, training_kwargs=training_kwargs).set_display_name("validate kwargs")
     data = prepare_data(
         data_uri=data_uri,
@@ -60,7 +65,9 @@ def finetune(
     ).set_display_name("train")
     trained.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1).set_caching_options(False)
     evaluated = evaluate_model(
-        trained_model=trained.outputs["trained_model"], validation_data=data.outputs["validation_data"]
+        trained_model=trained.outputs["trained_model"],
+        validation_data=data.outputs["validation_data"],
+        base_model_uri=model_uri,
     ).set_display_name("evaluate")
     exported = (
         export_model(
@@ -73,10 +80,10 @@ def finetune(
         .set_display_name("export")
         .set_caching_options(False)
     )
-    outputs = NamedTuple("Outputs", [("model", Model), ("kwargs", Artifact), ("loss_curve", Artifact), ("eval_metrics", Metrics)])
-    return outputs(
+    return Outputs(
         exported.outputs["exported_model"],
         kwargs.outputs["kwargs_artifact"],
         evaluated.outputs["loss_curve"],
+        evaluated.outputs["report"],
         evaluated.outputs["metrics"],
     )

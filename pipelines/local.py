@@ -20,6 +20,8 @@ def run_local(output_dir: str | Path, **arguments: Any) -> dict[str, str]:
         "exported_model": run.outputs["model"].path,
         "kwargs_artifact": run.outputs["kwargs"].path,
         "loss_curve": run.outputs["loss_curve"].path,
-        "best_checkpoint": curve["best"],
+        "report": run.outputs["eval_report"].path,
+        "best_checkpoint": curve["best"]["checkpoint"],
         "validation_loss": {p["checkpoint"]: p["loss"] for p in curve["points"]},
+        "overfitting_after": (curve["overfitting"] or {}).get("checkpoint"),
     }

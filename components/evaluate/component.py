@@ -3,7 +3,7 @@
 from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
 from kubetune.runtime import RUNTIME_IMAGE
 
@@ -14,21 +14,25 @@ def evaluate_model(
     validation_data: Input[Dataset],
     metrics: Output[Metrics],
     loss_curve: Output[Artifact],
+    report: Output[HTML],
+    base_model_uri: str = "",
+    patience: int = 2,
 ) -> NamedTuple("EvalOutputs", [("best_checkpoint", str), ("best_loss", float)]):
-    """Held-out loss of every checkpoint; returns the best checkpoint (relative to the trained model)."""
-    import json
+    """Held-out loss of every checkpoint; returns the best checkpoint (relative to the trained model).
+
+    ``base_model_uri`` finds the base model of LoRA adapters when the training output does not hold it.
+    """
     from collections import namedtuple
 
-    from kubetune.components.evaluate.core import as_dicts, best, evaluate
+    from kubetune.components.evaluate.core import evaluate_step
 
-    points = evaluate(trained_model.path, validation_data.path)
-    winner = best(points)
-    final = points[-1]
-    metrics.log_metric("final_validation_loss", final.loss)
-    metrics.log_metric("best_validation_loss", winner.loss)
-    metrics.log_metric("checkpoints_evaluated", len(points))
-    with open(loss_curve.path, "w") as f:
-        json.dump({"points": as_dicts(points), "best": winner.checkpoint}, f, indent=2)
-    for p in points:
-        print(f"{p.checkpoint}: validation loss {p.loss:.4f} (perplexity {p.perplexity:.2f}, {p.tokens} tokens)")
-    return namedtuple("EvalOutputs", ["best_checkpoint", "best_loss"])(winner.checkpoint, winner.loss)
+    result = evaluate_step(
+        trained_model.path, validation_data.path, loss_curve.path, report.path, base_model_uri or None, patience
+    )
+    for name, value in result["metrics"].items():
+        metrics.log_metric(name, value)
+    loss_curve.metadata.update({"axis": result["axis"], "best": result["best"]["checkpoint"]})
+    for p in result["points"]:
+        print(f"{p['checkpoint']}: validation loss {p['loss']:.4f} (perplexity {p['perplexity']:.2f}, {p['tokens']} tokens)")
+    best = result["best"]
+    return namedtuple("EvalOutputs", ["best_checkpoint", "best_loss"])(best["checkpoint"], best["loss"])

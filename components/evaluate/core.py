@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from kubetune.components.evaluate.timeline import BackendSeries, overfitting_point, read_backend_metrics
+
 from kubetune.data import tokenized_file
 from kubetune.data.tokenize import IGNORE_INDEX, read_jsonl, tokenize_samples
 from kubetune.errors import KubetuneError, Problem
@@ -146,7 +147,9 @@ def evaluate(
     root = Path(output_dir)
     checkpoints = find_checkpoints(root)
     if not checkpoints:
-        raise KubetuneError([Problem(str(root), "holds no checkpoint (no config.json or adapter_config.json)")], "cannot evaluate")
+        raise KubetuneError(
+            [Problem(str(root), "holds no checkpoint (no config.json or adapter_config.json)")], "cannot evaluate"
+        )
     rows = list(read_jsonl(tokenized_file(validation_path)))
     if not rows:
         raise KubetuneError([Problem(str(validation_path), "holds no validation sample")], "cannot evaluate")
@@ -218,3 +221,29 @@ def metrics(result: dict[str, Any]) -> dict[str, float]:
         out[f"best_{key}"] = winner[key] if winner[key] is not None else -1
         out[f"overfitting_{key}"] = over[key] if over and over[key] is not None else -1
     return out
+
+
+def evaluate_step(
+    trained_model: str | Path,
+    validation_data: str | Path,
+    curve_out: str | Path,
+    report_out: str | Path,
+    base_model_uri: str | None = None,
+    patience: int = 2,
+) -> dict[str, Any]:
+    """The pipeline's evaluation step: every checkpoint's loss, the curve as JSON and the HTML report."""
+    import tempfile
+
+    from kubetune.components.evaluate.report import html_report
+
+    from kubetune.runtime import resolve_model
+
+    with tempfile.TemporaryDirectory(prefix="kubetune-base-") as workdir:
+        base = resolve_model(base_model_uri, workdir) if base_model_uri else None
+        points = evaluate(trained_model, validation_data, base_model=base)
+    result = curve(trained_model, points, patience)
+    result["metrics"] = metrics(result)
+    for path, text in ((curve_out, json.dumps(result, indent=2)), (report_out, html_report(result))):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text, encoding="utf-8")
+    return result

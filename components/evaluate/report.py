@@ -6,6 +6,7 @@ from html import escape
 from typing import Any
 
 WIDTH, HEIGHT, PAD = 720, 360, 56
+CSS = "body{font-family:sans-serif;margin:24px} table{border-collapse:collapse} td,th{border:1px solid #ddd;padding:4px 10px}"
 STYLES = {
     "train loss": 'stroke="#9e9e9e" stroke-width="1.5"',
     "validation loss": 'stroke="#1565c0" stroke-width="2.5"',
@@ -42,7 +43,8 @@ def svg_chart(lines: dict[str, list[tuple[float, float]]], x_label: str, marks: 
     parts.append(f'<text x="{WIDTH / 2}" y="{HEIGHT - 14}" font-size="12" text-anchor="middle">{escape(x_label)}</text>')
     for label, x in marks.items():
         color = "#2e7d32" if label.startswith("best") else "#c62828"
-        parts.append(f'<line class="mark" x1="{px(x)}" x2="{px(x)}" y1="{PAD}" y2="{HEIGHT - PAD}" stroke="{color}" stroke-dasharray="3 3"/>')
+        dashed = f'stroke="{color}" stroke-dasharray="3 3"'
+        parts.append(f'<line class="mark" x1="{px(x)}" x2="{px(x)}" y1="{PAD}" y2="{HEIGHT - PAD}" {dashed}/>')
         parts.append(f'<text x="{px(x) + 4}" y="{PAD + 14}" font-size="11" fill="{color}">{escape(label)}</text>')
     for k, (label, line) in enumerate(lines.items()):
         if not line:
@@ -51,7 +53,9 @@ def svg_chart(lines: dict[str, list[tuple[float, float]]], x_label: str, marks: 
         parts.append(f'<polyline class="{label.replace(" ", "-")}" fill="none" {STYLES[label]} points="{coords}"/>')
         if label == "validation loss":
             parts += [f'<circle cx="{px(x)}" cy="{py(y)}" r="3.5" fill="#1565c0"/>' for x, y in line]
-        parts.append(f'<text x="{WIDTH - PAD - 4}" y="{PAD + 16 + 15 * k}" font-size="12" text-anchor="end" {STYLES[label]}>{label}</text>')
+        parts.append(
+            f'<text x="{WIDTH - PAD - 4}" y="{PAD + 16 + 15 * k}" font-size="12" text-anchor="end" {STYLES[label]}>{label}</text>'
+        )
     parts.append("</svg>")
     return "\n".join(parts)
 
@@ -91,7 +95,7 @@ def html_report(curve: dict[str, Any]) -> str:
     )
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>kubetune validation loss</title>
-<style>body{{font-family:sans-serif;margin:24px}}table{{border-collapse:collapse}}td,th{{border:1px solid #ddd;padding:4px 10px;text-align:right}}</style>
+<style>{CSS}</style>
 </head><body>
 <h2>Validation loss per checkpoint</h2>
 <p>{verdict}</p>

@@ -39,7 +39,11 @@ class BackendSeries:
         return next((p.samples for p in self.train if p.step == step), None)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"backend": self.backend, "train": [asdict(p) for p in self.train], "validation": [asdict(p) for p in self.validation]}
+        return {
+            "backend": self.backend,
+            "train": [asdict(p) for p in self.train],
+            "validation": [asdict(p) for p in self.validation],
+        }
 
 
 def _rows(path: Path) -> list[dict]:

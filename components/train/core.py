@@ -6,9 +6,32 @@ import json
 from pathlib import Path
 
 from kubetune.backends import TrainResult, get_backend
-from kubetune.contract import validate_spec
+from kubetune.contract import TrainingSpec, validate_spec
 from kubetune.data import tokenized_file
 from kubetune.runtime import resolve_model
+
+# mini-trainer fields that ask for in-training validation
+MINI_TRAINER_VALIDATION = ("validation_frequency", "validate_at_epoch", "min_samples_per_validation", "validate_at_final", "save_best_val_loss")
+
+
+def bind(
+    spec: TrainingSpec, model_path: str, train_data: str | Path, output_dir: str | Path, validation_data: str | Path | None = None
+) -> TrainingSpec:
+    """The spec with the pipeline's paths: prepared data for every backend, our validation split where the
+    backend validates during training and the user asked it to."""
+    bound: dict = {
+        "model_path": model_path,
+        "data_path": str(tokenized_file(train_data)),
+        "ckpt_output_dir": str(Path(output_dir) / "checkpoints"),
+    }
+    if spec.algorithm == "sft":  # instructlab-training reads data_output_dir/data.jsonl, already processed
+        bound.update(data_output_dir=str(Path(train_data)), process_data=False)
+    kwargs = spec.backend_kwargs
+    asks = any(kwargs.get(name) for name in MINI_TRAINER_VALIDATION)
+    own_split = kwargs.get("validation_split") or kwargs.get("validation_data_path")
+    if spec.algorithm == "osft" and validation_data and asks and not own_split:
+        bound["validation_data_path"] = str(tokenized_file(validation_data))
+    return spec.with_params(**bound)
 
 
 def train(
@@ -23,16 +46,9 @@ def train(
     output_dir.mkdir(parents=True, exist_ok=True)
     document = json.loads(Path(kwargs_path).read_text(encoding="utf-8"))
     spec = validate_spec(document, require_paths=False)
-    bound = {
-        "model_path": resolve_model(model_uri, output_dir / "base"),
-        "data_path": str(tokenized_file(train_data)),
-        "ckpt_output_dir": str(output_dir / "checkpoints"),
-    }
-    if spec.algorithm == "sft":  # instructlab-training reads data_output_dir/data.jsonl, already processed
-        bound.update(data_output_dir=str(Path(train_data)), process_data=False)
-    spec = spec.with_params(**bound)
+    spec = bind(spec, resolve_model(model_uri, output_dir / "base"), train_data, output_dir, validation_data)
     backend = get_backend(spec.algorithm)
-    if spec.algorithm == "lora_sft":
+    if spec.algorithm == "lora_sft":  # TRL evaluates during training on our split when eval_strategy/eval_steps ask
         validation = tokenized_file(validation_data) if validation_data else None
         return backend.train(spec, validation_data=validation)
     return backend.train(spec)

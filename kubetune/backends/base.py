@@ -35,8 +35,11 @@ class Backend:
     # backend fields the training step sets itself, with the reason
     managed: ClassVar[dict[str, str]] = {}
 
-    def check(self, params: dict[str, Any], kwargs: dict[str, Any], catalog: Catalog) -> list[Problem]:
-        """Backend rules that involve several fields (the backend's own checks, run before any GPU)."""
+    def check(self, params: dict[str, Any], kwargs: dict[str, Any], catalog: Catalog, pipeline: bool = False) -> list[Problem]:
+        """Backend rules that involve several fields (the backend's own checks, run before any GPU).
+
+        ``pipeline``: the spec runs in the pipeline, which binds the paths and the validation split.
+        """
         return []
 
     def notes(self, kwargs: dict[str, Any]) -> list[str]:

@@ -27,7 +27,7 @@ class InstructLabSFT(Backend):
         "pretraining_config": "set is_pretraining and block_size instead",
     }
 
-    def check(self, params: dict[str, Any], kwargs: dict[str, Any], catalog: Catalog) -> list[Problem]:
+    def check(self, params: dict[str, Any], kwargs: dict[str, Any], catalog: Catalog, pipeline: bool = False) -> list[Problem]:
         problems = []
         if (params.get("beta1") is None) != (params.get("beta2") is None):
             given = "beta1" if params.get("beta1") is not None else "beta2"

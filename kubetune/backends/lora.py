@@ -47,7 +47,7 @@ class LoRASFT(Backend):
         "base_model_name_or_path": "set model_path",
     }
 
-    def check(self, params: dict[str, Any], kwargs: dict[str, Any], catalog: Catalog) -> list[Problem]:
+    def check(self, params: dict[str, Any], kwargs: dict[str, Any], catalog: Catalog, pipeline: bool = False) -> list[Problem]:
         problems = []
         if params.get("load_in_4bit") and params.get("load_in_8bit"):
             problems.append(Problem("load_in_8bit", "and load_in_4bit exclude each other; give one"))

@@ -31,7 +31,7 @@ class MiniTrainerOSFT(Backend):
         "pretraining_config": "set is_pretraining and block_size instead",
     }
 
-    def check(self, params: dict[str, Any], kwargs: dict[str, Any], catalog: Catalog) -> list[Problem]:
+    def check(self, params: dict[str, Any], kwargs: dict[str, Any], catalog: Catalog, pipeline: bool = False) -> list[Problem]:
         problems = []
         if kwargs.get("osft", True) and params.get("unfreeze_rank_ratio") is None:
             problems.append(Problem("unfreeze_rank_ratio", 'is required for osft (or set "osft": false)'))
@@ -50,6 +50,8 @@ class MiniTrainerOSFT(Backend):
             problems.append(Problem("min_samples_per_validation", "must be a positive integer when set"))
         validating = has_path or (isinstance(split, (int, float)) and split > 0)
         triggers = ("validation_frequency", "validate_at_epoch", "min_samples_per_validation", "validate_at_final")
+        # in the pipeline, asking for validation binds the prepared validation split (components/train)
+        bound_by_pipeline = pipeline and not validating and any(kwargs.get(t) for t in (*triggers, "save_best_val_loss"))
         if validating and not any(effective(kwargs, catalog, t) for t in triggers):
             problems.append(
                 Problem(
@@ -58,7 +60,7 @@ class MiniTrainerOSFT(Backend):
                     "set one of " + ", ".join(triggers),
                 )
             )
-        if kwargs.get("save_best_val_loss") and not validating:
+        if kwargs.get("save_best_val_loss") and not (validating or bound_by_pipeline):
             problems.append(Problem("save_best_val_loss", "needs validation data (validation_split or validation_data_path)"))
         if params.get("rdzv_endpoint") and params.get("master_addr"):
             problems.append(Problem("master_addr", "and rdzv_endpoint exclude each other; give one"))

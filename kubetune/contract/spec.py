@@ -213,7 +213,7 @@ def validate_spec(
     if params.get("is_pretraining") and params.get("block_size") is None and algorithm != "sft":
         problems.append(Problem("block_size", "is required when is_pretraining is true"))
     if not problems:
-        problems += backend.check(params, kwargs, catalog(backend.catalog_name))
+        problems += backend.check(params, kwargs, catalog(backend.catalog_name), pipeline=not require_paths)
     if problems:
         raise fail()
     return TrainingSpec(
