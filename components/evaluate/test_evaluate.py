@@ -71,9 +71,10 @@ def test_sft_and_osft_layouts_and_metrics_files(tmp_path, tiny_model, validation
         _jsonl(run / "training_params_and_metrics_global0.jsonl", rows)
     else:  # mini-trainer repeats the last val_loss on every row; only rows with val_* counts are fresh
         rows = [
-            {"step": r["step"], "loss": r["loss"], "total_samples_accumulated": r["samples"], "val_loss": 4.5 if r["step"] >= 8 else None}
-            for r in steps
+            {"step": r["step"], "loss": r["loss"], "total_samples_accumulated": r["samples"], "val_loss": None} for r in steps
         ]
+        for row in rows[7:]:
+            row["val_loss"] = 4.5
         rows[7].update(val_num_samples=12, val_num_loss_counted_tokens=90)
         _jsonl(run / "training_metrics_0.jsonl", rows)
         (run / "training_metrics_0.jsonl").open("a").write('{"step": 21, "lo')  # a row cut by a kill

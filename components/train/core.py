@@ -11,7 +11,13 @@ from kubetune.data import tokenized_file
 from kubetune.runtime import resolve_model
 
 # mini-trainer fields that ask for in-training validation
-MINI_TRAINER_VALIDATION = ("validation_frequency", "validate_at_epoch", "min_samples_per_validation", "validate_at_final", "save_best_val_loss")
+MINI_TRAINER_VALIDATION = (
+    "validation_frequency",
+    "validate_at_epoch",
+    "min_samples_per_validation",
+    "validate_at_final",
+    "save_best_val_loss",
+)
 
 
 def bind(
