@@ -5,7 +5,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-WIDTH, HEIGHT, PAD = 720, 360, 56
+WIDTH, HEIGHT, PAD = 720, 380, 56
 CSS = "body{font-family:sans-serif;margin:24px} table{border-collapse:collapse} td,th{border:1px solid #ddd;padding:4px 10px}"
 STYLES = {
     "train loss": 'stroke="#9e9e9e" stroke-width="1.5"',
@@ -40,12 +40,14 @@ def svg_chart(lines: dict[str, list[tuple[float, float]]], x_label: str, marks: 
         parts.append(f'<line x1="{PAD}" x2="{WIDTH - PAD}" y1="{py(y)}" y2="{py(y)}" stroke="#eee"/>')
     parts.append(f'<text x="{PAD}" y="{HEIGHT - PAD + 18}" font-size="11">{x0:g}</text>')
     parts.append(f'<text x="{WIDTH - PAD}" y="{HEIGHT - PAD + 18}" font-size="11" text-anchor="end">{x1:g}</text>')
-    parts.append(f'<text x="{WIDTH / 2}" y="{HEIGHT - 14}" font-size="12" text-anchor="middle">{escape(x_label)}</text>')
-    for label, x in marks.items():
+    parts.append(f'<text x="{WIDTH / 2}" y="{HEIGHT - PAD + 22}" font-size="12" text-anchor="middle">{escape(x_label)}</text>')
+    for i, (label, x) in enumerate(marks.items()):
         color = "#2e7d32" if label.startswith("best") else "#c62828"
         dashed = f'stroke="{color}" stroke-dasharray="3 3"'
         parts.append(f'<line class="mark" x1="{px(x)}" x2="{px(x)}" y1="{PAD}" y2="{HEIGHT - PAD}" {dashed}/>')
-        parts.append(f'<text x="{px(x) + 4}" y="{PAD + 14}" font-size="11" fill="{color}">{escape(label)}</text>')
+        right = px(x) > WIDTH / 2  # labels near the right edge go left of their line
+        anchor = f'x="{px(x) - 4}" text-anchor="end"' if right else f'x="{px(x) + 4}"'
+        parts.append(f'<text {anchor} y="{PAD - 6 - 16 * i}" font-size="11" fill="{color}">{escape(label)}</text>')
     for k, (label, line) in enumerate(lines.items()):
         if not line:
             continue
@@ -53,9 +55,9 @@ def svg_chart(lines: dict[str, list[tuple[float, float]]], x_label: str, marks: 
         parts.append(f'<polyline class="{label.replace(" ", "-")}" fill="none" {STYLES[label]} points="{coords}"/>')
         if label == "validation loss":
             parts += [f'<circle cx="{px(x)}" cy="{py(y)}" r="3.5" fill="#1565c0"/>' for x, y in line]
-        parts.append(
-            f'<text x="{WIDTH - PAD - 4}" y="{PAD + 16 + 15 * k}" font-size="12" text-anchor="end" {STYLES[label]}>{label}</text>'
-        )
+        x, y = PAD + 200 * k, HEIGHT - 12  # legend row under the axis: a stroke sample, then the name
+        parts.append(f'<line x1="{x}" x2="{x + 24}" y1="{y - 4}" y2="{y - 4}" {STYLES[label]}/>')
+        parts.append(f'<text x="{x + 30}" y="{y}" font-size="12">{label}</text>')
     parts.append("</svg>")
     return "\n".join(parts)
 
