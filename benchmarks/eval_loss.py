@@ -32,10 +32,10 @@ def main() -> None:
 
     import torch
     from data_prep import generate
-    from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
-
     from kubetune.components.evaluate.core import held_out_loss
     from kubetune.components.prepare.core import prepare
+    from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
+
     from kubetune.data.tokenize import read_jsonl
     from kubetune.embedded.tiny_model import build_model, build_tokenizer
 
@@ -54,7 +54,9 @@ def main() -> None:
         collator = DataCollatorForSeq2Seq(tokenizer, padding=True)
 
         def trainer(batch_size: int) -> Trainer:
-            targs = TrainingArguments(output_dir=str(tmp / "t"), per_device_eval_batch_size=batch_size, use_cpu=True, report_to=[])
+            targs = TrainingArguments(
+                output_dir=str(tmp / "t"), per_device_eval_batch_size=batch_size, use_cpu=True, report_to=[]
+            )
             return Trainer(model=model, args=targs, data_collator=collator)
 
         subset = rows[:32]
@@ -74,7 +76,9 @@ def main() -> None:
             best["Trainer.evaluate"] = min(best.get("Trainer.evaluate", math.inf), time.perf_counter() - start)
         for name, loss in (("kubetune", ours), ("Trainer.evaluate", theirs)):
             print(f"{name:>18}: {best[name]:6.2f} s  {tokens / best[name]:10,.0f} learned tokens/s  loss {loss:.4f}")
-        print(f"ratio (fastest runs): kubetune is {best['Trainer.evaluate'] / best['kubetune']:.2f}x the speed of Trainer.evaluate")
+        print(
+            f"ratio (fastest runs): kubetune is {best['Trainer.evaluate'] / best['kubetune']:.2f}x the speed of Trainer.evaluate"
+        )
 
 
 if __name__ == "__main__":
