@@ -39,3 +39,24 @@ def s3(moto_endpoint, monkeypatch):
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     return boto3.client("s3")
+
+
+@pytest.fixture
+def faulty_proxy(moto_endpoint):
+    """Make a proxy in front of the moto server that fails chosen requests (see tests/faulty_proxy.py)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("faulty_proxy", Path(__file__).parent / "tests" / "faulty_proxy.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    proxies = []
+
+    def make(fault):
+        proxy = module.FaultyProxy(moto_endpoint, fault).__enter__()
+        proxies.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in proxies:
+        proxy.__exit__(None, None, None)

@@ -43,13 +43,18 @@ def client() -> Any:
             ],
             "cannot reach S3",
         )
-    return session.client("s3", config=Config(retries={"max_attempts": 10, "mode": "standard"}))
+    attempts = int(os.environ.get("AWS_MAX_ATTEMPTS", "10"))  # boto3's own setting, honoured when given
+    return session.client("s3", config=Config(retries={"max_attempts": attempts, "mode": "standard"}))
 
 
 def explain(error: Exception, uri: str) -> KubetuneError:
-    """A botocore error as a user-facing problem that names the URI (never the credentials)."""
-    from botocore.exceptions import BotoCoreError, ClientError
+    """A boto3/botocore error as a user-facing problem that names the URI (never the credentials)."""
+    from boto3.exceptions import S3TransferFailedError, S3UploadFailedError
+    from botocore.exceptions import ClientError
 
+    if isinstance(error, (S3UploadFailedError, S3TransferFailedError)):
+        cause = str(error).split(": ", 1)[-1]  # "Failed to upload A to B: <the S3 error>"
+        return KubetuneError([Problem(uri, f"transfer failed after retries ({cause})")], "S3 request failed")
     if isinstance(error, ClientError):
         code = error.response.get("Error", {}).get("Code", "")
         messages = {
@@ -62,9 +67,7 @@ def explain(error: Exception, uri: str) -> KubetuneError:
             "SignatureDoesNotMatch": "the secret key does not match the access key",
         }
         return KubetuneError([Problem(uri, messages.get(code, f"S3 error {code}"))], "S3 request failed")
-    if isinstance(error, BotoCoreError):
-        return KubetuneError([Problem(uri, str(error))], "S3 request failed")
-    raise error
+    return KubetuneError([Problem(uri, str(error))], "S3 request failed")
 
 
 def download(uri: str, destination: str | Path) -> Path:
@@ -73,6 +76,7 @@ def download(uri: str, destination: str | Path) -> Path:
     Returns the local path that stands for ``uri``: the file, or the directory of the prefix.
     Each file is written under a temporary name and renamed, so no half file is ever left.
     """
+    from boto3.exceptions import S3TransferFailedError
     from boto3.s3.transfer import TransferConfig
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -100,7 +104,7 @@ def download(uri: str, destination: str | Path) -> Path:
         for k in keys:
             fetch(k, root / k[len(prefix) :])
         return root
-    except (ClientError, BotoCoreError) as e:
+    except (ClientError, BotoCoreError, S3TransferFailedError) as e:
         raise explain(e, uri) from None
 
 

@@ -46,6 +46,7 @@ def finetune(
     validation_ratio: float = 0.1,
     seed: int = 42,
     merge_adapter: bool = True,
+    export_checkpoint: str = "best",
     export_destination: str = "",
 ) -> Outputs:
     kwargs = validate_kwargs(algorithm=algorithm, training_kwargs=training_kwargs).set_display_name("validate kwargs")
@@ -74,8 +75,13 @@ def finetune(
             trained_model=trained.outputs["trained_model"],
             kwargs_artifact=kwargs.outputs["kwargs_artifact"],
             checkpoint=evaluated.outputs["best_checkpoint"],
+            loss_curve=evaluated.outputs["loss_curve"],
+            train_data=data.outputs["train_data"],
+            validation_data=data.outputs["validation_data"],
+            select=export_checkpoint,
             merge_adapter=merge_adapter,
             destination=export_destination,
+            base_model_uri=model_uri,
         )
         .set_display_name("export")
         .set_caching_options(False)

@@ -41,13 +41,27 @@ def test_pipeline_compiles_deterministically_with_gpu_only_for_training(tmp_path
 def test_local_run_end_to_end(tmp_path):
     from kubetune.pipelines.local import run_local
 
-    result = run_local(tmp_path, export_destination=str(tmp_path / "published"))
+    result = run_local(tmp_path)  # the embedded default: the exported model lands in the Model artifact
     losses = result["validation_loss"]
     assert len(losses) >= 3 and all(math.isfinite(v) for v in losses.values())
     assert losses[result["best_checkpoint"]] == min(losses.values())
     model = AutoModelForCausalLM.from_pretrained(result["exported_model"])  # merged: transformers alone loads it
     assert model.config.model_type == "llama" and AutoTokenizer.from_pretrained(result["exported_model"])
-    assert verify(result["exported_model"]) == [] and verify(tmp_path / "published") == []
+    assert verify(result["exported_model"]) == [] and "<svg" in Path(result["report"]).read_text()
     artifact = json.loads(Path(result["kwargs_artifact"]).read_text())
     assert artifact["algorithm"] == "lora_sft" and artifact["eval_steps"] == 24
     assert not [k for k, v in _walk(artifact) if looks_like_secret(k, v)]
+
+
+@pytest.mark.slow
+def test_local_run_exports_to_s3_when_asked(tmp_path, s3):
+    """The same local pipeline, publishing to a bucket of the local moto S3 server (credentials from the env)."""
+    from kubetune.pipelines.local import run_local
+
+    s3.create_bucket(Bucket="models")
+    result = run_local(tmp_path, export_destination="s3://models/finetuned/tiny", export_checkpoint="final")
+    assert verify("s3://models/finetuned/tiny") == []
+    pointer = json.loads((Path(result["exported_model"]) / "location.json").read_text())
+    assert pointer["uri"] == "s3://models/finetuned/tiny" and pointer["manifest"]["kind"] == "merged"
+    card = s3.get_object(Bucket="models", Key="finetuned/tiny/README.md")["Body"].read().decode()
+    assert "checkpoint `final`" in card and "best validation loss" in card

@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from kubetune.components.evaluate.timeline import BackendSeries, overfitting_point, read_backend_metrics
 
+from kubetune.checkpoints import adapter_base, find_checkpoints, is_adapter, position
 from kubetune.data import tokenized_file
 from kubetune.data.tokenize import IGNORE_INDEX, read_jsonl, tokenize_samples
 from kubetune.errors import KubetuneError, Problem
-
-SKIPPED_DIRS = {"base", "full_state", "full_state_checkpoints", ".datasets-cache"}
 
 
 @dataclass
@@ -33,31 +31,6 @@ class LossPoint:
     loss: float
     perplexity: float
     tokens: int
-
-
-def _position(path: Path) -> tuple[int | None, int | None]:
-    """(step, samples) from a checkpoint's name: TRL counts steps, the others samples seen."""
-    if match := re.fullmatch(r"checkpoint-(\d+)", path.name):
-        return int(match.group(1)), None
-    if match := re.match(r"samples_(\d+)", path.name):
-        return None, int(match.group(1))
-    return None, None
-
-
-def find_checkpoints(output_dir: str | Path) -> list[Path]:
-    """Every model directory under ``output_dir`` in training order, unnamed ones (``final``) last."""
-    root = Path(output_dir)
-    found = {p.parent for name in ("config.json", "adapter_config.json") for p in root.rglob(name)}
-    found = {p for p in found if not SKIPPED_DIRS & set(p.relative_to(root).parts)}
-    # a TRL LoRA checkpoint may also hold the base config; the adapter is what it is
-    found = {p for p in found if not any(q != p and p in q.parents for q in found)}
-
-    def order(path: Path) -> tuple:
-        step, samples = _position(path)
-        known = step if step is not None else samples
-        return (known is None, known or 0, str(path))
-
-    return sorted(found, key=order)
 
 
 class _Models:
@@ -72,19 +45,12 @@ class _Models:
         self._base = None
 
     def _base_path(self, adapter: Path) -> str:
-        named = json.loads((adapter / "adapter_config.json").read_text()).get("base_model_name_or_path") or ""
-        candidates = [named, self.base_model, *(str(p.parent) for p in (self.root / "base").glob("*/config.json"))]
-        for candidate in candidates:
-            if candidate and Path(candidate, "config.json").is_file():
-                return candidate
-        if self.base_model or named:  # a hub id, downloaded by transformers
-            return self.base_model or named
-        raise KubetuneError([Problem(str(adapter), "is a LoRA adapter whose base model cannot be found")], "cannot evaluate")
+        return adapter_base(adapter, self.root, self.base_model)
 
     def load(self, path: Path):
         from transformers import AutoModelForCausalLM
 
-        if not (path / "adapter_config.json").exists():
+        if not is_adapter(path):
             return AutoModelForCausalLM.from_pretrained(str(path), dtype=self.dtype).to(self.device).eval()
         from peft import PeftModel
 
@@ -162,7 +128,7 @@ def evaluate(
         model = models.load(path)
         loss, tokens = held_out_loss(model, samples, pad, batch_size or (32 if models.device == "cuda" else 8), models.device)
         models.release(model)
-        step, seen = _position(path)
+        step, seen = position(path)
         points.append(LossPoint(str(path.relative_to(root)), step, seen, loss, math.exp(min(loss, 50)), tokens))
     return points
 

@@ -1,7 +1,7 @@
-"""KFP wrapper of the export step (logic in ``core.py``)."""
+"""KFP wrapper of the export step (logic in ``core.py``, S3 publishing in ``publish.py``)."""
 
 from kfp import dsl
-from kfp.dsl import Artifact, Input, Metrics, Model, Output
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
 from kubetune.runtime import RUNTIME_IMAGE
 
@@ -13,24 +13,36 @@ def export_model(
     checkpoint: str,
     exported_model: Output[Model],
     metrics: Output[Metrics],
+    loss_curve: Input[Artifact] = None,
+    train_data: Input[Dataset] = None,
+    validation_data: Input[Dataset] = None,
+    select: str = "best",
     merge_adapter: bool = True,
     destination: str = "",
+    base_model_uri: str = "",
 ):
-    """Export ``checkpoint`` (relative to the trained model) with a checksum manifest, atomically.
+    """Export a checkpoint with a model card and a checksum manifest written last.
 
-    The model always lands in ``exported_model``; with ``destination`` (a local or PVC path) it is
-    published there too.
+    ``select``: "best" exports ``checkpoint`` (the evaluation step's best one), "final" the last one saved.
+    ``destination``: empty keeps the model in this artifact; a local/PVC path or ``s3://bucket/prefix``
+    publishes it there (S3 credentials come from the environment), and this artifact then holds the model
+    card and a pointer (``metadata["uri"]``).
     """
-    import os
+    from kubetune.components.export.core import export_step
 
-    from kubetune.components.export.core import export_local
-
-    source = os.path.join(trained_model.path, checkpoint)
-    extra = {"kubetune-spec.json": kwargs_artifact.path}
-    manifest = export_local(source, exported_model.path, merge=merge_adapter, extra_files=extra)
-    if destination:
-        export_local(source, destination, merge=merge_adapter, extra_files=extra)
-        exported_model.metadata["published_to"] = destination
-    exported_model.metadata.update({"kind": manifest["kind"], "checkpoint": checkpoint, "files": len(manifest["files"])})
-    metrics.log_metric("bytes", sum(f["bytes"] for f in manifest["files"].values()))
-    metrics.log_metric("files", len(manifest["files"]))
+    result = export_step(
+        trained_model=trained_model.path,
+        checkpoint=checkpoint,
+        select=select,
+        destination=destination or exported_model.path,
+        pointer_dir=exported_model.path if destination else None,
+        merge=merge_adapter,
+        spec_path=kwargs_artifact.path,
+        curve_path=loss_curve.path if loss_curve else None,
+        train_metadata=train_data.metadata if train_data else None,
+        validation_metadata=validation_data.metadata if validation_data else None,
+        base_model_uri=base_model_uri or None,
+    )
+    exported_model.metadata.update({k: result[k] for k in ("uri", "kind", "checkpoint", "files", "bytes")})
+    for name in ("bytes", "files", "skipped_files", "seconds", "mb_per_s"):
+        metrics.log_metric(name, result[name])
