@@ -44,12 +44,7 @@ def s3(moto_endpoint, monkeypatch):
 @pytest.fixture
 def faulty_proxy(moto_endpoint):
     """Make a proxy in front of the moto server that fails chosen requests (see tests/faulty_proxy.py)."""
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location("faulty_proxy", Path(__file__).parent / "tests" / "faulty_proxy.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _load_test_helper("faulty_proxy")
     proxies = []
 
     def make(fault):
@@ -60,3 +55,20 @@ def faulty_proxy(moto_endpoint):
     yield make
     for proxy in proxies:
         proxy.__exit__(None, None, None)
+
+
+def _load_test_helper(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parent / "tests" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def model_registry():
+    """A recording stand-in of the Model Registry REST API (tests/registry_standin.py): no real one runs here."""
+    with _load_test_helper("registry_standin").RegistryStandIn() as standin:
+        yield standin

@@ -66,7 +66,7 @@ def explain(error: Exception, uri: str) -> KubetuneError:
             "InvalidAccessKeyId": "the access key is not valid for this endpoint",
             "SignatureDoesNotMatch": "the secret key does not match the access key",
         }
-        return KubetuneError([Problem(uri, messages.get(code, f"S3 error {code}"))], "S3 request failed")
+        return KubetuneError([Problem(uri, messages.get(code, str(error)))], "S3 request failed")
     return KubetuneError([Problem(uri, str(error))], "S3 request failed")
 
 

@@ -11,6 +11,7 @@ from kfp.dsl import HTML, Artifact, Metrics, Model
 from kubetune.components.evaluate.component import evaluate_model
 from kubetune.components.export.component import export_model
 from kubetune.components.prepare.component import prepare_data
+from kubetune.components.register.component import register_model
 from kubetune.components.train.component import train_model
 from kubetune.components.validate_spec.component import validate_kwargs
 
@@ -48,6 +49,11 @@ def finetune(
     merge_adapter: bool = True,
     export_checkpoint: str = "best",
     export_destination: str = "",
+    registry_server: str = "",
+    registry_model_name: str = "",
+    registry_model_version: str = "",
+    registry_uri: str = "",
+    registry_overwrite: bool = False,
 ) -> Outputs:
     kwargs = validate_kwargs(algorithm=algorithm, training_kwargs=training_kwargs).set_display_name("validate kwargs")
     data = prepare_data(
@@ -86,6 +92,19 @@ def finetune(
         .set_display_name("export")
         .set_caching_options(False)
     )
+    with dsl.If(registry_server != "", name="register-in-model-registry"):
+        register_model(
+            exported_model=exported.outputs["exported_model"],
+            loss_curve=evaluated.outputs["loss_curve"],
+            kwargs_artifact=kwargs.outputs["kwargs_artifact"],
+            server=registry_server,
+            name=registry_model_name,
+            version=registry_model_version,
+            published_uri=registry_uri,
+            overwrite=registry_overwrite,
+            pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            pipeline_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+        ).set_display_name("register").set_caching_options(False)
     return Outputs(
         exported.outputs["exported_model"],
         kwargs.outputs["kwargs_artifact"],

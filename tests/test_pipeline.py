@@ -54,14 +54,21 @@ def test_local_run_end_to_end(tmp_path):
 
 
 @pytest.mark.slow
-def test_local_run_exports_to_s3_when_asked(tmp_path, s3):
-    """The same local pipeline, publishing to a bucket of the local moto S3 server (credentials from the env)."""
+def test_local_run_exports_to_s3_and_registers_when_asked(tmp_path, s3, model_registry):
+    """The same local pipeline, publishing to a bucket of the local moto S3 server (credentials from the env),
+    then registering it in the Model Registry stand-in (no real registry can run here)."""
     from kubetune.pipelines.local import run_local
 
     s3.create_bucket(Bucket="models")
-    result = run_local(tmp_path, export_destination="s3://models/finetuned/tiny", export_checkpoint="final")
+    registry = {"registry_server": model_registry.url, "registry_model_name": "tiny-chat", "registry_model_version": "1"}
+    result = run_local(tmp_path, export_destination="s3://models/finetuned/tiny", export_checkpoint="final", **registry)
     assert verify("s3://models/finetuned/tiny") == []
     pointer = json.loads((Path(result["exported_model"]) / "location.json").read_text())
     assert pointer["uri"] == "s3://models/finetuned/tiny" and pointer["manifest"]["kind"] == "merged"
     card = s3.get_object(Bucket="models", Key="finetuned/tiny/README.md")["Body"].read().decode()
     assert "checkpoint `final`" in card and "best validation loss" in card
+    (artifact,) = [r["body"] for r in model_registry.requests if r["method"] == "POST" and r["path"].endswith("/artifacts")]
+    assert artifact["uri"] == "s3://models/finetuned/tiny"
+    (version,) = model_registry.versions.values()
+    assert version["name"] == "1" and "best_validation_loss" in version["customProperties"]
+    assert version["customProperties"]["kfp_run_id"]["string_value"]  # the run's provenance

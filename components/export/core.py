@@ -19,6 +19,7 @@ import json
 import shutil
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,10 +29,11 @@ from kubetune.errors import KubetuneError, Problem
 
 MANIFEST = "manifest.json"
 ADAPTER_FILES = ("adapter_", "tokenizer", "special_tokens", "chat_template")  # what an adapter-only export keeps
+WEIGHTS = ("*.safetensors", "*.safetensors.index.json", "*.bin", "*.pt", "*.pth")  # minus training state below
 TRAINING_STATE = ("optimizer.pt", "scheduler.pt", "rng_state*.pth", "trainer_state.json", "training_args.bin")
 
 
-def sha256(path: Path, chunk: int = 1 << 20) -> str:
+def sha256(path: Path, chunk: int = 8 << 20) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
         while block := f.read(chunk):
@@ -39,13 +41,14 @@ def sha256(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def write_manifest(directory: Path, kind: str) -> dict:
-    """Checksums of every file in ``directory``, written as ``manifest.json`` (the last file of an export)."""
-    files = {
-        p.relative_to(directory).as_posix(): {"sha256": sha256(p), "bytes": p.stat().st_size}
-        for p in sorted(directory.rglob("*"))
-        if p.is_file() and p.name != MANIFEST
-    }
+def write_manifest(directory: Path, kind: str, external: dict[str, Path] | None = None) -> dict:
+    """Checksums of every file in ``directory`` and of ``external`` files exported under their names,
+    written as ``manifest.json`` in ``directory`` (the last file of an export)."""
+    paths = {p.relative_to(directory).as_posix(): p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST}
+    paths.update(external or {})
+    with ThreadPoolExecutor(max_workers=4) as pool:  # hashlib releases the GIL: files hash in parallel
+        digests = dict(zip(paths, pool.map(sha256, paths.values()), strict=True))
+    files = {name: {"sha256": digests[name], "bytes": paths[name].stat().st_size} for name in sorted(paths)}
     manifest = {"format": 1, "kind": kind, "files": files}
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
@@ -76,7 +79,8 @@ def materialize(source: Path, staging: Path, merge: bool, base: str | None = Non
 
     ``base``: the base model of an adapter that is merged."""
     if not is_adapter(source):
-        shutil.copytree(source, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*TRAINING_STATE))
+        # weights are added by the caller from the checkpoint itself (see weight_files)
+        shutil.copytree(source, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*TRAINING_STATE, *WEIGHTS))
         return "full"
     if not merge:
         for path in source.iterdir():
@@ -95,6 +99,14 @@ def materialize(source: Path, staging: Path, merge: bool, base: str | None = Non
     tokenizer_source = source if (source / "tokenizer_config.json").exists() else base
     AutoTokenizer.from_pretrained(str(tokenizer_source)).save_pretrained(str(staging))
     return "merged"
+
+
+def weight_files(source: Path) -> dict[str, Path]:
+    """A full checkpoint's weight files: exported as they are, so they are read from the checkpoint (for S3,
+    uploaded from there) instead of being copied to the staging directory first."""
+    if is_adapter(source):
+        return {}
+    return {p.name: p for pattern in WEIGHTS for p in sorted(source.glob(pattern)) if p.is_file()}
 
 
 def model_card(info: dict[str, Any]) -> str:
@@ -178,12 +190,16 @@ def export(
                 shutil.copy2(path, staging / name)
         card_text = model_card({**(card or {}), "kind": kind, "checkpoint": source.name})
         (staging / "README.md").write_text(card_text)
-        manifest = write_manifest(staging, kind)
+        weights = weight_files(source) if kind == "full" else {}
+        weights = {name: path for name, path in weights.items() if not any(Path(name).match(t) for t in TRAINING_STATE)}
+        manifest = write_manifest(staging, kind, weights)
         if to_s3:
             from kubetune.components.export.publish import publish_s3
 
-            skipped = publish_s3(staging, destination, run_id or staging.name.rsplit("-", 1)[-1])
+            skipped = publish_s3(staging, destination, run_id or staging.name.rsplit("-", 1)[-1], sources=weights)
         else:
+            for name, path in weights.items():
+                shutil.copy2(path, staging / name)
             _publish_local(staging, Path(destination))
             skipped = 0
     finally:

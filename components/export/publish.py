@@ -2,9 +2,11 @@
 
 1. Files whose object under the prefix already has the same SHA-256 (stored as object metadata) and size
    are skipped: a re-run of the same export moves no bytes.
-2. The others are uploaded with boto3's transfer manager (multipart, parallel parts, retries with
-   backoff) under ``prefix/.kubetune-staging/<run>/``, then each staged object's size and checksum are verified.
-3. The old manifest is deleted first, so from here until step 5 readers see "incomplete", never a mix.
+2. The others are uploaded with boto3's transfer manager (multipart, parallel parts and files, retries
+   with backoff), then each uploaded object's size and checksum are verified. When a complete export
+   (one with a manifest) is already there, they go under ``prefix/.kubetune-staging/<run>/`` so that a
+   failed upload leaves that export untouched; otherwise straight to their place (nothing to protect).
+3. The old manifest is deleted, so from here until step 5 readers see "incomplete", never a mix.
 4. Staged objects are copied server-side into the prefix; objects of an older export that are not in the
    new manifest are deleted; the staging prefix is removed.
 5. Every object is verified again, and ``manifest.json`` is written last.
@@ -45,7 +47,7 @@ def check_bucket(uri: str) -> None:
 def _transfer_config():
     from boto3.s3.transfer import TransferConfig
 
-    return TransferConfig(multipart_threshold=16 * 2**20, multipart_chunksize=16 * 2**20, max_concurrency=8)
+    return TransferConfig(multipart_threshold=16 * 2**20, multipart_chunksize=16 * 2**20, max_concurrency=16)
 
 
 def _remote(s3: Any, bucket: str, key: str) -> dict | None:
@@ -79,8 +81,11 @@ def _delete(s3: Any, bucket: str, keys: list[str]) -> None:
         s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[i : i + 1000]], "Quiet": True})
 
 
-def publish_s3(staging: Path, uri: str, run_id: str) -> int:
-    """Publish the staged export under ``uri``; returns how many files were already there and skipped."""
+def publish_s3(staging: Path, uri: str, run_id: str, sources: dict[str, Path] | None = None) -> int:
+    """Publish the staged export under ``uri``; returns how many files were already there and skipped.
+
+    ``sources``: where a file's bytes are, when not in ``staging`` (weights uploaded from the checkpoint).
+    """
     from boto3.exceptions import S3TransferFailedError, S3UploadFailedError
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -88,35 +93,65 @@ def publish_s3(staging: Path, uri: str, run_id: str) -> int:
     prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
     manifest = json.loads((staging / MANIFEST).read_text())
     files = manifest["files"]
+    s3 = client()
     stage = f"{prefix}{STAGING}/{run_id}/"
-    s3, config = client(), _transfer_config()
     try:
-        changed = [name for name, entry in files.items() if _check(s3, bucket, prefix + name, entry)]
-        for name in changed:
-            s3.upload_file(
-                str(staging / name),
-                bucket,
-                stage + name,
-                ExtraArgs={"Metadata": {"sha256": files[name]["sha256"]}},
-                Config=config,
-            )
-        _raise_problems([_check(s3, bucket, stage + name, files[name]) for name in changed], uri, "upload")
-        s3.delete_object(Bucket=bucket, Key=prefix + MANIFEST)
-        for name in changed:
-            source = {"Bucket": bucket, "Key": stage + name}
-            s3.copy(source, bucket, prefix + name, ExtraArgs={"MetadataDirective": "COPY"}, Config=config)
-        stale = [
-            k for k in _keys(s3, bucket, prefix) if not k.startswith(prefix + STAGING + "/") and k[len(prefix) :] not in files
+        protect = _remote(s3, bucket, prefix + MANIFEST) is not None  # a complete export is there
+        target = stage if protect else prefix
+        names = list(files)
+        changed = [
+            n
+            for n, problem in zip(names, _parallel(lambda n: _check(s3, bucket, prefix + n, files[n]), names), strict=True)
+            if problem
         ]
-        _delete(s3, bucket, [k for k in stale if k != prefix + MANIFEST])
-        _raise_problems([_check(s3, bucket, prefix + name, entry) for name, entry in files.items()], uri, "publish")
-        s3.upload_file(str(staging / MANIFEST), bucket, prefix + MANIFEST, Config=config)
+        _upload(s3, bucket, {name: (sources or {}).get(name, staging / name) for name in changed}, target, files)
+        _raise_problems(_parallel(lambda name: _check(s3, bucket, target + name, files[name]), changed), uri, "upload")
+        if protect:
+            s3.delete_object(Bucket=bucket, Key=prefix + MANIFEST)
+            _parallel(lambda name: _copy(s3, bucket, stage + name, prefix + name, files[name]["bytes"]), changed)
+        ours = set(files) | {MANIFEST}
+        stale = [
+            k for k in _keys(s3, bucket, prefix) if not k.startswith(prefix + STAGING + "/") and k[len(prefix) :] not in ours
+        ]
+        _delete(s3, bucket, stale)
+        _raise_problems(_parallel(lambda name: _check(s3, bucket, prefix + name, files[name]), list(files)), uri, "publish")
+        s3.upload_file(str(staging / MANIFEST), bucket, prefix + MANIFEST)
     except (ClientError, BotoCoreError, S3UploadFailedError, S3TransferFailedError) as e:
         raise explain(e, uri) from None
     finally:  # best effort: a later run stages elsewhere, and no manifest points at this staging prefix
         with contextlib.suppress(ClientError, BotoCoreError):
             _delete(s3, bucket, _keys(s3, bucket, stage))
     return len(files) - len(changed)
+
+
+def _upload(s3: Any, bucket: str, paths: dict[str, Path], target: str, files: dict) -> None:
+    """Every file at once through one transfer manager: parts and files in parallel, retried with backoff."""
+    from boto3.s3.transfer import create_transfer_manager
+
+    with create_transfer_manager(s3, _transfer_config()) as manager:
+        futures = [
+            manager.upload(str(path), bucket, target + name, extra_args={"Metadata": {"sha256": files[name]["sha256"]}})
+            for name, path in paths.items()
+        ]
+        for future in futures:
+            future.result()
+
+
+def _copy(s3: Any, bucket: str, source: str, key: str, size: int) -> None:
+    """Server-side copy keeping the checksum metadata: one request up to 5 GiB, multipart above."""
+    if size < 5 * 2**30:
+        s3.copy_object(Bucket=bucket, Key=key, CopySource={"Bucket": bucket, "Key": source}, MetadataDirective="COPY")
+    else:
+        s3.copy(
+            {"Bucket": bucket, "Key": source}, bucket, key, ExtraArgs={"MetadataDirective": "COPY"}, Config=_transfer_config()
+        )
+
+
+def _parallel(work, items: list) -> list:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(work, items))
 
 
 def _raise_problems(problems: list[str | None], uri: str, stage: str) -> None:

@@ -111,7 +111,8 @@ def test_s3_export_that_cannot_finish_fails_clearly_and_leaves_no_manifest(tmp_p
     proxy = faulty_proxy(lambda method, path: "error" if method == "PUT" and "model.safetensors" in path else None)
     monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "3")  # fewer retries with backoff: the same outcome, sooner
-    with pytest.raises(KubetuneError, match=r"s3://broken/m: transfer failed after retries \(.*InternalError"):
+    failed = r"s3://broken/m: .*\(InternalError\) when calling the PutObject operation \(reached max retries"
+    with pytest.raises(KubetuneError, match=failed):
         export(tiny_model, "s3://broken/m")
     monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.upstream.geturl())
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="broken").get("Contents", [])]
