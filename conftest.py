@@ -27,9 +27,12 @@ def moto_endpoint():
 
 @pytest.fixture
 def s3(moto_endpoint, monkeypatch):
-    """A boto3 S3 client against the moto server, with the environment set the way a pod's would be."""
+    """A boto3 S3 client against the moto server (emptied first), with the environment set the way a pod's would be."""
+    import urllib.request
+
     import boto3
 
+    urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST"), timeout=10).close()
     for name, value in {
         "AWS_ENDPOINT_URL": moto_endpoint,
         "AWS_ACCESS_KEY_ID": "testing",

@@ -128,14 +128,20 @@ def run_local(
     output: Annotated[Path, typer.Option("-o", "--output", help="Where runs and exports are written.")] = Path("kubetune-local"),
     algorithm: Annotated[str, typer.Option(help="sft, osft or lora_sft (only lora_sft trains on CPU).")] = "lora_sft",
     kwargs: Annotated[Path | None, typer.Option(help="JSON file of training kwargs (default: embedded).")] = None,
+    data: Annotated[str | None, typer.Option(help="Training data (default: the bundled sample).")] = None,
+    destination: Annotated[str, typer.Option(help="Also publish the model here: a directory or s3://bucket/prefix.")] = "",
+    checkpoint: Annotated[str, typer.Option(help="Export the best checkpoint or the final one.")] = "best",
 ) -> None:
     """Run the whole pipeline locally with kfp.local on the embedded default (tiny model, sample data).
 
     Example: kubetune run-local -o /tmp/kubetune
+    Example: kubetune run-local --destination s3://models/chat/v1   (AWS_* variables give endpoint and credentials)
     """
     from kubetune.pipelines.local import run_local as run
 
-    arguments: dict = {"algorithm": algorithm}
+    arguments: dict = {"algorithm": algorithm, "export_destination": destination, "export_checkpoint": checkpoint}
+    if data:
+        arguments["data_uri"] = data
     if kwargs is not None:
         from kubetune.contract import load_spec
 
@@ -147,6 +153,8 @@ def run_local(
     result = run(output, **arguments)
     typer.echo("\nkubetune run-local finished")
     typer.echo(f"  exported model:   {result['exported_model']}")
+    if destination:
+        typer.echo(f"  published to:     {destination}")
     typer.echo(f"  kwargs artifact:  {result['kwargs_artifact']}")
     typer.echo(f"  loss curve:       {result['loss_curve']}")
     typer.echo(f"  report (HTML):    {result['report']}")
