@@ -75,3 +75,11 @@ def model_registry():
     """A recording stand-in of the Model Registry REST API (tests/registry_standin.py): no real one runs here."""
     with _load_test_helper("registry_standin").RegistryStandIn() as standin:
         yield standin
+
+
+@pytest.fixture
+def kfp_server(monkeypatch):
+    """A recording stand-in of the KFP v2beta1 REST API (tests/kfp_standin.py): no KFP API server runs here."""
+    with _load_test_helper("kfp_standin").KfpStandIn() as standin:
+        monkeypatch.setenv("KF_PIPELINES_ENDPOINT", standin.url)
+        yield standin

@@ -107,20 +107,195 @@ def schema() -> None:
     typer.echo(json.dumps(json_schema(), indent=2))
 
 
+PIPELINE = typer.Argument(help="finetune or evaluate-export.")
+Host = Annotated[str | None, typer.Option(help="KFP API endpoint (default: KF_PIPELINES_ENDPOINT, else the kubeconfig).")]
+Namespace = Annotated[str | None, typer.Option(help="Kubernetes namespace of a multi-user KFP (default: kfp.Client's).")]
+Token = Annotated[str | None, typer.Option(help="Bearer token (default: KF_PIPELINES_TOKEN, else kfp.Client's credentials).")]
+Spec = Annotated[
+    Path | None, typer.Option(help="Spec JSON (algorithm + Training Hub arguments): checked, then sent as training_kwargs.")
+]
+Params = Annotated[
+    list[str] | None, typer.Option("--param", "-p", help="Pipeline argument KEY=VALUE (JSON values allowed); repeat.")
+]
+Experiment = Annotated[str, typer.Option(help="KFP experiment (created when missing).")]
+
+
+def _kfp(host: str | None, namespace: str | None, token: str | None):
+    from kubetune.kfp_ops import client
+
+    return client(host, namespace, token)
+
+
 @app.command()
 def compile(
+    pipeline: Annotated[str, PIPELINE] = "finetune",
     output: Annotated[Path, typer.Option("-o", "--output", help="Pipeline YAML to write.")] = Path("finetune.yaml"),
 ) -> None:
-    """Compile the finetune pipeline to YAML (byte-identical for identical input).
+    """Compile a pipeline to YAML (byte-identical for identical input).
 
-    Example: kubetune compile -o finetune.yaml
+    Example: kubetune compile finetune -o finetune.yaml
     """
-    from kfp import compiler
+    from kubetune.kfp_ops import compile_pipeline
 
-    from kubetune.pipelines.finetune import finetune
-
-    compiler.Compiler().compile(finetune, str(output))
+    try:
+        compile_pipeline(pipeline, output)
+    except KubetuneError as e:
+        _fail(e)
     typer.echo(f"wrote {output}")
+
+
+@app.command()
+def upload(
+    pipeline: Annotated[str, PIPELINE] = "finetune",
+    name: Annotated[str | None, typer.Option(help="Pipeline name in KFP (default: kubetune-PIPELINE).")] = None,
+    version: Annotated[str | None, typer.Option(help="Version name (default: the compiled YAML's hash).")] = None,
+    host: Host = None,
+    namespace: Namespace = None,
+    token: Token = None,
+) -> None:
+    """Create the pipeline in KFP, or a new version of it; uploading the same pipeline again changes nothing.
+
+    Example: kubetune upload finetune --host https://kfp.example.com
+    """
+    from kubetune.kfp_ops import upload as do_upload
+
+    result = do_upload(_kfp(host, namespace, token), pipeline, name, version)
+    state = "uploaded" if result["created"] == "yes" else "already there:"
+    typer.echo(f"{state} pipeline {result['pipeline_id']} version {result['version']} ({result['version_id']})")
+
+
+@app.command()
+def run(
+    pipeline: Annotated[str, PIPELINE] = "finetune",
+    spec: Spec = None,
+    param: Params = None,
+    experiment: Experiment = "kubetune",
+    name: Annotated[str | None, typer.Option(help="Run name.")] = None,
+    wait: Annotated[bool, typer.Option(help="Wait for the run to finish, printing its state as it changes.")] = False,
+    timeout: Annotated[int, typer.Option(help="Seconds to wait at most with --wait.")] = 24 * 3600,
+    poll: Annotated[float, typer.Option(help="Seconds between status checks with --wait.")] = 10.0,
+    host: Host = None,
+    namespace: Namespace = None,
+    token: Token = None,
+) -> None:
+    """Upload (if needed) and start a run; the spec is validated here first.
+
+    Example: kubetune run finetune --spec examples/osft.json -p model_uri=s3://models/base -p data_uri=s3://data/chat.jsonl --wait
+    """
+    import time
+
+    from kubetune import kfp_ops
+
+    try:
+        arguments = kfp_ops.parameters(spec, param or [])
+    except KubetuneError as e:
+        _fail(e)
+    kfp_client = _kfp(host, namespace, token)
+    started = kfp_ops.run(kfp_client, pipeline, arguments, experiment, name)
+    typer.echo(f"started run {started['run_id']} of {pipeline} version {started['version']}")
+    if not wait:
+        return
+    deadline, last = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        state = str(kfp_client.get_run(started["run_id"]).state)
+        if state != last:
+            typer.echo(f"run {started['run_id']}: {state}")
+            last = state
+        if state in ("SUCCEEDED", "FAILED", "CANCELED", "SKIPPED"):
+            raise typer.Exit(code=0 if state == "SUCCEEDED" else 1)
+        time.sleep(poll)
+    typer.echo(f"run {started['run_id']} still {last} after {timeout} s", err=True)
+    raise typer.Exit(code=1)
+
+
+schedule_app = typer.Typer(help="Recurring runs: create, list, pause, resume, delete.", no_args_is_help=True)
+app.add_typer(schedule_app, name="schedule")
+
+
+@schedule_app.command("create")
+def schedule_create(
+    name: Annotated[str, typer.Argument(help="Name of the recurring run.")],
+    pipeline: Annotated[str, typer.Option(help="finetune or evaluate-export.")] = "finetune",
+    cron: Annotated[str | None, typer.Option(help="6-field cron, seconds first: '0 0 3 * * 1' = Mondays 03:00.")] = None,
+    interval: Annotated[int | None, typer.Option(help="Seconds between runs (instead of --cron).")] = None,
+    spec: Spec = None,
+    param: Params = None,
+    experiment: Experiment = "kubetune",
+    max_concurrency: Annotated[int, typer.Option(help="Runs of this schedule at once.")] = 1,
+    start: Annotated[str | None, typer.Option(help="RFC 3339 start time.")] = None,
+    end: Annotated[str | None, typer.Option(help="RFC 3339 end time.")] = None,
+    catchup: Annotated[bool, typer.Option(help="Backfill intervals missed while paused (off by default).")] = False,
+    host: Host = None,
+    namespace: Namespace = None,
+    token: Token = None,
+) -> None:
+    """Create a recurring run, e.g. retrain every week on fresh data.
+
+    Example: kubetune schedule create weekly-retrain --cron "0 0 3 * * 1" --spec examples/osft.json -p data_uri=s3://data/latest/
+    """
+    from kubetune import kfp_ops
+
+    try:
+        arguments = kfp_ops.parameters(spec, param or [])
+        created = kfp_ops.schedule(
+            _kfp(host, namespace, token),
+            pipeline,
+            name,
+            arguments,
+            experiment,
+            cron,
+            interval,
+            max_concurrency,
+            start,
+            end,
+            catchup,
+        )
+    except KubetuneError as e:
+        _fail(e)
+    typer.echo(f"created recurring run {created['recurring_run_id']} ({name}) of {pipeline} version {created['version']}")
+
+
+@schedule_app.command("list")
+def schedule_list(
+    experiment: Experiment = "kubetune", host: Host = None, namespace: Namespace = None, token: Token = None
+) -> None:
+    """List the recurring runs of an experiment."""
+    from kubetune.kfp_ops import experiment_id
+
+    kfp_client = _kfp(host, namespace, token)
+    listed = kfp_client.list_recurring_runs(experiment_id=experiment_id(kfp_client, experiment), page_size=100)
+    for item in listed.recurring_runs or []:
+        trigger = item.trigger.cron_schedule.cron if item.trigger and item.trigger.cron_schedule else "interval"
+        typer.echo(f"{item.recurring_run_id}  {item.display_name}  {item.status}  {trigger}")
+
+
+def _schedule_action(action: str, recurring_run_id: str, host, namespace, token) -> None:
+    kfp_client = _kfp(host, namespace, token)
+    calls = {
+        "paused": kfp_client.disable_recurring_run,
+        "resumed": kfp_client.enable_recurring_run,
+        "deleted": kfp_client.delete_recurring_run,
+    }
+    calls[action](recurring_run_id)
+    typer.echo(f"{action} {recurring_run_id}")
+
+
+@schedule_app.command("pause")
+def schedule_pause(recurring_run_id: str, host: Host = None, namespace: Namespace = None, token: Token = None) -> None:
+    """Stop a recurring run from starting new runs (it can be resumed)."""
+    _schedule_action("paused", recurring_run_id, host, namespace, token)
+
+
+@schedule_app.command("resume")
+def schedule_resume(recurring_run_id: str, host: Host = None, namespace: Namespace = None, token: Token = None) -> None:
+    """Let a paused recurring run start runs again."""
+    _schedule_action("resumed", recurring_run_id, host, namespace, token)
+
+
+@schedule_app.command("delete")
+def schedule_delete(recurring_run_id: str, host: Host = None, namespace: Namespace = None, token: Token = None) -> None:
+    """Delete a recurring run."""
+    _schedule_action("deleted", recurring_run_id, host, namespace, token)
 
 
 @app.command("run-local")

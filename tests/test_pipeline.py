@@ -8,7 +8,6 @@ import pytest
 import yaml
 from kfp import compiler
 from kubetune.components.export.core import verify
-from kubetune.pipelines.finetune import finetune
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from kubetune.contract.secrets import looks_like_secret
@@ -25,16 +24,32 @@ def _walk(value, key=""):
         yield key, value
 
 
-def test_pipeline_compiles_deterministically_with_gpu_only_for_training(tmp_path):
-    compiler.Compiler().compile(finetune, str(tmp_path / "a.yaml"))
-    compiler.Compiler().compile(finetune, str(tmp_path / "b.yaml"))
+@pytest.mark.parametrize("pipeline", ["finetune", "evaluate_export"])
+def test_pipelines_compile_deterministically_with_gpu_shm_and_secrets_only_where_needed(tmp_path, pipeline):
+    import importlib
+
+    function = getattr(importlib.import_module(f"kubetune.pipelines.{pipeline}"), pipeline)
+    compiler.Compiler().compile(function, str(tmp_path / "a.yaml"))
+    compiler.Compiler().compile(function, str(tmp_path / "b.yaml"))
     assert (tmp_path / "a.yaml").read_bytes() == (tmp_path / "b.yaml").read_bytes()
-    spec = yaml.safe_load((tmp_path / "a.yaml").read_text())
+    spec, platform = yaml.safe_load_all((tmp_path / "a.yaml").read_text())
     executors = spec["deploymentSpec"]["executors"]
-    gpu = [name for name, e in executors.items() if "accelerator" in e["container"].get("resources", {})]
-    assert gpu == ["exec-train-model"]
-    assert not [k for k, v in _walk(spec) if looks_like_secret(k, v)]
-    assert all("pip install" not in " ".join(e["container"]["command"]) for e in executors.values())
+    gpu = [name for name, e in executors.items() if "accelerator" in e.get("container", {}).get("resources", {})]
+    assert gpu == (["exec-train-model"] if pipeline == "finetune" else [])
+    assert all("pip install" not in " ".join(e["container"]["command"]) for e in executors.values() if "container" in e)
+    kubernetes = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    shm = [name for name, e in kubernetes.items() if any(v["mountPath"] == "/dev/shm" for v in e.get("emptyDirMounts", []))]
+    assert shm == gpu
+    if pipeline == "finetune":
+        assert {"AWS_SECRET_ACCESS_KEY", "HF_TOKEN"} <= {
+            k["envVar"] for ref in kubernetes["exec-export-model"]["secretAsEnv"] for k in ref["keyToEnv"]
+        }
+        assert "tolerations" in kubernetes["exec-train-model"] and "nodeSelector" in kubernetes["exec-train-model"]
+    for e in kubernetes.values():  # secrets by reference only, and optional: a missing one does not block the pod
+        for ref in e.get("secretAsEnv", []):
+            assert ref["optional"] is True and "secretNameParameter" in ref
+            ref.pop("keyToEnv")  # names of keys in the secret (AWS_SECRET_ACCESS_KEY, ...), not values
+    assert not [k for k, v in _walk([spec, platform]) if looks_like_secret(k, v)]
 
 
 @pytest.mark.slow
@@ -72,3 +87,39 @@ def test_local_run_exports_to_s3_and_registers_when_asked(tmp_path, s3, model_re
     (version,) = model_registry.versions.values()
     assert version["name"] == "1" and "best_validation_loss" in version["customProperties"]
     assert version["customProperties"]["kfp_run_id"]["string_value"]  # the run's provenance
+
+
+@pytest.mark.slow
+def test_evaluate_export_pipeline_runs_locally_on_an_imported_model(tmp_path, tiny_model):
+    import shutil
+
+    from kfp import local
+    from kubetune.pipelines.evaluate_export import evaluate_export
+
+    for name in ("checkpoint-1", "checkpoint-2"):
+        shutil.copytree(tiny_model, tmp_path / "trained" / name)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+    run = evaluate_export(
+        trained_model_uri=str(tmp_path / "trained"), validation_data_uri="kubetune://sample-chat", base_model_uri=str(tiny_model)
+    )
+    curve = json.loads(Path(run.outputs["loss_curve"].path).read_text())
+    assert [p["checkpoint"] for p in curve["points"]] == ["checkpoint-1", "checkpoint-2"]
+    assert verify(run.outputs["model"].path) == []
+
+
+@pytest.mark.slow
+def test_compose_example_compiles_and_runs_with_the_users_step_reading_our_model(tmp_path, monkeypatch):
+    import importlib.util
+
+    from kfp import local
+
+    path = Path(__file__).parent.parent / "examples" / "compose_pipeline.py"
+    spec = importlib.util.spec_from_file_location("compose_pipeline", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    compiler.Compiler().compile(example.finetune_and_evaluate, str(tmp_path / "compose.yaml"))
+    tasks = next(yaml.safe_load_all((tmp_path / "compose.yaml").read_text()))["root"]["dag"]["tasks"]
+    assert set(tasks) == {"kubetune-finetune", "my-exact-match-eval"}  # our whole pipeline is one task of theirs
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+    metrics = example.finetune_and_evaluate().output
+    assert 0.0 <= metrics.metadata["exact_match"] <= 1.0

@@ -9,10 +9,10 @@ from kubetune.runtime import RUNTIME_IMAGE
 @dsl.component(base_image=RUNTIME_IMAGE, install_kfp_package=False)
 def export_model(
     trained_model: Input[Model],
-    kwargs_artifact: Input[Artifact],
     checkpoint: str,
     exported_model: Output[Model],
     metrics: Output[Metrics],
+    kwargs_artifact: Input[Artifact] = None,
     loss_curve: Input[Artifact] = None,
     train_data: Input[Dataset] = None,
     validation_data: Input[Dataset] = None,
@@ -37,7 +37,7 @@ def export_model(
         destination=destination or exported_model.path,
         pointer_dir=exported_model.path if destination else None,
         merge=merge_adapter,
-        spec_path=kwargs_artifact.path,
+        spec_path=kwargs_artifact.path if kwargs_artifact else None,
         curve_path=loss_curve.path if loss_curve else None,
         train_metadata=train_data.metadata if train_data else None,
         validation_metadata=validation_data.metadata if validation_data else None,

@@ -10,18 +10,19 @@ from kubetune.runtime import RUNTIME_IMAGE
 def prepare_data(
     data_uri: str,
     model_uri: str,
-    kwargs_artifact: Input[Artifact],
     train_data: Output[Dataset],
     validation_data: Output[Dataset],
     metrics: Output[Metrics],
     report: Output[Artifact],
     summary: Output[Markdown],
+    kwargs_artifact: Input[Artifact] = None,
     validation_uri: str = "",
     validation_ratio: float = 0.1,
     seed: int = 42,
     on_invalid: str = "fail",
     too_long: str = "drop",
     dedup: bool = False,
+    max_seq_len: int = 0,
 ):
     """Check every record, tokenize once with the model's chat template, split train/validation."""
     from kubetune.components.prepare.core import metrics as flat_metrics
@@ -30,7 +31,7 @@ def prepare_data(
     result = prepare_step(
         data_uri,
         model_uri,
-        kwargs_artifact.path,
+        kwargs_artifact.path if kwargs_artifact else None,
         train_out=train_data.path,
         validation_out=validation_data.path,
         validation_uri=validation_uri or None,
@@ -41,6 +42,7 @@ def prepare_data(
         on_invalid=on_invalid,
         too_long=too_long,
         dedup=dedup,
+        max_seq_len=max_seq_len or None,
     )
     for part, artifact in (("train", train_data), ("validation", validation_data)):
         artifact.metadata.update(

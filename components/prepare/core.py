@@ -295,13 +295,18 @@ def options_from_spec(spec: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
-def prepare_step(data_uri: str, model_uri: str, kwargs_path: str | Path, **arguments: Any) -> dict[str, Any]:
+def prepare_step(data_uri: str, model_uri: str, kwargs_path: str | Path | None, **arguments: Any) -> dict[str, Any]:
     """The pipeline's preparation step: the model's tokenizer and the kwargs artifact's limits, then ``prepare``."""
     from kubetune.runtime import resolve_model
 
-    spec = json.loads(Path(kwargs_path).read_text(encoding="utf-8"))
+    spec = json.loads(Path(kwargs_path).read_text(encoding="utf-8")) if kwargs_path else {}
+    options = options_from_spec(spec)
+    if arguments.get("max_seq_len") is None:  # an explicit limit wins over the kwargs artifact's
+        arguments.pop("max_seq_len", None)
+    else:
+        options.pop("max_seq_len")
     with tempfile.TemporaryDirectory(prefix="kubetune-model-") as workdir:
-        return prepare(data_uri, resolve_model(model_uri, workdir), **arguments, **options_from_spec(spec))
+        return prepare(data_uri, resolve_model(model_uri, workdir), **arguments, **options)
 
 
 def _split(staging: Path, collector: _Collector, config: PrepareConfig) -> None:

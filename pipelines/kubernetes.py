@@ -1,0 +1,46 @@
+"""Kubernetes settings of the pipelines' tasks (kfp-kubernetes): secrets, shared memory, GPU placement.
+
+Secrets reach the pods only as references to Kubernetes secrets, mounted as environment variables, never
+as values in the pipeline or the kwargs artifact. Every reference is optional: a cluster without, say, a
+W&B secret still runs, and the step that needs one reports it clearly.
+"""
+
+from __future__ import annotations
+
+from kfp import kubernetes
+
+# secret -> {key in the secret: environment variable}; the secret's name is a pipeline parameter
+SECRET_KEYS = {
+    "s3": {
+        k: k
+        for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION")
+    },
+    "hf": {"HF_TOKEN": "HF_TOKEN"},
+    "tracking": {
+        k: k for k in ("WANDB_API_KEY", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+    },
+    "registry": {"MODEL_REGISTRY_TOKEN": "MODEL_REGISTRY_TOKEN"},
+}
+# which secrets each step needs
+STEP_SECRETS = {
+    "prepare": ("s3", "hf"),
+    "train": ("hf", "tracking"),
+    "evaluate": ("hf",),
+    "export": ("s3", "hf"),
+    "register": ("registry",),
+}
+
+
+def use_secrets(task, step: str, names: dict) -> None:
+    """Mount the step's secrets (``names``: secret kind -> secret name, a pipeline parameter) as env vars."""
+    for kind in STEP_SECRETS[step]:
+        kubernetes.use_secret_as_env(task, secret_name=names[kind], secret_key_to_env=SECRET_KEYS[kind], optional=True)
+
+
+def on_gpus(task, gpus, accelerator, tolerations, node_selector) -> None:
+    """The training task alone asks for GPUs, lands on GPU nodes, and gets a RAM-backed /dev/shm for NCCL
+    and data-loader workers (the container runtime's 64 MiB default breaks multi-GPU training)."""
+    task.set_accelerator_type(accelerator).set_accelerator_limit(gpus)
+    kubernetes.add_toleration_json(task, tolerations)
+    kubernetes.add_node_selector_json(task, node_selector)
+    kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory")
