@@ -13,6 +13,8 @@ from pathlib import Path
 from kubetune.errors import KubetuneError, Problem
 
 SKIPPED_DIRS = {"base", "full_state", "full_state_checkpoints", ".datasets-cache"}
+# files of a checkpoint that only resuming needs (an export or a copy leaves them out)
+TRAINING_STATE = ("optimizer.pt", "scheduler.pt", "rng_state*.pth", "trainer_state.json", "training_args.bin")
 
 
 def position(path: Path) -> tuple[int | None, int | None]:

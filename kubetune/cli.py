@@ -107,7 +107,7 @@ def schema() -> None:
     typer.echo(json.dumps(json_schema(), indent=2))
 
 
-PIPELINE = typer.Argument(help="finetune or evaluate-export.")
+PIPELINE = typer.Argument(help="finetune, finetune-workspace (checkpoints on a PVC) or evaluate-export.")
 Host = Annotated[str | None, typer.Option(help="KFP API endpoint (default: KF_PIPELINES_ENDPOINT, else the kubeconfig).")]
 Namespace = Annotated[str | None, typer.Option(help="Kubernetes namespace of a multi-user KFP (default: kfp.Client's).")]
 Token = Annotated[str | None, typer.Option(help="Bearer token (default: KF_PIPELINES_TOKEN, else kfp.Client's credentials).")]

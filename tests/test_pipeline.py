@@ -24,23 +24,30 @@ def _walk(value, key=""):
         yield key, value
 
 
-@pytest.mark.parametrize("pipeline", ["finetune", "evaluate_export"])
+@pytest.mark.parametrize("pipeline", ["finetune", "finetune_workspace", "evaluate_export"])
 def test_pipelines_compile_deterministically_with_gpu_shm_and_secrets_only_where_needed(tmp_path, pipeline):
     import importlib
 
-    function = getattr(importlib.import_module(f"kubetune.pipelines.{pipeline}"), pipeline)
+    module = "evaluate_export" if pipeline == "evaluate_export" else "finetune"
+    function = getattr(importlib.import_module(f"kubetune.pipelines.{module}"), pipeline)
     compiler.Compiler().compile(function, str(tmp_path / "a.yaml"))
     compiler.Compiler().compile(function, str(tmp_path / "b.yaml"))
     assert (tmp_path / "a.yaml").read_bytes() == (tmp_path / "b.yaml").read_bytes()
     spec, platform = yaml.safe_load_all((tmp_path / "a.yaml").read_text())
     executors = spec["deploymentSpec"]["executors"]
     gpu = [name for name, e in executors.items() if "accelerator" in e.get("container", {}).get("resources", {})]
-    assert gpu == (["exec-train-model"] if pipeline == "finetune" else [])
+    assert gpu == (["exec-train-model"] if pipeline.startswith("finetune") else [])
     assert all("pip install" not in " ".join(e["container"]["command"]) for e in executors.values() if "container" in e)
     kubernetes = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     shm = [name for name, e in kubernetes.items() if any(v["mountPath"] == "/dev/shm" for v in e.get("emptyDirMounts", []))]
     assert shm == gpu
-    if pipeline == "finetune":
+    pvc = [name for name, e in kubernetes.items() if e.get("pvcMount")]
+    assert pvc == (["exec-train-model"] if pipeline == "finetune_workspace" else [])
+    if pipeline == "finetune_workspace":  # the training step is retried, and resumes from the PVC's checkpoints
+        tasks = spec["root"]["dag"]["tasks"]
+        assert tasks["train-model"]["retryPolicy"]["maxRetryCount"] == 3
+        assert kubernetes["exec-train-model"]["pvcMount"][0]["mountPath"] == "/workspace"
+    if pipeline.startswith("finetune"):
         assert {"AWS_SECRET_ACCESS_KEY", "HF_TOKEN"} <= {
             k["envVar"] for ref in kubernetes["exec-export-model"]["secretAsEnv"] for k in ref["keyToEnv"]
         }

@@ -24,13 +24,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kubetune.checkpoints import adapter_base, is_adapter
+from kubetune.checkpoints import TRAINING_STATE, adapter_base, is_adapter
 from kubetune.errors import KubetuneError, Problem
 
 MANIFEST = "manifest.json"
 ADAPTER_FILES = ("adapter_", "tokenizer", "special_tokens", "chat_template")  # what an adapter-only export keeps
 WEIGHTS = ("*.safetensors", "*.safetensors.index.json", "*.bin", "*.pt", "*.pth")  # minus training state below
-TRAINING_STATE = ("optimizer.pt", "scheduler.pt", "rng_state*.pth", "trainer_state.json", "training_args.bin")
 
 
 def sha256(path: Path, chunk: int = 8 << 20) -> str:

@@ -13,11 +13,20 @@ def train_model(
     validation_data: Input[Dataset],
     model_uri: str,
     trained_model: Output[Model],
+    workspace_dir: str = "",
+    run_id: str = "",
 ):
-    """Train with the backend the kwargs artifact names; checkpoints and the final model go to ``trained_model``."""
+    """Train with the backend the kwargs artifact names; checkpoints and the final model go to ``trained_model``.
+
+    ``workspace_dir`` (a mounted PVC): checkpoints are kept under ``workspace_dir/run_id``, so that a retried or
+    pre-empted step resumes from the last one instead of starting over.
+    """
+    import os
+
     from kubetune.components.train.core import train
 
-    result = train(kwargs_artifact.path, model_uri, train_data.path, trained_model.path, validation_data.path)
+    workspace = os.path.join(workspace_dir, run_id or "run") if workspace_dir else None
+    result = train(kwargs_artifact.path, model_uri, train_data.path, trained_model.path, validation_data.path, workspace)
     trained_model.metadata.update(
         {
             "final_model": str(result.final_model.relative_to(trained_model.path)),

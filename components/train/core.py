@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from kubetune.backends import TrainResult, get_backend
+from kubetune.checkpoints import TRAINING_STATE
 from kubetune.contract import TrainingSpec, validate_spec
 from kubetune.data import tokenized_file
 from kubetune.runtime import resolve_model
@@ -46,8 +48,16 @@ def train(
     train_data: str | Path,
     output_dir: str | Path,
     validation_data: str | Path | None = None,
+    workspace: str | Path | None = None,
 ) -> TrainResult:
-    """Run the backend named by the artifact; model, data and output paths come from the pipeline."""
+    """Run the backend named by the artifact; model, data and output paths come from the pipeline.
+
+    ``workspace``: a directory that outlives the pod (a PVC), where checkpoints are written. A restarted
+    step (retry, pre-emption, kill) finds them there and resumes; the result is then copied to ``output_dir``.
+    """
+    if workspace:
+        result = train(kwargs_path, model_uri, train_data, workspace, validation_data)
+        return _publish(result, Path(workspace), Path(output_dir))
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     document = json.loads(Path(kwargs_path).read_text(encoding="utf-8"))
@@ -58,3 +68,21 @@ def train(
         validation = tokenized_file(validation_data) if validation_data else None
         return backend.train(spec, validation_data=validation)
     return backend.train(spec)
+
+
+def _publish(result: TrainResult, workspace: Path, output_dir: Path) -> TrainResult:
+    """Copy the model directories of a workspace run into the step's output, without optimizer state or the base copy."""
+    checkpoints = workspace / "checkpoints"
+    shutil.copytree(
+        checkpoints,
+        output_dir / "checkpoints",
+        dirs_exist_ok=True,
+        ignore=shutil.ignore_patterns(*TRAINING_STATE, "full_state*", ".*"),
+    )
+    moved = output_dir / "checkpoints"
+    return TrainResult(
+        output_dir,
+        moved / result.final_model.relative_to(checkpoints),
+        [moved / c.relative_to(checkpoints) for c in result.checkpoints],
+        {**result.metrics, "workspace": str(workspace)},
+    )

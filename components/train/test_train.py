@@ -36,3 +36,43 @@ def test_osft_validates_on_our_split_when_asked(tmp_path, kwargs, expected):
     assert args.data_path == str(tmp_path / "train")
     want = str(tmp_path / "validation" / "data.jsonl") if expected else None
     assert args.validation_data_path == want
+
+
+@pytest.mark.slow
+def test_a_killed_lora_run_resumes_from_its_last_checkpoint_in_the_workspace(tmp_path, tiny_model):
+    """A real kill (SIGKILL of the training process) after the first checkpoint, then the same step again."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from kubetune.components.prepare.core import prepare
+
+    prepare("kubetune://sample-chat", str(tiny_model), tmp_path / "data" / "train", tmp_path / "data" / "val", num_proc=1)
+    kwargs = tmp_path / "kwargs.json"
+    kwargs.write_text(json.dumps({"algorithm": "lora_sft", "num_epochs": 1, "micro_batch_size": 4, "learning_rate": 0.001,
+                                  "save_steps": 10, "logging_steps": 5, "seed": 0}))  # fmt: skip
+    script = (
+        "import sys, json; from kubetune.components.train.core import train; "
+        "r = train(*sys.argv[1:6], workspace=sys.argv[6]); print(json.dumps(r.metrics))"
+    )
+    args = [sys.executable, "-c", script, str(kwargs), str(tiny_model), str(tmp_path / "data" / "train"), str(tmp_path / "out"),
+            str(tmp_path / "data" / "val"), str(tmp_path / "pvc" / "run-1")]  # fmt: skip
+    first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    checkpoint = tmp_path / "pvc" / "run-1" / "checkpoints" / "checkpoint-10" / "trainer_state.json"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert first.returncode == -signal.SIGKILL, "training finished before it could be killed"
+    assert not (tmp_path / "out").exists()  # nothing published by the killed step
+
+    second = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-2000:]
+    metrics = json.loads(second.stdout.strip().splitlines()[-1])
+    assert metrics["resumed_from"].startswith("checkpoint-") and int(metrics["resumed_from"].split("-")[1]) >= 10
+    published = tmp_path / "out" / "checkpoints"
+    assert (published / "final" / "adapter_model.safetensors").is_file()
+    assert not list(published.rglob("optimizer.pt"))  # training state stays in the workspace

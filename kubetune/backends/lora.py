@@ -171,7 +171,8 @@ class LoRASFT(Backend):
         trainer.save_model(str(final))
         tokenizer.save_pretrained(str(final))
         checkpoints = sorted(out.glob("checkpoint-*"), key=lambda c: int(c.name.split("-")[-1]))
-        return TrainResult(out, final, checkpoints, {"train_samples": len(train_set)})
+        metrics = {"train_samples": len(train_set), "resumed_from": Path(resume).name if resume else ""}
+        return TrainResult(out, final, checkpoints, metrics)
 
 
 def _dataset(path: str | Path, tokenizer, max_seq_len: int | None, output_dir: Path):
