@@ -46,8 +46,8 @@ def s3(moto_endpoint, monkeypatch):
 
 @pytest.fixture
 def faulty_proxy(moto_endpoint):
-    """Make a proxy in front of the moto server that fails chosen requests (see tests/faulty_proxy.py)."""
-    module = _load_test_helper("faulty_proxy")
+    """Make a proxy in front of the moto server that fails chosen requests (tests/standins.py)."""
+    module = _load_test_helper("standins")
     proxies = []
 
     def make(fault):
@@ -72,14 +72,14 @@ def _load_test_helper(name: str):
 
 @pytest.fixture
 def model_registry():
-    """A recording stand-in of the Model Registry REST API (tests/registry_standin.py): no real one runs here."""
-    with _load_test_helper("registry_standin").RegistryStandIn() as standin:
+    """A recording stand-in of the Model Registry REST API (tests/standins.py): no real one runs here."""
+    with _load_test_helper("standins").RegistryStandIn() as standin:
         yield standin
 
 
 @pytest.fixture
 def kfp_server(monkeypatch):
-    """A recording stand-in of the KFP v2beta1 REST API (tests/kfp_standin.py): no KFP API server runs here."""
-    with _load_test_helper("kfp_standin").KfpStandIn() as standin:
+    """A recording stand-in of the KFP v2beta1 REST API (tests/standins.py): no KFP API server runs here."""
+    with _load_test_helper("standins").KfpStandIn() as standin:
         monkeypatch.setenv("KF_PIPELINES_ENDPOINT", standin.url)
         yield standin

@@ -1,7 +1,7 @@
 """compile, upload, run and schedule with the real kfp.Client.
 
 No KFP API server can run here (it needs Kubernetes): the client talks to ``kfp_server``, a recording
-stand-in of the v2beta1 REST endpoints it calls (tests/kfp_standin.py), and the tests read back what
+stand-in of the v2beta1 REST endpoints it calls (tests/standins.py), and the tests read back what
 the client sent.
 """
 

@@ -21,6 +21,7 @@ from kubetune.checkpoints import adapter_base, find_checkpoints, is_adapter, pos
 from kubetune.data import tokenized_file
 from kubetune.data.tokenize import IGNORE_INDEX, read_jsonl, tokenize_samples
 from kubetune.errors import KubetuneError, Problem
+from kubetune.files import write_text_atomic
 
 
 @dataclass
@@ -209,7 +210,6 @@ def evaluate_step(
         points = evaluate(trained_model, validation_data, base_model=base)
     result = curve(trained_model, points, patience)
     result["metrics"] = metrics(result)
-    for path, text in ((curve_out, json.dumps(result, indent=2)), (report_out, html_report(result))):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(text, encoding="utf-8")
+    write_text_atomic(curve_out, json.dumps(result, indent=2))
+    write_text_atomic(report_out, html_report(result))
     return result

@@ -26,6 +26,7 @@ from typing import Any
 
 from kubetune.checkpoints import TRAINING_STATE, adapter_base, is_adapter
 from kubetune.errors import KubetuneError, Problem
+from kubetune.files import swap_into_place
 
 MANIFEST = "manifest.json"
 ADAPTER_FILES = ("adapter_", "tokenizer", "special_tokens", "chat_template")  # what an adapter-only export keeps
@@ -199,7 +200,7 @@ def export(
         else:
             for name, path in weights.items():
                 shutil.copy2(path, staging / name)
-            _publish_local(staging, Path(destination))
+            swap_into_place(staging, Path(destination))
             skipped = 0
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -216,17 +217,6 @@ def export(
         "manifest": manifest,
         "card": card_text,
     }
-
-
-def _publish_local(staging: Path, destination: Path) -> None:
-    """Rename the staged export into place; an older export there is swapped out whole, never mixed."""
-    old = None
-    if destination.exists():
-        old = destination.with_name(f".{destination.name}.old-{staging.name[-8:]}")
-        destination.rename(old)
-    staging.rename(destination)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def export_step(

@@ -40,6 +40,7 @@ from kubetune.data.records import REASONS, BadRecord, DataFormat, normalize
 from kubetune.data.sources import open_source
 from kubetune.data.tokenize import sample as make_sample
 from kubetune.errors import KubetuneError, Problem
+from kubetune.files import swap_into_place, write_text_atomic
 
 MAX_LISTED_PROBLEMS = 100
 # reasons that the length policy decides; every other reason is invalid input, decided by on_invalid
@@ -281,7 +282,7 @@ def prepare(
         if report_out:
             _write_report(Path(report_out), summary, staging / "dropped.jsonl")
         if summary_out:
-            _atomic_text(Path(summary_out), markdown(summary, staging / "dropped.jsonl"))
+            write_text_atomic(summary_out, markdown(summary, staging / "dropped.jsonl"))
         return summary
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -344,13 +345,7 @@ def _publish(files: dict[str, Path], out: Path) -> None:
     try:
         for name, path in files.items():
             os.replace(path, staged / name)
-        old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{staged.name[-8:]}")
-            out.rename(old)
-        staged.rename(out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        swap_into_place(staged, out)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
 
@@ -410,13 +405,6 @@ def _write_report(path: Path, summary: dict[str, Any], dropped_log: Path) -> Non
         for i, entry in enumerate(_dropped(dropped_log)):
             f.write(("," if i else "") + "\n  " + json.dumps(entry, ensure_ascii=False))
         f.write("\n]}\n")
-    os.replace(partial, path)
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.part")
-    partial.write_text(text, encoding="utf-8")
     os.replace(partial, path)
 
 

@@ -1,7 +1,7 @@
 """Registration with the official Model Registry client, against a recording stand-in of its REST API.
 
 No Model Registry server can run here (it needs Kubernetes and a database); ``model_registry`` is the
-fixture in conftest.py that answers the client's calls and records them (tests/registry_standin.py).
+fixture in conftest.py that answers the client's calls and records them (tests/standins.py).
 """
 
 import json

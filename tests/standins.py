@@ -1,0 +1,347 @@
+"""Loopback HTTP servers that tests talk to in place of what cannot run here.
+
+- ``FaultyProxy``: between boto3 and the local moto S3 server, failing or dropping chosen requests.
+- ``KfpStandIn``: the KFP API server's v2beta1 REST endpoints (a real one needs Kubernetes).
+- ``RegistryStandIn``: the Kubeflow Model Registry's REST API (a real one needs Kubernetes and a database).
+
+The stand-ins keep what they are sent in memory, answer the calls the real clients make, and record
+every request for the test to read back. All listen on 127.0.0.1 only and stop with the test.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+
+class LoopbackServer:
+    """Serves ``handler`` on 127.0.0.1 (a free port) in a thread, as a context manager."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]):
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+Fault = Callable[[str, str], str | None]  # (method, path) -> "fail" | "error" | "drop" | None
+
+
+class FaultyProxy(LoopbackServer):
+    def __init__(self, upstream: str, fault: Fault):
+        self.upstream = urlsplit(upstream)
+        self.fault = fault
+        self.requests: list[tuple[str, str, str]] = []  # (method, path, outcome)
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # quiet
+                pass
+
+            def _body(self) -> bytes:
+                if "chunked" in self.headers.get("Transfer-Encoding", ""):
+                    body = b""
+                    while size := int(self.rfile.readline().split(b";")[0], 16):
+                        body += self.rfile.read(size)
+                        self.rfile.readline()
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return body
+                return self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
+
+            def _handle(self):
+                body = self._body()
+                outcome = proxy.fault(self.command, self.path) or "forward"
+                proxy.requests.append((self.command, self.path, outcome))
+                if outcome == "drop":
+                    self.close_connection = True
+                    self.connection.close()
+                    return
+                if outcome in ("fail", "error"):
+                    status = 503 if outcome == "fail" else 500
+                    payload = b"<Error><Code>ServiceUnavailable</Code><Message>injected</Message></Error>"
+                    if outcome == "error":
+                        payload = payload.replace(b"ServiceUnavailable", b"InternalError")
+                    self.send_response(status)
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("transfer-encoding", "content-length")}
+                headers.pop("Expect", None)
+                headers["Content-Length"] = str(len(body))
+                conn = http.client.HTTPConnection(proxy.upstream.hostname, proxy.upstream.port, timeout=30)
+                conn.request(self.command, self.path, body=body, headers=headers)
+                response = conn.getresponse()
+                data = response.read()
+                self.send_response(response.status)
+                for k, v in response.getheaders():
+                    if k.lower() not in ("transfer-encoding", "content-length", "connection"):
+                        self.send_header(k, v)
+                # a HEAD answer keeps the object's length and has no body
+                length = response.getheader("Content-Length", "0") if self.command == "HEAD" else str(len(data))
+                self.send_header("Content-Length", length)
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+
+        super().__init__(Handler)
+
+
+API = "/apis/v2beta1"
+NOW = "2026-11-24T00:00:00Z"
+
+
+class KfpStandIn(LoopbackServer):
+    def __init__(self):
+        self.requests: list[dict] = []
+        self.pipelines: dict[str, dict] = {}
+        self.versions: dict[str, dict] = {}
+        self.experiments: dict[str, dict] = {}
+        self.runs: dict[str, dict] = {}
+        self.recurring: dict[str, dict] = {}
+        self.run_states = ["RUNNING", "SUCCEEDED"]  # what successive GETs of a run report
+        self._next = 0
+        standin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _handle(self):
+                url = urlsplit(self.path)
+                raw = self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
+                content_type = self.headers.get("Content-Type", "")
+                body = json.loads(raw) if raw and "json" in content_type else _multipart(raw, content_type)
+                query = {k: v[0] for k, v in parse_qs(url.query).items()}
+                standin.requests.append({"method": self.command, "path": url.path, "query": query, "body": body})
+                status, answer = standin.route(self.command, url.path.removeprefix(API), query, body)
+                data = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_DELETE = _handle
+
+        super().__init__(Handler)
+
+    def _id(self, kind: str) -> str:
+        self._next += 1
+        return f"{kind}-{self._next}"
+
+    @staticmethod
+    def _filtered(items: list[dict], query: dict, field: str = "display_name") -> list[dict]:
+        """The ``filter`` query the client sends for lookups by name: a JSON predicate on one field."""
+        if "filter" not in query:
+            return items
+        predicates = json.loads(query["filter"]).get("predicates", [])
+        wanted = {p["key"]: p.get("string_value", p.get("stringValue")) for p in predicates}
+        return [i for i in items if all(i.get(field if k in ("name", "display_name") else k) == v for k, v in wanted.items())]
+
+    def route(self, method: str, path: str, query: dict, body) -> tuple[int, dict]:
+        missing = (404, {"error_message": "not found", "code": 5})
+        if path == "/healthz":
+            return 200, {"multi_user": False}
+        if method == "POST" and path == "/pipelines/upload":
+            pid = self._id("pipeline")
+            pipeline = {"pipeline_id": pid, "display_name": query.get("name"), "created_at": NOW}
+            self.pipelines[pid] = pipeline
+            vid = self._id("version")
+            self.versions[vid] = {
+                "pipeline_id": pid,
+                "pipeline_version_id": vid,
+                "display_name": query.get("name"),
+                "created_at": NOW,
+            }
+            return 200, pipeline
+        if method == "POST" and path == "/pipelines/upload_version":
+            vid = self._id("version")
+            version = {
+                "pipeline_id": query.get("pipelineid"),
+                "pipeline_version_id": vid,
+                "display_name": query.get("name"),
+                "created_at": NOW,
+            }
+            self.versions[vid] = version
+            return 200, version
+        if method == "GET" and path == "/pipelines":
+            items = self._filtered(list(self.pipelines.values()), query)
+            return 200, {"pipelines": items, "total_size": len(items)}
+        if method == "GET" and (m := re.fullmatch(r"/pipelines/([^/]+)/versions", path)):
+            items = self._filtered([v for v in self.versions.values() if v["pipeline_id"] == m.group(1)], query)
+            return 200, {"pipeline_versions": items, "total_size": len(items)}
+        if method == "GET" and path == "/experiments":
+            items = self._filtered(list(self.experiments.values()), query)
+            return 200, {"experiments": items, "total_size": len(items)}
+        if method == "POST" and path == "/experiments":
+            experiment = {**body, "experiment_id": self._id("experiment"), "created_at": NOW}
+            self.experiments[experiment["experiment_id"]] = experiment
+            return 200, experiment
+        if method == "POST" and path == "/runs":
+            run = {**body, "run_id": self._id("run"), "state": "PENDING", "created_at": NOW}
+            self.runs[run["run_id"]] = run
+            return 200, run
+        if method == "GET" and (m := re.fullmatch(r"/runs/([^/:]+)", path)):
+            run = self.runs.get(m.group(1))
+            if run is None:
+                return missing
+            if self.run_states:
+                run["state"] = self.run_states.pop(0)
+            return 200, run
+        if method == "POST" and path == "/recurringruns":
+            recurring = {**body, "recurring_run_id": self._id("recurring"), "status": "ENABLED", "created_at": NOW}
+            self.recurring[recurring["recurring_run_id"]] = recurring
+            return 200, recurring
+        if method == "GET" and path == "/recurringruns":
+            items = list(self.recurring.values())
+            return 200, {"recurringRuns": items, "total_size": len(items)}
+        if m := re.fullmatch(r"/recurringruns/([^/:]+)(?::(enable|disable))?", path):
+            recurring = self.recurring.get(m.group(1))
+            if recurring is None:
+                return missing
+            if method == "POST" and m.group(2):
+                recurring["status"] = "ENABLED" if m.group(2) == "enable" else "DISABLED"
+                return 200, {}
+            if method == "DELETE":
+                del self.recurring[m.group(1)]
+                return 200, {}
+            return 200, recurring
+        return missing
+
+
+def _multipart(raw: bytes, content_type: str) -> dict:
+    """The uploaded file of a multipart request (pipeline uploads), by field name."""
+    if not raw or "boundary=" not in content_type:
+        return {}
+    boundary = content_type.split("boundary=")[1].encode()
+    fields = {}
+    for part in raw.split(b"--" + boundary):
+        head, _, data = part.partition(b"\r\n\r\n")
+        if m := re.search(rb'name="([^"]+)"', head):
+            fields[m.group(1).decode()] = data.rstrip(b"\r\n").decode(errors="replace")
+    return fields
+
+
+REGISTRY_API = "/api/model_registry/v1"
+
+
+class RegistryStandIn(LoopbackServer):
+    def __init__(self):
+        self.requests: list[dict] = []
+        self.models: dict[str, dict] = {}
+        self.versions: dict[str, dict] = {}
+        self.artifacts: dict[str, dict] = {}
+        self.links: dict[str, list[str]] = {}  # version id -> artifact ids
+        self._next = 0
+        standin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _reply(self, status: int, body: dict):
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _handle(self):
+                url = urlsplit(self.path)
+                length = int(self.headers.get("Content-Length", 0) or 0)
+                body = json.loads(self.rfile.read(length)) if length else None
+                query = {k: v[0] for k, v in parse_qs(url.query).items()}
+                standin.requests.append(
+                    {
+                        "method": self.command,
+                        "path": url.path,
+                        "query": query,
+                        "body": body,
+                        "auth": self.headers.get("Authorization"),
+                    }
+                )
+                status, answer = standin.route(self.command, url.path.removeprefix(REGISTRY_API), query, body)
+                self._reply(status, answer)
+
+            do_GET = do_POST = do_PATCH = _handle
+
+        super().__init__(Handler)
+
+    def _new(self, kind: str, body: dict, **extra) -> dict:
+        self._next += 1
+        now = str(int(time.time() * 1000))
+        return {**body, **extra, "id": str(self._next), "createTimeSinceEpoch": now, "lastUpdateTimeSinceEpoch": now}
+
+    def route(self, method: str, path: str, query: dict, body: dict | None) -> tuple[int, dict]:
+        missing = (404, {"code": "404", "message": "not found"})
+        parts = path.strip("/").split("/")
+        if method == "GET" and parts == ["registered_model"]:
+            found = [m for m in self.models.values() if m["name"] == query.get("name")]
+            return (200, found[0]) if found else missing
+        if method == "GET" and parts == ["registered_models"]:  # the client's connection check
+            items = list(self.models.values())
+            return 200, {"items": items, "size": len(items), "pageSize": max(len(items), 1), "nextPageToken": ""}
+        if method == "POST" and parts == ["registered_models"]:
+            model = self._new("model", body, state="LIVE")
+            self.models[model["id"]] = model
+            return 201, model
+        if method == "GET" and parts[0] == "registered_models" and len(parts) == 2:
+            return (200, self.models[parts[1]]) if parts[1] in self.models else missing
+        if method == "GET" and parts == ["model_version"]:
+            found = [
+                v
+                for v in self.versions.values()
+                if v["name"] == query.get("name") and v["registeredModelId"] == query.get("parentResourceId")
+            ]
+            return (200, found[0]) if found else missing
+        if method == "POST" and parts == ["model_versions"]:
+            version = self._new("version", body, state="LIVE")
+            self.versions[version["id"]] = version
+            return 201, version
+        if parts[0] == "model_versions" and len(parts) == 2 and parts[1] in self.versions:
+            if method == "PATCH":
+                self.versions[parts[1]].update(body)
+            return 200, self.versions[parts[1]]
+        if parts[0] == "model_versions" and len(parts) == 3 and parts[2] == "artifacts":
+            if method == "POST":
+                artifact = self._new("artifact", body, state="LIVE")
+                self.artifacts[artifact["id"]] = artifact
+                self.links.setdefault(parts[1], []).append(artifact["id"])
+                return 200, artifact
+            items = [self.artifacts[a] for a in self.links.get(parts[1], [])]
+            return 200, {"items": items, "size": len(items), "pageSize": max(len(items), 1), "nextPageToken": ""}
+        if method == "GET" and parts == ["model_artifact"]:
+            ids = self.links.get(query.get("parentResourceId", ""), [])
+            found = [self.artifacts[a] for a in ids if self.artifacts[a]["name"] == query.get("name")]
+            return (200, found[0]) if found else missing
+        if parts[0] in ("model_artifacts", "artifacts") and len(parts) == 2 and parts[1] in self.artifacts:
+            if method == "PATCH":
+                self.artifacts[parts[1]].update(body)
+            return 200, self.artifacts[parts[1]]
+        return missing
