@@ -19,6 +19,7 @@ import json
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,14 +42,29 @@ def sha256(path: Path, chunk: int = 8 << 20) -> str:
     return digest.hexdigest()
 
 
-def write_manifest(directory: Path, kind: str, external: dict[str, Path] | None = None) -> dict:
+def write_manifest(
+    directory: Path,
+    kind: str,
+    external: dict[str, Path] | None = None,
+    on_hashed: Callable[[str, Path, dict], None] | None = None,
+) -> dict:
     """Checksums of every file in ``directory`` and of ``external`` files exported under their names,
-    written as ``manifest.json`` in ``directory`` (the last file of an export)."""
+    written as ``manifest.json`` in ``directory`` (the last file of an export).
+
+    ``on_hashed(name, path, entry)`` is called as each file's checksum is ready (from a worker thread), so
+    that an upload can start while the other files are still being hashed."""
     paths = {p.relative_to(directory).as_posix(): p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST}
     paths.update(external or {})
+
+    def entry(name: str) -> dict:
+        found = {"sha256": sha256(paths[name]), "bytes": paths[name].stat().st_size}
+        if on_hashed:
+            on_hashed(name, paths[name], found)
+        return found
+
     with ThreadPoolExecutor(max_workers=4) as pool:  # hashlib releases the GIL: files hash in parallel
-        digests = dict(zip(paths, pool.map(sha256, paths.values()), strict=True))
-    files = {name: {"sha256": digests[name], "bytes": paths[name].stat().st_size} for name in sorted(paths)}
+        entries = dict(zip(paths, pool.map(entry, paths), strict=True))
+    files = {name: entries[name] for name in sorted(paths)}
     manifest = {"format": 1, "kind": kind, "files": files}
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
@@ -192,12 +208,12 @@ def export(
         (staging / "README.md").write_text(card_text)
         weights = weight_files(source) if kind == "full" else {}
         weights = {name: path for name, path in weights.items() if not any(Path(name).match(t) for t in TRAINING_STATE)}
-        manifest = write_manifest(staging, kind, weights)
         if to_s3:
             from kubetune.components.export.publish import publish_s3
 
-            skipped = publish_s3(staging, destination, run_id or staging.name.rsplit("-", 1)[-1], sources=weights)
+            manifest, skipped = publish_s3(staging, destination, run_id or staging.name.rsplit("-", 1)[-1], weights, kind)
         else:
+            manifest = write_manifest(staging, kind, weights)
             for name, path in weights.items():
                 shutil.copy2(path, staging / name)
             swap_into_place(staging, Path(destination))

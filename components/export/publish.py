@@ -3,7 +3,8 @@
 1. Files whose object under the prefix already has the same SHA-256 (stored as object metadata) and size
    are skipped: a re-run of the same export moves no bytes.
 2. The others are uploaded with boto3's transfer manager (multipart, parallel parts and files, retries
-   with backoff), then each uploaded object's size and checksum are verified. When a complete export
+   with backoff), each as soon as its checksum is computed; then every uploaded object's size and
+   checksum are verified. When a complete export
    (one with a manifest) is already there, they go under ``prefix/.kubetune-staging/<run>/`` so that a
    failed upload leaves that export untouched; otherwise straight to their place (nothing to protect).
 3. The old manifest is deleted, so from here until step 5 readers see "incomplete", never a mix.
@@ -81,32 +82,36 @@ def _delete(s3: Any, bucket: str, keys: list[str]) -> None:
         s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[i : i + 1000]], "Quiet": True})
 
 
-def publish_s3(staging: Path, uri: str, run_id: str, sources: dict[str, Path] | None = None) -> int:
-    """Publish the staged export under ``uri``; returns how many files were already there and skipped.
-
-    ``sources``: where a file's bytes are, when not in ``staging`` (weights uploaded from the checkpoint).
-    """
+def publish_s3(staging: Path, uri: str, run_id: str, sources: dict[str, Path], kind: str) -> tuple[dict, int]:
+    """Checksum and publish the staged export (plus ``sources``: files read where they are, such as the
+    checkpoint's weights) under ``uri``. Each file's upload starts as soon as its checksum is known.
+    Returns the manifest and how many files were already there and skipped."""
     from boto3.exceptions import S3TransferFailedError, S3UploadFailedError
+    from boto3.s3.transfer import create_transfer_manager
     from botocore.exceptions import BotoCoreError, ClientError
+    from kubetune.components.export.core import write_manifest
 
     bucket, prefix = split_uri(uri)
     prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
-    manifest = json.loads((staging / MANIFEST).read_text())
-    files = manifest["files"]
     s3 = client()
     stage = f"{prefix}{STAGING}/{run_id}/"
+    uploads: dict[str, Any] = {}
     try:
         protect = _remote(s3, bucket, prefix + MANIFEST) is not None  # a complete export is there
         target = stage if protect else prefix
-        names = list(files)
-        changed = [
-            n
-            for n, problem in zip(names, _parallel(lambda n: _check(s3, bucket, prefix + n, files[n]), names), strict=True)
-            if problem
-        ]
-        _upload(s3, bucket, {name: (sources or {}).get(name, staging / name) for name in changed}, target, files)
-        _raise_problems(_parallel(lambda name: _check(s3, bucket, target + name, files[name]), changed), uri, "upload")
-        if protect:
+        with create_transfer_manager(s3, _transfer_config()) as manager:
+
+            def upload_if_changed(name: str, path: Path, entry: dict) -> None:
+                if _check(s3, bucket, prefix + name, entry):
+                    metadata = {"Metadata": {"sha256": entry["sha256"]}}
+                    uploads[name] = manager.upload(str(path), bucket, target + name, extra_args=metadata)
+
+            manifest = write_manifest(staging, kind, sources, on_hashed=upload_if_changed)
+            for future in uploads.values():
+                future.result()
+        files, changed = manifest["files"], list(uploads)
+        if protect:  # staged objects are checked before the complete export there is touched
+            _raise_problems(_parallel(lambda name: _check(s3, bucket, target + name, files[name]), changed), uri, "upload")
             s3.delete_object(Bucket=bucket, Key=prefix + MANIFEST)
             _parallel(lambda name: _copy(s3, bucket, stage + name, prefix + name, files[name]["bytes"]), changed)
         ours = set(files) | {MANIFEST}
@@ -121,20 +126,7 @@ def publish_s3(staging: Path, uri: str, run_id: str, sources: dict[str, Path] | 
     finally:  # best effort: a later run stages elsewhere, and no manifest points at this staging prefix
         with contextlib.suppress(ClientError, BotoCoreError):
             _delete(s3, bucket, _keys(s3, bucket, stage))
-    return len(files) - len(changed)
-
-
-def _upload(s3: Any, bucket: str, paths: dict[str, Path], target: str, files: dict) -> None:
-    """Every file at once through one transfer manager: parts and files in parallel, retried with backoff."""
-    from boto3.s3.transfer import create_transfer_manager
-
-    with create_transfer_manager(s3, _transfer_config()) as manager:
-        futures = [
-            manager.upload(str(path), bucket, target + name, extra_args={"Metadata": {"sha256": files[name]["sha256"]}})
-            for name, path in paths.items()
-        ]
-        for future in futures:
-            future.result()
+    return manifest, len(files) - len(changed)
 
 
 def _copy(s3: Any, bucket: str, source: str, key: str, size: int) -> None:
