@@ -76,3 +76,26 @@ def test_a_killed_lora_run_resumes_from_its_last_checkpoint_in_the_workspace(tmp
     published = tmp_path / "out" / "checkpoints"
     assert (published / "final" / "adapter_model.safetensors").is_file()
     assert not list(published.rglob("optimizer.pt"))  # training state stays in the workspace
+
+
+@pytest.mark.slow
+def test_sft_config_kwargs_reach_the_live_trainer(tmp_path, tiny_model):
+    """Backend kwargs of TRL's SFTConfig, read back from the trainer's own args while it trains on CPU."""
+    from kubetune.components.prepare.core import prepare
+    from transformers import TrainerCallback
+
+    prepare("kubetune://sample-chat", str(tiny_model), tmp_path / "train", tmp_path / "val", validation_ratio=0.25, num_proc=1)
+    seen = {}
+
+    class ReadBack(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            seen.update(eval_steps=args.eval_steps, eval_strategy=getattr(args.eval_strategy, "value", args.eval_strategy), max_grad_norm=args.max_grad_norm,
+                        per_device_eval_batch_size=args.per_device_eval_batch_size, lr=args.learning_rate)  # fmt: skip
+
+    document = {"algorithm": "lora_sft", "max_steps": 4, "learning_rate": 0.003, "micro_batch_size": 8,
+                "eval_steps": 2, "max_grad_norm": 0.5, "per_device_eval_batch_size": 3}  # fmt: skip
+    spec = validate_spec(document, require_paths=False)
+    spec = bind(spec, str(tiny_model), tmp_path / "train", tmp_path / "out", tmp_path / "val")
+    result = get_backend("lora_sft").train(spec, validation_data=tmp_path / "val" / "data.jsonl", callbacks=[ReadBack()])
+    assert seen == {"eval_steps": 2, "eval_strategy": "steps", "max_grad_norm": 0.5, "per_device_eval_batch_size": 3, "lr": 0.003}
+    assert (result.final_model / "adapter_model.safetensors").is_file()
