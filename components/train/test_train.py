@@ -89,7 +89,8 @@ def test_sft_config_kwargs_reach_the_live_trainer(tmp_path, tiny_model):
 
     class ReadBack(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
-            seen.update(eval_steps=args.eval_steps, eval_strategy=getattr(args.eval_strategy, "value", args.eval_strategy), max_grad_norm=args.max_grad_norm,
+            strategy = getattr(args.eval_strategy, "value", args.eval_strategy)
+            seen.update(eval_steps=args.eval_steps, eval_strategy=strategy, max_grad_norm=args.max_grad_norm,
                         per_device_eval_batch_size=args.per_device_eval_batch_size, lr=args.learning_rate)  # fmt: skip
 
     document = {"algorithm": "lora_sft", "max_steps": 4, "learning_rate": 0.003, "micro_batch_size": 8,
