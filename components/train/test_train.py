@@ -100,3 +100,60 @@ def test_sft_config_kwargs_reach_the_live_trainer(tmp_path, tiny_model):
     result = get_backend("lora_sft").train(spec, validation_data=tmp_path / "val" / "data.jsonl", callbacks=[ReadBack()])
     assert seen == {"eval_steps": 2, "eval_strategy": "steps", "max_grad_norm": 0.5, "per_device_eval_batch_size": 3, "lr": 0.003}
     assert (result.final_model / "adapter_model.safetensors").is_file()
+
+
+TRACKED = (
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_EXPERIMENT_NAME",
+    "MLFLOW_RUN_NAME",
+    "TENSORBOARD_LOGGING_DIR",
+    "MLFLOW_ALLOW_FILE_STORE",
+)
+
+
+@pytest.mark.slow
+def test_mlflow_and_tensorboard_receive_metrics_from_a_cpu_run(tmp_path, tiny_model, monkeypatch):
+    import mlflow
+    from kubetune.components.prepare.core import prepare
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for name in TRACKED:  # the step sets them for the trainer; the test gives the process back as it was
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 keeps local file stores behind this switch
+    prepare("kubetune://sample-chat", str(tiny_model), tmp_path / "train", tmp_path / "val", validation_ratio=0.25, num_proc=1)
+    tracking = {"mlflow_tracking_uri": f"file://{tmp_path}/mlruns", "mlflow_experiment_name": "kubetune-ci",
+                "mlflow_run_name": "cpu-run", "tensorboard_log_dir": str(tmp_path / "tensorboard")}  # fmt: skip
+    document = {
+        "algorithm": "lora_sft",
+        "max_steps": 6,
+        "logging_steps": 2,
+        "micro_batch_size": 8,
+        "learning_rate": 0.003,
+        **tracking,
+    }
+    spec = bind(validate_spec(document, require_paths=False), str(tiny_model), tmp_path / "train", tmp_path / "out")
+    get_backend("lora_sft").train(spec)
+
+    client = mlflow.MlflowClient(tracking_uri=tracking["mlflow_tracking_uri"])
+    (run,) = client.search_runs([client.get_experiment_by_name("kubetune-ci").experiment_id])
+    assert run.info.run_name == "cpu-run"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [2, 4, 6]
+    (events,) = (tmp_path / "tensorboard").rglob("events.out.tfevents.*")
+    scalars = EventAccumulator(str(events)).Reload()
+    assert [e.step for e in scalars.Scalars("train/loss")] == [2, 4, 6]
+
+
+@pytest.mark.parametrize("algorithm", ["sft", "osft"])
+def test_tracking_parameters_reach_the_backends_own_fields(tmp_path, algorithm):
+    tracking = {"wandb_project": "kubetune", "wandb_entity": "team", "mlflow_tracking_uri": "http://mlflow.example:5000",
+                "mlflow_experiment_name": "chat", "mlflow_run_name": "weekly"}  # fmt: skip
+    if algorithm == "sft":
+        tracking["tensorboard_log_dir"] = "/workspace/tensorboard"
+    bound = bind(spec(algorithm, **tracking), "/models/base", tmp_path / "train", tmp_path / "out")
+    _, args = get_backend(algorithm).build(bound)
+    assert {name: getattr(args, name) for name in tracking} == tracking
+
+
+def test_tensorboard_for_osft_is_said_to_be_ignored_not_dropped_silently():
+    notes = spec("osft", tensorboard_log_dir="/workspace/tb").notes
+    assert notes == ["tensorboard_log_dir is ignored: mini-trainer logs to W&B and MLflow only (wandb_*, mlflow_*)"]

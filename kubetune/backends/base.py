@@ -42,7 +42,7 @@ class Backend:
         """
         return []
 
-    def notes(self, kwargs: dict[str, Any]) -> list[str]:
+    def notes(self, params: dict[str, Any], kwargs: dict[str, Any]) -> list[str]:
         """Plain-language remarks the validation step prints (not errors)."""
         return []
 

@@ -68,14 +68,17 @@ class MiniTrainerOSFT(Backend):
             problems.append(Problem("unmask_messages", "cannot be combined with is_pretraining"))
         return problems
 
-    def notes(self, kwargs: dict[str, Any]) -> list[str]:
+    def notes(self, params: dict[str, Any], kwargs: dict[str, Any]) -> list[str]:
+        notes = []
+        if params.get("tensorboard_log_dir"):
+            notes.append("tensorboard_log_dir is ignored: mini-trainer logs to W&B and MLflow only (wandb_*, mlflow_*)")
         if kwargs.get("training_mode") == "infinite":
-            return [
+            notes += [
                 'training_mode is "infinite": training runs until the run is stopped; checkpoints come every '
                 f"{kwargs.get('min_samples_per_checkpoint') or 'epoch-end/none'} samples "
                 "(set min_samples_per_checkpoint to keep them coming)"
             ]
-        return []
+        return notes
 
     def training_kwargs(self, spec) -> dict[str, Any]:
         """The exact keyword arguments mini-trainer's ``TrainingArgs`` receives."""

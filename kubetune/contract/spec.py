@@ -223,7 +223,7 @@ def validate_spec(
         params=params,
         backend_kwargs=kwargs,
         secrets=secrets,
-        notes=backend.notes(kwargs),
+        notes=backend.notes(params, kwargs),
     )
 
 
