@@ -6,7 +6,8 @@ Backends log in their own formats; each reader returns the full series, never on
   ``val_loss`` rows when it validates);
 - mini-trainer: ``training_metrics_{rank}.jsonl`` (``loss``, ``total_samples_accumulated``; a fresh
   ``val_loss`` where ``val_num_loss_counted_tokens`` is present, since every row repeats the last one);
-- TRL: ``trainer_state.json`` of the newest ``checkpoint-N`` (``log_history`` with ``loss`` and ``eval_loss``).
+- TRL: ``trainer_state.json`` saved at the end of training, else the newest ``checkpoint-N``'s (``log_history``
+  with ``loss`` and ``eval_loss``).
 """
 
 from __future__ import annotations
@@ -105,6 +106,9 @@ def read_backend_metrics(output_dir: str | Path) -> BackendSeries:
         found = sorted(root.rglob(pattern))
         if found:
             return reader(found[0])
+    finished = sorted(root.rglob("trainer_state.json"), key=lambda p: len(p.parts))
+    if finished and not finished[0].parent.name.startswith("checkpoint-"):  # saved at the end: the whole history
+        return read_trl(finished[0])
     states = [p for p in root.rglob("checkpoint-*/trainer_state.json") if p.parent.name.split("-")[-1].isdigit()]
     if states:
         return read_trl(max(states, key=lambda p: int(p.parent.name.split("-")[-1])))

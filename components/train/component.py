@@ -1,7 +1,7 @@
 """KFP wrapper of the training step (logic in ``core.py``). The only step that needs a GPU."""
 
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Model, Output
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
 from kubetune.runtime import TRAINING_IMAGE
 
@@ -13,6 +13,7 @@ def train_model(
     validation_data: Input[Dataset],
     model_uri: str,
     trained_model: Output[Model],
+    metrics: Output[Metrics],
     workspace_dir: str = "",
     run_id: str = "",
 ):
@@ -34,3 +35,6 @@ def train_model(
             **result.metrics,
         }
     )
+    for name, value in result.metrics.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            metrics.log_metric(name, value)

@@ -66,8 +66,20 @@ def train(
     backend = get_backend(spec.algorithm)
     if spec.algorithm == "lora_sft":  # TRL evaluates during training on our split when eval_strategy/eval_steps ask
         validation = tokenized_file(validation_data) if validation_data else None
-        return backend.train(spec, validation_data=validation)
-    return backend.train(spec)
+        result = backend.train(spec, validation_data=validation)
+    else:
+        result = backend.train(spec)
+    return with_train_loss(result)
+
+
+def with_train_loss(result: TrainResult) -> TrainResult:
+    """The final train loss from the backend's own metrics files (kept as they are), the same for every backend."""
+    from kubetune.components.evaluate.timeline import read_backend_metrics
+
+    series = read_backend_metrics(result.output_dir)
+    if series.train:
+        result.metrics.update(final_train_loss=series.train[-1].loss, logged_train_steps=len(series.train))
+    return result
 
 
 def _publish(result: TrainResult, workspace: Path, output_dir: Path) -> TrainResult:

@@ -73,6 +73,7 @@ def test_a_killed_lora_run_resumes_from_its_last_checkpoint_in_the_workspace(tmp
     assert second.returncode == 0, second.stderr[-2000:]
     metrics = json.loads(second.stdout.strip().splitlines()[-1])
     assert metrics["resumed_from"].startswith("checkpoint-") and int(metrics["resumed_from"].split("-")[1]) >= 10
+    assert metrics["final_train_loss"] > 0 and metrics["logged_train_steps"] >= 10  # the history survives the kill
     published = tmp_path / "out" / "checkpoints"
     assert (published / "final" / "adapter_model.safetensors").is_file()
     assert not list(published.rglob("optimizer.pt"))  # training state stays in the workspace

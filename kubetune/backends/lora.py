@@ -167,6 +167,7 @@ class LoRASFT(Backend):
         if resume:
             log.info("resuming from %s", resume)
         trainer.train(resume_from_checkpoint=resume)
+        trainer.save_state()  # trainer_state.json with the whole log history, beside the checkpoints
         final = out / "final"
         trainer.save_model(str(final))
         tokenizer.save_pretrained(str(final))
