@@ -58,3 +58,14 @@ def adapter_base(adapter: Path, training_root: Path | None = None, base_model: s
     raise KubetuneError(
         [Problem(str(adapter), f"is a LoRA adapter whose base model {named!r} is not readable here")], "no base model"
     )
+
+
+def latest_full_state(output_dir: str | Path) -> str | None:
+    """mini-trainer's newest full-state checkpoint (``full_state_checkpoints/step_N`` with its
+    ``training_state.pt``) under ``output_dir``, for ``resume_from_full_state_checkpoint``."""
+    found = [
+        (int(d.name.removeprefix("step_")), d)
+        for d in Path(output_dir, "full_state_checkpoints").glob("step_*")
+        if d.name.removeprefix("step_").isdigit() and (d / "training_state.pt").is_file()
+    ]
+    return str(max(found)[1]) if found else None

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from kubetune.backends import TrainResult, get_backend
-from kubetune.checkpoints import TRAINING_STATE
+from kubetune.checkpoints import TRAINING_STATE, latest_full_state
 from kubetune.contract import TrainingSpec, validate_spec
 from kubetune.data import tokenized_file
 from kubetune.runtime import resolve_model
@@ -35,6 +35,10 @@ def bind(
     if spec.algorithm == "sft":  # instructlab-training reads data_output_dir/data.jsonl, already processed
         bound.update(data_output_dir=str(Path(train_data)), process_data=False)
     kwargs = spec.backend_kwargs
+    if spec.algorithm in ("sft", "osft") and "on_demand_checkpointing" not in kwargs:
+        bound["on_demand_checkpointing"] = True  # SIGTERM (run cancelled, pod pre-empted): save, then stop
+    if spec.algorithm == "osft" and not kwargs.get("resume_from_full_state_checkpoint"):
+        bound["resume_from_full_state_checkpoint"] = latest_full_state(bound["ckpt_output_dir"])  # a restarted step
     asks = any(kwargs.get(name) for name in MINI_TRAINER_VALIDATION)
     own_split = kwargs.get("validation_split") or kwargs.get("validation_data_path")
     if spec.algorithm == "osft" and validation_data and asks and not own_split:

@@ -158,3 +158,49 @@ def test_tracking_parameters_reach_the_backends_own_fields(tmp_path, algorithm):
 def test_tensorboard_for_osft_is_said_to_be_ignored_not_dropped_silently():
     notes = spec("osft", tensorboard_log_dir="/workspace/tb").notes
     assert notes == ["tensorboard_log_dir is ignored: mini-trainer logs to W&B and MLflow only (wandb_*, mlflow_*)"]
+
+
+@pytest.mark.slow
+def test_sigterm_saves_stops_and_completes_the_step(tmp_path, tiny_model):
+    """SIGTERM (a cancelled run, a pre-empted pod, an infinite run being stopped) mid-training: the step saves,
+    stops, and finishes normally with its output complete, so export can take the last good checkpoint."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from kubetune.components.prepare.core import prepare
+
+    prepare("kubetune://sample-chat", str(tiny_model), tmp_path / "data" / "train", tmp_path / "data" / "val", num_proc=1)
+    kwargs = tmp_path / "kwargs.json"
+    kwargs.write_text(json.dumps({"algorithm": "lora_sft", "max_steps": 5000, "micro_batch_size": 4, "save_steps": 10}))
+    script = (
+        "import sys, json; from kubetune.components.train.core import train; print(json.dumps(train(*sys.argv[1:6]).metrics))"
+    )
+    args = [sys.executable, "-c", script, str(kwargs), str(tiny_model), str(tmp_path / "data" / "train"), str(tmp_path / "out"),
+            str(tmp_path / "data" / "val")]  # fmt: skip
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    first = tmp_path / "out" / "checkpoints" / "checkpoint-10" / "trainer_state.json"
+    deadline = time.monotonic() + 120
+    while not first.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    out, _ = process.communicate(timeout=120)
+    assert process.returncode == 0
+    metrics = json.loads(out.strip().splitlines()[-1])
+    assert metrics["stopped_by"] == "SIGTERM" and metrics["logged_train_steps"] < 5000
+    assert (tmp_path / "out" / "checkpoints" / "final" / "adapter_model.safetensors").is_file()
+
+
+def test_sft_and_osft_save_on_demand_and_osft_resumes_its_full_state(tmp_path):
+    for algorithm in ("sft", "osft"):
+        _, args = get_backend(algorithm).build(bind(spec(algorithm), "/m", tmp_path / "train", tmp_path / "out"))
+        assert args.on_demand_checkpointing is True
+    step = tmp_path / "out" / "checkpoints" / "full_state_checkpoints" / "step_40"
+    step.mkdir(parents=True)
+    (step / "training_state.pt").write_bytes(b"")
+    _, args = get_backend("osft").build(bind(spec("osft"), "/m", tmp_path / "train", tmp_path / "out"))
+    assert args.resume_from_full_state_checkpoint == str(step)
+    _, args = get_backend("osft").build(bind(spec("osft", on_demand_checkpointing=False), "/m", tmp_path / "t", tmp_path / "x"))
+    assert args.on_demand_checkpointing is False and args.resume_from_full_state_checkpoint is None  # the user's choice wins

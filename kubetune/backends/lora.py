@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -166,14 +168,50 @@ class LoRASFT(Backend):
         resume = get_last_checkpoint(str(out)) if out.is_dir() else None
         if resume:
             log.info("resuming from %s", resume)
-        trainer.train(resume_from_checkpoint=resume)
+        stop = stop_on_signal()
+        trainer.add_callback(stop)
+        with stop.listening():
+            trainer.train(resume_from_checkpoint=resume)
         trainer.save_state()  # trainer_state.json with the whole log history, beside the checkpoints
         final = out / "final"
         trainer.save_model(str(final))
         tokenizer.save_pretrained(str(final))
         checkpoints = sorted(out.glob("checkpoint-*"), key=lambda c: int(c.name.split("-")[-1]))
-        metrics = {"train_samples": len(train_set), "resumed_from": Path(resume).name if resume else ""}
+        metrics = {
+            "train_samples": len(train_set),
+            "resumed_from": Path(resume).name if resume else "",
+            "stopped_by": stop.signal,
+        }
         return TrainResult(out, final, checkpoints, metrics)
+
+
+def stop_on_signal():
+    """A TrainerCallback that, after SIGTERM (run cancelled, pod pre-empted, infinite training stopped),
+    finishes the current step, saves a checkpoint and stops training; ``.signal`` says what was received.
+    Its ``listening()`` context installs the handler. Built here so importing this module stays cheap."""
+    from transformers import TrainerCallback
+
+    class StopOnSignal(TrainerCallback):
+        signal = ""
+
+        @contextlib.contextmanager
+        def listening(self):
+            def handler(signum, frame):
+                self.signal = signal.Signals(signum).name
+
+            previous = signal.signal(signal.SIGTERM, handler)
+            try:
+                yield self
+            finally:
+                signal.signal(signal.SIGTERM, previous)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.signal:
+                control.should_save = True
+                control.should_training_stop = True
+            return control
+
+    return StopOnSignal()
 
 
 def _dataset(path: str | Path, tokenizer, max_seq_len: int | None, output_dir: Path):
