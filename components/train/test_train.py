@@ -204,3 +204,29 @@ def test_sft_and_osft_save_on_demand_and_osft_resumes_its_full_state(tmp_path):
     assert args.resume_from_full_state_checkpoint == str(step)
     _, args = get_backend("osft").build(bind(spec("osft", on_demand_checkpointing=False), "/m", tmp_path / "t", tmp_path / "x"))
     assert args.on_demand_checkpointing is False and args.resume_from_full_state_checkpoint is None  # the user's choice wins
+
+
+def test_lora_options_reach_unsloth_or_are_refused_by_name():
+    from peft import LoraConfig
+
+    from kubetune.backends.lora import unsloth_lora_kwargs
+    from kubetune.errors import KubetuneError
+
+    config = LoraConfig(
+        r=8, lora_alpha=16, target_modules="all-linear", use_rslora=True, modules_to_save=["lm_head"], task_type="CAUSAL_LM"
+    )
+    options = unsloth_lora_kwargs(config.to_dict())
+    assert (options["r"], options["use_rslora"], options["modules_to_save"]) == (8, True, ["lm_head"])
+    with pytest.raises(KubetuneError, match='use_dora: is not supported by Unsloth \\(set "backend": "peft"'):
+        unsloth_lora_kwargs(LoraConfig(r=8, use_dora=True).to_dict())
+
+
+def test_quantized_loading_without_cuda_is_a_clear_error_not_a_silent_full_precision_run(tmp_path, tiny_model):
+    from kubetune.errors import KubetuneError
+
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "data.jsonl").write_text('{"input_ids": [1, 2], "labels": [1, 2], "len": 2}\n')
+    document = {"algorithm": "lora_sft", "max_steps": 1, "learning_rate": 0.001, "load_in_4bit": True}
+    bound = bind(validate_spec(document, require_paths=False), str(tiny_model), tmp_path / "train", tmp_path / "out")
+    with pytest.raises(KubetuneError, match="load_in_4bit: needs a CUDA GPU"):
+        get_backend("lora_sft").train(bound)

@@ -11,7 +11,7 @@ from typing import Any
 
 from kubetune.backends.base import Backend, TrainResult
 from kubetune.contract.catalog import Catalog
-from kubetune.errors import Problem
+from kubetune.errors import KubetuneError, Problem
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +118,7 @@ class LoRASFT(Backend):
         if spec.backend != "peft" and unsloth_usable():
             from unsloth import FastLanguageModel  # GPU only, imported lazily
 
+            options = unsloth_lora_kwargs(lora_config.to_dict())  # before loading: a refusal costs nothing
             model, tokenizer = FastLanguageModel.from_pretrained(
                 model_name=p["model_path"],
                 max_seq_length=p.get("max_seq_len") or 2048,
@@ -125,24 +126,31 @@ class LoRASFT(Backend):
                 load_in_4bit=bool(p.get("load_in_4bit")),
                 load_in_8bit=bool(p.get("load_in_8bit")),
             )
-            lora = lora_config.to_dict()
             model = FastLanguageModel.get_peft_model(
-                model,
-                r=lora["r"],
-                lora_alpha=lora["lora_alpha"],
-                lora_dropout=lora["lora_dropout"],
-                target_modules=lora["target_modules"],
-                use_gradient_checkpointing="unsloth",
-                random_state=p.get("seed", 3407),
-                use_rslora=lora.get("use_rslora", False),
+                model, use_gradient_checkpointing="unsloth", random_state=p.get("seed", 3407), **options
             )
             return model, tokenizer, None
+        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if spec.backend == "unsloth":
             log.info("Unsloth needs CUDA; training lora_sft with PEFT + TRL instead")
+        quantized = {}
+        if p.get("load_in_4bit") or p.get("load_in_8bit"):
+            if not torch.cuda.is_available():
+                field = "load_in_4bit" if p.get("load_in_4bit") else "load_in_8bit"
+                raise KubetuneError([Problem(field, "needs a CUDA GPU (bitsandbytes); remove it to train in full precision")])
+            from transformers import BitsAndBytesConfig
+
+            quantized["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=bool(p.get("load_in_4bit")), load_in_8bit=bool(p.get("load_in_8bit"))
+            )
         tokenizer = AutoTokenizer.from_pretrained(p["model_path"])
-        model = AutoModelForCausalLM.from_pretrained(p["model_path"])
+        model = AutoModelForCausalLM.from_pretrained(p["model_path"], **quantized)
+        if quantized:
+            from peft import prepare_model_for_kbit_training
+
+            model = prepare_model_for_kbit_training(model)
         return model, tokenizer, lora_config
 
     def train(self, spec, validation_data: str | Path | None = None, callbacks: list | None = None) -> TrainResult:
@@ -228,6 +236,32 @@ def _dataset(path: str | Path, tokenizer, max_seq_len: int | None, output_dir: P
         return dataset.select_columns(["input_ids", "labels"])
     rows, _ = tokenize_samples(tokenizer, read_jsonl(path), max_seq_len)
     return Dataset.from_list(rows).select_columns(["input_ids", "labels"])
+
+
+# LoraConfig fields that Unsloth's FastLanguageModel.get_peft_model takes (it drops any other without a word)
+UNSLOTH_LORA_FIELDS = (
+    "r", "lora_alpha", "lora_dropout", "target_modules", "bias", "layers_to_transform", "layers_pattern",
+    "use_rslora", "modules_to_save", "init_lora_weights", "loftq_config",
+)  # fmt: skip
+
+
+def unsloth_lora_kwargs(lora: dict[str, Any]) -> dict[str, Any]:
+    """The LoRA options Unsloth receives; a LoRA option set away from PEFT's default that Unsloth would
+    drop is an error naming it, instead of a silent drop."""
+    from peft import LoraConfig
+
+    defaults = LoraConfig().to_dict()
+    ignored = {"peft_type", "task_type", "base_model_name_or_path", "revision", "inference_mode", "auto_mapping"}
+    dropped = [k for k, v in lora.items() if k not in UNSLOTH_LORA_FIELDS and k not in ignored and v != defaults.get(k)]
+    if dropped:
+        raise KubetuneError(
+            [Problem(k, "is not supported by Unsloth", 'set "backend": "peft" to train with it') for k in sorted(dropped)],
+            "invalid LoRA options for Unsloth",
+        )
+    options = {k: lora[k] for k in UNSLOTH_LORA_FIELDS if k in lora}
+    if isinstance(options.get("target_modules"), set):
+        options["target_modules"] = sorted(options["target_modules"])
+    return options
 
 
 def trackers(params: dict[str, Any]) -> list[str]:
