@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -316,7 +317,7 @@ def run_local(
 
     arguments: dict = {"algorithm": algorithm, "export_destination": destination, "export_checkpoint": checkpoint}
     if data:
-        arguments["data_uri"] = data
+        arguments["data_uri"] = str(Path(data).resolve()) if Path(data).exists() else data
     if kwargs is not None:
         from kubetune.contract import load_spec
 
@@ -325,7 +326,14 @@ def run_local(
         except KubetuneError as e:
             _fail(e)
         arguments["training_kwargs"] = json.loads(kwargs.read_text())
-    result = run(output, **arguments)
+    try:
+        result = run(output, **arguments)
+    except RuntimeError as e:  # kfp.local's way of saying a step failed; the step's own report is above
+        if "finished with status" not in str(e):
+            raise
+        message = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+        typer.echo(f"\nkubetune run-local: {message} The step's report is printed above.", err=True)
+        raise typer.Exit(code=1) from None
     typer.echo("\nkubetune run-local finished")
     typer.echo(f"  exported model:   {result['exported_model']}")
     if destination:

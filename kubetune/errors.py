@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 
@@ -30,3 +32,13 @@ class KubetuneError(Exception):
         lines = [f"{self.title}: {len(self.problems)} problem(s)"]
         lines += [f"  - {p}" for p in self.problems]
         return "\n".join(lines)
+
+
+@contextmanager
+def reported():
+    """For a pipeline step: a mistake in the user's input ends the step with its report, not a traceback."""
+    try:
+        yield
+    except KubetuneError as error:
+        print(error.report(), file=sys.stderr, flush=True)
+        raise SystemExit(2) from None

@@ -65,3 +65,14 @@ def test_prepare_reports_bad_lines_then_writes_the_datasets(tmp_path):
     result = kubetune("prepare", str(data), "-o", str(tmp_path / "out"), "--on-invalid", "skip", "--validation-ratio", "0")
     assert result.returncode == 0, result.stderr
     assert "| samples | 1 | 0 |" in result.stdout and (tmp_path / "out" / "train" / "data.jsonl").is_file()
+
+
+def test_run_local_with_bad_data_ends_with_the_steps_report_not_a_traceback(tmp_path):
+    data = tmp_path / "bad.jsonl"
+    good = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+    data.write_text(json.dumps(good) + "\n" + json.dumps({"messages": [{"role": "bot", "content": "x"}]}) + "\n")
+    result = kubetune("run-local", "--data", str(data), "-o", str(tmp_path / "out"))
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "Traceback" not in output
+    assert f"{data}:2: messages[0].role must be one of system, user, assistant, tool, got 'bot'" in output
+    assert "Inner task failed: 'prepare-data'. The step's report is printed above." in result.stderr

@@ -26,9 +26,12 @@ def evaluate_model(
 
     from kubetune.components.evaluate.core import evaluate_step
 
-    result = evaluate_step(
-        trained_model.path, validation_data.path, loss_curve.path, report.path, base_model_uri or None, patience
-    )
+    from kubetune.errors import reported
+
+    with reported():  # a mistake in the input ends the step with its report, not a traceback
+        result = evaluate_step(
+            trained_model.path, validation_data.path, loss_curve.path, report.path, base_model_uri or None, patience
+        )
     for name, value in result["metrics"].items():
         metrics.log_metric(name, value)
     loss_curve.metadata.update({"axis": result["axis"], "best": result["best"]["checkpoint"]})

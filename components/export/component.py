@@ -30,19 +30,22 @@ def export_model(
     """
     from kubetune.components.export.core import export_step
 
-    result = export_step(
-        trained_model=trained_model.path,
-        checkpoint=checkpoint,
-        select=select,
-        destination=destination or exported_model.path,
-        pointer_dir=exported_model.path if destination else None,
-        merge=merge_adapter,
-        spec_path=kwargs_artifact.path if kwargs_artifact else None,
-        curve_path=loss_curve.path if loss_curve else None,
-        train_metadata=train_data.metadata if train_data else None,
-        validation_metadata=validation_data.metadata if validation_data else None,
-        base_model_uri=base_model_uri or None,
-    )
+    from kubetune.errors import reported
+
+    with reported():  # a mistake in the input ends the step with its report, not a traceback
+        result = export_step(
+            trained_model=trained_model.path,
+            checkpoint=checkpoint,
+            select=select,
+            destination=destination or exported_model.path,
+            pointer_dir=exported_model.path if destination else None,
+            merge=merge_adapter,
+            spec_path=kwargs_artifact.path if kwargs_artifact else None,
+            curve_path=loss_curve.path if loss_curve else None,
+            train_metadata=train_data.metadata if train_data else None,
+            validation_metadata=validation_data.metadata if validation_data else None,
+            base_model_uri=base_model_uri or None,
+        )
     exported_model.metadata.update({k: result[k] for k in ("uri", "kind", "checkpoint", "files", "bytes")})
     for name in ("bytes", "files", "skipped_files", "seconds", "mb_per_s"):
         metrics.log_metric(name, result[name])

@@ -28,22 +28,25 @@ def prepare_data(
     from kubetune.components.prepare.core import metrics as flat_metrics
     from kubetune.components.prepare.core import prepare_step
 
-    result = prepare_step(
-        data_uri,
-        model_uri,
-        kwargs_artifact.path if kwargs_artifact else None,
-        train_out=train_data.path,
-        validation_out=validation_data.path,
-        validation_uri=validation_uri or None,
-        report_out=report.path,
-        summary_out=summary.path,
-        validation_ratio=validation_ratio,
-        seed=seed,
-        on_invalid=on_invalid,
-        too_long=too_long,
-        dedup=dedup,
-        max_seq_len=max_seq_len or None,
-    )
+    from kubetune.errors import reported
+
+    with reported():  # a mistake in the input ends the step with its report, not a traceback
+        result = prepare_step(
+            data_uri,
+            model_uri,
+            kwargs_artifact.path if kwargs_artifact else None,
+            train_out=train_data.path,
+            validation_out=validation_data.path,
+            validation_uri=validation_uri or None,
+            report_out=report.path,
+            summary_out=summary.path,
+            validation_ratio=validation_ratio,
+            seed=seed,
+            on_invalid=on_invalid,
+            too_long=too_long,
+            dedup=dedup,
+            max_seq_len=max_seq_len or None,
+        )
     for part, artifact in (("train", train_data), ("validation", validation_data)):
         artifact.metadata.update(
             {"format": "kubetune-tokenized", "samples": result[f"{part}_samples"], "tokens": result[f"{part}_tokens"]["total"]}

@@ -27,19 +27,22 @@ def register_model(
 
     from kubetune.components.register.core import register_step
 
-    result = register_step(
-        dict(exported_model.metadata),
-        loss_curve.path if loss_curve else None,
-        kwargs_artifact.path if kwargs_artifact else None,
-        server=server,
-        name=name,
-        version=version,
-        published_uri=published_uri,
-        overwrite=overwrite,
-        provenance={"run_id": pipeline_run_id, "pipeline": pipeline_name},
-        model_format_name=model_format_name,
-        model_format_version=model_format_version,
-    )
+    from kubetune.errors import reported
+
+    with reported():  # a mistake in the input ends the step with its report, not a traceback
+        result = register_step(
+            dict(exported_model.metadata),
+            loss_curve.path if loss_curve else None,
+            kwargs_artifact.path if kwargs_artifact else None,
+            server=server,
+            name=name,
+            version=version,
+            published_uri=published_uri,
+            overwrite=overwrite,
+            provenance={"run_id": pipeline_run_id, "pipeline": pipeline_name},
+            model_format_name=model_format_name,
+            model_format_version=model_format_version,
+        )
     registration.metadata.update(result)
     with open(registration.path, "w") as f:
         json.dump(result, f, indent=2)

@@ -26,8 +26,11 @@ def train_model(
 
     from kubetune.components.train.core import train
 
+    from kubetune.errors import reported
+
     workspace = os.path.join(workspace_dir, run_id or "run") if workspace_dir else None
-    result = train(kwargs_artifact.path, model_uri, train_data.path, trained_model.path, validation_data.path, workspace)
+    with reported():  # a mistake in the input ends the step with its report, not a traceback
+        result = train(kwargs_artifact.path, model_uri, train_data.path, trained_model.path, validation_data.path, workspace)
     trained_model.metadata.update(
         {
             "final_model": str(result.final_model.relative_to(trained_model.path)),

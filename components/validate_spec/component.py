@@ -11,7 +11,10 @@ def validate_kwargs(algorithm: str, training_kwargs: dict, kwargs_artifact: Outp
     """Check every kwarg against the backend's real fields and write the normalized kwargs artifact."""
     from kubetune.components.validate_spec.core import validate_to_artifact
 
-    spec = validate_to_artifact(algorithm, training_kwargs, kwargs_artifact.path)
+    from kubetune.errors import reported
+
+    with reported():  # a mistake in the input ends the step with its report, not a traceback
+        spec = validate_to_artifact(algorithm, training_kwargs, kwargs_artifact.path)
     kwargs_artifact.metadata.update({"algorithm": spec.algorithm, "backend": spec.backend, "schema_version": spec.schema_version})
     for note in spec.notes:
         print("note:", note)
