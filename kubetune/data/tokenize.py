@@ -138,7 +138,9 @@ class ChatEncoder:
         """The rendered conversation and the sorted character spans whose tokens are learned."""
         messages = record["messages"]
         learned = {m["role"] for m in messages} - {"system"} if record.get("unmask") else {"assistant"}
-        wrapped = [_alias_reasoning(m) for m in _wrap(messages, learned)]
+        wrapped = _wrap(messages, learned)
+        if any(key in m for m in wrapped for key in _REASONING_KEYS):
+            wrapped = [_alias_reasoning(m) for m in wrapped]
         try:
             text = self._template.render(
                 messages=wrapped, tools=None, documents=None, add_generation_prompt=False, **self.special_tokens
@@ -173,7 +175,7 @@ class ChatEncoder:
             encoded = self.backend.encode_batch([text for _, text, _ in chats], add_special_tokens=False)
             for (i, _, spans), enc in zip(chats, encoded, strict=True):
                 ids = enc.ids
-                results[i] = sample(ids, _labels(ids, enc.offsets, spans))
+                results[i] = sample(ids, _span_labels(ids, enc, spans))
         if docs:
             encoded = self.backend.encode_batch_fast([records[i]["document"] for i in docs], add_special_tokens=True)
             for i, enc in zip(docs, encoded, strict=True):
@@ -184,10 +186,30 @@ class ChatEncoder:
         return results
 
 
+_REASONING_KEYS = ("reasoning_content", "thinking", "reasoning")
+
+
 def _alias_reasoning(message: dict) -> dict:
     """As ``apply_chat_template`` does: reasoning is offered as both ``reasoning_content`` and ``thinking``."""
-    reasoning = next((message[k] for k in ("reasoning_content", "thinking", "reasoning") if message.get(k) is not None), None)
+    reasoning = next((message[k] for k in _REASONING_KEYS if message.get(k) is not None), None)
     return message if reasoning is None else {"thinking": reasoning, **message, "reasoning_content": reasoning}
+
+
+def _span_labels(ids: list[int], encoding, spans: list[tuple[int, int]]) -> list[int]:
+    """Labels from the learned character spans, a span at a time: the tokens that start inside a span are
+    learned. Uses the encoding's own char-to-token map; falls back to every token's offsets where a span
+    edge maps to no token."""
+    labels = [IGNORE_INDEX] * len(ids)
+    for start, end in spans:
+        if end <= start:
+            continue
+        first, last = encoding.char_to_token(start), encoding.char_to_token(end - 1)
+        if first is None or last is None:
+            return _labels(ids, encoding.offsets, spans)
+        if encoding.token_to_chars(first)[0] < start:  # it began before the span: not learned
+            first += 1
+        labels[first : last + 1] = ids[first : last + 1]
+    return labels
 
 
 def _labels(ids: list[int], offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[int]:
@@ -208,7 +230,7 @@ def sample(input_ids: list[int], labels: list[int]) -> dict[str, Any]:
         "input_ids": input_ids,
         "labels": labels,
         "len": len(input_ids),
-        "num_loss_counted_tokens": sum(1 for t in labels[1:] if t != IGNORE_INDEX),
+        "num_loss_counted_tokens": len(labels) - 1 - labels[1:].count(IGNORE_INDEX) if labels else 0,
     }
 
 
