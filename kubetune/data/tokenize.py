@@ -9,7 +9,7 @@ Masking follows instructlab-training's rules, so every backend learns the same t
 
 How: each learned field is wrapped in private-use marker characters tagged with its message's index,
 the conversation is rendered once, the markers are located and removed, and the clean text is tokenized
-by the fast tokenizer in one batched call, whose offsets map the marked character spans onto tokens. This
+by the fast tokenizer in one batched call, whose character-to-token map turns each span into tokens. This
 works with any chat template that renders content verbatim, and the token ids are those of the text the
 model sees at inference (instructlab-training tokenizes with marker *tokens* in the text, which forces a
 token boundary at each marker; with templates that put a special token or a newline there, as usual, the
