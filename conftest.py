@@ -1,3 +1,4 @@
+import json
 import socket
 
 import pytest
@@ -83,3 +84,34 @@ def kfp_server(monkeypatch):
     with _load_test_helper("standins").KfpStandIn() as standin:
         monkeypatch.setenv("KF_PIPELINES_ENDPOINT", standin.url)
         yield standin
+
+
+@pytest.fixture
+def kube_api(tmp_path):
+    """Starts a recording stand-in of the Kubernetes API (tests/standins.py; no cluster runs here) and
+    returns it with a kubeconfig that points at it: ``make(states, log)``."""
+    standins = _load_test_helper("standins")
+    started = []
+
+    def make(states, log: str = ""):
+        standin = standins.KubeStandIn(states, log).__enter__()
+        started.append(standin)
+        kubeconfig = tmp_path / f"kubeconfig-{len(started)}"
+        kubeconfig.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [{"name": "c", "cluster": {"server": standin.url}}],
+                    "users": [{"name": "u", "user": {"token": "launcher-token"}}],
+                    "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u", "namespace": standin.namespace}}],
+                    "current-context": "x",
+                }
+            )
+        )
+        standin.kubeconfig = str(kubeconfig)
+        return standin
+
+    yield make
+    for standin in started:
+        standin.__exit__(None, None, None)

@@ -347,5 +347,33 @@ def run_local(
         typer.echo(f"  validation loss   {checkpoint}: {loss:.4f}{mark}")
 
 
+@app.command("train-node")
+def train_node(
+    kwargs: Annotated[Path, typer.Option(help="The kwargs artifact, staged on the workspace by the launcher.")],
+    model: Annotated[str, typer.Option(help="Base model path (on the workspace) or hub id.")],
+    train_data: Annotated[Path, typer.Option(help="Prepared training data directory.")],
+    output: Annotated[Path, typer.Option(help="The run's workspace directory; checkpoints go to checkpoints/.")],
+    validation_data: Annotated[Path | None, typer.Option(help="Prepared validation data directory.")] = None,
+    worker: Annotated[bool, typer.Option(hidden=True, help="One torchrun process of a lora_sft node.")] = False,
+) -> None:
+    """Run one node of a multi-node TrainJob (the command every node of the `finetune-trainjob` pipeline runs).
+
+    Kubeflow Trainer's torch runtime sets PET_NNODES, PET_NODE_RANK, PET_MASTER_ADDR, PET_MASTER_PORT and
+    PET_NPROC_PER_NODE; the spec is validated and mapped exactly as in the in-pod training step.
+    """
+    from kubetune.components.train.node import train_node as run_node
+    from kubetune.components.train.node import train_worker
+
+    validation = validation_data if validation_data and validation_data.exists() else None
+    try:
+        if worker:
+            train_worker(kwargs, model, train_data, validation, output)
+            return
+        code = run_node(kwargs, model, train_data, validation, output)
+    except KubetuneError as e:
+        _fail(e)
+    raise typer.Exit(code=code)
+
+
 if __name__ == "__main__":
     app()

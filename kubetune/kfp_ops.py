@@ -19,9 +19,14 @@ from kubetune.errors import KubetuneError, Problem
 
 def pipelines() -> dict[str, Any]:
     from kubetune.pipelines.evaluate_export import evaluate_export
-    from kubetune.pipelines.finetune import finetune, finetune_workspace
+    from kubetune.pipelines.finetune import finetune, finetune_trainjob, finetune_workspace
 
-    return {"finetune": finetune, "finetune-workspace": finetune_workspace, "evaluate-export": evaluate_export}
+    return {
+        "finetune": finetune,
+        "finetune-workspace": finetune_workspace,
+        "finetune-trainjob": finetune_trainjob,
+        "evaluate-export": evaluate_export,
+    }
 
 
 def compile_pipeline(name: str, output: str | Path) -> Path:

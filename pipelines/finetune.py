@@ -12,11 +12,11 @@ from kubetune.components.evaluate.component import evaluate_model
 from kubetune.components.export.component import export_model
 from kubetune.components.prepare.component import prepare_data
 from kubetune.components.register.component import register_model
-from kubetune.components.train.component import train_model
+from kubetune.components.train.component import train_model, train_on_trainjob
 from kubetune.components.validate_spec.component import validate_kwargs
 from kubetune.pipelines.kubernetes import on_gpus, use_secrets
 
-from kubetune.runtime import SAMPLE_DATA_URI, TINY_MODEL_URI
+from kubetune.runtime import SAMPLE_DATA_URI, TINY_MODEL_URI, TRAINING_IMAGE
 
 # Small enough for two CPU cores in about a minute, large enough for validation loss to fall.
 EMBEDDED_KWARGS = {
@@ -32,15 +32,20 @@ EMBEDDED_KWARGS = {
     "seed": 42,
 }
 
-WORKSPACE = "/workspace"
+WORKSPACE = "/workspace"  # where the workspace PVC is mounted, in the training step and the TrainJob's nodes
+KUBECONFIG_DIR = "/var/run/kubetune/kubeconfig"  # the optional kubeconfig secret, for a launcher outside the cluster
 Outputs = NamedTuple(
     "Outputs",
     [("model", Model), ("kwargs", Artifact), ("loss_curve", Artifact), ("eval_report", HTML), ("eval_metrics", Metrics)],
 )
 
 
-def finetune_dag(p: dict, workspace_pvc=None, workspace_dir=None) -> Outputs:
-    """The tasks of both finetune pipelines; ``p`` holds the pipeline's parameters by name."""
+def finetune_dag(p: dict, workspace_pvc=None, launcher: str = "in_pod") -> Outputs:
+    """The tasks of the finetune pipelines; ``p`` holds the pipeline's parameters by name.
+
+    ``launcher``: ``in_pod`` trains in the training task's own pod (GPUs requested there); ``trainjob`` has
+    that task submit a Kubeflow Trainer TrainJob across nodes and follow it (no GPU on the task itself).
+    """
     secrets = {"s3": p["s3_secret"], "hf": p["hf_secret"], "tracking": p["tracking_secret"], "registry": p["registry_secret"]}
     kwargs = validate_kwargs(algorithm=p["algorithm"], training_kwargs=p["training_kwargs"]).set_display_name("validate kwargs")
     data = prepare_data(
@@ -52,18 +57,22 @@ def finetune_dag(p: dict, workspace_pvc=None, workspace_dir=None) -> Outputs:
         seed=p["seed"],
     ).set_display_name("prepare data")
     use_secrets(data, "prepare", secrets)
-    trained = train_model(
-        kwargs_artifact=kwargs.outputs["kwargs_artifact"],
-        train_data=data.outputs["train_data"],
-        validation_data=data.outputs["validation_data"],
-        model_uri=p["model_uri"],
-    ).set_display_name("train")
+    if launcher == "trainjob":
+        trained = trainjob_task(p, kwargs, data)
+    else:
+        trained = train_model(
+            kwargs_artifact=kwargs.outputs["kwargs_artifact"],
+            train_data=data.outputs["train_data"],
+            validation_data=data.outputs["validation_data"],
+            model_uri=p["model_uri"],
+            **({"workspace_dir": WORKSPACE, "run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER} if workspace_pvc is not None else {}),
+        ).set_display_name("train")
+        if workspace_pvc is not None:  # checkpoints on a PVC: a retried or pre-empted training step resumes
+            kubernetes.mount_pvc(trained, pvc_name=workspace_pvc, mount_path=WORKSPACE)
+            trained.set_retry(num_retries=3, backoff_duration="60s")
+        on_gpus(trained, p["gpus"], p["accelerator_type"], p["tolerations"], p["node_selector"])
+        use_secrets(trained, "train", secrets)
     trained.set_caching_options(False)
-    if workspace_pvc is not None:  # checkpoints on a PVC: a retried or pre-empted training step resumes
-        kubernetes.mount_pvc(trained, pvc_name=workspace_pvc, mount_path=WORKSPACE)
-        trained.set_retry(num_retries=3, backoff_duration="60s")
-    on_gpus(trained, p["gpus"], p["accelerator_type"], p["tolerations"], p["node_selector"])
-    use_secrets(trained, "train", secrets)
     evaluated = evaluate_model(
         trained_model=trained.outputs["trained_model"],
         validation_data=data.outputs["validation_data"],
@@ -109,6 +118,41 @@ def finetune_dag(p: dict, workspace_pvc=None, workspace_dir=None) -> Outputs:
         evaluated.outputs["report"],
         evaluated.outputs["metrics"],
     )
+
+
+def trainjob_task(p: dict, kwargs, data):
+    """The training task with the ``trainjob`` launcher: CPU only, the workspace PVC, no secret values.
+
+    It reaches the Kubernetes API with its pod's ServiceAccount (the Role in pipelines/manifests), or with the
+    kubeconfig in the optional secret ``kubeconfig_secret``; the nodes get the secrets by name."""
+    trained = train_on_trainjob(
+        kwargs_artifact=kwargs.outputs["kwargs_artifact"],
+        train_data=data.outputs["train_data"],
+        validation_data=data.outputs["validation_data"],
+        model_uri=p["model_uri"],
+        workspace_pvc=p["workspace_pvc"],
+        workspace_dir=WORKSPACE,
+        run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        nnodes=p["nnodes"],
+        nproc_per_node=p["gpus"],
+        accelerator_type=p["accelerator_type"],
+        cpu_per_node=p["cpu_per_node"],
+        memory_per_node=p["memory_per_node"],
+        image=p["trainjob_image"],
+        runtime=p["trainjob_runtime"],
+        queue=p["kueue_queue"],
+        tolerations=p["tolerations"],
+        node_selector=p["node_selector"],
+        hf_secret=p["hf_secret"],
+        tracking_secret=p["tracking_secret"],
+        queued_timeout_s=p["queued_timeout_s"],
+        running_timeout_s=p["running_timeout_s"],
+        kubeconfig=f"{KUBECONFIG_DIR}/config",
+    ).set_display_name("train (TrainJob)")
+    kubernetes.mount_pvc(trained, pvc_name=p["workspace_pvc"], mount_path=WORKSPACE)
+    kubernetes.use_secret_as_volume(trained, secret_name=p["kubeconfig_secret"], mount_path=KUBECONFIG_DIR, optional=True)
+    trained.set_retry(num_retries=3, backoff_duration="60s")  # a restarted launcher re-attaches to its TrainJob
+    return trained
 
 
 @dsl.pipeline(name="kubetune-finetune", description="Fine-tune an LLM: validate, prepare, train, evaluate, export, register.")
@@ -174,9 +218,53 @@ def finetune_workspace(
     tracking_secret: str = "kubetune-tracking",
     registry_secret: str = "kubetune-registry",
     workspace_pvc: str = "kubetune-workspace",
-    workspace_dir: str = WORKSPACE,
 ) -> Outputs:
     """``finetune`` with the training step's checkpoints on the PersistentVolumeClaim ``workspace_pvc``
-    (mounted at ``workspace_dir``); the step is retried up to 3 times and resumes where it stopped."""
-    arguments = {k: v for k, v in locals().items() if not k.startswith("workspace")}
-    return finetune_dag(arguments, workspace_pvc, workspace_dir)
+    (mounted at /workspace, under the run's id); the step is retried up to 3 times and resumes where it stopped."""
+    return finetune_dag(locals(), workspace_pvc)
+
+
+@dsl.pipeline(
+    name="kubetune-finetune-trainjob",
+    description="finetune, with training as a multi-node Kubeflow Trainer TrainJob (nnodes x gpus), same kwargs artifact.",
+)
+def finetune_trainjob(
+    model_uri: str = TINY_MODEL_URI,
+    data_uri: str = SAMPLE_DATA_URI,
+    algorithm: str = "lora_sft",
+    training_kwargs: dict = EMBEDDED_KWARGS,
+    validation_uri: str = "",
+    validation_ratio: float = 0.1,
+    seed: int = 42,
+    merge_adapter: bool = True,
+    export_checkpoint: str = "best",
+    export_destination: str = "",
+    registry_server: str = "",
+    registry_model_name: str = "",
+    registry_model_version: str = "",
+    registry_uri: str = "",
+    registry_overwrite: bool = False,
+    gpus: int = 1,
+    accelerator_type: str = "nvidia.com/gpu",
+    tolerations: list = [],  # noqa: B006 -- a pipeline parameter's default, never mutated
+    node_selector: dict = {},  # noqa: B006
+    s3_secret: str = "kubetune-s3",
+    hf_secret: str = "kubetune-hf",
+    tracking_secret: str = "kubetune-tracking",
+    registry_secret: str = "kubetune-registry",
+    workspace_pvc: str = "kubetune-workspace",
+    nnodes: int = 2,
+    cpu_per_node: str = "",
+    memory_per_node: str = "",
+    trainjob_runtime: str = "torch-distributed",
+    trainjob_image: str = TRAINING_IMAGE,
+    kueue_queue: str = "",
+    queued_timeout_s: float = 86400.0,
+    running_timeout_s: float = 0.0,
+    kubeconfig_secret: str = "kubetune-kubeconfig",
+) -> Outputs:
+    """``finetune`` whose training runs as a TrainJob of ``nnodes`` nodes with ``gpus`` GPUs (one process
+    each) per node, on the ClusterTrainingRuntime ``trainjob_runtime``. ``workspace_pvc`` must be
+    ReadWriteMany: the nodes read their inputs and write checkpoints there. ``kueue_queue``: a Kueue
+    LocalQueue to wait in. ``queued_timeout_s``/``running_timeout_s``: 0 = no limit."""
+    return finetune_dag(locals(), workspace_pvc, launcher="trainjob")

@@ -9,18 +9,8 @@ from __future__ import annotations
 
 from kfp import kubernetes
 
-# secret -> {key in the secret: environment variable}; the secret's name is a pipeline parameter
-SECRET_KEYS = {
-    "s3": {
-        k: k
-        for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION")
-    },
-    "hf": {"HF_TOKEN": "HF_TOKEN"},
-    "tracking": {
-        k: k for k in ("WANDB_API_KEY", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
-    },
-    "registry": {"MODEL_REGISTRY_TOKEN": "MODEL_REGISTRY_TOKEN"},
-}
+from kubetune.contract.secrets import SECRET_KEYS
+
 # which secrets each step needs
 STEP_SECRETS = {
     "prepare": ("s3", "hf"),

@@ -3,6 +3,8 @@
 - ``FaultyProxy``: between boto3 and the local moto S3 server, failing or dropping chosen requests.
 - ``KfpStandIn``: the KFP API server's v2beta1 REST endpoints (a real one needs Kubernetes).
 - ``RegistryStandIn``: the Kubeflow Model Registry's REST API (a real one needs Kubernetes and a database).
+- ``KubeStandIn``: the Kubernetes API calls of the TrainJob launcher, with a TrainJob whose status walks
+  through the states a test scripts (no cluster, Kubeflow Trainer or Kueue runs here).
 
 The stand-ins keep what they are sent in memory, answer the calls the real clients make, and record
 every request for the test to read back. All listen on 127.0.0.1 only and stop with the test.
@@ -345,3 +347,171 @@ class RegistryStandIn(LoopbackServer):
                 self.artifacts[parts[1]].update(body)
             return 200, self.artifacts[parts[1]]
         return missing
+
+
+TRAINJOBS = "/apis/trainer.kubeflow.org/v1alpha1/namespaces/{ns}/trainjobs"
+
+
+def trainjob_status(state: str) -> dict:
+    """The status a Kubeflow Trainer TrainJob shows in each state (conditions as the Trainer sets them)."""
+
+    def condition(kind: str, status: str, reason: str, message: str) -> dict:
+        return {
+            "type": kind,
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": "2026-11-25T00:00:00Z",
+        }
+
+    def jobs(active: int = 0, ready: int = 0, succeeded: int = 0, failed: int = 0) -> list[dict]:
+        counts = {"active": active, "ready": ready, "succeeded": succeeded, "failed": failed, "suspended": 0}
+        return [{"name": "node", **counts}]
+
+    resumed = condition("Suspended", "False", "Resumed", "TrainJob is resumed")
+    return {
+        "queued": {"conditions": [condition("Suspended", "True", "Suspended", "TrainJob is suspended")]},
+        "starting": {"conditions": [resumed], "jobsStatus": jobs(active=1)},
+        "running": {"conditions": [resumed], "jobsStatus": jobs(active=1, ready=1)},
+        "succeeded": {
+            "conditions": [resumed, condition("Complete", "True", "JobSetCompleted", "jobset completed successfully")],
+            "jobsStatus": jobs(succeeded=1),
+        },
+        "failed": {
+            "conditions": [
+                resumed,
+                condition("Failed", "True", "JobSetFailed", "jobset failed: node 1 exited with code 1 (OOMKilled)"),
+            ],
+            "jobsStatus": jobs(failed=1),
+        },
+        "evicted": {
+            "conditions": [condition("Suspended", "True", "Preempted", "Preempted to accommodate a higher priority workload")]
+        },
+    }[state]
+
+
+class KubeStandIn(LoopbackServer):
+    """TrainJobs, their pods and node 0's log. ``states``: the state each successive GET of a TrainJob shows
+    (the last one repeats), or a function of the job and the number of GETs so far."""
+
+    def __init__(self, states: list[str] | Callable[[dict, int], str], log: str = "", namespace: str = "team-a"):
+        self.states = states
+        self.log = log
+        self.namespace = namespace
+        self.jobs: dict[str, dict] = {}
+        self.gets: dict[str, int] = {}
+        self.requests: list[dict] = []
+        standin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _reply(self, status: int, body, content_type: str = "application/json"):
+                data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _handle(self):
+                url = urlsplit(self.path)
+                length = int(self.headers.get("Content-Length", 0) or 0)
+                body = json.loads(self.rfile.read(length)) if length else None
+                query = {k: v[0] for k, v in parse_qs(url.query).items()}
+                standin.requests.append(
+                    {
+                        "method": self.command,
+                        "path": url.path,
+                        "query": query,
+                        "body": body,
+                        "auth": self.headers.get("Authorization"),
+                    }
+                )
+                status, answer = standin.route(self.command, url.path, query, body)
+                self._reply(status, answer, "text/plain" if isinstance(answer, str) else "application/json")
+
+            do_GET = do_POST = do_DELETE = _handle
+
+        super().__init__(Handler)
+
+    def state(self, name: str) -> str:
+        n = self.gets.get(name, 0)
+        if callable(self.states):
+            return self.states(self.jobs[name], n)
+        return self.states[min(n, len(self.states) - 1)]
+
+    @staticmethod
+    def _status(code: int, reason: str, message: str) -> tuple[int, dict]:
+        return code, {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "status": "Failure",
+            "reason": reason,
+            "message": message,
+            "code": code,
+        }
+
+    def route(self, method: str, path: str, query: dict, body) -> tuple[int, dict | str]:
+        jobs = TRAINJOBS.format(ns=self.namespace)
+        if path == jobs and method == "POST":
+            name = body["metadata"]["name"]
+            if name in self.jobs:
+                return self._status(409, "AlreadyExists", f'trainjobs.trainer.kubeflow.org "{name}" already exists')
+            self.jobs[name] = body
+            return 201, body
+        if path.startswith(jobs + "/"):
+            name = path.removeprefix(jobs + "/")
+            if name not in self.jobs:
+                return self._status(404, "NotFound", f'trainjobs.trainer.kubeflow.org "{name}" not found')
+            if method == "DELETE":
+                del self.jobs[name]
+                return 200, {"kind": "Status", "status": "Success"}
+            state = self.state(name)
+            self.gets[name] = self.gets.get(name, 0) + 1
+            return 200, {**self.jobs[name], "status": trainjob_status(state)}
+        if path == f"/api/v1/namespaces/{self.namespace}/pods" and method == "GET":
+            return 200, {
+                "kind": "PodList",
+                "apiVersion": "v1",
+                "metadata": {},
+                "items": self._pods(query.get("labelSelector", "")),
+            }
+        match = re.fullmatch(rf"/api/v1/namespaces/{self.namespace}/pods/([^/]+)/log", path)
+        if match and method == "GET":
+            return 200, self.log
+        return self._status(404, "NotFound", f"{method} {path}")
+
+    def _pods(self, selector: str) -> list[dict]:
+        wanted = dict(part.split("=", 1) for part in selector.split(",") if part)
+        pods = []
+        for name, job in self.jobs.items():
+            state = self.state(name)
+            phase = {"running": "Running", "succeeded": "Succeeded", "failed": "Failed"}.get(state, "Pending")
+            for index in range(job["spec"]["trainer"].get("numNodes", 1)):
+                labels = {
+                    "jobset.sigs.k8s.io/jobset-name": name,
+                    "jobset.sigs.k8s.io/replicatedjob-name": "node",
+                    "batch.kubernetes.io/job-completion-index": str(index),
+                }
+                if all(labels.get(k) == v for k, v in wanted.items()):
+                    container = {"name": "node", "restartCount": 0, "ready": phase == "Running", "image": "", "imageID": ""}
+                    status = {"phase": phase, "containerStatuses": [container]}
+                    pods.append({"metadata": {"name": f"{name}-node-0-{index}-x7k2p", "labels": labels}, "status": status})
+        return pods
+
+    def calls(self) -> set[tuple[str, str, str]]:
+        """Every call made, as the (API group, resource, verb) RBAC checks."""
+        verbs = {"POST": "create", "DELETE": "delete"}
+        out = set()
+        for r in self.requests:
+            parts = r["path"].strip("/").split("/")
+            group = "" if parts[0] == "api" else parts[1]
+            rest = parts[parts.index("namespaces") + 2 :]
+            resource = "/".join([rest[0], *rest[2:]]) if len(rest) > 2 else rest[0]
+            verb = verbs.get(r["method"]) or ("get" if len(rest) > 1 else "list")
+            out.add((group, resource, verb))
+        return out

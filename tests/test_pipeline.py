@@ -24,7 +24,7 @@ def _walk(value, key=""):
         yield key, value
 
 
-@pytest.mark.parametrize("pipeline", ["finetune", "finetune_workspace", "evaluate_export"])
+@pytest.mark.parametrize("pipeline", ["finetune", "finetune_workspace", "finetune_trainjob", "evaluate_export"])
 def test_pipelines_compile_deterministically_with_gpu_shm_and_secrets_only_where_needed(tmp_path, pipeline):
     import importlib
 
@@ -36,22 +36,33 @@ def test_pipelines_compile_deterministically_with_gpu_shm_and_secrets_only_where
     spec, platform = yaml.safe_load_all((tmp_path / "a.yaml").read_text())
     executors = spec["deploymentSpec"]["executors"]
     gpu = [name for name, e in executors.items() if "accelerator" in e.get("container", {}).get("resources", {})]
-    assert gpu == (["exec-train-model"] if pipeline.startswith("finetune") else [])
+    in_pod = pipeline in ("finetune", "finetune_workspace")
+    assert gpu == (["exec-train-model"] if in_pod else [])  # the TrainJob's launcher step requests no GPU
     assert all("pip install" not in " ".join(e["container"]["command"]) for e in executors.values() if "container" in e)
     kubernetes = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     shm = [name for name, e in kubernetes.items() if any(v["mountPath"] == "/dev/shm" for v in e.get("emptyDirMounts", []))]
     assert shm == gpu
     pvc = [name for name, e in kubernetes.items() if e.get("pvcMount")]
-    assert pvc == (["exec-train-model"] if pipeline == "finetune_workspace" else [])
-    if pipeline == "finetune_workspace":  # the training step is retried, and resumes from the PVC's checkpoints
-        tasks = spec["root"]["dag"]["tasks"]
-        assert tasks["train-model"]["retryPolicy"]["maxRetryCount"] == 3
-        assert kubernetes["exec-train-model"]["pvcMount"][0]["mountPath"] == "/workspace"
+    train = {"finetune_workspace": "train-model", "finetune_trainjob": "train-on-trainjob"}.get(pipeline)
+    assert pvc == ([f"exec-{train}"] if train else [])
+    if train:  # the training step is retried, and resumes from (or re-attaches to) the run's work on the PVC
+        task = spec["root"]["dag"]["tasks"][train]
+        assert task["retryPolicy"]["maxRetryCount"] == 3
+        assert kubernetes[f"exec-{train}"]["pvcMount"][0]["mountPath"] == "/workspace"
+        inputs = task["inputs"]["parameters"]
+        assert inputs["workspace_dir"]["runtimeValue"]["constant"] == "/workspace"
+        assert inputs["run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
+    if pipeline == "finetune_trainjob":  # the launcher: CPU only, a kubeconfig only if its secret exists
+        launcher = kubernetes["exec-train-on-trainjob"]
+        assert "secretAsEnv" not in launcher and "emptyDirMounts" not in launcher and "tolerations" not in launcher
+        assert launcher["secretAsVolume"][0]["optional"] is True and "secretNameParameter" in launcher["secretAsVolume"][0]
+        assert spec["root"]["inputDefinitions"]["parameters"]["nnodes"]["defaultValue"] == 2
     if pipeline.startswith("finetune"):
         assert {"AWS_SECRET_ACCESS_KEY", "HF_TOKEN"} <= {
             k["envVar"] for ref in kubernetes["exec-export-model"]["secretAsEnv"] for k in ref["keyToEnv"]
         }
-        assert "tolerations" in kubernetes["exec-train-model"] and "nodeSelector" in kubernetes["exec-train-model"]
+        if in_pod:
+            assert "tolerations" in kubernetes["exec-train-model"] and "nodeSelector" in kubernetes["exec-train-model"]
     for e in kubernetes.values():  # secrets by reference only, and optional: a missing one does not block the pod
         for ref in e.get("secretAsEnv", []):
             assert ref["optional"] is True and "secretNameParameter" in ref

@@ -10,6 +10,7 @@ from kubetune.backends import TrainResult, get_backend
 from kubetune.checkpoints import TRAINING_STATE, latest_full_state
 from kubetune.contract import TrainingSpec, validate_spec
 from kubetune.data import tokenized_file
+from kubetune.files import write_text_atomic
 from kubetune.runtime import resolve_model
 
 # mini-trainer fields that ask for in-training validation
@@ -23,11 +24,18 @@ MINI_TRAINER_VALIDATION = (
 
 
 def bind(
-    spec: TrainingSpec, model_path: str, train_data: str | Path, output_dir: str | Path, validation_data: str | Path | None = None
+    spec: TrainingSpec,
+    model_path: str,
+    train_data: str | Path,
+    output_dir: str | Path,
+    validation_data: str | Path | None = None,
+    torchrun: dict | None = None,
 ) -> TrainingSpec:
     """The spec with the pipeline's paths: prepared data for every backend, our validation split where the
-    backend validates during training and the user asked it to."""
+    backend validates during training and the user asked it to. ``torchrun``: this node's place in a
+    multi-node job (``nnodes``, ``node_rank``, ``master_addr``, ...), set by the launcher, not the user."""
     bound: dict = {
+        **(torchrun or {}),
         "model_path": model_path,
         "data_path": str(tokenized_file(train_data)),
         "ckpt_output_dir": str(Path(output_dir) / "checkpoints"),
@@ -53,6 +61,7 @@ def train(
     output_dir: str | Path,
     validation_data: str | Path | None = None,
     workspace: str | Path | None = None,
+    torchrun: dict | None = None,
 ) -> TrainResult:
     """Run the backend named by the artifact; model, data and output paths come from the pipeline.
 
@@ -61,12 +70,12 @@ def train(
     """
     if workspace:
         result = train(kwargs_path, model_uri, train_data, workspace, validation_data)
-        return _publish(result, Path(workspace), Path(output_dir))
+        return publish(result, Path(workspace), Path(output_dir))
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     document = json.loads(Path(kwargs_path).read_text(encoding="utf-8"))
     spec = validate_spec(document, require_paths=False)
-    spec = bind(spec, resolve_model(model_uri, output_dir / "base"), train_data, output_dir, validation_data)
+    spec = bind(spec, resolve_model(model_uri, output_dir / "base"), train_data, output_dir, validation_data, torchrun)
     backend = get_backend(spec.algorithm)
     if spec.algorithm == "lora_sft":  # TRL evaluates during training on our split when eval_strategy/eval_steps ask
         validation = tokenized_file(validation_data) if validation_data else None
@@ -86,7 +95,39 @@ def with_train_loss(result: TrainResult) -> TrainResult:
     return result
 
 
-def _publish(result: TrainResult, workspace: Path, output_dir: Path) -> TrainResult:
+def record(result: TrainResult, trained_model, metrics) -> None:
+    """The result on the step's KFP artifacts: paths and numbers on the Model, numbers in Metrics."""
+    trained_model.metadata.update(
+        {
+            "final_model": str(result.final_model.relative_to(trained_model.path)),
+            "checkpoints": [str(c.relative_to(trained_model.path)) for c in result.checkpoints],
+            **result.metrics,
+        }
+    )
+    for name, value in result.metrics.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            metrics.log_metric(name, value)
+
+
+def write_result(result: TrainResult, path: Path) -> None:
+    """What a TrainJob's node 0 leaves for the launcher: the run's outputs, relative to its output directory."""
+    out = result.output_dir
+    document = {
+        "output_dir": str(out),
+        "final_model": str(result.final_model.relative_to(out)),
+        "checkpoints": [str(c.relative_to(out)) for c in result.checkpoints],
+        "metrics": result.metrics,
+    }
+    write_text_atomic(path, json.dumps(document, indent=2))
+
+
+def read_result(path: Path) -> TrainResult:
+    document = json.loads(path.read_text(encoding="utf-8"))
+    out = Path(document["output_dir"])
+    return TrainResult(out, out / document["final_model"], [out / c for c in document["checkpoints"]], document["metrics"])
+
+
+def publish(result: TrainResult, workspace: Path, output_dir: Path) -> TrainResult:
     """Copy the model directories of a workspace run into the step's output, without optimizer state or the base copy."""
     checkpoints = workspace / "checkpoints"
     shutil.copytree(

@@ -182,8 +182,9 @@ class LoRASFT(Backend):
             trainer.train(resume_from_checkpoint=resume)
         trainer.save_state()  # trainer_state.json with the whole log history, beside the checkpoints
         final = out / "final"
-        trainer.save_model(str(final))
-        tokenizer.save_pretrained(str(final))
+        trainer.save_model(str(final))  # the main process writes; the others wait
+        if trainer.is_world_process_zero():
+            tokenizer.save_pretrained(str(final))
         checkpoints = sorted(out.glob("checkpoint-*"), key=lambda c: int(c.name.split("-")[-1]))
         metrics = {
             "train_samples": len(train_set),
@@ -230,7 +231,9 @@ def _dataset(path: str | Path, tokenizer, max_seq_len: int | None, output_dir: P
 
     first = next(read_jsonl(path), {})
     if "input_ids" in first:
-        dataset = Dataset.from_json(str(path), cache_dir=str(output_dir / ".datasets-cache"))
+        # one cache per process: torchrun ranks of a multi-node job share the output directory
+        cache = output_dir / ".datasets-cache" / f"rank{os.environ.get('RANK', '0')}"
+        dataset = Dataset.from_json(str(path), cache_dir=str(cache))
         if max_seq_len:
             dataset = dataset.filter(lambda row: row["len"] <= max_seq_len) if "len" in dataset.column_names else dataset
         return dataset.select_columns(["input_ids", "labels"])

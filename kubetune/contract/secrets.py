@@ -22,6 +22,20 @@ KNOWN_SECRETS = {
     "MLFLOW_TRACKING_PASSWORD": "MLflow",
 }
 
+# The pipelines' secrets: kind -> {key in the Kubernetes secret: environment variable}; each secret's
+# name is a pipeline parameter (``s3_secret``, ``hf_secret``, ...)
+SECRET_KEYS = {
+    "s3": {
+        k: k
+        for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION")
+    },
+    "hf": {"HF_TOKEN": "HF_TOKEN"},
+    "tracking": {
+        k: k for k in ("WANDB_API_KEY", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+    },
+    "registry": {"MODEL_REGISTRY_TOKEN": "MODEL_REGISTRY_TOKEN"},
+}
+
 _ENV_NAME = r"^[A-Z_][A-Z0-9_]*$"
 _K8S_NAME = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 
