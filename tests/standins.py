@@ -462,6 +462,7 @@ class KubeStandIn(LoopbackServer):
             if name in self.jobs:
                 return self._status(409, "AlreadyExists", f'trainjobs.trainer.kubeflow.org "{name}" already exists')
             self.jobs[name] = body
+            self.gets[name] = 0
             return 201, body
         if path.startswith(jobs + "/"):
             name = path.removeprefix(jobs + "/")

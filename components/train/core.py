@@ -134,7 +134,8 @@ def publish(result: TrainResult, workspace: Path, output_dir: Path) -> TrainResu
         checkpoints,
         output_dir / "checkpoints",
         dirs_exist_ok=True,
-        ignore=shutil.ignore_patterns(*TRAINING_STATE, "full_state*", ".*"),
+        # optimizer state stays behind; trainer_state.json (the log history the evaluation reads) comes along
+        ignore=shutil.ignore_patterns(*(p for p in TRAINING_STATE if p != "trainer_state.json"), "full_state*", ".*"),
     )
     moved = output_dir / "checkpoints"
     return TrainResult(

@@ -14,8 +14,8 @@ import shutil
 from pathlib import Path
 
 from kubetune.components.train.core import publish, read_result
-from kubetune.components.train.node import RESULT_FILE, node_command
-from kubetune.components.train.trainjob import SecretEnv, TrainJobSettings, build_trainjob, trainjob_name
+from kubetune.components.train.node import RESULT_FILE
+from kubetune.components.train.trainjob import SecretEnv, TrainJobSettings, build_trainjob, node_command, trainjob_name
 from kubetune.components.train.watch import DEFAULT_LIMITS, KubeApi, Limits, phase, wait
 
 from kubetune.backends import TrainResult
