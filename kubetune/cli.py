@@ -108,7 +108,9 @@ def schema() -> None:
     typer.echo(json.dumps(json_schema(), indent=2))
 
 
-PIPELINE = typer.Argument(help="finetune, finetune-workspace (checkpoints on a PVC) or evaluate-export.")
+PIPELINE = typer.Argument(
+    help="finetune, finetune-workspace (checkpoints on a PVC), finetune-trainjob (multi-node TrainJob) or evaluate-export."
+)
 Host = Annotated[str | None, typer.Option(help="KFP API endpoint (default: KF_PIPELINES_ENDPOINT, else the kubeconfig).")]
 Namespace = Annotated[str | None, typer.Option(help="Kubernetes namespace of a multi-user KFP (default: kfp.Client's).")]
 Token = Annotated[str | None, typer.Option(help="Bearer token (default: KF_PIPELINES_TOKEN, else kfp.Client's credentials).")]
@@ -188,7 +190,7 @@ def run(
     from kubetune import kfp_ops
 
     try:
-        arguments = kfp_ops.parameters(spec, param or [])
+        arguments = kfp_ops.parameters(spec, param or [], pipeline)
     except KubetuneError as e:
         _fail(e)
     kfp_client = _kfp(host, namespace, token)
@@ -216,7 +218,9 @@ app.add_typer(schedule_app, name="schedule")
 @schedule_app.command("create")
 def schedule_create(
     name: Annotated[str, typer.Argument(help="Name of the recurring run.")],
-    pipeline: Annotated[str, typer.Option(help="finetune or evaluate-export.")] = "finetune",
+    pipeline: Annotated[
+        str, typer.Option(help="finetune, finetune-workspace, finetune-trainjob or evaluate-export.")
+    ] = "finetune",
     cron: Annotated[str | None, typer.Option(help="6-field cron, seconds first: '0 0 3 * * 1' = Mondays 03:00.")] = None,
     interval: Annotated[int | None, typer.Option(help="Seconds between runs (instead of --cron).")] = None,
     spec: Spec = None,
@@ -237,7 +241,7 @@ def schedule_create(
     from kubetune import kfp_ops
 
     try:
-        arguments = kfp_ops.parameters(spec, param or [])
+        arguments = kfp_ops.parameters(spec, param or [], pipeline)
         created = kfp_ops.schedule(
             _kfp(host, namespace, token),
             pipeline,

@@ -74,14 +74,15 @@ def _version_id(kfp_client, pipeline_id: str, version: str) -> str | None:
     return found[0].pipeline_version_id if found else None
 
 
-def parameters(spec: Path | None, params: list[str]) -> dict[str, Any]:
+def parameters(spec: Path | None, params: list[str], pipeline: str = "finetune") -> dict[str, Any]:
     """Pipeline arguments: a spec file becomes ``algorithm`` + ``training_kwargs`` (validated first, with file
     and line on error); ``KEY=VALUE`` pairs are parsed as JSON when they can be (numbers, booleans, lists)."""
     arguments: dict[str, Any] = {}
+    validated = None
     if spec is not None:
         from kubetune.contract import load_spec
 
-        load_spec(spec, require_paths=False)  # fail here, before anything reaches the cluster
+        validated = load_spec(spec, require_paths=False)  # fail here, before anything reaches the cluster
         document = json.loads(spec.read_text())
         arguments["algorithm"] = document.pop("algorithm")
         arguments["training_kwargs"] = document
@@ -95,6 +96,10 @@ def parameters(spec: Path | None, params: list[str]) -> dict[str, Any]:
             arguments[key] = json.loads(value)
         except json.JSONDecodeError:
             arguments[key] = value
+    if validated is not None and pipeline == "finetune-trainjob":  # the TrainJob places the nodes, not the spec
+        from kubetune.components.train.launch import placement_problems
+
+        problems += placement_problems(validated.params, arguments.get("nnodes", 2), arguments.get("gpus", 1))
     if problems:
         raise KubetuneError(problems, "invalid parameters")
     return arguments

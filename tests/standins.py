@@ -438,8 +438,9 @@ class KubeStandIn(LoopbackServer):
 
         super().__init__(Handler)
 
-    def state(self, name: str) -> str:
-        n = self.gets.get(name, 0)
+    def state(self, name: str, shown: bool = False) -> str:
+        """The state the next GET shows, or (``shown``) the one the last GET showed (what the pods are in)."""
+        n = max(self.gets.get(name, 0) - 1, 0) if shown else self.gets.get(name, 0)
         if callable(self.states):
             return self.states(self.jobs[name], n)
         return self.states[min(n, len(self.states) - 1)]
@@ -490,7 +491,7 @@ class KubeStandIn(LoopbackServer):
         wanted = dict(part.split("=", 1) for part in selector.split(",") if part)
         pods = []
         for name, job in self.jobs.items():
-            state = self.state(name)
+            state = self.state(name, shown=True)
             phase = {"running": "Running", "succeeded": "Succeeded", "failed": "Failed"}.get(state, "Pending")
             for index in range(job["spec"]["trainer"].get("numNodes", 1)):
                 labels = {
@@ -501,6 +502,11 @@ class KubeStandIn(LoopbackServer):
                 if all(labels.get(k) == v for k, v in wanted.items()):
                     container = {"name": "node", "restartCount": 0, "ready": phase == "Running", "image": "", "imageID": ""}
                     status = {"phase": phase, "containerStatuses": [container]}
+                    if state == "starting" and index > 0:  # node 0 got its GPUs, node 1 waits for some
+                        message = "0/4 nodes are available: 4 Insufficient nvidia.com/gpu."
+                        status["conditions"] = [
+                            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}
+                        ]
                     pods.append({"metadata": {"name": f"{name}-node-0-{index}-x7k2p", "labels": labels}, "status": status})
         return pods
 

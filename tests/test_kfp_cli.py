@@ -70,6 +70,16 @@ def test_a_bad_spec_stops_before_anything_reaches_the_cluster(tmp_path, kfp_serv
     assert kfp_server.requests == []
 
 
+def test_a_multi_node_run_refuses_a_spec_that_places_its_own_nodes(tmp_path, kfp_server):
+    spec = tmp_path / "osft.json"
+    spec.write_text(json.dumps({**OSFT, "nnodes": 4, "nproc_per_node": 8}))
+    result = kubetune("run", "finetune-trainjob", "--spec", str(spec), "-p", "nnodes=2", "-p", "gpus=4")
+    assert result.exit_code == 2 and "nnodes: is set by the TrainJob (nnodes=2" in result.output
+    assert "nproc_per_node: is 8 in the spec but 4 in the TrainJob" in result.output and kfp_server.requests == []
+    spec.write_text(json.dumps(OSFT))
+    assert kubetune("run", "finetune-trainjob", "--spec", str(spec), "-p", "nnodes=2").exit_code == 0
+
+
 def test_schedule_create_list_pause_resume_delete(tmp_path, kfp_server):
     spec = tmp_path / "osft.json"
     spec.write_text(json.dumps(OSFT))

@@ -29,19 +29,23 @@ PLACED_BY_TRAINJOB = ("nnodes", "node_rank", "master_addr", "master_port", "rdzv
 NODE_SECRETS = ("hf", "tracking")  # what training reads: the hub token, the trackers' credentials
 
 
-def check_placement(spec: TrainingSpec, settings: TrainJobSettings) -> None:
-    """The spec and the TrainJob must agree on where training runs."""
+def placement_problems(params: dict, nnodes: int | None = None, nproc_per_node: int | None = None) -> list[Problem]:
+    """Where the spec contradicts the TrainJob, which places every node itself."""
     problems = [
-        Problem(name, f"is set by the TrainJob (nnodes={settings.nnodes}, one node_rank per node); remove it from the spec")
+        Problem(name, f"is set by the TrainJob (nnodes={nnodes or 'the pipeline parameter'}, one node_rank per node); remove it")
         for name in PLACED_BY_TRAINJOB
-        if spec.params.get(name) is not None
+        if params.get(name) is not None
     ]
-    per_node = spec.params.get("nproc_per_node")
-    if isinstance(per_node, int) and per_node != settings.nproc_per_node:
+    per_node = params.get("nproc_per_node")
+    if isinstance(per_node, int) and nproc_per_node is not None and per_node != nproc_per_node:
         problems.append(
-            Problem("nproc_per_node", f"is {per_node} in the spec but {settings.nproc_per_node} in the TrainJob; give it once")
+            Problem("nproc_per_node", f"is {per_node} in the spec but {nproc_per_node} in the TrainJob; give it once")
         )
-    if problems:
+    return problems
+
+
+def check_placement(spec: TrainingSpec, settings: TrainJobSettings) -> None:
+    if problems := placement_problems(spec.params, settings.nnodes, settings.nproc_per_node):
         raise KubetuneError(problems, "the spec contradicts the TrainJob")
 
 

@@ -261,7 +261,7 @@ def test_a_job_that_fails_is_evicted_or_overstays_fails_the_step_with_its_reason
     if states[-1] == "evicted":
         assert "Preempted: Preempted to accommodate a higher priority workload" in report and "resumes" in report
     if "never started" in title:
-        assert "still queued (Suspended" in report or "still starting (waiting for nodes)" in report
+        assert "still queued (Suspended" in report or "still starting (waiting for nodes: Unschedulable: 0/4 nodes" in report
 
 
 def test_queued_and_waiting_for_nodes_is_not_a_failure_and_node_zeros_log_is_streamed(kube_api, capfd):
@@ -277,8 +277,11 @@ def test_queued_and_waiting_for_nodes_is_not_a_failure_and_node_zeros_log_is_str
     assert done.state == "succeeded"
     assert [line.split(": ", 1)[1].split(" ")[0] for line in said] == ["queued", "starting", "running", "succeeded"]
     assert "rank 0: step 20 loss 1.71" in capfd.readouterr().out
-    pods = [r["query"]["labelSelector"] for r in api.requests if r["path"].endswith("/pods")]
-    assert pods and all("batch.kubernetes.io/job-completion-index=0" in s for s in pods)
+    assert "starting (waiting for nodes: Unschedulable: 0/4 nodes are available: 4 Insufficient nvidia.com/gpu.)" in said[1]
+    pods = {r["query"]["labelSelector"] for r in api.requests if r["path"].endswith("/pods")}
+    assert pods == {"jobset.sigs.k8s.io/jobset-name=job",  # why nodes wait; then node 0, whose log is followed
+                    "jobset.sigs.k8s.io/jobset-name=job,jobset.sigs.k8s.io/replicatedjob-name=node,"
+                    "batch.kubernetes.io/job-completion-index=0"}  # fmt: skip
 
 
 def test_cancelling_the_run_deletes_the_trainjob(kube_api):

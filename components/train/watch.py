@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -73,6 +74,16 @@ def phase(job: dict[str, Any]) -> Phase:
     return Phase("starting", "waiting for nodes")
 
 
+def unscheduled(api: KubeApi, name: str) -> str:
+    """Why the job's pods are not running yet, from the scheduler's own words (e.g. not enough GPUs)."""
+    why = set()
+    for pod in api.pods(NODES.format(name=name)):
+        for condition in pod.status.conditions or []:
+            if condition.type == "PodScheduled" and condition.status == "False":
+                why.add(f"{condition.reason}: {condition.message}" if condition.message else condition.reason)
+    return "; ".join(sorted(why))
+
+
 class KubeApi:
     """The few Kubernetes calls the launcher makes (and the Role in pipelines/manifests grants)."""
 
@@ -94,7 +105,12 @@ class KubeApi:
             namespace = namespace or context.get("context", {}).get("namespace")
         else:
             configuration = client.Configuration()
-            config.load_incluster_config(client_configuration=configuration)
+            loader = config.incluster_config.InClusterConfigLoader(
+                token_filename=config.incluster_config.SERVICE_TOKEN_FILENAME,
+                cert_filename=config.incluster_config.SERVICE_CERT_FILENAME,
+                environ=os.environ,  # the environment as it is now (the loader's default is bound at import)
+            )
+            loader.load_and_set(configuration)
             api_client = client.ApiClient(configuration)
             namespace = namespace or _pod_namespace()
         return cls(api_client, namespace or "default")
@@ -131,8 +147,6 @@ class KubeApi:
 
 
 def _pod_namespace() -> str | None:
-    import os
-
     if os.environ.get("KFP_NAMESPACE"):
         return os.environ["KFP_NAMESPACE"]
     path = SERVICE_ACCOUNT / "namespace"
@@ -222,6 +236,8 @@ def wait(
                 if job is None:
                     raise _failure(name, api.namespace, "TrainJob gone", "was deleted while the step waited for it")
                 now = phase(job)
+                if now.state == "starting":
+                    now = Phase("starting", now.reason, unscheduled(api, name))
                 if now != last:
                     say(f"[kubetune] TrainJob {where}: {now}")
                     last = now
