@@ -98,9 +98,9 @@ def launch(
     workspace = Path(settings.workspace_dir) / (run_id or "run")
     name = trainjob_name(run_id or str(workspace), spec.algorithm)
     existing = api.get(name)
-    if existing is not None and phase(existing).state == "failed":
-        print(f"[kubetune] TrainJob {name} failed before ({phase(existing)}); starting it again", flush=True)
-        api.delete(name)
+    if existing is not None and (phase(existing).state == "failed" or existing["metadata"].get("deletionTimestamp")):
+        print(f"[kubetune] TrainJob {name} is {phase(existing)}; starting it again", flush=True)
+        api.delete(name, wait_s=600)  # a retry of the step: the new job resumes from the workspace's checkpoints
         existing = None
     if existing is None:
         (workspace / RESULT_FILE).unlink(missing_ok=True)

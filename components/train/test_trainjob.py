@@ -323,7 +323,7 @@ def test_a_restarted_launcher_follows_its_running_job_and_restarts_a_failed_one(
     client = KubeApi.connect(failed.kubeconfig)
     launch(kwargs, "/m", train, validation, tmp_path / "out2", settings(tmp_path), "run-7", api=client, limits=FAST, logs=False)
     calls = [r["method"] for r in failed.requests if "trainjobs" in r["path"]]
-    assert calls[:3] == ["GET", "DELETE", "POST"]  # the failed attempt is replaced; checkpoints on the PVC remain
+    assert calls[:4] == ["GET", "DELETE", "GET", "POST"]  # the failed attempt is gone before a new one; checkpoints remain
 
 
 def test_a_spec_that_places_itself_is_refused_before_any_api_call(tmp_path, kube_api):

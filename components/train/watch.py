@@ -128,7 +128,8 @@ class KubeApi:
                 return None
             raise
 
-    def delete(self, name: str) -> None:
+    def delete(self, name: str, wait_s: float = 0.0) -> None:
+        """Delete the TrainJob (its pods with it); ``wait_s``: wait up to that long until it is gone."""
         from kubernetes.client.exceptions import ApiException
 
         try:
@@ -138,6 +139,11 @@ class KubeApi:
         except ApiException as error:
             if error.status != 404:
                 raise
+        deadline = time.monotonic() + wait_s
+        while wait_s and self.get(name) is not None:
+            if time.monotonic() > deadline:
+                raise KubetuneError([Problem(f"TrainJob {self.namespace}/{name}", f"still being deleted after {wait_s:g} s")])
+            time.sleep(min(1.0, wait_s / 10))
 
     def pods(self, selector: str) -> list:
         return self.core.list_namespaced_pod(self.namespace, label_selector=selector).items
@@ -221,12 +227,11 @@ def wait(
     limits: Limits = DEFAULT_LIMITS,
     say: Callable[[str], None] = print,
     logs: bool = True,
-    clock: Callable[[], float] = time.monotonic,
 ) -> Phase:
     """Follow the TrainJob ``name`` until it completes; raise with its own reason when it does not."""
     follower = LogFollower(api, name, poll_s=limits.poll_s) if logs else None
     last: Phase | None = None
-    waiting_since = clock()
+    waiting_since = time.monotonic()
     running_since: float | None = None
     where = f"{api.namespace}/{name}"
     try:
@@ -246,7 +251,7 @@ def wait(
                         follower.stop(drain_s=limits.poll_s)  # the end of node 0's log
                     return now
                 if now.state == "failed":
-                    raise _failure(name, api.namespace, "TrainJob failed", f"{now.reason}: {now.message}".strip(": "))
+                    raise _failure(name, api.namespace, "TrainJob failed", ": ".join(filter(None, (now.reason, now.message))))
                 if now.state == "queued" and running_since is not None:
                     api.delete(name)  # else the queue would restart it behind the step's back
                     raise _failure(
@@ -258,15 +263,15 @@ def wait(
                     )
                 if now.state == "running":
                     if running_since is None:
-                        running_since = clock()
+                        running_since = time.monotonic()
                         if follower is not None:
                             follower.start()
-                    elif limits.running_s and clock() - running_since > limits.running_s:
+                    elif limits.running_s and time.monotonic() - running_since > limits.running_s:
                         api.delete(name)
                         raise _failure(
                             name, api.namespace, "TrainJob too long", f"still running after {limits.running_s:g} s (deleted)"
                         )
-                elif limits.queued_s and clock() - waiting_since > limits.queued_s:
+                elif limits.queued_s and time.monotonic() - waiting_since > limits.queued_s:
                     api.delete(name)
                     raise _failure(
                         name,
