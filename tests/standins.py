@@ -250,14 +250,13 @@ def _multipart(raw: bytes, content_type: str) -> dict:
 REGISTRY_API = "/api/model_registry/v1"
 
 
-class RegistryStandIn(LoopbackServer):
+class RestStandIn(LoopbackServer):
+    """A JSON REST API: records every request and answers with ``route`` (a str answer is sent as text)."""
+
+    prefix = ""  # taken off the path before routing
+
     def __init__(self):
         self.requests: list[dict] = []
-        self.models: dict[str, dict] = {}
-        self.versions: dict[str, dict] = {}
-        self.artifacts: dict[str, dict] = {}
-        self.links: dict[str, list[str]] = {}  # version id -> artifact ids
-        self._next = 0
         standin = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -266,34 +265,40 @@ class RegistryStandIn(LoopbackServer):
             def log_message(self, *args):
                 pass
 
-            def _reply(self, status: int, body: dict):
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
             def _handle(self):
                 url = urlsplit(self.path)
                 length = int(self.headers.get("Content-Length", 0) or 0)
                 body = json.loads(self.rfile.read(length)) if length else None
                 query = {k: v[0] for k, v in parse_qs(url.query).items()}
-                standin.requests.append(
-                    {
-                        "method": self.command,
-                        "path": url.path,
-                        "query": query,
-                        "body": body,
-                        "auth": self.headers.get("Authorization"),
-                    }
-                )
-                status, answer = standin.route(self.command, url.path.removeprefix(REGISTRY_API), query, body)
-                self._reply(status, answer)
+                auth = self.headers.get("Authorization")
+                standin.requests.append({"method": self.command, "path": url.path, "query": query, "body": body, "auth": auth})
+                status, answer = standin.route(self.command, url.path.removeprefix(standin.prefix), query, body)
+                text = isinstance(answer, str)
+                data = answer.encode() if text else json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "text/plain" if text else "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
 
-            do_GET = do_POST = do_PATCH = _handle
+            do_GET = do_POST = do_PATCH = do_DELETE = _handle
 
         super().__init__(Handler)
+
+    def route(self, method: str, path: str, query: dict, body) -> tuple[int, dict | str]:
+        raise NotImplementedError
+
+
+class RegistryStandIn(RestStandIn):
+    prefix = REGISTRY_API
+
+    def __init__(self):
+        self.models: dict[str, dict] = {}
+        self.versions: dict[str, dict] = {}
+        self.artifacts: dict[str, dict] = {}
+        self.links: dict[str, list[str]] = {}  # version id -> artifact ids
+        self._next = 0
+        super().__init__()
 
     def _new(self, kind: str, body: dict, **extra) -> dict:
         self._next += 1
@@ -390,7 +395,7 @@ def trainjob_status(state: str) -> dict:
     }[state]
 
 
-class KubeStandIn(LoopbackServer):
+class KubeStandIn(RestStandIn):
     """TrainJobs, their pods and node 0's log. ``states``: the state each successive GET of a TrainJob shows
     (the last one repeats), or a function of the job and the number of GETs so far."""
 
@@ -400,43 +405,7 @@ class KubeStandIn(LoopbackServer):
         self.namespace = namespace
         self.jobs: dict[str, dict] = {}
         self.gets: dict[str, int] = {}
-        self.requests: list[dict] = []
-        standin = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def _reply(self, status: int, body, content_type: str = "application/json"):
-                data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _handle(self):
-                url = urlsplit(self.path)
-                length = int(self.headers.get("Content-Length", 0) or 0)
-                body = json.loads(self.rfile.read(length)) if length else None
-                query = {k: v[0] for k, v in parse_qs(url.query).items()}
-                standin.requests.append(
-                    {
-                        "method": self.command,
-                        "path": url.path,
-                        "query": query,
-                        "body": body,
-                        "auth": self.headers.get("Authorization"),
-                    }
-                )
-                status, answer = standin.route(self.command, url.path, query, body)
-                self._reply(status, answer, "text/plain" if isinstance(answer, str) else "application/json")
-
-            do_GET = do_POST = do_DELETE = _handle
-
-        super().__init__(Handler)
+        super().__init__()
 
     def state(self, name: str, shown: bool = False) -> str:
         """The state the next GET shows, or (``shown``) the one the last GET showed (what the pods are in)."""
