@@ -409,3 +409,10 @@ def test_a_two_node_lora_trainjob_runs_its_submitted_command_on_this_cpu(tmp_pat
     assert [c.name for c in result.checkpoints] == ["checkpoint-6", "checkpoint-12"]
     assert (result.final_model / "adapter_model.safetensors").is_file() and result.metrics["final_train_loss"] > 0
     assert not list((tmp_path / "out").rglob("optimizer.pt"))  # published without training state
+    # the evaluation step reads the published checkpoints as it reads the in-pod step's, train loss included
+    from kubetune.components.evaluate.core import evaluate_step
+
+    evaluated = evaluate_step(tmp_path / "out", tmp_path / "data" / "val", tmp_path / "curve.json", tmp_path / "report.html")
+    names = [p["checkpoint"] for p in evaluated["points"]]
+    assert names == ["checkpoints/checkpoint-6", "checkpoints/checkpoint-12", "checkpoints/final"]
+    assert evaluated["backend"]["train"]  # TRL's log history came along with the checkpoints
