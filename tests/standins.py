@@ -40,6 +40,50 @@ class LoopbackServer:
         self.server.server_close()
 
 
+class RestStandIn(LoopbackServer):
+    """A JSON REST API: records every request and answers with ``route`` (a str answer is sent as text)."""
+
+    prefix = ""  # taken off the path before routing
+
+    def __init__(self):
+        self.requests: list[dict] = []
+        standin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _handle(self):
+                url = urlsplit(self.path)
+                raw = self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
+                body = standin.parse(raw, self.headers.get("Content-Type", ""))
+                query = {k: v[0] for k, v in parse_qs(url.query).items()}
+                auth = self.headers.get("Authorization")
+                standin.requests.append({"method": self.command, "path": url.path, "query": query, "body": body, "auth": auth})
+                status, answer = standin.route(self.command, url.path.removeprefix(standin.prefix), query, body)
+                text = isinstance(answer, str)
+                data = answer.encode() if text else json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "text/plain" if text else "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PATCH = do_DELETE = _handle
+
+        super().__init__(Handler)
+
+    @staticmethod
+    def parse(raw: bytes, content_type: str):
+        """The request body: JSON (the stand-ins' APIs speak it), or None."""
+        return json.loads(raw) if raw else None
+
+    def route(self, method: str, path: str, query: dict, body) -> tuple[int, dict | str]:
+        raise NotImplementedError
+
+
 Fault = Callable[[str, str], str | None]  # (method, path) -> "fail" | "error" | "drop" | None
 
 
@@ -113,9 +157,14 @@ API = "/apis/v2beta1"
 NOW = "2026-11-24T00:00:00Z"
 
 
-class KfpStandIn(LoopbackServer):
+class KfpStandIn(RestStandIn):
+    prefix = API
+
+    @staticmethod
+    def parse(raw: bytes, content_type: str):
+        return json.loads(raw) if raw and "json" in content_type else _multipart(raw, content_type)
+
     def __init__(self):
-        self.requests: list[dict] = []
         self.pipelines: dict[str, dict] = {}
         self.versions: dict[str, dict] = {}
         self.experiments: dict[str, dict] = {}
@@ -123,32 +172,7 @@ class KfpStandIn(LoopbackServer):
         self.recurring: dict[str, dict] = {}
         self.run_states = ["RUNNING", "SUCCEEDED"]  # what successive GETs of a run report
         self._next = 0
-        standin = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def _handle(self):
-                url = urlsplit(self.path)
-                raw = self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
-                content_type = self.headers.get("Content-Type", "")
-                body = json.loads(raw) if raw and "json" in content_type else _multipart(raw, content_type)
-                query = {k: v[0] for k, v in parse_qs(url.query).items()}
-                standin.requests.append({"method": self.command, "path": url.path, "query": query, "body": body})
-                status, answer = standin.route(self.command, url.path.removeprefix(API), query, body)
-                data = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_DELETE = _handle
-
-        super().__init__(Handler)
+        super().__init__()
 
     def _id(self, kind: str) -> str:
         self._next += 1
@@ -248,45 +272,6 @@ def _multipart(raw: bytes, content_type: str) -> dict:
 
 
 REGISTRY_API = "/api/model_registry/v1"
-
-
-class RestStandIn(LoopbackServer):
-    """A JSON REST API: records every request and answers with ``route`` (a str answer is sent as text)."""
-
-    prefix = ""  # taken off the path before routing
-
-    def __init__(self):
-        self.requests: list[dict] = []
-        standin = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def _handle(self):
-                url = urlsplit(self.path)
-                length = int(self.headers.get("Content-Length", 0) or 0)
-                body = json.loads(self.rfile.read(length)) if length else None
-                query = {k: v[0] for k, v in parse_qs(url.query).items()}
-                auth = self.headers.get("Authorization")
-                standin.requests.append({"method": self.command, "path": url.path, "query": query, "body": body, "auth": auth})
-                status, answer = standin.route(self.command, url.path.removeprefix(standin.prefix), query, body)
-                text = isinstance(answer, str)
-                data = answer.encode() if text else json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "text/plain" if text else "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_PATCH = do_DELETE = _handle
-
-        super().__init__(Handler)
-
-    def route(self, method: str, path: str, query: dict, body) -> tuple[int, dict | str]:
-        raise NotImplementedError
 
 
 class RegistryStandIn(RestStandIn):
