@@ -68,13 +68,13 @@ def train_on_trainjob(
     Secrets are passed by name and reach the nodes as secret references."""
     from kubetune.components.train.core import record
     from kubetune.components.train.launch import launch
-    from kubetune.components.train.trainjob import TrainJobSettings
+    from kubetune.components.train.trainjob import settings_from
     from kubetune.components.train.watch import KubeApi, Limits
 
     from kubetune.errors import reported
 
     with reported():
-        settings = TrainJobSettings(
+        settings = settings_from(
             nnodes=nnodes,
             nproc_per_node=nproc_per_node,
             accelerator_type=accelerator_type,

@@ -337,6 +337,23 @@ def test_a_spec_that_places_itself_is_refused_before_any_api_call(tmp_path, kube
     assert api.requests == [] and not (tmp_path / "workspace").exists()
 
 
+def test_bad_settings_name_the_parameter():
+    from kubetune.components.train.trainjob import settings_from
+
+    with pytest.raises(KubetuneError) as error:
+        settings_from(nnodes=0, nproc_per_node=0, image="img", workspace_pvc="")
+    report = error.value.report()
+    assert report.startswith("invalid TrainJob settings: 3 problem(s)")
+    assert "nnodes: Input should be greater than or equal to 1" in report and "workspace_pvc:" in report
+
+
+def test_outside_a_cluster_without_a_kubeconfig_the_error_says_so(tmp_path, monkeypatch):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(KubetuneError, match="cannot reach the Kubernetes API") as error:
+        KubeApi.connect(str(tmp_path / "absent-kubeconfig"))
+    assert "kubeconfig: none given, and not in a cluster" in error.value.report()
+
+
 def test_the_role_in_the_repo_grants_exactly_the_calls_the_launcher_makes(tmp_path, kube_api):
     """Every call of a whole life (submit, follow, stream the log, delete on eviction) and nothing else."""
     role, binding = yaml.safe_load_all((ROOT / "pipelines" / "manifests" / "trainjob-launcher-rbac.yaml").read_text())

@@ -58,6 +58,17 @@ class TrainJobSettings(BaseModel):
     shm_size: str = Field("", description="Size limit of the RAM-backed /dev/shm (empty: half the node memory).")
 
 
+def settings_from(**values: Any) -> TrainJobSettings:
+    """The settings, or every problem with them by parameter name (e.g. ``nproc_per_node`` from ``gpus=0``)."""
+    from pydantic import ValidationError
+
+    try:
+        return TrainJobSettings(**values)
+    except ValidationError as error:
+        problems = [Problem(".".join(map(str, e["loc"])) or "settings", e["msg"]) for e in error.errors()]
+        raise KubetuneError(problems, "invalid TrainJob settings") from None
+
+
 def trainjob_name(run_id: str, algorithm: str) -> str:
     """A DNS-1035 name that is the same for every attempt of one pipeline run, so a restarted launcher
     finds the TrainJob it started instead of starting a second one."""

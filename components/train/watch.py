@@ -110,7 +110,13 @@ class KubeApi:
                 cert_filename=config.incluster_config.SERVICE_CERT_FILENAME,
                 environ=os.environ,  # the environment as it is now (the loader's default is bound at import)
             )
-            loader.load_and_set(configuration)
+            try:
+                loader.load_and_set(configuration)
+            except config.ConfigException as error:
+                raise KubetuneError(
+                    [Problem("kubeconfig", f"none given, and not in a cluster ({error})", "mount the kubeconfig_secret")],
+                    "cannot reach the Kubernetes API",
+                ) from None
             api_client = client.ApiClient(configuration)
             namespace = namespace or _pod_namespace()
         return cls(api_client, namespace or "default")
