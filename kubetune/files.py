@@ -1,10 +1,37 @@
-"""Writing outputs so that a reader never sees half of one: stage, then rename into place."""
+"""Writing outputs so that a reader never sees half of one: stage, then rename into place.
+
+Staged directories are created with the modes the process umask gives (0755 under the usual 022), not
+``tempfile``'s private 0700: an export read by a serving pod running as another user must be readable.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
+
+
+def umask() -> int:
+    """The process umask, read without changing it where Linux allows (``/proc/self/status``)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    current = os.umask(0o022)  # elsewhere: the classic read-by-setting (not thread-safe, only as a fallback)
+    os.umask(current)
+    return current
+
+
+def staging_dir(parent: str | Path, prefix: str) -> Path:
+    """A new, uniquely named directory in ``parent`` with the umask's modes (0755 by default)."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    path.chmod(0o777 & ~umask())
+    return path
 
 
 def swap_into_place(staged: Path, destination: Path) -> None:
