@@ -52,3 +52,15 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     partial = path.with_name(f".{path.name}.part")
     partial.write_text(text, encoding="utf-8")
     os.replace(partial, path)
+
+
+def umask_modes(root: str | Path) -> None:
+    """Give ``root`` and everything under it the modes a new file or directory gets from the umask
+    (0644 files, 0755 directories under 022): copies keep their source's modes, which may be private."""
+    mask = umask()
+    for directory, _subdirectories, filenames in os.walk(root):
+        os.chmod(directory, 0o777 & ~mask)
+        for name in filenames:
+            path = os.path.join(directory, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o666 & ~mask)

@@ -20,6 +20,7 @@ def export_model(
     merge_adapter: bool = True,
     destination: str = "",
     base_model_uri: str = "",
+    overwrite: bool = False,
 ):
     """Export a checkpoint with a model card and a checksum manifest written last.
 
@@ -27,6 +28,8 @@ def export_model(
     ``destination``: empty keeps the model in this artifact; a local/PVC path or ``s3://bucket/prefix``
     publishes it there (S3 credentials come from the environment), and this artifact then holds the model
     card and a pointer (``metadata["uri"]``).
+    ``overwrite``: a destination holding anything but a kubetune export (files kubetune did not write) is
+    refused before a byte moves unless this is true; then it ends up holding exactly the new export.
     """
     from kubetune.components.export.core import export_step
 
@@ -45,6 +48,7 @@ def export_model(
             train_metadata=train_data.metadata if train_data else None,
             validation_metadata=validation_data.metadata if validation_data else None,
             base_model_uri=base_model_uri or None,
+            overwrite=overwrite or not destination,  # this step's own output artifact is ours to fill
         )
     exported_model.metadata.update({k: result[k] for k in ("uri", "kind", "checkpoint", "files", "bytes")})
     for name in ("bytes", "files", "skipped_files", "seconds", "mb_per_s"):

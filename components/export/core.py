@@ -1,37 +1,57 @@
-"""Model export to a local/PVC directory or to S3: staged, checksummed, then published.
+"""Model export to a local/PVC directory or to S3: staged, checksummed, then published whole.
 
-The model is written to a local staging directory (full model; LoRA adapter alone or merged into its
-base, in safetensors; tokenizer and chat template; the training spec, loss curve and a model card), then
-``manifest.json`` with the SHA-256 and size of every file is written last. Publishing:
+The model is written to a staging directory (full model; LoRA adapter alone or merged into its base, in
+safetensors; tokenizer and chat template; the training spec, loss curve and a model card) with
+``manifest.json`` (SHA-256 and size of every file) written last, then published:
 
-- local/PVC: the staging directory sits beside the destination and is renamed into place;
-- S3 (``publish.py``): files go under a run-specific staging prefix, are verified, then copied into the
-  destination prefix, stale files are removed, and the manifest is written last.
+- local/PVC (``publish_local``): the staging directory ``.export-staging-<token>-<name>`` is built beside
+  the destination; an older export there is renamed aside to ``.<name>.old-<token>``, the staging
+  directory is renamed into place, and the old one is deleted. A reader sees the old complete export,
+  then for the instant between the two renames no directory (verify: "interrupted"), then the new
+  complete export. An in-process failure renames the old export back. After a SIGKILL the next export
+  run to the same destination ROLLS BACK: if the destination is missing, the old export is renamed back
+  into place; leftover staging and old directories of that destination are deleted.
+- S3 (``publish.py``): a journal under ``prefix/.kubetune-staging/<run>/`` makes every in-between state
+  explicit; a failed or killed run is rolled back to the previous export (see that module).
 
-A reader treats the model as present only when the manifest exists and matches (``verify``). Everything
-that can fail cheaply (credentials, bucket, writable directory) is checked before any bytes move.
+A reader treats the model as present only when ``manifest.json`` exists and matches (``verify``).
+
+Nothing kubetune did not write is ever deleted unless the user passes ``overwrite``
+(``check_destination``): a destination must be absent, empty, or hold a kubetune export (every file
+listed in its manifest) or an interrupted one (its staging/journal). With ``overwrite=True`` the
+destination ends up holding exactly the new export: whatever else it held is deleted once the new export
+is complete (locally the directory is replaced whole; on S3 the other objects under the prefix are copied
+to the staging prefix first, so that a failed export puts them back). A bucket root, a filesystem root,
+and a destination inside the source or containing it are refused, with or without ``overwrite``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
+import secrets
 import shutil
 import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from kubetune.checkpoints import TRAINING_STATE, adapter_base, is_adapter
 from kubetune.errors import KubetuneError, Problem
-from kubetune.files import swap_into_place
+from kubetune.files import umask_modes
 
 MANIFEST = "manifest.json"
 ADAPTER_FILES = ("adapter_", "tokenizer", "special_tokens", "chat_template")  # what an adapter-only export keeps
 WEIGHTS = ("*.safetensors", "*.safetensors.index.json", "*.bin", "*.pt", "*.pth")  # minus training state below
+STAGED = re.compile(r"\.export-staging-([0-9a-f]{8})-(.+)")  # local staging: .export-staging-<token>-<name>
+OVERWRITE_HINT = "choose an empty or new destination, or pass overwrite to replace what it holds"
+FOREIGN_SHOWN = 5  # foreign entries named in a refusal
+FOREIGN_SCANNED = 1000  # a refusal needs only a few: the scan stops here
 
 
 def sha256(path: Path, chunk: int = 8 << 20) -> str:
@@ -40,6 +60,17 @@ def sha256(path: Path, chunk: int = 8 << 20) -> str:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def manifest_paths(directory: Path, external: dict[str, Path] | None = None) -> dict[str, Path]:
+    """The files an export of ``directory`` (plus ``external`` files under their names) lists, by name."""
+    paths = {p.relative_to(directory).as_posix(): p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST}
+    paths.update(external or {})
+    return paths
+
+
+def dump_manifest(manifest: dict) -> str:
+    return json.dumps(manifest, indent=2) + "\n"
 
 
 def write_manifest(
@@ -53,8 +84,7 @@ def write_manifest(
 
     ``on_hashed(name, path, entry)`` is called as each file's checksum is ready (from a worker thread), so
     that an upload can start while the other files are still being hashed."""
-    paths = {p.relative_to(directory).as_posix(): p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST}
-    paths.update(external or {})
+    paths = manifest_paths(directory, external)
 
     def entry(name: str) -> dict:
         found = {"sha256": sha256(paths[name]), "bytes": paths[name].stat().st_size}
@@ -66,12 +96,41 @@ def write_manifest(
         entries = dict(zip(paths, pool.map(entry, paths), strict=True))
     files = {name: entries[name] for name in sorted(paths)}
     manifest = {"format": 1, "kind": kind, "files": files}
-    (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    (directory / MANIFEST).write_text(dump_manifest(manifest))
+    return manifest
+
+
+def load_manifest(data: bytes) -> dict:
+    """A manifest's content, checked; ValueError says what is wrong (truncated, not JSON, a bad entry)."""
+    try:
+        manifest = json.loads(data)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"truncated or not JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8 text") from None
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or manifest.get("format") != 1:
+        raise ValueError('not a kubetune manifest (expected {"format": 1, "files": {...}})')
+    for name, entry in files.items():
+        parts = PurePosixPath(name).parts
+        if not name or name.startswith("/") or ".." in parts or "\\" in name:
+            raise ValueError(f"lists {name!r}, which is not a path inside the export")
+        if not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("sha256"), str)
+            and re.fullmatch(r"[0-9a-f]{64}", entry["sha256"])
+            and isinstance(entry.get("bytes"), int)
+            and entry["bytes"] >= 0
+        ):
+            raise ValueError(f"has no valid sha256 and bytes for {name!r}")
     return manifest
 
 
 def verify(destination: str | Path) -> list[str]:
-    """Problems with an exported model (local path or s3:// URI); an empty list means complete and intact."""
+    """Problems with an exported model (local path or s3:// URI); an empty list means complete and intact.
+
+    Reported: a missing manifest (saying so when an export run was interrupted), a truncated or invalid
+    manifest, a listed file that is missing or does not match its checksum, and a file that is not listed."""
     if str(destination).startswith("s3://"):
         from kubetune.components.export.publish import verify_s3
 
@@ -79,15 +138,157 @@ def verify(destination: str | Path) -> list[str]:
     directory = Path(destination)
     manifest_path = directory / MANIFEST
     if not manifest_path.is_file():
+        staged, old = leftovers(directory.absolute())
+        if old and not os.path.lexists(directory):
+            return [
+                f"{manifest_path} is missing: an export run was interrupted while replacing it; "
+                f"the next export to {directory} restores the previous export"
+            ]
         return [f"{manifest_path} is missing: the export is incomplete"]
+    try:
+        manifest = load_manifest(manifest_path.read_bytes())
+    except ValueError as e:
+        return [f"{manifest_path} is not a valid manifest: {e}"]
+    except OSError as e:
+        return [f"{manifest_path} cannot be read: {e.strerror}"]
     problems = []
-    for name, entry in json.loads(manifest_path.read_text())["files"].items():
+    for name, entry in manifest["files"].items():
         path = directory / name
         if not path.is_file():
             problems.append(f"{name} is missing")
         elif path.stat().st_size != entry["bytes"] or sha256(path) != entry["sha256"]:
             problems.append(f"{name} does not match its checksum")
+    problems += [f"{name} is not in the manifest" for name in unlisted(directory, set(manifest["files"]))]
     return problems
+
+
+def unlisted(directory: Path, listed: set[str], limit: int | None = None) -> list[str]:
+    """Entries under ``directory`` (files, links, directories) that are neither ``manifest.json``, listed,
+    nor a directory holding a listed file; symbolic links are not followed. At most ``limit`` of them."""
+    parents = {parent.as_posix() for name in listed for parent in PurePosixPath(name).parents}
+    found = []
+    for top, directories, files in os.walk(directory):
+        for name in sorted(directories) + sorted(files):
+            relative = Path(top, name).relative_to(directory).as_posix()
+            if relative != MANIFEST and relative not in listed and relative not in parents:
+                found.append(relative)
+                if limit is not None and len(found) >= limit:
+                    return sorted(found)
+        directories[:] = [d for d in directories if Path(top, d).relative_to(directory).as_posix() in parents]
+    return sorted(found)
+
+
+def refuse(where: str, message: str, hint: str | None = None) -> KubetuneError:
+    return KubetuneError([Problem(where, message, hint)], "cannot export")
+
+
+def foreign_message(names: list[str], scanned_all: bool = True) -> str:
+    count = f"{len(names)}" if scanned_all else f"{len(names)}+"
+    shown = ", ".join(names[:FOREIGN_SHOWN]) + (", ..." if len(names) > FOREIGN_SHOWN else "")
+    return f"holds {count} file(s) or folder(s) kubetune did not export ({shown})"
+
+
+def check_destination(destination: str, overwrite: bool = False, source: Path | None = None) -> None:
+    """Refuse, before a byte moves, a destination an export would wreck (KubetuneError naming it).
+
+    Accepted: an absent or empty destination, a kubetune export (every file listed in its manifest), or an
+    interrupted kubetune export (its staging or journal). Anything else is refused unless ``overwrite``:
+    then the destination ends up holding exactly the new export (whatever else it held is deleted once the
+    new export is complete). Always refused: a bucket root, a filesystem root, a destination inside
+    ``source`` or containing it (symbolic links resolved)."""
+    destination = str(destination)
+    if destination.startswith("s3://"):
+        from kubetune.components.export.publish import check_s3_destination
+
+        check_s3_destination(destination, overwrite)
+        return
+    if not destination.strip():
+        raise refuse("destination", "is empty: give a directory or s3://bucket/prefix")
+    target = Path(destination).resolve()
+    if target.parent == target:
+        raise refuse(destination, "is a filesystem root: an export needs a directory of its own")
+    if source is not None:
+        checkpoint = Path(source).resolve()
+        if target == checkpoint or checkpoint in target.parents:
+            raise refuse(destination, f"is inside the checkpoint being exported ({source})")
+        if target in checkpoint.parents:
+            raise refuse(destination, f"contains the checkpoint being exported ({source}): exporting there would delete it")
+    if overwrite or not os.path.lexists(target):
+        return
+    if not target.is_dir():
+        raise refuse(destination, "is a file, not a directory", OVERWRITE_HINT)
+    listed = listed_files(target / MANIFEST)
+    if listed is None:
+        raise refuse(destination, f"holds a {MANIFEST} that is not a valid kubetune manifest", OVERWRITE_HINT)
+    foreign = unlisted(target, listed, FOREIGN_SCANNED)
+    if foreign:
+        raise refuse(destination, foreign_message(foreign, len(foreign) < FOREIGN_SCANNED), OVERWRITE_HINT)
+
+
+def listed_files(manifest: Path) -> set[str] | None:
+    """The names a local manifest lists: empty when there is none, None when it is not a valid one."""
+    if not os.path.lexists(manifest):
+        return set()
+    if manifest.is_symlink() or not manifest.is_file():
+        return None
+    try:
+        return set(load_manifest(manifest.read_bytes())["files"])
+    except (ValueError, OSError):
+        return None
+
+
+def leftovers(target: Path) -> tuple[list[Path], list[Path]]:
+    """What export runs to ``target`` left beside it: staging directories and renamed-aside old exports."""
+    parent, name = target.parent, target.name
+    staged: list[Path] = []
+    old: list[Path] = []
+    if not parent.is_dir():
+        return staged, old
+    for entry in parent.iterdir():
+        match = STAGED.fullmatch(entry.name)
+        if match and match.group(2) == name:
+            staged.append(entry)
+        elif entry.name.startswith(f".{name}.old-") and re.fullmatch(r"[0-9a-f]{8}", entry.name[len(name) + 6 :]):
+            old.append(entry)
+    return staged, sorted(old, key=lambda p: p.lstat().st_mtime)
+
+
+def remove(path: Path) -> None:
+    """Delete a file, a link (not its target) or a directory tree."""
+    if path.is_symlink() or not path.is_dir():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path)
+
+
+def recover_local(target: Path) -> bool:
+    """Undo what a killed export run to ``target`` left: roll back (an old export renamed aside while the
+    destination is missing goes back into place), then delete the run's staging and old directories.
+    Returns whether anything was left."""
+    staged, old = leftovers(target)
+    if old and not os.path.lexists(target):
+        os.rename(old.pop(), target)
+    for path in staged + old:
+        remove(path)
+    return bool(staged or old)
+
+
+def publish_local(staged: Path, target: Path) -> None:
+    """Rename the complete staging directory into place: an existing destination is renamed aside first
+    and deleted after, or renamed back if the second rename fails."""
+    token = STAGED.fullmatch(staged.name).group(1)
+    old = target.with_name(f".{target.name}.old-{token}")
+    moved = os.path.lexists(target)
+    if moved:
+        os.rename(target, old)
+    try:
+        os.rename(staged, target)
+    except BaseException:
+        if moved:
+            os.rename(old, target)
+        raise
+    if moved:
+        remove(old)
 
 
 def materialize(source: Path, staging: Path, merge: bool, base: str | None = None) -> str:
@@ -160,18 +361,15 @@ def model_card(info: dict[str, Any]) -> str:
 
 
 def preflight(destination: str) -> None:
-    """Fail before any bytes move: S3 credentials and bucket, or a writable local directory."""
+    """Fail before any bytes move: a writable local directory (S3: ``check_destination`` reached the bucket)."""
     if destination.startswith("s3://"):
-        from kubetune.components.export.publish import check_bucket
-
-        check_bucket(destination)
         return
-    parent = Path(destination).parent
+    parent = Path(destination).resolve().parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=parent).close()
     except OSError as e:
-        raise KubetuneError([Problem(destination, f"is not writable: {e.strerror}")], "cannot export") from None
+        raise refuse(destination, f"is not writable: {e.strerror}") from None
 
 
 def export(
@@ -183,23 +381,37 @@ def export(
     base_model: str | None = None,
     training_root: str | Path | None = None,
     run_id: str | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Export the checkpoint ``source`` to ``destination`` (a directory or ``s3://bucket/prefix``).
 
     A LoRA adapter that is merged needs its base model: its recorded path, ``base_model``, or the
-    ``base/`` copy in ``training_root``.
+    ``base/`` copy in ``training_root``. ``overwrite``: see ``check_destination``; without it a destination
+    holding anything but a kubetune export is refused before a byte moves.
     """
     source, destination = Path(source), str(destination)
     if not source.is_dir():
         raise KubetuneError([Problem(str(source), "is not a model directory")], "cannot export")
+    check_destination(destination, overwrite, source)
     base = (
         adapter_base(source, Path(training_root) if training_root else None, base_model) if merge and is_adapter(source) else None
     )
     preflight(destination)
     start = time.perf_counter()
     to_s3 = destination.startswith("s3://")
-    staging = Path(tempfile.mkdtemp(prefix=".export-staging-", dir=None if to_s3 else Path(destination).parent))
+    run_id = run_id or secrets.token_hex(4)
+    if to_s3:
+        from kubetune.files import staging_dir
+
+        staging = staging_dir(tempfile.gettempdir(), ".export-staging-")
+    else:
+        target = Path(destination).resolve()
+        if recover_local(target):  # what a killed run left is rolled back; then the destination is checked again
+            check_destination(destination, overwrite, source)
+        staging = target.parent / f".export-staging-{secrets.token_hex(4)}-{target.name}"
     try:
+        if not to_s3:
+            staging.mkdir()  # the umask's modes
         kind = materialize(source, staging, merge, base)
         for name, path in (extra_files or {}).items():
             if path and Path(path).is_file():
@@ -211,15 +423,20 @@ def export(
         if to_s3:
             from kubetune.components.export.publish import publish_s3
 
-            manifest, skipped = publish_s3(staging, destination, run_id or staging.name.rsplit("-", 1)[-1], weights, kind)
+            manifest, skipped = publish_s3(staging, destination, run_id, weights, kind, overwrite)
         else:
-            manifest = write_manifest(staging, kind, weights)
             for name, path in weights.items():
                 shutil.copy2(path, staging / name)
-            swap_into_place(staging, Path(destination))
+            manifest = write_manifest(staging, kind)  # last, in the staging directory nobody reads
+            umask_modes(staging)  # copies keep the checkpoint's modes: a serving pod must read them
+            publish_local(staging, target)
             skipped = 0
+    except OSError as e:
+        where = e.filename or destination
+        raise refuse(str(where), f"could not be written or read: {e.strerror or e}") from None
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if os.path.lexists(staging):
+            shutil.rmtree(staging, ignore_errors=True)
     seconds = time.perf_counter() - start
     size = sum(f["bytes"] for f in manifest["files"].values())
     return {
@@ -247,8 +464,12 @@ def export_step(
     train_metadata: dict | None = None,
     validation_metadata: dict | None = None,
     base_model_uri: str | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """The pipeline's export step: pick the checkpoint, gather the card's facts, export, leave a pointer."""
+    """The pipeline's export step: pick the checkpoint, gather the card's facts, export, leave a pointer.
+
+    ``overwrite``: replace a destination that holds something other than a kubetune export (see
+    ``check_destination``); the destination is checked before the base model is fetched."""
     from kubetune.checkpoints import find_checkpoints
     from kubetune.runtime import resolve_model
 
@@ -256,6 +477,7 @@ def export_step(
         raise KubetuneError([Problem("select", f'must be "best" or "final", got {select!r}')], "cannot export")
     root = Path(trained_model)
     source = root / checkpoint if select == "best" else (find_checkpoints(root) or [root])[-1]
+    check_destination(destination, overwrite, source)
     spec = json.loads(Path(spec_path).read_text()) if spec_path else {}
     curve = json.loads(Path(curve_path).read_text()) if curve_path and Path(curve_path).is_file() else None
     train, validation = train_metadata or {}, validation_metadata or {}
@@ -274,7 +496,7 @@ def export_step(
     extra = {"kubetune-spec.json": spec_path, "loss_curve.json": curve_path}
     with tempfile.TemporaryDirectory(prefix="kubetune-base-") as workdir:
         base = resolve_model(base_model_uri, workdir) if base_model_uri else None
-        result = export(source, destination, merge, extra, card, base_model=base, training_root=root)
+        result = export(source, destination, merge, extra, card, base_model=base, training_root=root, overwrite=overwrite)
     result["checkpoint"] = str(source.relative_to(root)) if source != root else "."
     if pointer_dir:  # the model lives at the destination; this artifact says where, and what it is
         pointer = Path(pointer_dir)

@@ -1,24 +1,36 @@
-"""Publishing a staged export to ``s3://bucket/prefix`` so that a half-finished upload never looks complete.
+"""Publishing a staged export to ``s3://bucket/prefix``: at every instant a reader sees the previous complete
+export, the new complete export, or an explicit incomplete state (no ``manifest.json`` and a journal).
 
-1. Files whose object under the prefix already has the same SHA-256 (stored as object metadata) and size
-   are skipped: a re-run of the same export moves no bytes.
-2. The others are uploaded with boto3's transfer manager (multipart, parallel parts and files, retries
-   with backoff), each as soon as its checksum is computed; then every uploaded object's size and
-   checksum are verified. When a complete export
-   (one with a manifest) is already there, they go under ``prefix/.kubetune-staging/<run>/`` so that a
-   failed upload leaves that export untouched; otherwise straight to their place (nothing to protect).
-3. The old manifest is deleted, so from here until step 5 readers see "incomplete", never a mix.
-4. Staged objects are copied server-side into the prefix; objects of an older export that are not in the
-   new manifest are deleted; the staging prefix is removed.
-5. Every object is verified again, and ``manifest.json`` is written last.
+S3 has no rename: objects are written one by one. The protocol keeps every in-place change inside a
+window where ``manifest.json`` is absent and the run's journal ``prefix/.kubetune-staging/<run>/journal.json``
+says what is being changed, with copies of every object it replaces or deletes:
 
-A failure at any step leaves no manifest for the new content (and the staging prefix is cleaned up).
+1. Recovery: what a dead run left under ``prefix/.kubetune-staging/`` is ROLLED BACK (when its journal
+   is there and the manifest is not) and deleted. Then the prefix is listed.
+2. When no export is there (no manifest), a journal naming the files about to be written goes first.
+3. Each file is uploaded as soon as its checksum is known, unless its object already has the same SHA-256
+   (object metadata) and size: a re-run moves no bytes. A file goes straight to its place only when
+   neither an export nor an object is there; otherwise to ``<staging>/new/``. Staged uploads are verified.
+   A new manifest equal to the old one ends the run here.
+4. Objects about to be replaced or deleted (changed files; files of the old export that the new one drops;
+   with ``overwrite``, every other object under the prefix) are copied to ``<staging>/old/``.
+5. The journal (old and new manifest, which files existed, which were copied aside) is written.
+6. ``manifest.json`` is deleted: from here readers see "interrupted" until 8.
+7. Staged files are copied into place, dropped ones deleted; every file is verified.
+8. ``manifest.json`` is written: the new export is complete. The staging prefix is deleted.
+
+Roll back (an in-process failure at once, a killed run at the next run): the copies in ``<staging>/old/``
+go back, objects the run created are deleted, the old manifest is written last, the staging is deleted.
+Only objects listed in the old manifest, written by the run itself, or under the staging prefix are ever
+deleted, unless the user passed ``overwrite``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +39,22 @@ from kubetune.s3 import client, explain, split_uri
 
 MANIFEST = "manifest.json"
 STAGING = ".kubetune-staging"
+JOURNAL = "journal.json"
+BUCKET_ROOT = "is a bucket root: an export needs a prefix of its own (s3://bucket/name)"
+
+
+def _errors() -> tuple[type[Exception], ...]:
+    from boto3.exceptions import S3TransferFailedError, S3UploadFailedError
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return ClientError, BotoCoreError, S3UploadFailedError, S3TransferFailedError
+
+
+def split_prefix(uri: str) -> tuple[str, str]:
+    """``s3://bucket/a/b/`` -> ("bucket", "a/b/"); the bucket root's prefix is ""."""
+    bucket, key = split_uri(uri)
+    key = key.strip("/")
+    return bucket, key + "/" if key else ""
 
 
 def check_bucket(uri: str) -> None:
@@ -43,6 +71,79 @@ def check_bucket(uri: str) -> None:
         raise explain(e, f"s3://{bucket}") from None
     except BotoCoreError as e:
         raise explain(e, uri) from None
+
+
+@dataclass
+class Remote:
+    """What is under an export prefix: objects by name (relative to the prefix, staging left out) and size,
+    the manifest, and the staging of runs by id (their keys and journals)."""
+
+    objects: dict[str, int] = field(default_factory=dict)
+    manifest: dict | None = None
+    manifest_error: str | None = None
+    staged: dict[str, list[str]] = field(default_factory=dict)
+    journals: dict[str, dict] = field(default_factory=dict)
+
+    def ours(self) -> set[str]:
+        """Names kubetune wrote: the manifest's files, and what interrupted runs wrote or kept aside."""
+        names = set(self.manifest["files"]) | {MANIFEST} if self.manifest else set()
+        for journal in self.journals.values():
+            names |= set(journal.get("writes", [])) | set((journal.get("old") or {}).get("files", {}))
+            names |= {MANIFEST} if journal.get("old") else set()
+        return names
+
+    def foreign(self) -> list[str]:
+        ours = self.ours()
+        return sorted(name for name in self.objects if name not in ours)
+
+
+def read_remote(s3: Any, bucket: str, prefix: str) -> Remote:
+    from kubetune.components.export.core import load_manifest
+
+    remote = Remote()
+    staging = prefix + STAGING + "/"
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            key = item["Key"]
+            if key.startswith(staging):
+                run = key[len(staging) :].split("/", 1)[0]
+                remote.staged.setdefault(run, []).append(key)
+            elif key != prefix:  # "prefix/" itself: a folder marker some consoles create
+                remote.objects[key[len(prefix) :]] = item["Size"]
+    if MANIFEST in remote.objects:
+        try:
+            remote.manifest = load_manifest(_get(s3, bucket, prefix + MANIFEST))
+        except ValueError as e:
+            remote.manifest_error = str(e)
+    for run, keys in remote.staged.items():
+        if f"{staging}{run}/{JOURNAL}" in keys:
+            with contextlib.suppress(ValueError):
+                remote.journals[run] = json.loads(_get(s3, bucket, f"{staging}{run}/{JOURNAL}"))
+    return remote
+
+
+def _get(s3: Any, bucket: str, key: str) -> bytes:
+    return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def check_s3_destination(uri: str, overwrite: bool = False) -> None:
+    """The S3 side of ``core.check_destination``: a bucket root is refused; objects under the prefix that
+    kubetune did not write are refused unless ``overwrite``."""
+    from kubetune.components.export.core import OVERWRITE_HINT, foreign_message, refuse
+
+    bucket, prefix = split_prefix(uri)
+    if not prefix:
+        raise refuse(uri, BUCKET_ROOT)
+    check_bucket(uri)
+    try:
+        remote = read_remote(client(), bucket, prefix)
+    except _errors() as e:
+        raise explain(e, uri) from None
+    if remote.manifest_error and not overwrite:
+        raise refuse(uri, f"holds a {MANIFEST} that is not a valid kubetune manifest", OVERWRITE_HINT)
+    foreign = remote.foreign()
+    if foreign and not overwrite:
+        raise refuse(uri, foreign_message(foreign), OVERWRITE_HINT)
 
 
 def _transfer_config():
@@ -72,61 +173,141 @@ def _check(s3: Any, bucket: str, key: str, entry: dict) -> str | None:
     return None
 
 
-def _keys(s3: Any, bucket: str, prefix: str) -> list[str]:
-    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-    return [o["Key"] for page in pages for o in page.get("Contents", [])]
-
-
 def _delete(s3: Any, bucket: str, keys: list[str]) -> None:
     for i in range(0, len(keys), 1000):
         s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[i : i + 1000]], "Quiet": True})
 
 
-def publish_s3(staging: Path, uri: str, run_id: str, sources: dict[str, Path], kind: str) -> tuple[dict, int]:
+def _put_json(s3: Any, bucket: str, key: str, document: dict) -> None:
+    from kubetune.components.export.core import dump_manifest
+
+    s3.put_object(Bucket=bucket, Key=key, Body=dump_manifest(document).encode(), ContentType="application/json")
+
+
+def recover(s3: Any, bucket: str, prefix: str, remote: Remote) -> bool:
+    """Roll back every run whose journal is there while the manifest is not, then delete all staging.
+    Returns whether anything was left (then the prefix should be listed again)."""
+    manifest_there = MANIFEST in remote.objects
+    for run, keys in remote.staged.items():
+        journal = remote.journals.get(run)
+        if journal and not manifest_there:
+            roll_back(s3, bucket, prefix, run, journal)
+            manifest_there = bool(journal.get("old"))
+        _delete(s3, bucket, keys)
+    return bool(remote.staged)
+
+
+def roll_back(s3: Any, bucket: str, prefix: str, run: str, journal: dict) -> None:
+    """Put back what the run ``run`` replaced or deleted, delete what it created, and the old manifest last."""
+    aside = f"{prefix}{STAGING}/{run}/old/"
+    kept = journal.get("backed_up", {})
+    _parallel(lambda name: _copy(s3, bucket, aside + name, prefix + name, kept[name]), list(kept))
+    existed = set(journal.get("existed", []))
+    _delete(s3, bucket, [prefix + name for name in journal.get("writes", []) if name not in existed])
+    if journal.get("old"):
+        _put_json(s3, bucket, prefix + MANIFEST, journal["old"])
+
+
+def publish_s3(
+    staging: Path, uri: str, run_id: str, sources: dict[str, Path], kind: str, overwrite: bool = False
+) -> tuple[dict, int]:
     """Checksum and publish the staged export (plus ``sources``: files read where they are, such as the
     checkpoint's weights) under ``uri``. Each file's upload starts as soon as its checksum is known.
-    Returns the manifest and how many files were already there and skipped."""
-    from boto3.exceptions import S3TransferFailedError, S3UploadFailedError
-    from boto3.s3.transfer import create_transfer_manager
-    from botocore.exceptions import BotoCoreError, ClientError
-    from kubetune.components.export.core import write_manifest
+    Returns the manifest and how many files were already there and skipped. On a failure the previous
+    export is rolled back before the error is raised (or, if S3 cannot be reached for that, left marked
+    incomplete for the next run to roll back)."""
+    from kubetune.components.export.core import manifest_paths
 
-    bucket, prefix = split_uri(uri)
-    prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+    bucket, prefix = split_prefix(uri)
     s3 = client()
     stage = f"{prefix}{STAGING}/{run_id}/"
-    uploads: dict[str, Any] = {}
+    written: list[str] = []  # keys under the staging prefix
     try:
-        protect = _remote(s3, bucket, prefix + MANIFEST) is not None  # a complete export is there
-        target = stage if protect else prefix
-        with create_transfer_manager(s3, _transfer_config()) as manager:
-
-            def upload_if_changed(name: str, path: Path, entry: dict) -> None:
-                if _check(s3, bucket, prefix + name, entry):
-                    metadata = {"Metadata": {"sha256": entry["sha256"]}}
-                    uploads[name] = manager.upload(str(path), bucket, target + name, extra_args=metadata)
-
-            manifest = write_manifest(staging, kind, sources, on_hashed=upload_if_changed)
-            for future in uploads.values():
-                future.result()
-        files, changed = manifest["files"], list(uploads)
-        if protect:  # staged objects are checked before the complete export there is touched
-            _raise_problems(_parallel(lambda name: _check(s3, bucket, target + name, files[name]), changed), uri, "upload")
+        remote = read_remote(s3, bucket, prefix)
+        if recover(s3, bucket, prefix, remote):
+            remote = read_remote(s3, bucket, prefix)
+        old = remote.manifest
+        names = sorted(manifest_paths(staging, sources))
+        journal = {"run": run_id, "old": old, "writes": names, "existed": sorted(set(names) & set(remote.objects))}
+        if MANIFEST not in remote.objects:  # files may go straight to their place: the journal says which, first
+            _put_json(s3, bucket, stage + JOURNAL, journal)
+            written.append(stage + JOURNAL)
+        manifest, staged, skipped = _upload(s3, bucket, prefix, stage, staging, sources, kind, remote, written)
+        dropped = [n for n in (remote.objects if overwrite else (old or {}).get("files", {})) if n not in manifest["files"]]
+        dropped = [n for n in dropped if n in remote.objects and n != MANIFEST]
+        if manifest == old and not staged and not dropped:  # nothing changed: nothing moves
+            return manifest, skipped
+        aside = {n: remote.objects[n] for n in staged + dropped if n in remote.objects}
+        _parallel(lambda n: _copy(s3, bucket, prefix + n, f"{stage}old/{n}", aside[n]), list(aside))
+        written += [f"{stage}old/{n}" for n in aside]
+        _put_json(s3, bucket, stage + JOURNAL, {**journal, "new": manifest, "backed_up": aside})
+        written.append(stage + JOURNAL)
+        if MANIFEST in remote.objects:
             s3.delete_object(Bucket=bucket, Key=prefix + MANIFEST)
-            _parallel(lambda name: _copy(s3, bucket, stage + name, prefix + name, files[name]["bytes"]), changed)
-        ours = set(files) | {MANIFEST}
-        stale = [
-            k for k in _keys(s3, bucket, prefix) if not k.startswith(prefix + STAGING + "/") and k[len(prefix) :] not in ours
-        ]
-        _delete(s3, bucket, stale)
-        _raise_problems(_parallel(lambda name: _check(s3, bucket, prefix + name, files[name]), list(files)), uri, "publish")
+        files = manifest["files"]
+        _parallel(lambda n: _copy(s3, bucket, f"{stage}new/{n}", prefix + n, files[n]["bytes"]), staged)
+        _delete(s3, bucket, [prefix + n for n in dropped])
+        _raise_problems(_parallel(lambda n: _check(s3, bucket, prefix + n, files[n]), list(files)), uri, "publish")
         s3.upload_file(str(staging / MANIFEST), bucket, prefix + MANIFEST)
-    except (ClientError, BotoCoreError, S3UploadFailedError, S3TransferFailedError) as e:
-        raise explain(e, uri) from None
-    finally:  # best effort: a later run stages elsewhere, and no manifest points at this staging prefix
-        with contextlib.suppress(ClientError, BotoCoreError):
-            _delete(s3, bucket, _keys(s3, bucket, stage))
-    return manifest, len(files) - len(changed)
+    except BaseException as error:
+        _fail(s3, bucket, prefix, uri, error)
+    with contextlib.suppress(*_errors()):  # best effort: the next run deletes what is left
+        _delete(s3, bucket, sorted(set(written)))
+    return manifest, skipped
+
+
+def _upload(
+    s3: Any,
+    bucket: str,
+    prefix: str,
+    stage: str,
+    staging: Path,
+    sources: dict[str, Path],
+    kind: str,
+    remote: Remote,
+    written: list[str],
+) -> tuple[dict, list[str], int]:
+    """Write the manifest while uploading each changed file as soon as it is hashed: to its place when
+    nothing is there to protect, else to ``<stage>new/``. Returns the manifest, the staged names and how
+    many files were skipped (already there with the same checksum)."""
+    from boto3.s3.transfer import create_transfer_manager
+    from kubetune.components.export.core import write_manifest
+
+    uploads: dict[str, Any] = {}
+    targets: dict[str, str] = {}
+    with create_transfer_manager(s3, _transfer_config()) as manager:
+
+        def upload_if_changed(name: str, path: Path, entry: dict) -> None:
+            if name in remote.objects and _check(s3, bucket, prefix + name, entry) is None:
+                return
+            direct = MANIFEST not in remote.objects and name not in remote.objects
+            targets[name] = prefix + name if direct else f"{stage}new/{name}"
+            metadata = {"Metadata": {"sha256": entry["sha256"]}}
+            uploads[name] = manager.upload(str(path), bucket, targets[name], extra_args=metadata)
+
+        manifest = write_manifest(staging, kind, sources, on_hashed=upload_if_changed)
+        for future in uploads.values():
+            future.result()
+    staged = sorted(name for name, key in targets.items() if key.startswith(stage))
+    written += [targets[name] for name in staged]
+    files = manifest["files"]
+    _raise_problems(_parallel(lambda n: _check(s3, bucket, targets[n], files[n]), staged), f"s3://{bucket}/{stage}", "upload")
+    return manifest, staged, len(files) - len(uploads)
+
+
+def _fail(s3: Any, bucket: str, prefix: str, uri: str, error: BaseException) -> None:
+    """Roll back at once (when S3 can be reached), then raise the error with what a reader now sees."""
+    try:
+        recover(s3, bucket, prefix, read_remote(s3, bucket, prefix))
+        state = "the previous export (if any) was restored"
+    except Exception:  # noqa: BLE001 -- the original error is the one to report
+        state = "the destination is marked incomplete; the next export to it restores the previous export"
+    if isinstance(error, KubetuneError):
+        raise KubetuneError([*error.problems, Problem(uri, state)], error.title) from None
+    if isinstance(error, _errors()):
+        reported = explain(error, uri)
+        raise KubetuneError([*reported.problems, Problem(uri, state)], reported.title) from None
+    raise error
 
 
 def _copy(s3: Any, bucket: str, source: str, key: str, size: int) -> None:
@@ -140,8 +321,8 @@ def _copy(s3: Any, bucket: str, source: str, key: str, size: int) -> None:
 
 
 def _parallel(work, items: list) -> list:
-    from concurrent.futures import ThreadPoolExecutor
-
+    if not items:
+        return []
     with ThreadPoolExecutor(max_workers=8) as pool:
         return list(pool.map(work, items))
 
@@ -153,14 +334,24 @@ def _raise_problems(problems: list[str | None], uri: str, stage: str) -> None:
 
 
 def verify_s3(uri: str) -> list[str]:
-    """Problems with an export under ``uri``: no manifest, or an object whose size or checksum differs."""
-    from botocore.exceptions import ClientError
-
-    bucket, prefix = split_uri(uri)
-    prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+    """Problems with an export under ``uri``: no manifest (saying so when a run was interrupted), an invalid
+    manifest, an object whose size or checksum differs, an object that is not in the manifest."""
+    bucket, prefix = split_prefix(uri)
     s3 = client()
+    where = f"s3://{bucket}/{prefix}{MANIFEST}"
     try:
-        manifest = json.loads(s3.get_object(Bucket=bucket, Key=prefix + MANIFEST)["Body"].read())
-    except ClientError:
-        return [f"s3://{bucket}/{prefix}{MANIFEST} is missing: the export is incomplete"]
-    return [p for name, entry in manifest["files"].items() if (p := _check(s3, bucket, prefix + name, entry))]
+        remote = read_remote(s3, bucket, prefix)
+        if remote.manifest_error:
+            return [f"{where} is not a valid manifest: {remote.manifest_error}"]
+        if remote.manifest is None:
+            if remote.journals:
+                runs = ", ".join(sorted(remote.journals))
+                restores = f"the next export to {uri} restores the previous export"
+                return [f"{where} is missing: an export run ({runs}) was interrupted; {restores}"]
+            return [f"{where} is missing: the export is incomplete"]
+        files = remote.manifest["files"]
+        problems = [p for p in _parallel(lambda n: _check(s3, bucket, prefix + n, files[n]), list(files)) if p]
+    except _errors() as e:
+        return [str(p) for p in explain(e, uri).problems]
+    extra = sorted(set(remote.objects) - set(files) - {MANIFEST})
+    return problems + [f"s3://{bucket}/{prefix}{name} is not in the manifest" for name in extra]

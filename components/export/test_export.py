@@ -36,10 +36,15 @@ def test_local_export_writes_manifest_last_and_verifies(tmp_path, tiny_model):
     assert "incomplete" in verify(tmp_path / "exported")[0]
 
 
-def test_re_export_replaces_atomically(tmp_path, tiny_model):
+def test_re_export_replaces_a_kubetune_export_and_refuses_foreign_files_without_overwrite(tmp_path, tiny_model):
     export(tiny_model, tmp_path / "exported")
-    (tmp_path / "exported" / "stale.bin").write_text("from an older run")
-    export(tiny_model, tmp_path / "exported")
+    export(tiny_model, tmp_path / "exported")  # a kubetune export is replaced
+    (tmp_path / "exported" / "stale.bin").write_text("not written by kubetune")
+    assert verify(tmp_path / "exported") == ["stale.bin is not in the manifest"]
+    with pytest.raises(KubetuneError, match=r"did not export \(stale.bin\).*pass overwrite"):
+        export(tiny_model, tmp_path / "exported")
+    assert (tmp_path / "exported" / "stale.bin").exists()
+    export(tiny_model, tmp_path / "exported", overwrite=True)
     assert not (tmp_path / "exported" / "stale.bin").exists() and verify(tmp_path / "exported") == []
 
 
@@ -78,8 +83,10 @@ def test_adapter_only_and_merged_exports(tmp_path, tiny_model, adapter):
 
 def test_s3_export_verifies_and_a_rerun_moves_no_bytes(tmp_path, tiny_model, s3):
     s3.create_bucket(Bucket="models")
-    s3.put_object(Bucket="models", Key="chat/v1/stale.bin", Body=b"from an older export")
-    first = export(tiny_model, "s3://models/chat/v1")
+    s3.put_object(Bucket="models", Key="chat/v1/stale.bin", Body=b"not written by kubetune")
+    with pytest.raises(KubetuneError, match=r"s3://models/chat/v1: holds 1 file\(s\) .*\(stale.bin\)"):
+        export(tiny_model, "s3://models/chat/v1")
+    first = export(tiny_model, "s3://models/chat/v1", overwrite=True)
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket="models")["Contents"]}
     assert keys == {f"chat/v1/{name}" for name in first["manifest"]["files"]} | {"chat/v1/manifest.json"}
     assert verify("s3://models/chat/v1") == [] and first["skipped_files"] == 0
