@@ -26,6 +26,7 @@ def evaluate_export(
     merge_adapter: bool = True,
     export_checkpoint: str = "best",
     export_destination: str = "",
+    export_overwrite: bool = False,
     s3_secret: str = "kubetune-s3",
     hf_secret: str = "kubetune-hf",
 ) -> Outputs:
@@ -50,6 +51,7 @@ def evaluate_export(
             merge_adapter=merge_adapter,
             destination=export_destination,
             base_model_uri=base_model_uri,
+            overwrite=export_overwrite,
         )
         .set_display_name("export")
         .set_caching_options(False)

@@ -91,6 +91,7 @@ def finetune_dag(p: dict, workspace_pvc=None, launcher: str = "in_pod") -> Outpu
             merge_adapter=p["merge_adapter"],
             destination=p["export_destination"],
             base_model_uri=p["model_uri"],
+            overwrite=p["export_overwrite"],
         )
         .set_display_name("export")
         .set_caching_options(False)
@@ -167,6 +168,7 @@ def finetune(
     merge_adapter: bool = True,
     export_checkpoint: str = "best",
     export_destination: str = "",
+    export_overwrite: bool = False,
     registry_server: str = "",
     registry_model_name: str = "",
     registry_model_version: str = "",
@@ -204,6 +206,7 @@ def finetune_workspace(
     merge_adapter: bool = True,
     export_checkpoint: str = "best",
     export_destination: str = "",
+    export_overwrite: bool = False,
     registry_server: str = "",
     registry_model_name: str = "",
     registry_model_version: str = "",
@@ -239,6 +242,7 @@ def finetune_trainjob(
     merge_adapter: bool = True,
     export_checkpoint: str = "best",
     export_destination: str = "",
+    export_overwrite: bool = False,
     registry_server: str = "",
     registry_model_name: str = "",
     registry_model_version: str = "",
