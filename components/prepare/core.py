@@ -19,16 +19,21 @@ its file, line and reason. Outputs are staged and renamed into place, so a failu
 
 from __future__ import annotations
 
+import errno
+import glob
 import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import tempfile
 from array import array
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -40,7 +45,7 @@ from kubetune.data.records import REASONS, BadRecord, DataFormat, normalize
 from kubetune.data.sources import open_source
 from kubetune.data.tokenize import sample as make_sample
 from kubetune.errors import KubetuneError, Problem
-from kubetune.files import swap_into_place, write_text_atomic
+from kubetune.files import staging_dir, swap_into_place, write_text_atomic
 
 MAX_LISTED_PROBLEMS = 100
 # reasons that the length policy decides; every other reason is invalid input, decided by on_invalid
@@ -102,6 +107,8 @@ def _process(items: list[tuple[str, Any]], config: PrepareConfig) -> Batch:
     records, wheres = [], []
     for where, payload in items:
         try:
+            if isinstance(payload, BadRecord):  # found while reading (too large, not UTF-8)
+                raise payload
             record = orjson.loads(payload) if isinstance(payload, (bytes, str)) else payload
             records.append(normalize(record, config.data_format, config.document_column))
             wheres.append(where)
@@ -132,8 +139,8 @@ def _json_error(payload: bytes | str, error: Exception) -> str:
     """The standard library's wording (message and column) for a line orjson rejected."""
     try:
         text = payload.decode("utf-8") if isinstance(payload, bytes) else payload
-    except UnicodeDecodeError:
-        return "invalid JSON: the line is not UTF-8"
+    except UnicodeDecodeError as e:
+        return f"invalid JSON: not UTF-8 (byte 0x{e.object[e.start]:02x} at byte {e.start + 1} of the line)"
     try:
         json.loads(text)
     except json.JSONDecodeError as e:
@@ -179,7 +186,14 @@ def _batches(source, config: PrepareConfig, tokenizer_path: str, progress) -> It
 
 def _take(pending: list, progress) -> Batch:
     future, advance = pending.pop(0)
-    batch = future.result()
+    try:
+        batch = future.result()
+    except (BrokenProcessPool, MemoryError) as e:
+        why = "ran out of memory" if isinstance(e, MemoryError) else "died (killed, or out of memory?)"
+        raise KubetuneError(
+            [Problem("worker", f"a data preparation worker process {why}", "run again; with less memory, pass fewer workers")],
+            "data preparation failed (nothing was written)",
+        ) from None
     progress.update(advance)
     return batch
 
@@ -254,38 +268,215 @@ def prepare(
     validation_uri: str | None = None,
     report_out: str | Path | None = None,
     summary_out: str | Path | None = None,
+    overwrite: bool = False,
     **options: Any,
 ) -> dict[str, Any]:
-    """Prepare ``data_uri`` for training with the tokenizer of ``model_path``; returns the summary (also the metrics)."""
-    from tqdm.auto import tqdm
+    """Prepare ``data_uri`` for training with the tokenizer of ``model_path``; returns the summary (also the metrics).
 
+    Each output may already hold what an earlier ``prepare`` wrote (it is replaced whole) or be empty or
+    absent; anything else is refused before a byte is read, unless ``overwrite``.
+    """
     config = PrepareConfig.checked(**options)
+    check_model(model_path, config.data_format)
     train_out, validation_out = Path(train_out), Path(validation_out)
-    train_out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".prepare-", dir=train_out.parent))
+    outputs = {"train": train_out, "validation": validation_out, "report": report_out, "summary": summary_out}
+    outputs = {kind: Path(path) for kind, path in outputs.items() if path}
+    if not overwrite:
+        refuse_foreign(outputs)
+    with writing(train_out.parent):
+        for path in outputs.values():
+            clean_stale(path)
+        train_out.parent.mkdir(parents=True, exist_ok=True)
+        staging = staging_dir(train_out.parent, f".prepare-{os.getpid()}-")
     try:
-        collector = _Collector(staging, config)
-        sources = [("train", data_uri), *([("validation", validation_uri)] if validation_uri else [])]
-        for part, uri in sources:
-            source = open_source(uri, staging / "download")
-            with tqdm(total=source.total, unit=source.unit, unit_scale=True, desc=f"prepare {part}", mininterval=2) as bar:
-                collector.collect(_batches(source, config, model_path, bar), part)
-            collector.raise_problems(source.name)
-        collector.dropped_log.close()
-        if not collector.lengths["train"]:
-            raise KubetuneError([Problem(data_uri, "holds no usable sample")], "invalid data")
-        if not validation_uri:
-            _split(staging, collector, config)
-        summary = _summary(data_uri, validation_uri, config, collector)
-        for part, out in (("train", train_out), ("validation", validation_out)):
-            _publish({DATA_FILE: staging / f"{part}.{DATA_FILE}", MESSAGES_FILE: staging / f"{part}.{MESSAGES_FILE}"}, out)
-        if report_out:
-            _write_report(Path(report_out), summary, staging / "dropped.jsonl")
-        if summary_out:
-            write_text_atomic(summary_out, markdown(summary, staging / "dropped.jsonl"))
-        return summary
+        with writing(train_out.parent):
+            return _prepare(data_uri, model_path, staging, outputs, validation_uri, config)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _prepare(
+    data_uri: str, model_path: str, staging: Path, outputs: dict[str, Path], validation_uri: str | None, config: PrepareConfig
+) -> dict[str, Any]:
+    from tqdm.auto import tqdm
+
+    collector = _Collector(staging, config)
+    sources = [("train", data_uri), *([("validation", validation_uri)] if validation_uri else [])]
+    for part, uri in sources:
+        source = open_source(uri, staging / "download")
+        with tqdm(total=source.total, unit=source.unit, unit_scale=True, desc=f"prepare {part}", mininterval=2) as bar:
+            collector.collect(_batches(source, config, model_path, bar), part)
+        collector.raise_problems(source.name)
+    collector.dropped_log.close()
+    if not collector.lengths["train"]:
+        raise KubetuneError([Problem(data_uri, "holds no usable sample")], "invalid data")
+    if not validation_uri:
+        _split(staging, collector, config)
+    summary = _summary(data_uri, validation_uri, config, collector)
+    for part in ("train", "validation"):
+        _publish({DATA_FILE: staging / f"{part}.{DATA_FILE}", MESSAGES_FILE: staging / f"{part}.{MESSAGES_FILE}"}, outputs[part])
+    if "report" in outputs:
+        _write_report(outputs["report"], summary, staging / "dropped.jsonl")
+    if "summary" in outputs:
+        write_text_atomic(outputs["summary"], markdown(summary, staging / "dropped.jsonl"))
+    return summary
+
+
+def prepare_dir(data_uri: str, model_path: str, out: str | Path, overwrite: bool = False, **arguments: Any) -> dict[str, Any]:
+    """``prepare`` into one directory (``kubetune prepare -o``): ``train/``, ``validation/``, ``report.json``,
+    ``summary.md``. The directory is built beside ``out`` and renamed into place whole, so a reader (or a
+    killed run) sees the previous output, the new one, or none; never a mix. ``out`` must be absent, empty or
+    an earlier output of this command, unless ``overwrite``; it may never hold the data or the model."""
+    PrepareConfig.checked(**{k: v for k, v in arguments.items() if k != "validation_uri"})
+    out = Path(out)
+    check_model(model_path, arguments.get("data_format", "chat"))
+    inputs = {"the data": data_uri, "the validation data": arguments.get("validation_uri"), "the model": model_path}
+    _refuse_enclosing(out, inputs)
+    if not overwrite:
+        refuse_foreign({"output": out})
+    with writing(out):
+        clean_stale(out)
+        staged = staging_dir(out.parent, f".{out.name}.prepare-{os.getpid()}-")
+    try:
+        with writing(out):
+            parts = {"train_out": staged / "train", "validation_out": staged / "validation"}
+            files = {"report_out": staged / "report.json", "summary_out": staged / "summary.md"}
+            summary = prepare(data_uri, model_path, **parts, **files, **arguments)
+            _mark(staged)
+            swap_into_place(staged, out)
+        return summary
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- outputs: ours or refused
+
+MARKER = ".kubetune-prepared"  # written last into every directory prepare creates: it marks the directory as ours
+OUTPUT_ENTRIES = {"train", "validation", "report.json", "summary.md", MARKER}
+DATASET_ENTRIES = {DATA_FILE, MESSAGES_FILE, MARKER}
+_FILE_HEADS = {"report": b'{"summary": ', "summary": b"# Data preparation"}  # how our report and summary begin
+_KINDS = {"train": "dataset", "validation": "dataset", "report.json": "report", "summary.md": "summary"}
+
+
+def _mark(directory: Path) -> None:
+    (directory / MARKER).write_text(json.dumps({"written_by": "kubetune prepare"}) + "\n", encoding="utf-8")
+
+
+def _foreign(path: Path, kind: str) -> str | None:
+    """What in ``path`` kubetune did not write (so replacing it would lose it), or None."""
+    if not path.exists() and not path.is_symlink():
+        return None
+    if kind in _FILE_HEADS:
+        if path.is_symlink() or not path.is_file():
+            return "is not a file written by kubetune prepare"
+        with path.open("rb") as f:
+            head = f.read(len(_FILE_HEADS[kind]))
+        return None if head == _FILE_HEADS[kind] else "is a file kubetune prepare did not write"
+    if path.is_symlink() or not path.is_dir():
+        return "is not a directory"
+    entries = sorted(p.name for p in path.iterdir())
+    if not entries:
+        return None
+    allowed = OUTPUT_ENTRIES if kind == "output" else DATASET_ENTRIES
+    others = [name for name in entries if name not in allowed]
+    if others:
+        more = f" and {len(others) - 1} more entries" if len(others) > 1 else ""
+        return f"holds `{others[0]}`{more}, not written by kubetune prepare"
+    if MARKER not in entries:
+        return f"holds files but no `{MARKER}` marker, so kubetune prepare did not write them"
+    if kind == "output":
+        for name in entries:
+            if name in _KINDS and (why := _foreign(path / name, _KINDS[name])):
+                return f"holds `{name}`, which {why}"
+    return None
+
+
+def refuse_foreign(outputs: dict[str, Path]) -> None:
+    """Refuse, before anything is read, to replace outputs holding what kubetune did not write."""
+    problems = [
+        Problem(str(path), why, "use a new or empty directory, or --overwrite to replace it")
+        for kind, path in outputs.items()
+        if (why := _foreign(path, kind))
+    ]
+    if problems:
+        raise KubetuneError(problems, "refusing to replace data kubetune did not prepare")
+
+
+def _refuse_enclosing(out: Path, inputs: dict[str, str | None]) -> None:
+    """An output directory is replaced whole: it must not hold the inputs, nor the working directory."""
+    target = out.resolve()
+    places = {name: Path(uri).resolve() for name, uri in inputs.items() if uri and "://" not in uri} | {
+        "the working directory": Path.cwd()
+    }
+    for name, place in places.items():
+        if place == target or target in place.parents:
+            raise KubetuneError(
+                [Problem(str(out), f"holds {name} ({place})", "write the prepared data to a directory of its own")],
+                "refusing to replace the output directory",
+            )
+
+
+def clean_stale(out: Path) -> None:
+    """Remove what killed runs left beside ``out``; a previous output caught mid-swap is put back first."""
+    parent = out.parent
+    if not parent.is_dir():
+        return
+    if not out.exists():
+        old = sorted(parent.glob(f".{glob.escape(out.name)}.old-*"))
+        if old:
+            old[-1].rename(out)  # killed between the two renames of a swap: the previous output, whole
+    for pattern in (f".{out.name}.old-*", f".{out.name}.prepare-*", f".{out.name}.staging-*", ".prepare-*"):
+        for path in parent.glob(glob.escape(pattern[: pattern.index("*")]) + "*"):
+            if _dead(path.name):
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def _dead(name: str) -> bool:
+    """Whether the run that made the staging entry ``name`` (its pid follows its prefix) is gone."""
+    if ".old-" in name:
+        return True  # a swap's leftover: what it held was replaced
+    match = re.search(r"(?:prepare|staging)-(\d+)-", name)
+    if not match:
+        return False  # not one of ours, or from an older version: left alone
+    try:
+        os.kill(int(match.group(1)), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+@contextmanager
+def writing(out: Path) -> Iterator[None]:
+    """Failures to write (read-only or full disk, no permission) end with one line naming the output."""
+    try:
+        yield
+    except OSError as e:
+        where = e.filename if isinstance(e.filename, str) and e.filename else str(out)
+        code = errno.errorcode.get(e.errno or 0, "")
+        why = f"{e.strerror} ({code})" if e.strerror and code else str(e)
+        raise KubetuneError([Problem(where, f"cannot write the prepared data: {why}")], "cannot write the output") from None
+
+
+def check_model(model_path: str, data_format: str = "chat") -> None:
+    """The model's tokenizer (and, for chat data, its chat template) loads: checked once, before any worker."""
+    from kubetune.data.tokenize import ChatEncoder
+
+    path = Path(model_path)
+    if path.is_dir() and not any((path / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
+        raise KubetuneError([Problem(model_path, "has no tokenizer (tokenizer.json, tokenizer_config.json)")], "invalid model")
+    if not path.exists() and (path.is_absolute() or model_path.startswith((".", "~")) or model_path.count("/") > 1):
+        raise KubetuneError([Problem(model_path, "does not exist", "give a model directory or a hub id")], "invalid model")
+    if path.exists() and not path.is_dir():
+        raise KubetuneError([Problem(model_path, "is not a model directory")], "invalid model")
+    try:
+        encoder = ChatEncoder.load(model_path)
+        if data_format == "chat":
+            encoder._template  # noqa: B018 (compiles it)
+    except Exception as e:  # no template, a template that does not compile, an unreadable or unreachable tokenizer
+        message = " ".join(str(e).split())[:300] or type(e).__name__
+        raise KubetuneError([Problem(model_path, f"its tokenizer cannot be used: {message}")], "invalid model") from None
 
 
 def options_from_spec(spec: dict[str, Any]) -> dict[str, Any]:
@@ -340,11 +531,12 @@ def _split(staging: Path, collector: _Collector, config: PrepareConfig) -> None:
 
 
 def _publish(files: dict[str, Path], out: Path) -> None:
-    """Move ``files`` into the directory ``out`` as one rename (an existing ``out`` is replaced)."""
-    staged = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    """Move ``files`` into the directory ``out`` as one rename (an existing ``out`` is replaced), marked as ours."""
+    staged = staging_dir(out.parent, f".{out.name}.staging-{os.getpid()}-")
     try:
         for name, path in files.items():
             os.replace(path, staged / name)
+        _mark(staged)
         swap_into_place(staged, out)
     finally:
         shutil.rmtree(staged, ignore_errors=True)

@@ -2,7 +2,10 @@
 
 Three input formats are accepted:
 
-- chat: ``{"messages": [{"role", "content", "reasoning_content"?}, ...], "unmask"?: bool}``
+- chat: ``{"messages": [{"role", "content", "reasoning_content"?}, ...], "unmask"?: bool, "tools"?: [...]}``;
+  an assistant turn may call tools in the OpenAI format (``"tool_calls": [{"type": "function", "id"?,
+  "function": {"name", "arguments"}}]``, its ``content`` then null or empty) and ``tool`` turns answer them
+  (``content``, ``tool_call_id``?, ``name``?)
 - Alpaca: ``{"instruction", "input"?, "output", "system"?}``, converted to chat
 - documents: ``{"document": "..."}`` (the column name is configurable) for pretraining
 
@@ -12,6 +15,7 @@ for counting) and a message that says what is wrong, in the user's terms.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -19,7 +23,8 @@ DataFormat = Literal["chat", "document"]
 
 # reason codes, in the order the summary lists them
 REASONS = {
-    "invalid_json": "invalid JSON",
+    "invalid_json": "invalid JSON or not UTF-8",
+    "too_large": "larger than the size limit of one record",
     "not_an_object": "not a JSON object",
     "missing_messages": "missing or empty messages",
     "unknown_role": "unknown role",
@@ -28,6 +33,7 @@ REASONS = {
     "no_assistant": "no assistant turn",
     "wrong_format": "record of another format",
     "template_error": "the chat template failed",
+    "tools_unsupported": "tool calls the chat template cannot render",
     "too_long": "longer than max_seq_len",
     "no_label_tokens": "nothing left to learn after truncation",
     "duplicate": "exact duplicate",
@@ -40,35 +46,98 @@ class BadRecord(ValueError):
         self.code = code
         self.message = message
 
+    def __reduce__(self):  # crosses process boundaries with both fields
+        return (BadRecord, (self.code, self.message))
+
 
 def _is_text(value: Any) -> bool:
     return isinstance(value, str) and bool(value.strip())
 
 
-def _chat(messages: Any, unmask: Any) -> dict[str, Any]:
+def _chat(messages: Any, unmask: Any, tools: Any = None) -> dict[str, Any]:
     if not isinstance(messages, list) or not messages:
         raise BadRecord("missing_messages", "`messages` must be a non-empty list")
-    clean = []
+    clean: list[dict[str, Any]] = []
+    call_ids: set[str] = set()
     for i, message in enumerate(messages):
-        if not isinstance(message, dict):
-            raise BadRecord("bad_field", f"messages[{i}] must be an object")
-        role = message.get("role")
-        if role not in ROLES:
-            raise BadRecord("unknown_role", f"messages[{i}].role must be one of {', '.join(ROLES)}, got {role!r}")
-        content = message.get("content")
-        tool_call = role == "assistant" and message.get("tool_calls") and content in (None, "")
-        if not tool_call and not _is_text(content):
-            raise BadRecord("bad_content", f"messages[{i}].content must be a non-empty string, got {_show(content)}")
-        # Parquet and Arrow give every struct field; a null field is an absent one.
-        out = {k: v for k, v in message.items() if v is not None}
-        if "reasoning_content" in out and not isinstance(out["reasoning_content"], str):
-            raise BadRecord("bad_field", f"messages[{i}].reasoning_content must be a string")
-        clean.append(out)
+        clean.append(_message(i, message, call_ids))
     if not any(m["role"] == "assistant" for m in clean):
         raise BadRecord("no_assistant", "no assistant turn to learn from")
     if unmask is not None and not isinstance(unmask, bool):
         raise BadRecord("bad_field", f"`unmask` must be true or false, got {_show(unmask)}")
-    return {"messages": clean, "unmask": True} if unmask else {"messages": clean}
+    if tools is not None and (not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools)):
+        raise BadRecord("bad_field", f"`tools` must be a list of objects (function definitions), got {_show(tools)}")
+    record: dict[str, Any] = {"messages": clean}
+    if unmask:
+        record["unmask"] = True
+    if tools:
+        record["tools"] = tools
+    return record
+
+
+def _message(i: int, message: Any, call_ids: set[str]) -> dict[str, Any]:
+    if not isinstance(message, dict):
+        raise BadRecord("bad_field", f"messages[{i}] must be an object")
+    role = message.get("role")
+    if role not in ROLES:
+        raise BadRecord("unknown_role", f"messages[{i}].role must be one of {', '.join(ROLES)}, got {_show_role(role)}")
+    # Parquet and Arrow give every struct field; a null field is an absent one.
+    out = {k: v for k, v in message.items() if v is not None}
+    if "tool_calls" in out:
+        if role != "assistant":
+            raise BadRecord("bad_field", f"messages[{i}].tool_calls is only allowed in assistant turns, not {role}")
+        call_ids.update(_tool_calls(i, out["tool_calls"]))
+    content = out.get("content")
+    if "tool_calls" in out and content in (None, ""):
+        out["content"] = ""  # the calls are the turn's content; "" renders in templates where null would not
+    elif not _is_text(content):
+        raise BadRecord("bad_content", f"messages[{i}].content must be a non-empty string, got {_show(content)}")
+    if "reasoning_content" in out and not isinstance(out["reasoning_content"], str):
+        raise BadRecord("bad_field", f"messages[{i}].reasoning_content must be a string")
+    for field in ("tool_call_id", "name"):
+        if field in out and not _is_text(out[field]):
+            raise BadRecord("bad_field", f"messages[{i}].{field} must be a non-empty string, got {_show(out[field])}")
+    if role == "tool" and "tool_call_id" in out and call_ids and out["tool_call_id"] not in call_ids:
+        raise BadRecord("bad_field", f"messages[{i}].tool_call_id {out['tool_call_id']!r} answers no earlier tool call")
+    return out
+
+
+def _tool_calls(i: int, calls: Any) -> list[str]:
+    """Check an assistant turn's ``tool_calls`` (OpenAI format); returns the calls' ids."""
+    if not isinstance(calls, list) or not calls:
+        raise BadRecord("bad_field", f"messages[{i}].tool_calls must be a non-empty list, got {_show(calls)}")
+    ids = []
+    for j, call in enumerate(calls):
+        at = f"messages[{i}].tool_calls[{j}]"
+        if not isinstance(call, dict):
+            raise BadRecord("bad_field", f"{at} must be an object, got {_show(call)}")
+        if call.get("type") not in (None, "function"):
+            raise BadRecord("bad_field", f"{at}.type must be 'function', got {_show_role(call.get('type'))}")
+        if call.get("id") is not None:
+            if not _is_text(call["id"]):
+                raise BadRecord("bad_field", f"{at}.id must be a non-empty string, got {_show(call['id'])}")
+            ids.append(call["id"])
+        function = call.get("function")
+        if not isinstance(function, dict):
+            raise BadRecord("bad_field", f"{at}.function must be an object with `name` and `arguments`, got {_show(function)}")
+        if not _is_text(function.get("name")):
+            raise BadRecord("bad_field", f"{at}.function.name must be a non-empty string, got {_show(function.get('name'))}")
+        _arguments(f"{at}.function.arguments", function.get("arguments"))
+    return ids
+
+
+def _arguments(at: str, arguments: Any) -> None:
+    """A call's arguments: an object, or a string holding a JSON object (what the OpenAI API returns)."""
+    if isinstance(arguments, dict):
+        return
+    if not isinstance(arguments, str):
+        raise BadRecord("bad_field", f"{at} must be a JSON object or a string holding one, got {_show(arguments)}")
+    try:
+        parsed = json.loads(arguments)
+    except (ValueError, RecursionError):
+        raise BadRecord("bad_field", f"{at} must be a string holding a JSON object, got a string that is not JSON") from None
+    if not isinstance(parsed, dict):
+        raise BadRecord("bad_field", f"{at} must be a string holding a JSON object, got JSON {type(parsed).__name__}")
 
 
 def _alpaca(record: dict[str, Any]) -> dict[str, Any]:
@@ -96,12 +165,18 @@ def normalize(record: Any, data_format: DataFormat = "chat", document_column: st
             raise BadRecord("bad_content", f"`{document_column}` must be a non-empty string")
         return {"document": record[document_column]}
     if "messages" in record:
-        return _chat(record["messages"], record.get("unmask"))
+        return _chat(record["messages"], record.get("unmask"), record.get("tools"))
     if "instruction" in record or "output" in record:
         return _alpaca(record)
     if document_column in record:
         raise BadRecord("wrong_format", f"a `{document_column}` record is pretraining data; set is_pretraining to use it")
     raise BadRecord("missing_messages", "`messages` must be a non-empty list (or give Alpaca `instruction`/`output`)")
+
+
+def _show_role(value: Any) -> str:
+    """A role or type as given, short (it may be anything, even a whole document)."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _show(value: Any) -> str:

@@ -5,6 +5,9 @@ Masking follows instructlab-training's rules, so every backend learns the same t
 - the ``content`` (and ``reasoning_content``, where the template renders it) of assistant turns is learned,
   plus the template's tokens after it up to and including the EOS token (e.g. ``<|im_end|>``);
 - with ``"unmask": true`` the content of every turn except ``system`` is learned;
+- an assistant turn that calls tools (``tool_calls``) is learned as the template renders it: everything after
+  the assistant header (what ``add_generation_prompt`` adds) up to and including the EOS token. A template that
+  does not render tool calls makes such a record unusable (reason ``tools_unsupported``), never a silent loss;
 - everything else gets label ``-100``.
 
 How: each learned field is wrapped in private-use marker characters tagged with its message's index,
@@ -39,7 +42,7 @@ def _wrap(messages: list[dict], learned_roles: set[str]) -> list[dict]:
     has_reasoning = any(m.get("reasoning_content") is not None for m in messages if m["role"] in learned_roles)
     wrapped = []
     for i, message in enumerate(messages):
-        if message["role"] not in learned_roles:
+        if message["role"] not in learned_roles or "tool_calls" in message:  # a call's span is found by prefixes
             wrapped.append(message)
             continue
         tag = chr(_TAG0 + i)
@@ -138,26 +141,51 @@ class ChatEncoder:
         """The rendered conversation and the sorted character spans whose tokens are learned."""
         messages = record["messages"]
         learned = {m["role"] for m in messages} - {"system"} if record.get("unmask") else {"assistant"}
+        calls = [i for i, m in enumerate(messages) if "tool_calls" in m]
+        if calls and "tool_calls" not in (self.chat_template or ""):
+            message = f"messages[{calls[0]}] calls a tool, and the model's chat template does not render tool calls"
+            raise BadRecord("tools_unsupported", message)
         wrapped = _wrap(messages, learned)
         if any(key in m for m in wrapped for key in _REASONING_KEYS):
             wrapped = [_alias_reasoning(m) for m in wrapped]
-        try:
-            text = self._template.render(
-                messages=wrapped, tools=None, documents=None, add_generation_prompt=False, **self.special_tokens
-            )
-        except Exception as e:  # a template raising on this conversation (jinja errors, raise_exception)
-            raise BadRecord("template_error", f"the chat template failed: {e}") from None
-        text, by_message = _strip_markers(text)
-        spans = sorted((span, messages[i]["role"]) for i, span in by_message.items())
+        tools = record.get("tools")
+        text, by_message = _strip_markers(self._render(wrapped, tools))
+        for i in calls:
+            by_message[i] = self._call_span(text, wrapped, tools, i)
+        spans = sorted((span, messages[i]["role"], i in calls) for i, span in by_message.items())
         out = []
-        for k, ((start, end), role) in enumerate(spans):
-            if role == "assistant" and self.eos:  # the end-of-turn token is learned too
+        for k, ((start, end), role, call) in enumerate(spans):
+            if role == "assistant" and self.eos and not call:  # the end-of-turn token is learned too
                 stop = spans[k + 1][0][0] if k + 1 < len(spans) else len(text)
                 found = text.find(self.eos, end, stop)
                 if found >= 0:
                     end = found + len(self.eos)
             out.append((start, end))
         return text, out
+
+    def _render(self, messages: list[dict], tools: Any, add_generation_prompt: bool = False) -> str:
+        try:
+            return self._template.render(
+                messages=messages, tools=tools, documents=None, add_generation_prompt=add_generation_prompt, **self.special_tokens
+            )
+        except Exception as e:  # a template raising on this conversation (jinja errors, raise_exception)
+            raise BadRecord("template_error", f"the chat template failed: {_one_line(e)}") from None
+
+    def _call_span(self, text: str, wrapped: list[dict], tools: Any, i: int) -> tuple[int, int]:
+        """Where assistant turn ``i``, a tool call, is in ``text``: after the conversation before it and the
+        assistant header, up to its EOS token (or the end of its turn)."""
+        head, _ = _strip_markers(self._render(wrapped[:i], tools, add_generation_prompt=True))
+        upto, _ = _strip_markers(self._render(wrapped[: i + 1], tools))
+        if not (len(head) <= len(upto) and text.startswith(upto) and upto.startswith(head)):
+            message = f"messages[{i}]: the chat template does not render turn by turn, so the tool call cannot be located"
+            raise BadRecord("template_error", message)
+        start, end = len(head), len(upto)
+        names = [call["function"]["name"] for call in wrapped[i]["tool_calls"]]
+        if not all(name in text[start:end] for name in names):
+            raise BadRecord("tools_unsupported", f"messages[{i}] calls a tool, and the model's chat template does not render it")
+        if self.eos and (found := text.rfind(self.eos, start, end)) >= 0:
+            end = found + len(self.eos)
+        return start, end
 
     def encode(self, records: list[dict[str, Any]]) -> list[dict[str, Any] | BadRecord]:
         """One result per record, in order: the tokenized sample, or why it cannot be used."""
@@ -193,6 +221,11 @@ def _alias_reasoning(message: dict) -> dict:
     """As ``apply_chat_template`` does: reasoning is offered as both ``reasoning_content`` and ``thinking``."""
     reasoning = next((message[k] for k in _REASONING_KEYS if message.get(k) is not None), None)
     return message if reasoning is None else {"thinking": reasoning, **message, "reasoning_content": reasoning}
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _span_labels(ids: list[int], encoding, spans: list[tuple[int, int]]) -> list[int]:
