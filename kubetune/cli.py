@@ -63,28 +63,28 @@ def prepare(
     too_long: Annotated[str, typer.Option(help="drop, truncate or fail.")] = "drop",
     dedup: Annotated[bool, typer.Option(help="Drop exact duplicates.")] = False,
     pretraining: Annotated[bool, typer.Option(help="Documents for continual pretraining (a `document` column).")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace the output directory even if kubetune did not write it.")] = False,
 ) -> None:
     """Check and tokenize training data exactly as the pipeline's preparation step does.
 
     Every bad record is reported with its file and line (exit code 2), before any GPU is asked for.
+    The output directory must be new, empty, or an earlier output of this command (else --overwrite).
 
     Example: kubetune prepare data.jsonl --model ./my-model --max-seq-len 4096 -o prepared/
     """
     import tempfile
 
-    from kubetune.components.prepare.core import prepare
+    from kubetune.components.prepare.core import prepare_dir
     from kubetune.runtime import resolve_model
 
     try:
         with tempfile.TemporaryDirectory(prefix="kubetune-model-") as workdir:
-            summary = prepare(
+            summary = prepare_dir(
                 data,
                 resolve_model(model, workdir),
-                output / "train",
-                output / "validation",
+                output,
+                overwrite=overwrite,
                 validation_uri=validation,
-                report_out=output / "report.json",
-                summary_out=output / "summary.md",
                 validation_ratio=validation_ratio,
                 seed=seed,
                 max_seq_len=max_seq_len,
