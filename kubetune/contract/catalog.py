@@ -53,6 +53,7 @@ class FieldInfo:
     choices: tuple | None = None
     required: bool = False
     default: typing.Any = None
+    item_choices: tuple | None = None  # the strings a string value, or each item of a list value, must be
 
     def accepts(self, value: typing.Any) -> bool:
         if "any" in self.types or (self.choices is not None and value in self.choices):
@@ -81,7 +82,8 @@ class Catalog:
             "backend": self.backend,
             "versions": self.versions,
             "fields": {
-                name: {k: v for k, v in dataclasses.asdict(f).items() if k != "name"} for name, f in sorted(self.fields.items())
+                name: {k: v for k, v in dataclasses.asdict(f).items() if k != "name" and (k != "item_choices" or v)}
+                for name, f in sorted(self.fields.items())
             },
         }
 
@@ -200,7 +202,96 @@ def read_live(backend: str) -> Catalog:
                 required=required,
                 default=_json_default(default),
             )
+    for name, read in ITEM_CHOICES.get(backend, {}).items():
+        fields[name] = dataclasses.replace(fields[name], item_choices=read())
     return Catalog(backend, installed_versions(backend), fields, origin="live")
+
+
+def _integrations() -> tuple[str, ...]:
+    """The values transformers' ``report_to`` takes: its integrations, plus "all" and "none"."""
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    return tuple(sorted({*INTEGRATION_TO_CALLBACK, "all", "none"}))
+
+
+# fields whose string values (or list items) come from a fixed list the backend keeps elsewhere
+ITEM_CHOICES: dict[str, dict[str, typing.Callable[[], tuple[str, ...]]]] = {"trl": {"report_to": _integrations}}
+
+
+@dataclass(frozen=True)
+class Range:
+    """The numbers a backend field takes (its class only says "int" or "float")."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def holds(self, x: float) -> bool:
+        above = self.low is None or (x > self.low if self.low_open else x >= self.low)
+        below = self.high is None or (x < self.high if self.high_open else x <= self.high)
+        return above and below
+
+    def describe(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+
+SEED_MAX = 2**32 - 1  # numpy's seeds are 32-bit
+POSITIVE, NON_NEGATIVE, PROBABILITY = Range(0, low_open=True), Range(0), Range(0, 1, high_open=True)
+COUNT = Range(1)
+SEED = Range(0, SEED_MAX)
+PORT = Range(1, 65535)
+# backend field -> the numbers it takes; a field not listed is type-checked only
+RANGES: dict[str, dict[str, Range]] = {
+    "trl": {
+        "adam_beta1": PROBABILITY, "adam_beta2": PROBABILITY, "adam_epsilon": NON_NEGATIVE, "data_seed": SEED,
+        "seed": SEED, "dataloader_num_workers": NON_NEGATIVE, "dataloader_prefetch_factor": COUNT,
+        "dataset_num_proc": COUNT, "ddp_bucket_cap_mb": COUNT, "ddp_timeout": COUNT, "eval_accumulation_steps": COUNT,
+        "eval_delay": NON_NEGATIVE, "eval_steps": POSITIVE, "gradient_accumulation_steps": COUNT,
+        "label_smoothing_factor": PROBABILITY, "learning_rate": POSITIVE, "logging_steps": POSITIVE,
+        "max_grad_norm": NON_NEGATIVE, "max_length": COUNT, "max_steps": Range(-1), "neftune_noise_alpha": POSITIVE,
+        "num_train_epochs": POSITIVE, "per_device_eval_batch_size": COUNT, "per_device_train_batch_size": COUNT,
+        "qalora_group_size": COUNT, "r": COUNT, "lora_alpha": POSITIVE, "lora_dropout": PROBABILITY,
+        "router_aux_loss_coef": NON_NEGATIVE, "save_steps": POSITIVE, "save_total_limit": COUNT,
+        "torch_empty_cache_steps": COUNT, "warmup_steps": NON_NEGATIVE, "weight_decay": NON_NEGATIVE,
+        "layers_to_transform": NON_NEGATIVE,
+    },
+    "mini-trainer": {
+        "batch_size": COUNT, "beta1": PROBABILITY, "beta2": PROBABILITY, "eps": NON_NEGATIVE, "master_port": PORT,
+        "learning_rate": POSITIVE, "max_epochs": COUNT, "max_steps": NON_NEGATIVE, "max_tokens": NON_NEGATIVE,
+        "max_tokens_per_gpu": COUNT, "min_samples_per_checkpoint": COUNT, "min_samples_per_validation": COUNT,
+        "nnodes": COUNT, "node_rank": NON_NEGATIVE, "nproc_per_node": COUNT, "num_warmup_steps": NON_NEGATIVE,
+        "osft_unfreeze_rank_ratio": Range(0, 1, low_open=True), "seed": SEED, "val_loss_improvement_threshold": NON_NEGATIVE,
+        "validation_frequency": COUNT, "validation_split": PROBABILITY, "weight_decay": NON_NEGATIVE,
+    },
+    "instructlab-training": {
+        "adamw_eps": NON_NEGATIVE, "adamw_weight_decay": NON_NEGATIVE, "data_process_num_cpu_procs": COUNT,
+        "effective_batch_size": COUNT, "learning_rate": POSITIVE, "master_port": PORT, "max_batch_len": COUNT,
+        "max_seq_len": COUNT, "mock_data_len": NON_NEGATIVE, "nnodes": COUNT, "node_rank": NON_NEGATIVE,
+        "nproc_per_node": COUNT, "num_epochs": COUNT, "random_seed": SEED, "save_samples": NON_NEGATIVE,
+        "validation_frequency": COUNT, "validation_split": PROBABILITY, "warmup_steps": NON_NEGATIVE,
+    },
+}  # fmt: skip
+
+
+def value_problems(backend: str, name: str, value: typing.Any) -> list:
+    """Range and fixed-list checks of one backend kwarg already of an accepted type (values never shown)."""
+    from kubetune.errors import Problem
+
+    info = catalog(backend).fields.get(name)
+    allowed = RANGES.get(backend, {}).get(name)
+    items = value if isinstance(value, list) else [value]
+    problems = []
+    for i, item in enumerate(items):
+        where = f"{name}[{i}]" if isinstance(value, list) else name
+        number = isinstance(item, (int, float)) and not isinstance(item, bool)
+        if allowed is not None and number and not allowed.holds(item):
+            problems.append(Problem(where, f"must be {allowed.describe()}"))
+        if info is not None and info.item_choices and isinstance(item, str) and item not in info.item_choices:
+            problems.append(Problem(where, "is not a known integration; known: " + ", ".join(info.item_choices)))
+    return problems
 
 
 def installed_versions(backend: str) -> dict[str, str]:
@@ -227,6 +318,7 @@ def load_snapshot(backend: str) -> Catalog:
             choices=None if f["choices"] is None else tuple(f["choices"]),
             required=f["required"],
             default=f["default"],
+            item_choices=tuple(f["item_choices"]) if f.get("item_choices") else None,
         )
         for name, f in data["fields"].items()
     }

@@ -18,7 +18,7 @@ Probability = Annotated[float, Field(ge=0, lt=1)]
 
 
 class _Params(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class TrackingParams(_Params):
@@ -58,7 +58,7 @@ class CommonParams(TrackingParams, TorchrunParams):
     max_seq_len: PositiveInt | None = Field(None, description="Longest sample in tokens.")
     max_tokens_per_gpu: PositiveInt | None = Field(None, description="Token cap per GPU mini-batch.")
     warmup_steps: NonNegativeInt | None = Field(None, description="Learning-rate warmup steps.")
-    seed: int | None = Field(None, description="Random seed.")
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] | None = Field(None, description="Random seed, 0..2^32-1.")
 
 
 class _AdamWParams(_Params):

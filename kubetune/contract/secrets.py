@@ -1,14 +1,29 @@
-"""Secrets travel by reference only: an environment variable or a Kubernetes secret, never a value."""
+"""Secrets travel by reference only: an environment variable or a Kubernetes secret, never a value.
+
+One scanner finds credentials wherever they hide: ``scan_document`` walks every key and value of a spec
+(nested objects and lists), ``scan_text`` checks any text (a file about to be written, a log line) and
+``redact`` hides what they find. Two kinds of evidence:
+
+- a key whose name means a credential (``hub_token``, ``password``, ``aws_secret_access_key``, ...; a
+  vocabulary token such as ``pad_token`` or ``eos_token`` is not one) holding anything but null/false/"";
+- a value (or a key) shaped like one: Hugging Face, GitHub, GitLab, Slack, npm, Stripe, Google and
+  OpenAI-style tokens, AWS access key ids and secret keys, W&B API keys, JWTs, PEM blocks, bearer
+  tokens, URLs with a user or password, and URLs with a token-like query parameter.
+
+Two shapes are ambiguous alone and count only next to a name that suggests them (a key, or the text just
+before): 40 hex digits (a W&B key, but also a git revision) and 40 base64 characters (an AWS secret key;
+without an aws-ish name only when mixed-case with digits and varied enough not to be a path or a word).
+Nothing here ever returns or prints a value it found: only the names of the shapes.
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-from kubetune.errors import Problem
 
 # Environment variables the training step knows how to consume.
 KNOWN_SECRETS = {
@@ -36,6 +51,9 @@ SECRET_KEYS = {
     "registry": {"MODEL_REGISTRY_TOKEN": "MODEL_REGISTRY_TOKEN"},
 }
 
+REDACTED = "<redacted>"
+HINT = 'put a reference under "secrets" instead, e.g. "secrets": {"HF_TOKEN": {"secret": "hf-token", "key": "token"}}'
+
 _ENV_NAME = r"^[A-Z_][A-Z0-9_]*$"
 _K8S_NAME = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 
@@ -45,9 +63,9 @@ class SecretRef(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    env: str | None = Field(None, pattern=_ENV_NAME, description="Environment variable already set in the pod.")
+    env: str | None = Field(None, pattern=_ENV_NAME, max_length=253, description="Environment variable already set in the pod.")
     secret: str | None = Field(None, pattern=_K8S_NAME, max_length=253, description="Kubernetes Secret name.")
-    key: str | None = Field(None, pattern=r"^[-._a-zA-Z0-9]+$", description="Key inside the Kubernetes Secret.")
+    key: str | None = Field(None, pattern=r"^[-._a-zA-Z0-9]+$", max_length=253, description="Key inside the Kubernetes Secret.")
 
     @model_validator(mode="after")
     def _one_kind(self) -> SecretRef:
@@ -58,48 +76,206 @@ class SecretRef(BaseModel):
         return self
 
 
-# Keys whose value is a credential by name. `pad_token`/`eos_token` (TRL) are tokens of a vocabulary, not secrets.
-_SECRET_KEY = re.compile(
-    r"(api_?key|password|passwd|secret|credential|access_key|private_key|"
-    r"(^|_)(hub|hf|auth|access|api|bearer|tracking|session|github|gh)_token$|^token$)",
+# -- key names ----------------------------------------------------------------------------------------------
+
+# Keys whose value is a credential by name.
+_CREDENTIAL_KEY = re.compile(
+    r"api_?key|apikey|api-key|passw(or)?d|(^|[_-])pwd$|secret|credential|access_?key|private_?key|"
+    r"auth_?token|authorization|cookie|signature|(^|[_-])sig$|"
+    r"(^|[_-])(hub|hf|auth|access|api|bearer|tracking|session|github|gh|gitlab|refresh|id|wandb|mlflow|registry|"
+    r"kfp|pipelines|slack|openai|s3|aws|security|client|private)[_-]?token$|^token$",
     re.IGNORECASE,
 )
-# Values that look like a credential whatever their key.
-_SECRET_VALUE = [
-    re.compile(r"\bhf_[A-Za-z0-9]{30,}\b"),  # Hugging Face
-    re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b"),  # AWS access key id
-    re.compile(r"\bgh[pousr]_[A-Za-z0-9]{30,}\b"),  # GitHub
-    re.compile(r"\bsk-[A-Za-z0-9_-]{20,}\b"),  # OpenAI-style
-    re.compile(r"\blocal-[0-9a-f]{40}\b"),  # W&B local server
-    re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@\s:]+:[^/@\s]+@"),  # URL with user:password@
-    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
-]
+# Tokens of a vocabulary and other fields named like credentials that are not ones.
+_NOT_CREDENTIAL_KEY = re.compile(
+    r"^(pad|eos|bos|unk|sep|cls|mask|chat|im_start|im_end|additional_special)_tokens?(_id)?$|_token_ids?$|"
+    r"^(use|trust)_",
+    re.IGNORECASE,
+)
+
+
+def credential_key(key: str) -> bool:
+    """Whether a key's name means its value is a credential (``hub_token``: yes; ``pad_token``: no)."""
+    return bool(_CREDENTIAL_KEY.search(key)) and not _NOT_CREDENTIAL_KEY.search(key)
+
+
+# -- value shapes -------------------------------------------------------------------------------------------
+
+_B = r"(?<![A-Za-z0-9_])"  # start of a token
+_E = r"(?![A-Za-z0-9_])"  # end of a token
+_SHAPES: dict[str, str] = {
+    "Hugging Face token": _B + r"(?:hf|api_org)_[A-Za-z0-9]{30,}" + _E,
+    "GitHub token": _B + r"(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,})",
+    "GitLab token": _B + r"gl(?:pat|ptt|dt|rt)-[A-Za-z0-9_-]{20,}",
+    "Slack token": _B + r"xox[abposre]-[A-Za-z0-9-]{10,}",
+    "npm token": _B + r"npm_[A-Za-z0-9]{36}" + _E,
+    "Stripe key": _B + r"[srp]k_(?:live|test)_[A-Za-z0-9]{16,}",
+    "Google API key": _B + r"AIza[0-9A-Za-z_-]{35}",
+    "OpenAI-style key": r"(?<![A-Za-z0-9_-])sk-(?=[A-Za-z0-9_-]*[0-9])(?=[A-Za-z0-9_-]*[A-Z])[A-Za-z0-9_-]{20,}",
+    "AWS access key id": (
+        r"(?<![A-Z0-9])(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|APKA|AROA|A3T[A-Z0-9])[A-Z0-9]{16}(?![A-Z0-9])"
+    ),
+    "JWT": _B + r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*",
+    "PEM block": r"-----BEGIN [A-Z0-9 ]{0,60}-----",
+    "bearer token": r"\b[Bb]earer\s+(?=[A-Za-z0-9._~+/=-]*[0-9])[A-Za-z0-9._~+/=-]{16,}",
+    "URL with credentials": r"\b[A-Za-z][A-Za-z0-9+.-]*://[^/?#\s@]*@",
+    "URL with a credential parameter": (
+        r"[?&;#](?i:access_token|id_token|refresh_token|auth_token|token|auth|sig|signature|x-amz-signature|"
+        r"x-amz-credential|x-amz-security-token|x-goog-signature|x-goog-credential|api_key|apikey|api-key|key|"
+        r"password|passwd|pwd|secret|client_secret|private_token|sas_token|code)=[^&#\s]"
+    ),
+    "connection-string password": r"(?i:\b(?:password|pwd|accountkey|sharedaccesskey)=)[^;&\s]",
+    "W&B local key": _B + r"local-[0-9a-f]{40}" + _E,
+    # ambiguous alone (see ``_plausible``)
+    "W&B API key": r"(?<![0-9A-Za-z])[0-9a-f]{40}(?![0-9A-Za-z])",
+    "AWS secret access key": r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])",
+}
+_ANY = re.compile("|".join(f"(?P<g{i}>{p})" for i, p in enumerate(_SHAPES.values())))
+_NAMES = list(_SHAPES)
+_CONTEXT = {  # what a name next to an ambiguous shape must say
+    "W&B API key": re.compile(r"wandb|api[_-]?key|apikey", re.IGNORECASE),
+    "AWS secret access key": re.compile(r"aws|secret", re.IGNORECASE),
+}
+
+
+def _unambiguous_aws_secret(token: str) -> bool:
+    """40 base64 characters that are a random string, not a path or a word: mixed case, digits, varied."""
+    return (
+        any(c.isupper() for c in token)
+        and any(c.islower() for c in token)
+        and any(c.isdigit() for c in token)
+        and not token.startswith("/")
+        and len(set(token)) >= 22
+    )
+
+
+def _plausible(name: str, token: str, context: str) -> bool:
+    if name not in _CONTEXT:
+        return True
+    if _CONTEXT[name].search(context):
+        return name != "AWS secret access key" or not re.fullmatch(r"[0-9a-f]+|[a-z/]+", token)
+    return name == "AWS secret access key" and _unambiguous_aws_secret(token)
+
+
+@dataclass(frozen=True)
+class Found:
+    shape: str
+    start: int
+    end: int
+
+
+def find(text: str, context: str | None = None) -> list[Found]:
+    """Every credential shape in ``text``. ``context``: the name the text is under (a key); None: the text
+    just before each match is its context (free text, a file)."""
+    found = []
+    for match in _ANY.finditer(text):
+        name = _NAMES[int(match.lastgroup[1:])]
+        near = context if context is not None else text[max(0, match.start() - 40) : match.start()]
+        if _plausible(name, match.group(), near):
+            found.append(Found(name, match.start(), match.end()))
+    return found
+
+
+def scan_text(text: str) -> list[str]:
+    """Names of the credential shapes in ``text`` (sorted, each once); never the values."""
+    return sorted({f.shape for f in find(text)})
+
+
+def redact(text: str, hidden: tuple[str, ...] | list[str] | set[str] = ()) -> str:
+    """``text`` with every suspected credential replaced by ``<redacted>``; a URL keeps its scheme and host,
+    a query parameter its name. ``hidden``: literal values (4 characters or more) also to hide."""
+    for value in sorted((v for v in hidden if len(v) >= 4), key=len, reverse=True):
+        text = text.replace(value, REDACTED)
+    parts, last = [], 0
+    for f in find(text):
+        if f.start < last:
+            continue
+        match = text[f.start : f.end]
+        if f.shape == "URL with credentials":
+            scheme = match.split("://", 1)[0]
+            parts += [text[last : f.start], f"{scheme}://{REDACTED}@"]
+        elif f.shape in ("URL with a credential parameter", "connection-string password"):
+            name = match[: match.index("=") + 1]
+            end = re.compile(r"[^&#;\s]*").match(text, f.end).end()
+            parts += [text[last : f.start], name + REDACTED]
+            last = end
+            continue
+        else:
+            parts += [text[last : f.start], REDACTED]
+        last = f.end
+    parts.append(text[last:])
+    return "".join(parts)
+
+
+# -- documents ----------------------------------------------------------------------------------------------
+
+_SAFE_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_ .\-]{0,99}")
+
+
+def shown(key: Any) -> str:
+    """A key as it may appear in a message: itself when it is a plain name, else ``<redacted>``."""
+    key = str(key)
+    return key if _SAFE_KEY.fullmatch(key) and not find(key) else REDACTED
+
+
+@dataclass(frozen=True)
+class Suspect:
+    """A suspected credential: where it is (keys shown safely) and why; never the value."""
+
+    where: str
+    reason: str
+
+
+def _literals(value: Any) -> Iterator[str]:
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, dict):
+            todo += [*map(str, item), *item.values()]
+        elif isinstance(item, list):
+            todo += item
+        elif isinstance(item, str):
+            yield item
+        elif isinstance(item, (int, float)) and not isinstance(item, bool):
+            yield str(item)
+
+
+def scan_document(document: Any, path: str = "", names: bool = True) -> tuple[list[Suspect], set[str]]:
+    """Every suspected credential in ``document`` (keys and values, nested objects and lists), found
+    iteratively, and the literals to hide from every message about it.
+
+    ``names=False`` skips the key-name evidence (for the ``secrets`` section, whose keys name references).
+    """
+    suspects: list[Suspect] = []
+    hidden: set[str] = set()
+    todo: list[tuple[str, str, Any]] = [(path, "", document)]
+    while todo:
+        where, name, value = todo.pop()
+        if isinstance(value, dict):
+            children = []
+            for k, v in value.items():
+                k = str(k)
+                child = f"{where}.{shown(k)}" if where else shown(k)
+                shapes = sorted({f.shape for f in find(k, context=name)})
+                if shapes:
+                    suspects.append(Suspect(child, f"is a key that looks like a credential ({', '.join(shapes)})"))
+                    hidden.add(k)
+                if names and credential_key(k) and v not in (None, False, ""):
+                    suspects.append(Suspect(child, "is named like a credential and holds a value"))
+                    hidden.update(_literals(v))
+                else:
+                    children.append((child, k, v))
+            todo += reversed(children)  # a stack: reversed, so that the walk follows the document's order
+        elif isinstance(value, list):
+            todo += reversed([(f"{where}[{i}]", name, v) for i, v in enumerate(value)])
+        elif isinstance(value, str):
+            shapes = sorted({f.shape for f in find(value, context=name)})
+            if shapes:
+                suspects.append(Suspect(where or "spec", f"looks like a credential ({', '.join(shapes)})"))
+                hidden.add(value)
+    return suspects, hidden
 
 
 def looks_like_secret(key: str, value: Any) -> bool:
-    if not isinstance(value, str) or not value:
-        return False
-    if _SECRET_KEY.search(key):
-        return True
-    if re.search(r"wandb|key", key, re.IGNORECASE) and re.fullmatch(r"[0-9a-f]{40}", value):
-        return True  # W&B cloud API key shape (a bare 40-hex value elsewhere is usually a git revision)
-    return any(p.search(value) for p in _SECRET_VALUE)
-
-
-def find_secret_values(document: Any, path: str = "") -> Iterator[Problem]:
-    """Yield a problem for every value in ``document`` that is or looks like a credential (value hidden)."""
-    if isinstance(document, dict):
-        for key, value in document.items():
-            where = f"{path}.{key}" if path else str(key)
-            if looks_like_secret(str(key), value):
-                yield Problem(
-                    where,
-                    "holds what looks like a credential (value not shown); secrets are never accepted as values",
-                    'put a reference under "secrets" instead, e.g. '
-                    '"secrets": {"HF_TOKEN": {"secret": "hf-token", "key": "token"}}',
-                )
-            else:
-                yield from find_secret_values(value, where)
-    elif isinstance(document, list):
-        for i, item in enumerate(document):
-            yield from find_secret_values(item, f"{path}[{i}]")
+    """Whether ``value`` under ``key`` is or looks like a credential (the scanner's verdict on one pair)."""
+    return bool(scan_document({str(key): value})[0])

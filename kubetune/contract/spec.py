@@ -2,27 +2,35 @@
 
 Everything is checked before any GPU is requested, and every problem is reported at once:
 curated parameters (types, ranges, required), every backend kwarg against the backend's real fields
-(with did-you-mean), backend rules, duplicated names, and secrets (references only).
+(with did-you-mean) and ranges, backend rules, the backend's own configuration classes where installed,
+duplicated names, and secrets (references only; a suspected credential is never echoed: every message
+passes through ``_hide``). Files are read in bounded memory (``reading.py``: ``MAX_SPEC_BYTES``, ``MAX_DEPTH``).
 """
 
 from __future__ import annotations
 
 import difflib
 import json
-import re
+import math
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kubetune.backends import get_backend
-from kubetune.contract.catalog import catalog
+from kubetune.contract.catalog import catalog, value_problems
 from kubetune.contract.params import ALGORITHM_PARAMS, PATH_PARAMS, REQUIRED
-from kubetune.contract.secrets import KNOWN_SECRETS, SecretRef, find_secret_values
+from kubetune.contract.reading import MAX_DEPTH, MAX_ITEMS, MAX_SPEC_BYTES, Refused, parse, read_text
+from kubetune.contract.secrets import HINT, KNOWN_SECRETS, SecretRef, redact, scan_document, shown
 from kubetune.errors import KubetuneError, Problem
 
 SCHEMA_VERSION = 1
 RESERVED = ("schema_version", "algorithm", "backend", "backend_kwargs", "secrets")
+MAX_PROBLEMS = 50  # a report lists at most this many problems, then how many more there are
+MAX_SUGGESTIONS = 20  # did-you-mean hints for the first unknown keys only (difflib is slow on thousands)
+__all__ = [
+    "MAX_DEPTH", "MAX_ITEMS", "MAX_SPEC_BYTES", "SCHEMA_VERSION", "TrainingSpec", "load_spec", "read_document", "validate_spec"
+]  # fmt: skip
 
 
 class TrainingSpec(BaseModel):
@@ -58,36 +66,94 @@ class TrainingSpec(BaseModel):
         return validate_spec(document, require_paths=True)
 
 
-def key_lines(text: str) -> dict[str, int]:
-    """First line on which each JSON key appears, to point errors at the file's lines."""
-    lines: dict[str, int] = {}
-    for match in re.finditer(r'"((?:[^"\\]|\\.)*)"\s*:', text):
-        lines.setdefault(match.group(1), text.count("\n", 0, match.start()) + 1)
-    return lines
+def read_document(path: str | Path) -> tuple[Any, dict[str, int]]:
+    """A spec file parsed in bounded memory, with the line of every key path; raises with file:line."""
+    path = Path(path)
+    try:
+        document, found = parse(read_text(path), str(path))
+    except Refused as e:
+        raise KubetuneError([_hide(p, set()) for p in e.problems], f"invalid spec {path}") from None
+    return document, found.lines
 
 
 def load_spec(path: str | Path, require_paths: bool = True) -> TrainingSpec:
     """Read and validate a spec file; errors name the file and line."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise KubetuneError([Problem(str(path), f"cannot be read: {e.strerror}")], "invalid spec") from None
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise KubetuneError([Problem(f"{path}:{e.lineno}:{e.colno}", f"is not valid JSON: {e.msg}")], "invalid spec") from None
-    return validate_spec(document, require_paths=require_paths, source=str(path), lines=key_lines(text))
+    document, lines = read_document(path)
+    return validate_spec(document, require_paths=require_paths, source=str(path), lines=lines)
 
 
 def suggest(name: str, candidates: set[str]) -> str | None:
+    if shown(name) != name:
+        return None
     matches = difflib.get_close_matches(name, sorted(candidates), n=3, cutoff=0.6)
     return "did you mean " + " or ".join(f"`{m}`" for m in matches) + "?" if matches else None
 
 
-def _pydantic_problems(error: ValidationError) -> list[Problem]:
-    # `msg` never contains the input value, so a credential cannot leak through an error message.
-    return [Problem(".".join(str(x) for x in e["loc"]) or "spec", e["msg"]) for e in error.errors(include_input=False)]
+def _pydantic_problems(error: ValidationError, prefix: str = "") -> list[Problem]:
+    # `msg` never contains the input value (include_input=False), so a value cannot leak through it.
+    problems = []
+    for e in error.errors(include_input=False):
+        where = prefix
+        for part in e["loc"]:
+            where = f"{where}[{part}]" if isinstance(part, int) else (f"{where}.{shown(part)}" if where else shown(part))
+        problems.append(Problem(where or "spec", e["msg"]))
+    return problems
+
+
+def _hide(problem: Problem, hidden: set[str]) -> Problem:
+    """The one gate every message of a spec error passes: suspected credentials become ``<redacted>``."""
+    hint = redact(problem.hint, hidden) if problem.hint else None
+    return Problem(redact(problem.where, hidden), redact(problem.message, hidden), hint)
+
+
+def _json_values(document: Any) -> tuple[Any, list[Problem]]:
+    """Check that ``document`` is JSON made of finite numbers, 64-bit integers and string keys, not deeper than
+    ``MAX_DEPTH`` nor bigger than ``MAX_SPEC_BYTES`` (iteratively: no recursion on hostile input); return it
+    with integral floats as integers (KFP carries every number as a double, JSON does not tell 2 from 2.0).
+    The size counted is a lower bound of the document's JSON text, so any file under the limit passes."""
+    problems: list[Problem] = []
+    size = 0
+    todo: list[tuple[str, Any, int]] = [("", document, 0)]
+    while todo and len(problems) < MAX_PROBLEMS:
+        where, value, depth = todo.pop()
+        name = where or "spec"
+        if depth > MAX_DEPTH:
+            return document, [Problem(name, f"is nested deeper than {MAX_DEPTH} levels")]
+        size += 1
+        if isinstance(value, (dict, list)) and len(value) > MAX_ITEMS:
+            kind = "keys" if isinstance(value, dict) else "items"
+            return document, [Problem(name, f"has {len(value)} {kind}; a spec's objects and lists hold at most {MAX_ITEMS}")]
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if not isinstance(k, str):
+                    problems.append(Problem(name, "has a key that is not a string"))
+                    continue
+                size += len(k) + 3
+                todo.append((f"{where}.{shown(k)}" if where else shown(k), v, depth + 1))
+        elif isinstance(value, list):
+            todo += [(f"{where}[{i}]", v, depth + 1) for i, v in enumerate(value)]
+        elif isinstance(value, str):
+            size += len(value) + 1
+        elif isinstance(value, float) and not math.isfinite(value):
+            problems.append(Problem(name, "must be a finite number (not NaN or Infinity)"))
+        elif isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+            problems.append(Problem(name, "is out of range: integers must fit in 64 bits"))
+        elif value is not None and not isinstance(value, (bool, int, float)):
+            problems.append(Problem(name, f"is not a JSON value ({type(value).__name__})"))
+        if size > MAX_SPEC_BYTES:
+            return document, [Problem("spec", f"is larger than {MAX_SPEC_BYTES} bytes (1 MiB), the size limit of a spec")]
+    return (document if problems else _integral(document)), problems
+
+
+def _integral(value: Any) -> Any:
+    """Integral floats as integers (depth is bounded by the caller)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    return value
 
 
 def validate_spec(
@@ -99,23 +165,36 @@ def validate_spec(
 ) -> TrainingSpec:
     """Validate a spec document and return the normalized artifact, or raise with every problem found.
 
-    ``require_paths=False`` is for the pipeline's validation step, where model, data and output paths are
-    bound later from the pipeline's artifacts.
+    Every entry point (``kubetune validate``, ``load_spec``, the pipeline's validation step, ``kubetune run``)
+    comes here, so one document gets one verdict. ``require_paths=False`` is for the pipeline's validation
+    step, where model, data and output paths are bound later from the pipeline's artifacts.
     """
     problems: list[Problem] = []
+    hidden: set[str] = set()
+    lines = lines or {}
 
     def where(key: str) -> str:
-        root = key.split(".")[0].split("[")[0]
-        if source and lines and root in lines:
-            return f"{source}:{lines[root]}: `{key}`"
+        for candidate in (key, f"backend_kwargs.{key}", key.split(".")[0].split("[")[0]):
+            if source and candidate in lines:
+                return f"{source}:{lines[candidate]}: `{key}`"
         return f"{source}: `{key}`" if source else f"`{key}`"
 
     def fail() -> KubetuneError:
-        located = [Problem(where(p.where), p.message, p.hint) for p in problems]
+        shown_problems = problems[:MAX_PROBLEMS]
+        located = [_hide(Problem(where(p.where), p.message, p.hint), hidden) for p in shown_problems]
+        if len(problems) > MAX_PROBLEMS:
+            located.append(Problem(source or "spec", f"... and {len(problems) - MAX_PROBLEMS} more problem(s)"))
         return KubetuneError(located, f"invalid spec{' ' + source if source else ''}")
 
     if not isinstance(document, dict):
         problems.append(Problem("spec", "must be a JSON object"))
+        raise fail()
+    document, problems = _json_values(document)
+    suspects, hidden = scan_document({k: v for k, v in document.items() if k != "secrets"})
+    more, hidden_refs = scan_document(document.get("secrets"), "secrets", names=False)
+    hidden |= hidden_refs
+    problems += [Problem(s.where, s.reason + "; secrets are never accepted as values", HINT) for s in suspects + more]
+    if problems:
         raise fail()
 
     version = document.get("schema_version", SCHEMA_VERSION)
@@ -124,7 +203,7 @@ def validate_spec(
 
     algorithm = document.get("algorithm")
     if algorithm not in ALGORITHM_PARAMS:
-        hint = suggest(str(algorithm), set(ALGORITHM_PARAMS)) if isinstance(algorithm, str) else None
+        hint = suggest(algorithm, set(ALGORITHM_PARAMS)) if isinstance(algorithm, str) else None
         problems.append(Problem("algorithm", f"must be one of {', '.join(sorted(ALGORITHM_PARAMS))}", hint))
         raise fail()
 
@@ -132,7 +211,8 @@ def validate_spec(
     names = (backend.name, *backend.aliases)
     backend_name = document.get("backend", backend.name)
     if backend_name not in names:
-        problems.append(Problem("backend", f"{algorithm} runs on {' or '.join(names)}, not {backend_name!r}"))
+        hint = suggest(backend_name, set(names)) if isinstance(backend_name, str) else None
+        problems.append(Problem("backend", f"must be {' or '.join(names)} for {algorithm}", hint))
 
     secrets: dict[str, SecretRef] = {}
     raw_secrets = document.get("secrets") or {}
@@ -143,7 +223,7 @@ def validate_spec(
         if env_name not in KNOWN_SECRETS:
             problems.append(
                 Problem(
-                    f"secrets.{env_name}",
+                    f"secrets.{shown(env_name)}",
                     "is not a secret kubetune passes on",
                     suggest(env_name, set(KNOWN_SECRETS)) or "known: " + ", ".join(KNOWN_SECRETS),
                 )
@@ -155,9 +235,7 @@ def validate_spec(
         try:
             secrets[env_name] = SecretRef.model_validate(ref)
         except ValidationError as e:
-            problems += [Problem(f"secrets.{env_name}.{p.where}", p.message) for p in _pydantic_problems(e)]
-
-    problems += list(find_secret_values({k: v for k, v in document.items() if k != "secrets"}))
+            problems += _pydantic_problems(e, f"secrets.{env_name}")
 
     model = ALGORITHM_PARAMS[algorithm]
     curated_names = set(model.model_fields)
@@ -169,7 +247,7 @@ def validate_spec(
         nested = {}
     for key, value in nested.items():
         if key in kwargs or key in curated_names:
-            problems.append(Problem(f"backend_kwargs.{key}", "is also given at the top level; give it once"))
+            problems.append(Problem(f"backend_kwargs.{shown(key)}", "is also given at the top level; give it once"))
         kwargs[key] = value
 
     for field, curated_name in backend.renames.items():
@@ -186,19 +264,20 @@ def validate_spec(
         del kwargs[field]
 
     fields = catalog(backend.catalog_name).fields
+    unknown = 0
     for key, value in kwargs.items():
         if key in backend.managed:
             problems.append(Problem(key, f"cannot be set in a spec: {backend.managed[key]}"))
         elif key not in fields:
+            unknown += 1
+            hint = suggest(key, set(fields) | curated_names) if unknown <= MAX_SUGGESTIONS else None
             problems.append(
-                Problem(
-                    key,
-                    f"is not a parameter of {algorithm} nor a field of {backend.name}'s configuration",
-                    suggest(key, set(fields) | curated_names),
-                )
+                Problem(shown(key), f"is not a parameter of {algorithm} nor a field of {backend.name}'s configuration", hint)
             )
         elif not fields[key].accepts(value):
             problems.append(Problem(key, f"must be {fields[key].describe()} ({fields[key].source})"))
+        else:
+            problems += value_problems(backend.catalog_name, key, value)
 
     params: dict[str, Any] = {}
     try:
@@ -214,6 +293,8 @@ def validate_spec(
         problems.append(Problem("block_size", "is required when is_pretraining is true"))
     if not problems:
         problems += backend.check(params, kwargs, catalog(backend.catalog_name), pipeline=not require_paths)
+    if not problems:  # the backend's own configuration classes, where installed, have the last word
+        problems += backend.config_problems(params, kwargs)
     if problems:
         raise fail()
     return TrainingSpec(
