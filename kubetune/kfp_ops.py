@@ -76,33 +76,48 @@ def _version_id(kfp_client, pipeline_id: str, version: str) -> str | None:
 
 def parameters(spec: Path | None, params: list[str], pipeline: str = "finetune") -> dict[str, Any]:
     """Pipeline arguments: a spec file becomes ``algorithm`` + ``training_kwargs`` (validated first, with file
-    and line on error); ``KEY=VALUE`` pairs are parsed as JSON when they can be (numbers, booleans, lists)."""
+    and line on error); ``KEY=VALUE`` pairs are parsed as JSON when they can be (numbers, booleans, lists).
+
+    Nothing that looks like a credential is ever sent: every argument (spec and ``-p`` values, keys too) is
+    scanned first, and the report names the argument without echoing it."""
+    from kubetune.contract import validate_spec
+    from kubetune.contract.secrets import HINT, redact, scan_document, shown
+    from kubetune.contract.spec import read_document
+
     arguments: dict[str, Any] = {}
     validated = None
-    if spec is not None:
-        from kubetune.contract import load_spec
-
-        validated = load_spec(spec, require_paths=False)  # fail here, before anything reaches the cluster
-        document = json.loads(spec.read_text())
+    if spec is not None:  # read once, in bounded memory; what is validated is what is sent
+        document, lines = read_document(spec)
+        validated = validate_spec(document, require_paths=False, source=str(spec), lines=lines)
+        document = dict(document)
         arguments["algorithm"] = document.pop("algorithm")
         arguments["training_kwargs"] = document
     problems = []
     for pair in params:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            problems.append(Problem(pair, "is not KEY=VALUE"))
+            problems.append(Problem(f"-p {shown(pair)}", "is not KEY=VALUE"))
             continue
         try:
-            arguments[key] = json.loads(value)
-        except json.JSONDecodeError:
+            arguments[key] = json.loads(value, parse_constant=_not_a_number)
+        except ValueError:
             arguments[key] = value
+    suspects, hidden = scan_document(arguments)
+    problems += [Problem(f"argument `{s.where}`", s.reason, HINT) for s in suspects]
+    if validated is None and isinstance(arguments.get("training_kwargs"), dict) and not suspects:
+        validated = validate_spec({"algorithm": arguments.get("algorithm"), **arguments["training_kwargs"]}, require_paths=False)
     if validated is not None and pipeline == "finetune-trainjob":  # the TrainJob places the nodes, not the spec
         from kubetune.components.train.launch import placement_problems
 
         problems += placement_problems(validated.params, arguments.get("nnodes", 2), arguments.get("gpus", 1))
     if problems:
-        raise KubetuneError(problems, "invalid parameters")
+        shown_problems = [Problem(redact(p.where, hidden), redact(p.message, hidden), p.hint) for p in problems]
+        raise KubetuneError(shown_problems, "invalid parameters")
     return arguments
+
+
+def _not_a_number(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # a NaN/Infinity -p value stays the string the user wrote
 
 
 def experiment_id(kfp_client, name: str) -> str:

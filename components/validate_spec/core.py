@@ -1,4 +1,9 @@
-"""Kwargs validation step: the user's spec becomes the normalized kwargs artifact, or the run stops here."""
+"""Kwargs validation step: the user's spec becomes the normalized kwargs artifact, or the run stops here.
+
+The step is ``validate_spec`` itself (the code ``kubetune validate`` runs), so a document gets one verdict
+everywhere. KFP carries a dict parameter as a protobuf Struct, where every number is a double (5 -> 5.0);
+``validate_spec`` reads an integral number as an integer whatever its spelling, as JSON does.
+"""
 
 from __future__ import annotations
 
@@ -6,34 +11,24 @@ from pathlib import Path
 from typing import Any
 
 from kubetune.contract import TrainingSpec, validate_spec
+from kubetune.contract.secrets import scan_text
 from kubetune.errors import KubetuneError, Problem
-
-
-def restore_integers(value: Any) -> Any:
-    """KFP carries a dict parameter as a protobuf Struct, where every number is a double (5 -> 5.0).
-
-    Integral doubles are turned back into integers; fields that take floats accept integers too.
-    """
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {k: restore_integers(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [restore_integers(v) for v in value]
-    return value
+from kubetune.files import write_text_atomic
 
 
 def validate_to_artifact(algorithm: str, training_kwargs: dict[str, Any], output_path: str | Path) -> TrainingSpec:
     """Validate ``training_kwargs`` for ``algorithm`` and write the artifact (paths are bound at train time)."""
-    document = restore_integers(dict(training_kwargs))
+    if not isinstance(training_kwargs, dict):
+        raise KubetuneError([Problem("training_kwargs", "must be a JSON object")], "invalid spec")
+    document = dict(training_kwargs)
     if document.setdefault("algorithm", algorithm) != algorithm:
         raise KubetuneError(
-            [Problem("algorithm", f"the kwargs say {document['algorithm']!r} but the pipeline runs {algorithm!r}")]
+            [Problem("algorithm", "the kwargs name another algorithm than the pipeline's `algorithm` parameter")], "invalid spec"
         )
     spec = validate_spec(document, require_paths=False)
-    path = Path(output_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(spec.to_json(), encoding="utf-8")
-    tmp.replace(path)
+    text = spec.to_json()
+    shapes = scan_text(text)
+    if shapes:  # validation refuses credentials; this guard keeps one from ever reaching the artifact
+        raise KubetuneError([Problem("kwargs artifact", f"would hold what looks like a credential ({', '.join(shapes)})")])
+    write_text_atomic(output_path, text)
     return spec
