@@ -1,20 +1,44 @@
-"""Checkpoints in the backends' layouts, shared by evaluation and export.
+"""Checkpoints in the backends' layouts, shared by training (resume), evaluation and export.
 
 ``hf_format/samples_N`` (instructlab-training, mini-trainer; N samples seen), ``checkpoint-N`` (TRL; step N),
 and unnamed model directories such as ``final``. Optimizer state and the base model copy are not checkpoints.
+
+A checkpoint counts only when it is complete. Completeness is a check of each layout's files, not a marker:
+every backend writes one file last (TRL ``trainer_state.json``, mini-trainer ``training_state.pt``; a
+transformers ``save_pretrained`` writes a sharded model's index after its shards), and a check also covers
+directories written by tools kubetune does not drive (a TrainJob's nodes, a user's own checkpoints).
+
+- a model directory (every layout): ``config.json`` or ``adapter_config.json`` parses; its weights are there
+  (``model.safetensors``, the shards an index lists, ``adapter_model.safetensors``, or ``*.bin``), each
+  safetensors file's header parses and its size is exactly what the header says, each ``.bin`` is a whole zip;
+  a ``trainer_state.json``, where present, parses;
+- resuming TRL (``checkpoint-N``): the same, plus ``trainer_state.json`` (TRL writes it last) and whole
+  optimizer, scheduler and RNG files;
+- mini-trainer (``full_state_checkpoints/step_N``): ``training_state.pt`` (written last) and every
+  ``optimizer_rank_*.pt`` are whole zips, and the model's ``distributed/.metadata`` is there.
+
+Incomplete checkpoints in kubetune's own training output are moved to ``incomplete/`` beside them (never
+deleted); elsewhere they are only skipped.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
+import struct
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 from kubetune.errors import KubetuneError, Problem
 
-SKIPPED_DIRS = {"base", "full_state", "full_state_checkpoints", ".datasets-cache"}
+SKIPPED_DIRS = {"base", "full_state", "full_state_checkpoints", ".datasets-cache", "incomplete"}
+INCOMPLETE_DIR = "incomplete"
 # files of a checkpoint that only resuming needs (an export or a copy leaves them out)
 TRAINING_STATE = ("optimizer.pt", "scheduler.pt", "rng_state*.pth", "trainer_state.json", "training_args.bin")
+NAMED = re.compile(r"checkpoint-\d+|samples_\d+(\.\d+)?")
+MAX_HEADER = 100 << 20  # a safetensors header larger than this is not one
 
 
 def position(path: Path) -> tuple[int | None, int | None]:
@@ -26,19 +50,25 @@ def position(path: Path) -> tuple[int | None, int | None]:
     return None, None
 
 
-def find_checkpoints(output_dir: str | Path) -> list[Path]:
-    """Every model directory under ``output_dir`` in training order, unnamed ones (``final``) last."""
+def _order(path: Path) -> tuple:
+    step, samples = position(path)
+    known = step if step is not None else samples
+    return (known is None, known or 0, str(path))
+
+
+def find_checkpoints(output_dir: str | Path, named: bool = False) -> list[Path]:
+    """Every model directory under ``output_dir`` in training order, unnamed ones (``final``) last.
+
+    ``named``: also directories named as a backend names its checkpoints (``checkpoint-N``, ``samples_N``)
+    that hold no model at all (an empty or half-written one), so that a caller can say why it skips them.
+    """
     root = Path(output_dir)
     found = {p.parent for name in ("config.json", "adapter_config.json") for p in root.rglob(name)}
+    if named:
+        found |= {p for p in root.rglob("*") if NAMED.fullmatch(p.name) and p.is_dir()}
     found = {p for p in found if not SKIPPED_DIRS & set(p.relative_to(root).parts)}
     found = {p for p in found if not any(q != p and p in q.parents for q in found)}
-
-    def order(path: Path) -> tuple:
-        step, samples = position(path)
-        known = step if step is not None else samples
-        return (known is None, known or 0, str(path))
-
-    return sorted(found, key=order)
+    return sorted(found, key=_order)
 
 
 def is_adapter(path: Path) -> bool:
@@ -60,12 +90,171 @@ def adapter_base(adapter: Path, training_root: Path | None = None, base_model: s
     )
 
 
-def latest_full_state(output_dir: str | Path) -> str | None:
-    """mini-trainer's newest full-state checkpoint (``full_state_checkpoints/step_N`` with its
-    ``training_state.pt``) under ``output_dir``, for ``resume_from_full_state_checkpoint``."""
+def safetensors_problem(path: Path) -> str | None:
+    """Why ``path`` is not a whole safetensors file (header parses, size matches the header), else None."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return f"{path.name} is truncated ({size} bytes)"
+            (length,) = struct.unpack("<Q", head)
+            if length > min(MAX_HEADER, size - 8):
+                return f"{path.name} is truncated (header of {length} bytes in a file of {size})"
+            header = json.loads(f.read(length))
+    except OSError as error:
+        return f"{path.name} is unreadable ({error.strerror or error})"
+    except (ValueError, UnicodeDecodeError):
+        return f"{path.name} has a header that does not parse"
+    if not isinstance(header, dict):
+        return f"{path.name} has a header that does not parse"
+    try:
+        end = max((int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"), default=0)
+    except (KeyError, TypeError, ValueError, IndexError):
+        return f"{path.name} has a header that does not parse"
+    if size != 8 + length + end:
+        return f"{path.name} is truncated ({size} bytes, its header says {8 + length + end})"
+    return None
+
+
+def zip_problem(path: Path) -> str | None:
+    """Why ``path`` (a ``torch.save`` file: a zip) is not whole, else None; an older non-zip pickle only needs bytes."""
+    try:
+        with path.open("rb") as f:
+            magic = f.read(4)
+        if not magic:
+            return f"{path.name} is empty"
+        if magic[:2] == b"PK":
+            with zipfile.ZipFile(path) as archive:
+                archive.infolist()
+    except OSError as error:
+        return f"{path.name} is unreadable ({error.strerror or error})"
+    except zipfile.BadZipFile:
+        return f"{path.name} is truncated (not a whole zip)"
+    return None
+
+
+def json_problem(path: Path) -> str | None:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return f"{path.name} is missing"
+    except OSError as error:
+        return f"{path.name} is unreadable ({error.strerror or error})"
+    except (ValueError, UnicodeDecodeError):
+        return f"{path.name} does not parse as JSON"
+    return None if isinstance(value, dict) else f"{path.name} is not a JSON object"
+
+
+def _weights_problem(path: Path, stem: str) -> str | None:
+    """``stem``: ``model`` or ``adapter_model``; single file, sharded with an index, or ``.bin``."""
+    single = path / f"{stem}.safetensors"
+    index = path / f"{stem}.safetensors.index.json"
+    if single.is_file():
+        return safetensors_problem(single)
+    if index.is_file():
+        if problem := json_problem(index):
+            return problem
+        shards = sorted(set(json.loads(index.read_text(encoding="utf-8")).get("weight_map", {}).values()))
+        if not shards:
+            return f"{index.name} lists no weight file"
+        for shard in shards:
+            if not (path / shard).is_file():
+                return f"{shard} is missing (listed in {index.name})"
+            if problem := safetensors_problem(path / shard):
+                return problem
+        return None
+    bins = sorted(path.glob(f"{'pytorch_model' if stem == 'model' else stem}*.bin"))
+    if bins:
+        return next(filter(None, map(zip_problem, bins)), None)
+    return f"holds no weights ({single.name} is missing)"
+
+
+def problem(path: str | Path) -> str | None:
+    """Why the model directory ``path`` is not a complete checkpoint (evaluation, export), else None."""
+    path = Path(path)
+    if not path.is_dir():
+        return "is not a directory"
+    if not any(path.iterdir()):
+        return "is empty"
+    if (path / "adapter_config.json").exists():
+        config, stem = path / "adapter_config.json", "adapter_model"
+    elif (path / "config.json").exists():
+        config, stem = path / "config.json", "model"
+    else:
+        return "holds no config.json or adapter_config.json"
+    if found := json_problem(config) or _weights_problem(path, stem):
+        return found
+    if (path / "trainer_state.json").exists():
+        return json_problem(path / "trainer_state.json")
+    return None
+
+
+def resume_problem(path: str | Path) -> str | None:
+    """Why the TRL checkpoint ``path`` cannot be resumed from, else None."""
+    path = Path(path)
+    if found := problem(path):
+        return found
+    if not (path / "trainer_state.json").exists():
+        return "trainer_state.json is missing (TRL writes it last: the save did not finish)"
+    state = [path / "optimizer.pt", path / "scheduler.pt", *sorted(path.glob("rng_state*.pth"))]
+    return next(filter(None, (zip_problem(p) for p in state if p.exists())), None)
+
+
+def full_state_problem(path: str | Path) -> str | None:
+    """Why mini-trainer's ``full_state_checkpoints/step_N`` cannot be resumed from, else None."""
+    path = Path(path)
+    if not (path / "training_state.pt").is_file():
+        return "training_state.pt is missing (mini-trainer writes it last: the save did not finish)"
+    if not (path / "distributed" / ".metadata").is_file():
+        return "distributed/.metadata is missing (the model's state was not saved whole)"
+    files = [path / "training_state.pt", *sorted(path.glob("optimizer_rank_*.pt"))]
+    return next(filter(None, map(zip_problem, files)), None)
+
+
+Say = Callable[[str], None]
+
+
+def _newest_complete(candidates: list[tuple[int, Path]], check: Callable[[Path], str | None], say: Say, aside: Path | None):
+    """The newest candidate that passes ``check``; every failing one newer than it is noted and set aside."""
+    for _, path in sorted(candidates, reverse=True):
+        reason = check(path)
+        if reason is None:
+            return path
+        where = f"; moved to {set_aside(path, aside)}" if aside is not None else ""
+        say(f"[kubetune] skipped incomplete checkpoint {path.name}: {reason}{where}")
+    return None
+
+
+def set_aside(path: Path, incomplete: Path) -> Path:
+    """Move ``path`` (an incomplete checkpoint kubetune's training wrote) into ``incomplete/``, replacing an
+    older copy of the same name there (itself set aside by kubetune)."""
+    target = incomplete / path.name
+    incomplete.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        shutil.rmtree(target)
+    path.rename(target)
+    return target
+
+
+def resume_checkpoint(output_dir: str | Path, say: Say = print, own: bool = True) -> Path | None:
+    """The newest complete TRL ``checkpoint-N`` under ``output_dir`` to resume from.
+
+    ``own``: ``output_dir`` is kubetune's training output, so incomplete checkpoints found on the way are moved
+    to ``output_dir/incomplete`` (TRL would otherwise save into them again, or count them when rotating)."""
+    root = Path(output_dir)
+    found = [(step, p) for p in root.glob("checkpoint-*") if p.is_dir() and (step := position(p)[0]) is not None]
+    return _newest_complete(found, resume_problem, say, root / INCOMPLETE_DIR if own else None)
+
+
+def latest_full_state(output_dir: str | Path, say: Say = print, own: bool = False) -> str | None:
+    """mini-trainer's newest complete full-state checkpoint (``full_state_checkpoints/step_N``) under
+    ``output_dir``, for ``resume_from_full_state_checkpoint``; incomplete ones are noted (and set aside if ``own``)."""
+    states = Path(output_dir, "full_state_checkpoints")
     found = [
         (int(d.name.removeprefix("step_")), d)
-        for d in Path(output_dir, "full_state_checkpoints").glob("step_*")
-        if d.name.removeprefix("step_").isdigit() and (d / "training_state.pt").is_file()
+        for d in states.glob("step_*")
+        if d.is_dir() and d.name.removeprefix("step_").isdigit()
     ]
-    return str(max(found)[1]) if found else None
+    newest = _newest_complete(found, full_state_problem, say, Path(output_dir, INCOMPLETE_DIR) if own else None)
+    return str(newest) if newest else None

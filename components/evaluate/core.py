@@ -5,6 +5,10 @@ prepared validation set), summed over all tokens and divided once, computed with
 length-sorted batches; bf16 on a GPU, float32 on CPU. Checkpoints come in the backends' layouts:
 ``hf_format/samples_N`` (instructlab-training, mini-trainer), ``checkpoint-N`` (TRL), ``final``, full models
 or LoRA adapters (loaded on their base model, which is loaded once for all adapters).
+
+A damaged checkpoint (``kubetune.checkpoints.problem``: truncated weights, a config that does not parse, an
+empty directory, ...; or one that fails to load) is skipped with its reason in the report; the best is
+chosen among the rest, and only when every checkpoint is damaged does the step fail.
 """
 
 from __future__ import annotations
@@ -17,11 +21,20 @@ from typing import Any
 
 from kubetune.components.evaluate.timeline import BackendSeries, overfitting_point, read_backend_metrics
 
-from kubetune.checkpoints import adapter_base, find_checkpoints, is_adapter, position
+from kubetune.checkpoints import adapter_base, find_checkpoints, is_adapter, position, problem
 from kubetune.data import tokenized_file
 from kubetune.data.tokenize import IGNORE_INDEX, read_jsonl, tokenize_samples
 from kubetune.errors import KubetuneError, Problem
 from kubetune.files import write_text_atomic
+
+
+@dataclass
+class Skipped:
+    checkpoint: str  # path relative to the training output
+    reason: str
+
+    def __str__(self) -> str:
+        return f"skipped: {self.checkpoint}: {self.reason}"
 
 
 @dataclass
@@ -57,7 +70,11 @@ class _Models:
 
         if self._base is None:
             self._base = AutoModelForCausalLM.from_pretrained(self._base_path(path), dtype=self.dtype).to(self.device)
-        return PeftModel.from_pretrained(self._base, str(path)).to(self.device).eval()
+        try:
+            return PeftModel.from_pretrained(self._base, str(path)).to(self.device).eval()
+        except Exception:
+            self._base = None  # a failed load may have left adapter layers in it: load it afresh next time
+            raise
 
     def release(self, model) -> None:
         if hasattr(model, "unload"):  # take the adapter's layers out; the base stays for the next adapter
@@ -109,29 +126,61 @@ def evaluate(
     max_seq_len: int | None = None,
     base_model: str | None = None,
     batch_size: int | None = None,
+    skipped: list[Skipped] | None = None,
 ) -> list[LossPoint]:
-    """One loss point per checkpoint under ``output_dir``, in training order (unnamed ones last)."""
+    """One loss point per complete checkpoint under ``output_dir``, in training order (unnamed ones last).
+
+    Damaged checkpoints are left out and appended to ``skipped`` (when given) with the reason."""
     root = Path(output_dir)
-    checkpoints = find_checkpoints(root)
-    if not checkpoints:
+    found = find_checkpoints(root, named=True)
+    if not found:
         raise KubetuneError(
             [Problem(str(root), "holds no checkpoint (no config.json or adapter_config.json)")], "cannot evaluate"
         )
+    left_out = [] if skipped is None else skipped
+    checkpoints = []
+    for path in found:
+        if reason := problem(path):
+            left_out.append(Skipped(str(path.relative_to(root)), reason))
+        else:
+            checkpoints.append(path)
     rows = list(read_jsonl(tokenized_file(validation_path)))
     if not rows:
         raise KubetuneError([Problem(str(validation_path), "holds no validation sample")], "cannot evaluate")
+    if not checkpoints:
+        raise _all_damaged(root, left_out)
     models = _Models(root, base_model)
     tokenizer = tokenizer_for(checkpoints[0], models)
     samples, _ = tokenize_samples(tokenizer, rows, max_seq_len)  # prepared rows pass through as they are
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     points = []
     for path in checkpoints:
-        model = models.load(path)
+        try:
+            model = models.load(path)
+        except (KubetuneError, MemoryError):
+            raise
+        except Exception as error:  # passed the file checks, still does not load: damaged in another way
+            if type(error).__name__ == "OutOfMemoryError":
+                raise
+            left_out.append(Skipped(str(path.relative_to(root)), f"does not load ({_first_line(error)})"))
+            continue
         loss, tokens = held_out_loss(model, samples, pad, batch_size or (32 if models.device == "cuda" else 8), models.device)
         models.release(model)
         step, seen = position(path)
         points.append(LossPoint(str(path.relative_to(root)), step, seen, loss, math.exp(min(loss, 50)), tokens))
+    if not points:
+        raise _all_damaged(root, left_out)
     return points
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0][:200]}" if text else type(error).__name__
+
+
+def _all_damaged(root: Path, skipped: list[Skipped]) -> KubetuneError:
+    reasons = "; ".join(f"{s.checkpoint}: {s.reason}" for s in skipped)
+    return KubetuneError([Problem(str(root), f"holds no complete checkpoint ({reasons})")], "cannot evaluate")
 
 
 def best(points: list[LossPoint]) -> LossPoint:
@@ -141,8 +190,11 @@ def best(points: list[LossPoint]) -> LossPoint:
     return min(finite, key=lambda p: p.loss)
 
 
-def curve(output_dir: str | Path, points: list[LossPoint], patience: int = 2) -> dict[str, Any]:
-    """Our points with the backend's own series on one axis, the best checkpoint and the overfitting point."""
+def curve(
+    output_dir: str | Path, points: list[LossPoint], patience: int = 2, skipped: list[Skipped] | None = None
+) -> dict[str, Any]:
+    """Our points with the backend's own series on one axis, the best checkpoint and the overfitting point;
+    ``skipped``: the damaged checkpoints left out, each as ``skipped: <checkpoint>: <reason>``."""
     series = read_backend_metrics(output_dir)
     _place(points, series)
     axis = "samples" if all(p.samples is not None for p in points) else "step"
@@ -159,6 +211,7 @@ def curve(output_dir: str | Path, points: list[LossPoint], patience: int = 2) ->
         "best": asdict(winner),
         "overfitting": asdict(points[over]) if over is not None else None,
         "backend": backend,
+        "skipped": [str(s) for s in skipped or []],
     }
 
 
@@ -183,6 +236,7 @@ def metrics(result: dict[str, Any]) -> dict[str, float]:
         "final_validation_loss": points[-1]["loss"],
         "best_validation_loss": winner["loss"],
         "overfitting_detected": int(over is not None),
+        "checkpoints_skipped": len(result.get("skipped", [])),
     }
     for key in ("step", "samples"):
         out[f"best_{key}"] = winner[key] if winner[key] is not None else -1
@@ -207,8 +261,11 @@ def evaluate_step(
 
     with tempfile.TemporaryDirectory(prefix="kubetune-base-") as workdir:
         base = resolve_model(base_model_uri, workdir) if base_model_uri else None
-        points = evaluate(trained_model, validation_data, base_model=base)
-    result = curve(trained_model, points, patience)
+        skipped: list[Skipped] = []
+        points = evaluate(trained_model, validation_data, base_model=base, skipped=skipped)
+    for note in skipped:
+        print(f"[kubetune] {note}", flush=True)
+    result = curve(trained_model, points, patience, skipped)
     result["metrics"] = metrics(result)
     write_text_atomic(curve_out, json.dumps(result, indent=2))
     write_text_atomic(report_out, html_report(result))

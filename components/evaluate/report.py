@@ -95,12 +95,14 @@ def html_report(curve: dict[str, Any]) -> str:
         f"<td>{p['perplexity']:.2f}</td><td>{p['tokens']}</td></tr>"
         for p in points
     )
+    skipped = "\n".join(f'<p class="skipped">{escape(line)}</p>' for line in curve.get("skipped", []))
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>kubetune validation loss</title>
 <style>{CSS}</style>
 </head><body>
 <h2>Validation loss per checkpoint</h2>
 <p>{verdict}</p>
+{skipped}
 {svg_chart(lines, axis, marks)}
 <p>Validation loss: mean cross-entropy over learned (assistant) tokens of the held-out set, measured by kubetune
 on every checkpoint the same way for every backend. Train loss and backend validation loss come from the

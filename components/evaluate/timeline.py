@@ -107,12 +107,25 @@ def read_backend_metrics(output_dir: str | Path) -> BackendSeries:
         if found:
             return reader(found[0])
     finished = sorted(root.rglob("trainer_state.json"), key=lambda p: len(p.parts))
-    if finished and not finished[0].parent.name.startswith("checkpoint-"):  # saved at the end: the whole history
-        return read_trl(finished[0])
-    states = [p for p in root.rglob("checkpoint-*/trainer_state.json") if p.parent.name.split("-")[-1].isdigit()]
-    if states:
-        return read_trl(max(states, key=lambda p: int(p.parent.name.split("-")[-1])))
+    whole = finished[0] if finished and not finished[0].parent.name.startswith("checkpoint-") else None
+    if whole and (series := _read_trl_or_none(whole)) is not None:  # saved at the end: the whole history
+        return series
+    states = [
+        p
+        for p in root.rglob("checkpoint-*/trainer_state.json")
+        if p.parent.name.split("-")[-1].isdigit() and "incomplete" not in p.relative_to(root).parts
+    ]
+    for state in sorted(states, key=lambda p: int(p.parent.name.split("-")[-1]), reverse=True):
+        if (series := _read_trl_or_none(state)) is not None:  # a damaged newest one: the one before it
+            return series
     return BackendSeries()
+
+
+def _read_trl_or_none(path: Path) -> BackendSeries | None:
+    try:
+        return read_trl(path)
+    except (OSError, ValueError, UnicodeDecodeError, AttributeError, TypeError):
+        return None
 
 
 def train_loss_between(series: BackendSeries, start: float | None, end: float, axis: str) -> float | None:

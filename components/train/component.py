@@ -30,6 +30,7 @@ def train_model(
     from kubetune.errors import reported
 
     workspace = os.path.join(workspace_dir, run_id or "run") if workspace_dir else None
+    workspace = workspace or os.environ.get("KUBETUNE_LOCAL_WORKSPACE") or None  # set by `kubetune run-local`
     with reported():  # a mistake in the input ends the step with its report, not a traceback
         result = train(kwargs_artifact.path, model_uri, train_data.path, trained_model.path, validation_data.path, workspace)
     record(result, trained_model, metrics)

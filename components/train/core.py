@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from kubetune.backends import TrainResult, get_backend
-from kubetune.checkpoints import TRAINING_STATE, latest_full_state
+from kubetune.checkpoints import INCOMPLETE_DIR, TRAINING_STATE, latest_full_state
 from kubetune.contract import TrainingSpec, validate_spec
 from kubetune.data import tokenized_file
 from kubetune.files import write_text_atomic
@@ -135,7 +135,9 @@ def publish(result: TrainResult, workspace: Path, output_dir: Path) -> TrainResu
         output_dir / "checkpoints",
         dirs_exist_ok=True,
         # optimizer state stays behind; trainer_state.json (the log history the evaluation reads) comes along
-        ignore=shutil.ignore_patterns(*(p for p in TRAINING_STATE if p != "trainer_state.json"), "full_state*", ".*"),
+        ignore=shutil.ignore_patterns(
+            *(p for p in TRAINING_STATE if p != "trainer_state.json"), "full_state*", ".*", INCOMPLETE_DIR
+        ),
     )
     moved = output_dir / "checkpoints"
     return TrainResult(

@@ -197,9 +197,14 @@ def test_sft_and_osft_save_on_demand_and_osft_resumes_its_full_state(tmp_path):
     for algorithm in ("sft", "osft"):
         _, args = get_backend(algorithm).build(bind(spec(algorithm), "/m", tmp_path / "train", tmp_path / "out"))
         assert args.on_demand_checkpointing is True
+    import torch
+
     step = tmp_path / "out" / "checkpoints" / "full_state_checkpoints" / "step_40"
-    step.mkdir(parents=True)
-    (step / "training_state.pt").write_bytes(b"")
+    (step / "distributed").mkdir(parents=True)
+    (step / "distributed" / ".metadata").write_bytes(b"dcp")
+    torch.save({"step": 40}, step / "training_state.pt")
+    (step.parent / "step_50").mkdir()
+    (step.parent / "step_50" / "training_state.pt").write_bytes(b"")  # killed while saving: skipped
     _, args = get_backend("osft").build(bind(spec("osft"), "/m", tmp_path / "train", tmp_path / "out"))
     assert args.resume_from_full_state_checkpoint == str(step)
     _, args = get_backend("osft").build(bind(spec("osft", on_demand_checkpointing=False), "/m", tmp_path / "t", tmp_path / "x"))

@@ -154,8 +154,9 @@ class LoRASFT(Backend):
         return model, tokenizer, lora_config
 
     def train(self, spec, validation_data: str | Path | None = None, callbacks: list | None = None) -> TrainResult:
-        from transformers.trainer_utils import get_last_checkpoint
         from trl import SFTTrainer
+
+        from kubetune.checkpoints import resume_checkpoint
 
         p = spec.params
         sft_config, lora_config = self.build(spec, has_eval=validation_data is not None)
@@ -173,13 +174,14 @@ class LoRASFT(Backend):
             peft_config=peft_config,
             callbacks=callbacks,
         )
-        resume = get_last_checkpoint(str(out)) if out.is_dir() else None
+        # the newest complete checkpoint; incomplete ones (a kill mid-save) are noted, and set aside by rank 0
+        resume = resume_checkpoint(out, say=_say, own=os.environ.get("RANK", "0") == "0") if out.is_dir() else None
         if resume:
-            log.info("resuming from %s", resume)
+            _say(f"[kubetune] resuming from {resume.name}")
         stop = stop_on_signal()
         trainer.add_callback(stop)
         with stop.listening():
-            trainer.train(resume_from_checkpoint=resume)
+            trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         trainer.save_state()  # trainer_state.json with the whole log history, beside the checkpoints
         final = out / "final"
         trainer.save_model(str(final))  # the main process writes; the others wait
@@ -192,6 +194,10 @@ class LoRASFT(Backend):
             "stopped_by": stop.signal,
         }
         return TrainResult(out, final, checkpoints, metrics)
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
 
 
 def stop_on_signal():

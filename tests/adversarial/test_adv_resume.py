@@ -1,0 +1,264 @@
+"""Resume that survives the kill, evaluation that survives a damaged checkpoint, and a run-local that can be
+stopped, resumed and checks its options first. Real files, real kills, real signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kubetune.checkpoints import find_checkpoints, latest_full_state, problem, resume_checkpoint
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+# ---------------------------------------------------------------- checkpoints crafted on disk
+
+
+@pytest.fixture(scope="module")
+def validation(tmp_path_factory, tiny_model):
+    from kubetune.components.prepare.core import prepare
+
+    from kubetune.embedded.sample_data import SAMPLE_DATA
+
+    out = tmp_path_factory.mktemp("prepared")
+    data = out / "sample.jsonl"
+    data.write_text("".join(line for line, _ in zip(SAMPLE_DATA.open(), range(8), strict=False)))
+    prepare(str(data), str(tiny_model), out / "train", out / "validation", validation_ratio=0.5, num_proc=1)
+    return out / "validation"
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory, tiny_model):
+    """A TRL run (3 adapter checkpoints with their trainer state) and an instructlab/mini-trainer run (3 models)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    root = tmp_path_factory.mktemp("runs")
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model), LoraConfig(r=2, target_modules="all-linear", task_type="CAUSAL_LM")
+    )
+    history = [{"step": s, "loss": 3.0 - 0.1 * s} for s in range(1, 7)]
+    for step in (2, 4, 6):
+        path = root / "trl" / f"checkpoint-{step}"
+        model.save_pretrained(path)
+        (path / "trainer_state.json").write_text(json.dumps({"global_step": step, "log_history": history[:step]}))
+        for name in ("optimizer.pt", "scheduler.pt", "rng_state.pth"):
+            _torch_file(path / name)
+    for samples in (100, 200, 300):
+        shutil.copytree(tiny_model, root / "hf" / "hf_format" / f"samples_{samples}")
+    return root
+
+
+def _torch_file(path: Path) -> None:
+    import torch
+
+    torch.save({"x": torch.zeros(64)}, path)
+
+
+def _truncate(path: Path, keep: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def _shard(path: Path) -> None:
+    """Turn the model into a sharded one whose index lists a second shard that was never written."""
+    (path / "model.safetensors").rename(path / "model-00001-of-00002.safetensors")
+    index = {"metadata": {}, "weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}
+    (path / "model.safetensors.index.json").write_text(json.dumps(index))
+
+
+def _garbage_header(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[8:40] = b"\x00not json at all, a disk error\x00\x00"
+    path.write_bytes(bytes(data))
+
+
+DAMAGE = {
+    "truncated adapter": ("trl", "checkpoint-4", lambda p: _truncate(p / "adapter_model.safetensors"),
+                          "adapter_model.safetensors is truncated ({size} bytes, its header says {full})"),
+    "missing adapter config": ("trl", "checkpoint-4", lambda p: (p / "adapter_config.json").unlink(),
+                               "holds no config.json or adapter_config.json"),
+    "garbage trainer_state.json": ("trl", "checkpoint-4", lambda p: (p / "trainer_state.json").write_text('{"log_hist'),
+                                   "trainer_state.json does not parse as JSON"),
+    "empty checkpoint directory": ("trl", "checkpoint-4", lambda p: [f.unlink() for f in p.iterdir()], "is empty"),
+    "truncated model": ("hf", "hf_format/samples_200", lambda p: _truncate(p / "model.safetensors", 0.9),
+                        "model.safetensors is truncated ({size} bytes, its header says {full})"),
+    "missing config": ("hf", "hf_format/samples_200", lambda p: (p / "config.json").unlink(),
+                       "holds no config.json or adapter_config.json"),
+    "garbage config": ("hf", "hf_format/samples_200", lambda p: (p / "config.json").write_text("{'model_type': llama"),
+                       "config.json does not parse as JSON"),
+    "missing shard": ("hf", "hf_format/samples_200", _shard,
+                      "model-00002-of-00002.safetensors is missing (listed in model.safetensors.index.json)"),
+    "garbage safetensors header": ("hf", "hf_format/samples_200", lambda p: _garbage_header(p / "model.safetensors"),
+                                   "model.safetensors has a header that does not parse"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(DAMAGE))
+def test_evaluation_skips_a_damaged_checkpoint_says_why_and_picks_the_best_of_the_rest(
+    tmp_path, pristine, validation, tiny_model, case
+):
+    from kubetune.components.evaluate.core import evaluate_step
+
+    layout, damaged, damage, reason = DAMAGE[case]
+    run = tmp_path / "run"
+    shutil.copytree(pristine / layout, run)
+    weights = run / damaged / ("adapter_model.safetensors" if layout == "trl" else "model.safetensors")
+    full = weights.stat().st_size
+    damage(run / damaged)
+    result = evaluate_step(run, validation, tmp_path / "curve.json", tmp_path / "report.html", str(tiny_model))
+    size = weights.stat().st_size if weights.exists() else 0
+    line = f"skipped: {damaged}: {reason.format(size=size, full=full)}"
+    assert result["skipped"] == [line]
+    assert json.loads((tmp_path / "curve.json").read_text())["skipped"] == [line]
+    assert line in (tmp_path / "report.html").read_text()
+    evaluated = [p["checkpoint"] for p in result["points"]]
+    assert damaged not in evaluated and len(evaluated) == 2
+    assert result["best"]["checkpoint"] in evaluated and result["metrics"]["checkpoints_skipped"] == 1
+
+
+def test_evaluation_of_only_damaged_checkpoints_is_one_error_naming_each(tmp_path, pristine, validation, tiny_model):
+    run = tmp_path / "run"
+    shutil.copytree(pristine / "trl", run)
+    for step in (2, 4, 6):
+        _truncate(run / f"checkpoint-{step}" / "adapter_model.safetensors")
+    script = (
+        "import sys; from kubetune.errors import reported; from kubetune.components.evaluate.core import evaluate_step\n"
+        "with reported(): evaluate_step(*sys.argv[1:5], base_model_uri=sys.argv[5])"
+    )
+    args = [run, validation, tmp_path / "c.json", tmp_path / "r.html", tiny_model]
+    done = subprocess.run([sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[0] == "cannot evaluate: 1 problem(s)"
+    (problem_line,) = done.stderr.splitlines()[1:]
+    start = f"  - {run}: holds no complete checkpoint (checkpoint-2: adapter_model.safetensors is truncated"
+    assert problem_line.startswith(start)
+    assert "checkpoint-4:" in problem_line and "checkpoint-6:" in problem_line
+    assert not (tmp_path / "c.json").exists() and not (tmp_path / "r.html").exists()
+
+
+def test_a_damaged_newest_trainer_state_does_not_hide_the_train_loss_history(tmp_path, pristine):
+    from kubetune.components.evaluate.timeline import read_backend_metrics
+
+    run = tmp_path / "run"
+    shutil.copytree(pristine / "trl", run)
+    (run / "checkpoint-6" / "trainer_state.json").write_text("[1, 2")
+    assert [p.step for p in read_backend_metrics(run).train] == [1, 2, 3, 4]  # checkpoint-4's history
+
+
+# ---------------------------------------------------------------- which checkpoint a restart resumes from
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda p: (p / "trainer_state.json").unlink(), "trainer_state.json is missing (TRL writes it last"),
+        (lambda p: _truncate(p / "optimizer.pt"), "optimizer.pt is truncated (not a whole zip)"),
+        (lambda p: (p / "adapter_model.safetensors").write_bytes(b"\x10"), "adapter_model.safetensors is truncated (1 bytes)"),
+        (lambda p: (p / "rng_state.pth").write_bytes(b""), "rng_state.pth is empty"),
+    ],
+)
+def test_resume_takes_the_newest_complete_trl_checkpoint_and_sets_the_incomplete_one_aside(tmp_path, pristine, damage, reason):
+    run = tmp_path / "run"
+    shutil.copytree(pristine / "trl", run)
+    damage(run / "checkpoint-6")
+    notes: list[str] = []
+    assert resume_checkpoint(run, say=notes.append) == run / "checkpoint-4"
+    (note,) = notes
+    assert note.startswith(f"[kubetune] skipped incomplete checkpoint checkpoint-6: {reason}")
+    assert note.endswith(f"moved to {run / 'incomplete' / 'checkpoint-6'}")
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint-2", "checkpoint-4", "incomplete"]  # nothing deleted
+    assert (run / "incomplete" / "checkpoint-6" / "adapter_config.json").is_file()
+    assert "incomplete/checkpoint-6" not in [str(p.relative_to(run)) for p in find_checkpoints(run)]
+
+
+def test_resume_outside_kubetunes_own_output_only_skips(tmp_path, pristine):
+    run = tmp_path / "run"
+    shutil.copytree(pristine / "trl", run)
+    shutil.rmtree(run / "checkpoint-6")
+    (run / "checkpoint-6").mkdir()
+    notes: list[str] = []
+    assert resume_checkpoint(run, say=notes.append, own=False) == run / "checkpoint-4"
+    assert notes == ["[kubetune] skipped incomplete checkpoint checkpoint-6: is empty"] and (run / "checkpoint-6").is_dir()
+
+
+def test_mini_trainer_resumes_from_its_newest_complete_full_state(tmp_path):
+    states = tmp_path / "full_state_checkpoints"
+    for step in (10, 20, 30):
+        (states / f"step_{step}" / "distributed").mkdir(parents=True)
+        (states / f"step_{step}" / "distributed" / ".metadata").write_bytes(b"dcp")
+        _torch_file(states / f"step_{step}" / "optimizer_rank_0.pt")
+        _torch_file(states / f"step_{step}" / "training_state.pt")
+    _truncate(states / "step_30" / "training_state.pt")
+    (states / "step_20" / "optimizer_rank_0.pt").write_bytes(b"")
+    notes: list[str] = []
+    assert latest_full_state(tmp_path, say=notes.append) == str(states / "step_10")
+    assert notes == [
+        "[kubetune] skipped incomplete checkpoint step_30: training_state.pt is truncated (not a whole zip)",
+        "[kubetune] skipped incomplete checkpoint step_20: optimizer_rank_0.pt is empty",
+    ]
+    assert problem(states / "step_10") == "holds no config.json or adapter_config.json"  # not a model: never evaluated
+
+
+@pytest.mark.slow
+def test_a_sigkill_during_a_checkpoint_save_resumes_from_the_previous_complete_one(tmp_path, tiny_model):
+    """A real LoRA run on CPU is SIGKILLed while TRL writes checkpoint-20 (its adapter and optimizer are on disk,
+    its trainer state not yet); the same step run again resumes from checkpoint-10 and finishes."""
+    from kubetune.components.prepare.core import prepare
+
+    prepare("kubetune://sample-chat", str(tiny_model), tmp_path / "data" / "train", tmp_path / "data" / "val", num_proc=1)
+    kwargs = tmp_path / "kwargs.json"
+    kwargs.write_text(json.dumps({"algorithm": "lora_sft", "max_steps": 24, "micro_batch_size": 2, "learning_rate": 0.001,
+                                  "save_steps": 10, "logging_steps": 2, "seed": 0}))  # fmt: skip
+    saving = tmp_path / "saving-checkpoint-20"
+    # the first run stops for good inside TRL's save of checkpoint-20, after the optimizer and before the RNG and
+    # trainer state: the test then kills it there, as a pre-emption would at any instant
+    hang = (
+        "import os, sys, time, transformers.trainer as t\n"
+        "original = t.Trainer._save_rng_state\n"
+        "def save(self, output_dir):\n"
+        "    if self.state.global_step == 20 and not os.environ.get('RESTART'):\n"
+        f"        open({str(saving)!r}, 'w').close(); time.sleep(600)\n"
+        "    return original(self, output_dir)\n"
+        "t.Trainer._save_rng_state = save\n"
+    )
+    script = hang + (
+        "import json; from kubetune.components.train.core import train\n"
+        "r = train(*sys.argv[1:6], workspace=sys.argv[6]); print(json.dumps(r.metrics))"
+    )
+    args = [sys.executable, "-c", script, str(kwargs), str(tiny_model), str(tmp_path / "data" / "train"), str(tmp_path / "out"),
+            str(tmp_path / "data" / "val"), str(tmp_path / "pvc" / "run-1")]  # fmt: skip
+    first = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=(tmp_path / "first.log").open("w"))
+    deadline = time.monotonic() + 240
+    while not saving.exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert first.returncode == -signal.SIGKILL and saving.exists(), (tmp_path / "first.log").read_text()[-3000:]
+    checkpoints = tmp_path / "pvc" / "run-1" / "checkpoints"
+    half = checkpoints / "checkpoint-20"
+    assert (half / "optimizer.pt").is_file() and not (half / "trainer_state.json").exists()  # killed mid-save
+
+    second = subprocess.run(args, capture_output=True, text=True, timeout=300, env={**os.environ, "RESTART": "1"})
+    assert second.returncode == 0, second.stderr[-2000:]
+    lines = second.stdout.strip().splitlines()
+    assert (
+        "[kubetune] skipped incomplete checkpoint checkpoint-20: trainer_state.json is missing "
+        "(TRL writes it last: the save did not finish); moved to " + str(checkpoints / "incomplete" / "checkpoint-20")
+    ) in lines
+    assert "[kubetune] resuming from checkpoint-10" in lines
+    metrics = json.loads(lines[-1])
+    assert metrics["resumed_from"] == "checkpoint-10" and metrics["logged_train_steps"] == 12
+    assert resume_checkpoint(checkpoints, say=print, own=False) == checkpoints / "checkpoint-24"
+    assert problem(checkpoints / "checkpoint-20") is None  # saved again, whole, by the resumed run
+    published = tmp_path / "out" / "checkpoints"
+    names = sorted(p.name for p in published.iterdir() if p.is_dir())
+    assert names == ["checkpoint-10", "checkpoint-20", "checkpoint-24", "final"]  # not incomplete/
