@@ -3,15 +3,38 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+from contextlib import suppress
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
+from typer.core import TyperGroup
 
-from kubetune.errors import KubetuneError
+from kubetune.errors import Failure, KubetuneError, Problem, outcome, redact
+
+
+class Commands(TyperGroup):
+    """Every command ends the same way: whatever stops it is told on stderr and sets the exit code; no traceback.
+
+    Input, environment and network failures: one line naming the field, file, URI or host (exit code 2);
+    Ctrl-C: "interrupted" (130); a bug: "internal error: ..." (1). See ``kubetune.errors.outcome``."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, typer.Exit, typer.Abort, BrokenPipeError):
+            raise
+        except (Exception, KeyboardInterrupt) as exc:
+            code, text = outcome(exc)
+            typer.echo(text, err=True)
+            raise typer.Exit(code=code) from None
+
 
 app = typer.Typer(
+    cls=Commands,
     help="Fine-tune LLMs with Kubeflow Pipelines: validate specs, compile and run pipelines.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -19,8 +42,36 @@ app = typer.Typer(
 
 
 def _fail(error: KubetuneError) -> None:
-    typer.echo(error.report(), err=True)
+    typer.echo(redact(error.report()), err=True)
     raise typer.Exit(code=2)
+
+
+def check_output(path: Path, option: str = "-o") -> None:
+    """Refuse, before any work, an output file that cannot be written: its folder must exist and take a file."""
+    if path.is_dir():
+        raise Failure(f"{option} {path}", "is a folder; give a file path")
+    parent = path.parent
+    if not parent.is_dir():
+        raise Failure(f"{option} {path}", f"{parent} is not an existing folder")
+    probe = parent / f".{path.name}.probe-{os.getpid()}"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        probe.unlink()
+    except OSError as e:
+        raise Failure(f"{option} {path}", f"cannot be written: {e.strerror or e}") from None
+
+
+def write_output(path: Path, text: str, option: str = "-o") -> None:
+    """Write ``text`` beside ``path`` and rename it into place: ``path`` is whole or untouched, never half."""
+    partial = path.with_name(f".{path.name}.part-{os.getpid()}")
+    try:
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, path)
+    except OSError as e:
+        raise Failure(f"{option} {path}", f"cannot be written: {e.strerror or e}") from None
+    finally:
+        with suppress(OSError):
+            partial.unlink(missing_ok=True)
 
 
 @app.command()
@@ -35,14 +86,13 @@ def validate(
     """
     from kubetune.contract import load_spec
 
-    try:
-        result = load_spec(spec, require_paths=not pipeline)
-    except KubetuneError as e:
-        _fail(e)
+    if output:
+        check_output(output)
+    result = load_spec(spec, require_paths=not pipeline)
     for note in result.notes:
         typer.echo(f"note: {note}", err=True)
     if output:
-        output.write_text(result.to_json())
+        write_output(output, result.to_json())
         typer.echo(f"wrote {output}", err=True)
     else:
         typer.echo(result.to_json(), nl=False)
@@ -124,9 +174,17 @@ Experiment = Annotated[str, typer.Option(help="KFP experiment (created when miss
 
 
 def _kfp(host: str | None, namespace: str | None, token: str | None):
+    """The KFP client (connects: call it after every check that needs no cluster)."""
     from kubetune.kfp_ops import client
 
     return client(host, namespace, token)
+
+
+def _credentials(host: str | None, token: str | None) -> None:
+    """Never echo the token or a password in the host URL, whatever fails from here on."""
+    from kubetune.kfp_ops import hide_credentials
+
+    hide_credentials(host, token)
 
 
 @app.command()
@@ -138,12 +196,11 @@ def compile(
 
     Example: kubetune compile finetune -o finetune.yaml
     """
-    from kubetune.kfp_ops import compile_pipeline
+    from kubetune.kfp_ops import check_pipeline, compile_pipeline
 
-    try:
-        compile_pipeline(pipeline, output)
-    except KubetuneError as e:
-        _fail(e)
+    check_pipeline(pipeline)
+    check_output(output)
+    compile_pipeline(pipeline, output)
     typer.echo(f"wrote {output}")
 
 
@@ -160,8 +217,11 @@ def upload(
 
     Example: kubetune upload finetune --host https://kfp.example.com
     """
+    from kubetune.kfp_ops import check_pipeline
     from kubetune.kfp_ops import upload as do_upload
 
+    _credentials(host, token)
+    check_pipeline(pipeline)
     result = do_upload(_kfp(host, namespace, token), pipeline, name, version)
     state = "uploaded" if result["created"] == "yes" else "already there:"
     typer.echo(f"{state} pipeline {result['pipeline_id']} version {result['version']} ({result['version_id']})")
@@ -189,10 +249,11 @@ def run(
 
     from kubetune import kfp_ops
 
-    try:
-        arguments = kfp_ops.parameters(spec, param or [], pipeline)
-    except KubetuneError as e:
-        _fail(e)
+    _credentials(host, token)
+    kfp_ops.check_pipeline(pipeline)
+    if wait:
+        _check_wait(timeout, poll)
+    arguments = kfp_ops.parameters(spec, param or [], pipeline)
     kfp_client = _kfp(host, namespace, token)
     started = kfp_ops.run(kfp_client, pipeline, arguments, experiment, name)
     typer.echo(f"started run {started['run_id']} of {pipeline} version {started['version']}")
@@ -209,6 +270,16 @@ def run(
         time.sleep(poll)
     typer.echo(f"run {started['run_id']} still {last} after {timeout} s", err=True)
     raise typer.Exit(code=1)
+
+
+def _check_wait(timeout: int, poll: float) -> None:
+    problems = [
+        Problem(f"--{name}", f"{value:g} is not a positive number of seconds")
+        for name, value in (("timeout", timeout), ("poll", poll))
+        if not value > 0
+    ]
+    if problems:
+        raise KubetuneError(problems, "cannot wait")
 
 
 schedule_app = typer.Typer(help="Recurring runs: create, list, pause, resume, delete.", no_args_is_help=True)
@@ -240,23 +311,13 @@ def schedule_create(
     """
     from kubetune import kfp_ops
 
-    try:
-        arguments = kfp_ops.parameters(spec, param or [], pipeline)
-        created = kfp_ops.schedule(
-            _kfp(host, namespace, token),
-            pipeline,
-            name,
-            arguments,
-            experiment,
-            cron,
-            interval,
-            max_concurrency,
-            start,
-            end,
-            catchup,
-        )
-    except KubetuneError as e:
-        _fail(e)
+    _credentials(host, token)
+    kfp_ops.check_pipeline(pipeline)
+    kfp_ops.check_schedule(cron, interval, max_concurrency, start, end)  # before anything connects
+    arguments = kfp_ops.parameters(spec, param or [], pipeline)
+    created = kfp_ops.schedule(
+        _kfp(host, namespace, token), pipeline, name, arguments, experiment, cron, interval, max_concurrency, start, end, catchup
+    )
     typer.echo(f"created recurring run {created['recurring_run_id']} ({name}) of {pipeline} version {created['version']}")
 
 
@@ -267,6 +328,7 @@ def schedule_list(
     """List the recurring runs of an experiment."""
     from kubetune.kfp_ops import experiment_id
 
+    _credentials(host, token)
     kfp_client = _kfp(host, namespace, token)
     listed = kfp_client.list_recurring_runs(experiment_id=experiment_id(kfp_client, experiment), page_size=100)
     for item in listed.recurring_runs or []:
@@ -275,6 +337,7 @@ def schedule_list(
 
 
 def _schedule_action(action: str, recurring_run_id: str, host, namespace, token) -> None:
+    _credentials(host, token)
     kfp_client = _kfp(host, namespace, token)
     calls = {
         "paused": kfp_client.disable_recurring_run,
@@ -301,6 +364,27 @@ def schedule_resume(recurring_run_id: str, host: Host = None, namespace: Namespa
 def schedule_delete(recurring_run_id: str, host: Host = None, namespace: Namespace = None, token: Token = None) -> None:
     """Delete a recurring run."""
     _schedule_action("deleted", recurring_run_id, host, namespace, token)
+
+
+@app.command()
+def verify(
+    uri: Annotated[str, typer.Argument(help="An export: a local directory or s3://bucket/prefix.")],
+) -> None:
+    """Check an exported model against its manifest: exit code 0 when complete and intact, else 2 with
+    one line per problem (a missing, changed or unlisted file, a missing or damaged manifest).
+
+    Example: kubetune verify s3://models/chat/v1
+    """
+    from kubetune.components.export.core import verify as check
+
+    if not uri.startswith("s3://") and not Path(uri).is_dir():
+        raise Failure(uri, "is not an existing folder" if not Path(uri).exists() else "is not a folder")
+    problems = check(uri)
+    if problems:
+        for problem in problems:
+            typer.echo(redact(problem if problem.startswith(uri) else f"{uri}: {problem}"), err=True)
+        raise typer.Exit(code=2)
+    typer.echo(f"{uri}: complete")
 
 
 @app.command("run-local")

@@ -8,13 +8,20 @@ cluster (or in-cluster config); ``namespace`` for multi-user installs; a bearer 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
+import re
 import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stdout, suppress
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from kubetune.errors import KubetuneError, Problem
+from kubetune.errors import Failure, KubetuneError, Problem, hide, public_url, redact, talking_to
 
 
 def pipelines() -> dict[str, Any]:
@@ -29,24 +36,120 @@ def pipelines() -> dict[str, Any]:
     }
 
 
-def compile_pipeline(name: str, output: str | Path) -> Path:
-    """Compile a pipeline to YAML; the same code always gives the same bytes."""
-    from kfp import compiler
-
+def check_pipeline(name: str) -> None:
     if name not in pipelines():
         raise KubetuneError(
             [Problem("pipeline", f"unknown pipeline {name!r}; choose from {', '.join(pipelines())}")], "cannot compile"
         )
-    compiler.Compiler().compile(pipelines()[name], str(output))
-    return Path(output)
 
 
-def client(host: str | None = None, namespace: str | None = None, token: str | None = None):
+def compile_pipeline(name: str, output: str | Path) -> Path:
+    """Compile a pipeline to YAML; the same code always gives the same bytes. The file appears whole or not
+    at all: it is written beside ``output`` and renamed into place."""
+    from kfp import compiler
+
+    check_pipeline(name)
+    output = Path(output)
+    partial = output.with_name(f".{output.stem}.part-{os.getpid()}{output.suffix}")
+    try:
+        compiler.Compiler().compile(pipelines()[name], str(partial))
+        os.replace(partial, output)
+    except OSError as e:
+        raise Failure(str(output), f"cannot be written: {e.strerror or e}") from None
+    finally:
+        with suppress(OSError):
+            partial.unlink(missing_ok=True)
+    return output
+
+
+def client(host: str | None = None, namespace: str | None = None, token: str | None = None) -> Guarded:
+    """A ``kfp.Client`` whose every call ends a failure with one line naming the host (never its credentials)."""
     import kfp
 
+    host = host or os.environ.get("KF_PIPELINES_ENDPOINT") or None
     token = token or os.environ.get("KF_PIPELINES_TOKEN")
+    hide_credentials(host, token)
+    if host is None and not _cluster_config():
+        raise Failure("KFP host", "none given and no kubeconfig found", "use --host or KF_PIPELINES_ENDPOINT")
+    if host is not None:
+        _check_host(host)
+
+    class Client(kfp.Client):
+        def get_kfp_healthz(self, sleep_duration: int = 5):  # once, not 5 times with 5 s sleeps and tracebacks
+            return self._healthz_api.healthz_service_get_healthz()
+
     kwargs = {"namespace": namespace} if namespace else {}
-    return kfp.Client(host=host, existing_token=token, **kwargs)
+    with talking_to(host), _quiet():
+        made = Client(host=host, existing_token=token, ui_host=public_url(host) if host else None, **kwargs)
+    return Guarded(made, host or made._existing_config.host)
+
+
+def hide_credentials(host: str | None, token: str | None) -> None:
+    hide(token)
+    if host:
+        parts = urlsplit(host if "://" in host else f"https://{host}")
+        hide(parts.password)
+        hide(parts.username if parts.password else None)
+
+
+def _cluster_config() -> bool:
+    """Whether kfp.Client can find a cluster without a host: in a pod, or a kubeconfig."""
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return True
+    paths = os.environ.get("KUBECONFIG", "~/.kube/config").split(os.pathsep)
+    return any(Path(p).expanduser().is_file() for p in paths if p)
+
+
+def _check_host(host: str) -> None:
+    parts = urlsplit(host if "://" in host else f"https://{host}")
+    problem = None
+    if parts.scheme not in ("http", "https"):
+        problem = f"scheme {parts.scheme!r} is not http or https"
+    elif not parts.hostname:
+        problem = "names no host"
+    else:
+        try:
+            parts.port  # noqa: B018 -- raises on a port that is not a number in range
+        except ValueError:
+            problem = "has an invalid port"
+    if problem:
+        raise Failure("--host", f"{public_url(host) if parts.hostname else 'the URL'} {problem}")
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """kfp.Client's FutureWarning, log lines and printed links: links are shown redacted, the rest dropped."""
+    import logging
+
+    printed = io.StringIO()
+    logging.disable(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings(), redirect_stdout(printed):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(logging.NOTSET)
+        for line in printed.getvalue().splitlines():
+            if " details: " in line:
+                print(redact(line))
+
+
+class Guarded:
+    """A kfp.Client: each call's network and HTTP failures end as one line naming the host."""
+
+    def __init__(self, kfp_client, host: str):
+        self._client, self.host = kfp_client, host
+
+    def __getattr__(self, name: str):
+        attribute = getattr(self._client, name)
+        if not callable(attribute):
+            return attribute
+
+        def call(*args, **kwargs):
+            with talking_to(self.host), _quiet():
+                return attribute(*args, **kwargs)
+
+        return call
 
 
 def upload(kfp_client, pipeline: str, name: str | None = None, version: str | None = None) -> dict[str, str]:
@@ -150,13 +253,7 @@ def schedule(
     catchup: bool = False,
 ) -> dict[str, str]:
     """A recurring run: a 6-field cron expression (seconds first, as KFP's scheduler reads it) or an interval."""
-    if bool(cron) == bool(interval_seconds):
-        raise KubetuneError([Problem("schedule", "give exactly one of --cron or --interval")], "cannot schedule")
-    if cron and len(cron.split()) != 6:
-        raise KubetuneError(
-            [Problem("cron", f"{cron!r} has {len(cron.split())} fields; KFP wants 6, seconds first (e.g. '0 0 3 * * 1')")],
-            "cannot schedule",
-        )
+    check_schedule(cron, interval_seconds, max_concurrency, start, end)
     uploaded = upload(kfp_client, pipeline)
     created = kfp_client.create_recurring_run(
         experiment_id=experiment_id(kfp_client, experiment),
@@ -172,3 +269,83 @@ def schedule(
         version_id=uploaded["version_id"],
     )
     return {"recurring_run_id": created.recurring_run_id, **uploaded}
+
+
+# KFP's scheduler (robfig/cron with seconds): field, lowest, highest, names
+CRON_FIELDS = (
+    ("seconds", 0, 59, ()),
+    ("minutes", 0, 59, ()),
+    ("hours", 0, 23, ()),
+    ("day of month", 1, 31, ()),
+    ("month", 1, 12, ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")),
+    ("day of week", 0, 6, ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")),
+)
+RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+
+
+def check_schedule(
+    cron: str | None,
+    interval_seconds: int | None,
+    max_concurrency: int = 1,
+    start: str | None = None,
+    end: str | None = None,
+) -> None:
+    """Every problem with a recurring run's trigger, found before anything connects to KFP."""
+    problems = []
+    if (cron is None) == (interval_seconds is None):
+        problems.append(Problem("schedule", "give exactly one of --cron or --interval"))
+    if cron is not None:
+        problems += cron_problems(cron)
+    if interval_seconds is not None and interval_seconds <= 0:
+        problems.append(Problem("interval", f"{interval_seconds} is not a positive number of seconds"))
+    if not 1 <= max_concurrency <= 10:
+        problems.append(Problem("max_concurrency", f"{max_concurrency} is not in 1..10 (KFP's limits)"))
+    times = {}
+    for field, value in (("start", start), ("end", end)):
+        if value is not None:
+            times[field] = _rfc3339(value)
+            if times[field] is None:
+                problems.append(Problem(field, f"{value!r} is not an RFC 3339 time (e.g. 2026-01-31T03:00:00Z)"))
+    if times.get("start") and times.get("end") and times["end"] <= times["start"]:
+        problems.append(Problem("end", f"{end} is not after the start, {start}"))
+    if problems:
+        raise KubetuneError(problems, "cannot schedule")
+
+
+def _rfc3339(value: str) -> datetime | None:
+    if not RFC3339.fullmatch(value):
+        return None
+    try:
+        return datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+    except ValueError:  # a month 13, a February 30, ...
+        return None
+
+
+def cron_problems(cron: str) -> list[Problem]:
+    """What is wrong with a 6-field cron expression, seconds first (KFP's format)."""
+    fields = cron.split()
+    if len(fields) != 6:
+        return [Problem("cron", f"{cron!r} has {len(fields)} fields; KFP wants 6, seconds first (e.g. '0 0 3 * * 1')")]
+    problems = []
+    for text, (name, low, high, names) in zip(fields, CRON_FIELDS, strict=True):
+        if not all(_cron_part_ok(part, low, high, names, name.startswith("day")) for part in text.split(",")):
+            problems.append(Problem("cron", f"{name} field {text!r} is not a value, range, list or step in {low}..{high}"))
+    return problems
+
+
+def _cron_part_ok(part: str, low: int, high: int, names: tuple[str, ...], question_mark: bool) -> bool:
+    """One comma-separated part: ``*``, ``?`` (days), ``N``, ``A-B``, each optionally ``/STEP``."""
+    base, slash, step = part.partition("/")
+    if slash and not (step.isdigit() and int(step) > 0):
+        return False
+    if base == "*" or (base == "?" and question_mark and not slash):
+        return True
+
+    def value(token: str) -> int | None:
+        if token.upper() in names:
+            return names.index(token.upper()) + low
+        return int(token) if token.isdigit() and low <= int(token) <= high else None
+
+    first, dash, last = base.partition("-")
+    start, stop = value(first), value(last) if dash else None
+    return start is not None and not (dash and (stop is None or stop < start))

@@ -67,7 +67,10 @@ def explain(error: Exception, uri: str) -> KubetuneError:
             "SignatureDoesNotMatch": "the secret key does not match the access key",
         }
         return KubetuneError([Problem(uri, messages.get(code, str(error)))], "S3 request failed")
-    return KubetuneError([Problem(uri, str(error))], "S3 request failed")
+    from kubetune.errors import explain as explain_failure
+
+    failure = explain_failure(error)  # a network error: the endpoint and what happened, never a signed URL
+    return KubetuneError([Problem(uri, failure.report() if failure else str(error))], "S3 request failed")
 
 
 def download(uri: str, destination: str | Path) -> Path:

@@ -29,7 +29,8 @@ class LoopbackServer:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # a short poll: shutdown() waits for it (0.5 s by default, per test)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     def __enter__(self):
         self.thread.start()
@@ -171,6 +172,7 @@ class KfpStandIn(RestStandIn):
         self.runs: dict[str, dict] = {}
         self.recurring: dict[str, dict] = {}
         self.run_states = ["RUNNING", "SUCCEEDED"]  # what successive GETs of a run report
+        self.refuse: tuple[int, str] | None = None  # (status, error message): every request answered so
         self._next = 0
         super().__init__()
 
@@ -189,6 +191,8 @@ class KfpStandIn(RestStandIn):
 
     def route(self, method: str, path: str, query: dict, body) -> tuple[int, dict]:
         missing = (404, {"error_message": "not found", "code": 5})
+        if self.refuse:
+            return self.refuse[0], {"error_message": self.refuse[1], "code": 16}
         if path == "/healthz":
             return 200, {"multi_user": False}
         if method == "POST" and path == "/pipelines/upload":
