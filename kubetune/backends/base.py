@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
+import re
+import sys
+import types
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -44,8 +49,36 @@ class Backend:
 
     def config_problems(self, params: dict[str, Any], kwargs: dict[str, Any]) -> list[Problem]:
         """The backend's own configuration classes built from the spec (placeholder paths), where the backend
-        is importable without a GPU: what they refuse is a problem naming the field, the value not shown."""
+        is importable without a GPU: what they refuse is a problem naming the field, the value not shown.
+        What cannot be judged here (the backend or an optional package missing, no GPU) is left to the
+        training step."""
+        from kubetune.contract.spec import TrainingSpec
+
+        bound = {**PLACEHOLDER_PATHS, **params}
+        spec = TrainingSpec(algorithm=self.algorithm, backend=self.name, params=bound, backend_kwargs=kwargs)
+        try:
+            self.validation_configs(spec)
+        except (ValueError, TypeError) as e:  # pydantic's ValidationError is a ValueError
+            return self._refusals(e, {**params, **kwargs})
+        except Exception:  # noqa: BLE001 - an environment's limit, not the spec's mistake
+            return []
         return []
+
+    def validation_configs(self, spec: TrainingSpec) -> None:
+        """Build the backend's configuration objects for ``spec`` as cheaply as possible (nothing by default)."""
+
+    def _refusals(self, error: Exception, given: dict[str, Any]) -> list[Problem]:
+        source = type(error).__module__.split(".")[0]
+        errors = error.errors(include_input=False) if hasattr(error, "errors") else [{"loc": (), "msg": str(error)}]
+        problems = []
+        for e in errors:
+            message = _without_values(str(e["msg"]).splitlines()[0][:200] if e["msg"] else type(error).__name__, given)
+            field = str(e["loc"][0]) if e["loc"] else next((k for k in given if k in str(e["msg"])), "spec")
+            field = self.renames.get(field, field)
+            for part in e["loc"][1:]:
+                field += f"[{part}]" if isinstance(part, int) else f".{part}"
+            problems.append(Problem(field, f"is refused by {self.name}'s configuration: {message}"))
+        return problems or [Problem("spec", f"is refused by {self.name}'s configuration ({source})")]
 
     def notes(self, params: dict[str, Any], kwargs: dict[str, Any]) -> list[str]:
         """Plain-language remarks the validation step prints (not errors)."""
@@ -69,6 +102,47 @@ class Backend:
 
     def train(self, spec: TrainingSpec) -> TrainResult:
         raise NotImplementedError
+
+
+PLACEHOLDER_PATHS = {
+    "model_path": "/placeholder/model",
+    "data_path": "/placeholder/data.jsonl",
+    "ckpt_output_dir": "/placeholder/out",
+}
+
+
+def _without_values(message: str, given: dict[str, Any]) -> str:
+    """``message`` with the spec's values in it replaced by ``<value>`` (a backend's error may quote them)."""
+    values = [v for v in given.values() if isinstance(v, (str, int, float)) and not isinstance(v, bool)]
+    for value in sorted({str(v) for v in values}, key=len, reverse=True):
+        if len(value) >= 2 or value.isdigit():
+            message = re.sub(rf"(?<![\w.]){re.escape(value)}(?![\w])", "<value>", message)
+    return message
+
+
+@cache
+def config_module(package: str, module: str) -> types.ModuleType | None:
+    """A backend's configuration module (plain pydantic models or dataclasses), loaded by itself: the
+    package's ``__init__`` imports torch and the training code, seconds that validation need not spend.
+    None when the backend is not installed here or its module cannot stand alone."""
+    name = f"{package}.{module}"
+    if name in sys.modules:
+        return sys.modules[name]
+    try:
+        found = importlib.util.find_spec(package)
+        if found is None or not found.submodule_search_locations:
+            return None
+        path = Path(next(iter(found.submodule_search_locations))) / f"{module.replace('.', '/')}.py"
+        spec = importlib.util.spec_from_file_location(f"_kubetune_config.{name}", path)
+        if spec is None or spec.loader is None:
+            return None
+        loaded = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = loaded  # pydantic and dataclasses look their module up here
+        spec.loader.exec_module(loaded)
+    except Exception:  # noqa: BLE001 - not installed, or not loadable alone: the catalogue's checks remain
+        sys.modules.pop(f"_kubetune_config.{name}", None)
+        return None
+    return loaded
 
 
 def _registry() -> dict[str, type[Backend]]:

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from kubetune.backends.base import Backend, TrainResult
+from kubetune.backends.base import Backend, TrainResult, config_module
 from kubetune.backends.rules import TORCHRUN_NAMES, effective, torchrun_kwargs
 from kubetune.contract.catalog import Catalog
 from kubetune.errors import Problem
@@ -47,6 +47,15 @@ class InstructLabSFT(Backend):
     def build(self, spec):
         from instructlab.training import config
 
+        return self.configs(spec, config)
+
+    def validation_configs(self, spec) -> None:
+        config = config_module("instructlab.training", "config")
+        if config is not None:
+            self.configs(spec, config)
+
+    def configs(self, spec, config):
+        """instructlab-training's ``TorchrunArgs`` and ``TrainingArgs`` for ``spec``, from its ``config`` module."""
         args = self.by_class(spec).get("instructlab.TrainingArgs", {})
         p = spec.params
         args.setdefault("data_output_dir", p.get("data_output_dir") or os.path.join(p["ckpt_output_dir"], "data"))

@@ -17,6 +17,11 @@ log = logging.getLogger(__name__)
 
 SFT_CONFIG = "trl.SFTConfig"
 LORA_CONFIG = "peft.LoraConfig"
+# SFTConfig fields whose checks depend on the machine (a GPU, DeepSpeed): not judged by CPU validation
+GPU_FIELDS = (
+    "use_cpu", "bf16", "fp16", "tf32", "half_precision_backend", "bf16_full_eval", "fp16_full_eval", "fp16_opt_level",
+    "deepspeed", "fsdp", "fsdp_config", "ddp_backend",
+)  # fmt: skip
 
 
 def unsloth_usable() -> bool:
@@ -58,6 +63,20 @@ class LoRASFT(Backend):
         if kwargs.get("eval_strategy", "no") != "no" and kwargs.get("do_eval") is False:
             problems.append(Problem("do_eval", f"is false but eval_strategy is {kwargs['eval_strategy']!r}"))
         return problems
+
+    def validation_configs(self, spec) -> None:
+        """TRL's ``SFTConfig`` and PEFT's ``LoraConfig`` built on CPU, when the spec sets fields of theirs that
+        only they check (importing them takes seconds); settings that depend on the GPU are left out."""
+        import importlib.util
+
+        if not spec.backend_kwargs or importlib.util.find_spec("trl") is None or importlib.util.find_spec("peft") is None:
+            return
+        from peft import LoraConfig
+        from trl import SFTConfig
+
+        args = self.sft_config_kwargs(spec, has_eval=True, use_cpu=True)
+        SFTConfig(**{k: v for k, v in args.items() if k not in GPU_FIELDS}, use_cpu=True)
+        LoraConfig(**self.lora_config_kwargs(spec))
 
     def sft_config_kwargs(self, spec, has_eval: bool, use_cpu: bool) -> dict[str, Any]:
         """The exact keyword arguments TRL's ``SFTConfig`` receives."""

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from kubetune.backends.base import Backend, TrainResult
+from kubetune.backends.base import Backend, TrainResult, config_module
 from kubetune.backends.rules import TORCHRUN_NAMES, effective, torchrun_kwargs
 from kubetune.contract.catalog import Catalog
 from kubetune.errors import Problem
@@ -87,13 +87,22 @@ class MiniTrainerOSFT(Backend):
         return args
 
     def build(self, spec):
-        from mini_trainer.training_types import PretrainingConfig, TorchrunArgs, TrainingArgs, TrainingMode
+        from mini_trainer import training_types
 
+        return self.configs(spec, training_types)
+
+    def validation_configs(self, spec) -> None:
+        types = config_module("mini_trainer", "training_types")
+        if types is not None:
+            self.configs(spec, types)
+
+    def configs(self, spec, types):
+        """mini-trainer's ``TorchrunArgs`` and ``TrainingArgs`` for ``spec``, from its ``training_types`` module."""
         args = self.training_kwargs(spec)
-        args["training_mode"] = TrainingMode(args.get("training_mode", "epoch"))
+        args["training_mode"] = types.TrainingMode(args.get("training_mode", "epoch"))
         if spec.params.get("is_pretraining"):
-            args["pretraining_config"] = PretrainingConfig(block_size=spec.params["block_size"])
-        return TorchrunArgs(**torchrun_kwargs(spec.params, TORCHRUN_NAMES)), TrainingArgs(**args)
+            args["pretraining_config"] = types.PretrainingConfig(block_size=spec.params["block_size"])
+        return types.TorchrunArgs(**torchrun_kwargs(spec.params, TORCHRUN_NAMES)), types.TrainingArgs(**args)
 
     def train(self, spec) -> TrainResult:
         from mini_trainer import run_training
