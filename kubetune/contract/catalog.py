@@ -233,9 +233,10 @@ class Range:
         return above and below
 
     def describe(self) -> str:
+        low, high = (repr(x) if isinstance(x, float) and not x.is_integer() else f"{int(x)}" for x in (self.low, self.high or 0))
         if self.high is None:
-            return f"{'>' if self.low_open else '>='} {self.low:g}"
-        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+            return f"{'>' if self.low_open else '>='} {low}"
+        return f"in {'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
 
 
 SEED_MAX = 2**32 - 1  # numpy's seeds are 32-bit

@@ -212,10 +212,14 @@ def redact(text: str, hidden: tuple[str, ...] | list[str] | set[str] = ()) -> st
 _SAFE_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_ .\-]{0,99}")
 
 
+_GLUED = re.compile(r"(?:hf_|gh[pousr]_|github_pat_|sk-|xox|AKIA|ASIA|eyJ)[A-Za-z0-9_-]{16}|[A-Za-z0-9]{24}")
+
+
 def shown(key: Any) -> str:
-    """A key as it may appear in a message: itself when it is a plain name, else ``<redacted>``."""
+    """A key as it may appear in a message: itself when it is a plain name, else ``<redacted>`` (a name
+    holding a credential's shape, even glued to other characters, or a long random-looking run)."""
     key = str(key)
-    return key if _SAFE_KEY.fullmatch(key) and not find(key) else REDACTED
+    return key if _SAFE_KEY.fullmatch(key) and not _GLUED.search(key) and not find(key) else REDACTED
 
 
 @dataclass(frozen=True)
