@@ -12,10 +12,10 @@ import json
 
 import pytest
 from google.protobuf import json_format, struct_pb2
+from kubetune.components.validate_spec.core import validate_to_artifact
 from typer.testing import CliRunner
 
 from kubetune.cli import app
-from kubetune.components.validate_spec.core import validate_to_artifact
 from kubetune.contract.secrets import HINT
 from kubetune.errors import KubetuneError
 
