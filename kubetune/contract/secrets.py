@@ -5,14 +5,15 @@ One scanner finds credentials wherever they hide: ``scan_document`` walks every 
 ``redact`` hides what they find. Two kinds of evidence:
 
 - a key whose name means a credential (``hub_token``, ``password``, ``aws_secret_access_key``, ...; a
-  vocabulary token such as ``pad_token`` or ``eos_token`` is not one) holding anything but null/false/"";
+  vocabulary token such as ``pad_token`` or ``eos_token`` is not one) holding anything but null, false or empty;
 - a value (or a key) shaped like one: Hugging Face, GitHub, GitLab, Slack, npm, Stripe, Google and
   OpenAI-style tokens, AWS access key ids and secret keys, W&B API keys, JWTs, PEM blocks, bearer
   tokens, URLs with a user or password, and URLs with a token-like query parameter.
 
 Two shapes are ambiguous alone and count only next to a name that suggests them (a key, or the text just
 before): 40 hex digits (a W&B key, but also a git revision) and 40 base64 characters (an AWS secret key;
-without an aws-ish name only when mixed-case with digits and varied enough not to be a path or a word).
+without an aws-ish name only when mixed-case with digits, varied enough not to be a word and not shaped like
+a path: see ``_unambiguous_aws_secret``).
 Nothing here ever returns or prints a value it found: only the names of the shapes.
 """
 
@@ -139,13 +140,16 @@ _CONTEXT = {  # what a name next to an ambiguous shape must say
 
 
 def _unambiguous_aws_secret(token: str) -> bool:
-    """40 base64 characters that are a random string, not a path or a word: mixed case, digits, varied."""
+    """40 base64 characters that are a random string, not a path or a word: mixed case, digits, at least 22
+    different characters, and not shaped like a path (3 or more slashes, or a leading one and another)."""
+    slashes = token.count("/")
     return (
         any(c.isupper() for c in token)
         and any(c.islower() for c in token)
         and any(c.isdigit() for c in token)
-        and not token.startswith("/")
         and len(set(token)) >= 22
+        and slashes < 3
+        and not (token.startswith("/") and slashes > 1)
     )
 
 
@@ -264,7 +268,7 @@ def scan_document(document: Any, path: str = "", names: bool = True) -> tuple[li
                 if shapes:
                     suspects.append(Suspect(child, f"is a key that looks like a credential ({', '.join(shapes)})"))
                     hidden.add(k)
-                if names and credential_key(k) and v not in (None, False, ""):
+                if names and credential_key(k) and v not in (None, False, "", [], {}):
                     suspects.append(Suspect(child, "is named like a credential and holds a value"))
                     hidden.update(_literals(v))
                 else:
