@@ -108,12 +108,14 @@ def load_manifest(data: bytes) -> dict:
         raise ValueError(f"truncated or not JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
     except UnicodeDecodeError:
         raise ValueError("not UTF-8 text") from None
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
     files = manifest.get("files") if isinstance(manifest, dict) else None
     if not isinstance(files, dict) or manifest.get("format") != 1:
         raise ValueError('not a kubetune manifest (expected {"format": 1, "files": {...}})')
     for name, entry in files.items():
         parts = PurePosixPath(name).parts
-        if not name or name.startswith("/") or ".." in parts or "\\" in name:
+        if not name or name.startswith("/") or ".." in parts or "\\" in name or not name.isprintable():
             raise ValueError(f"lists {name!r}, which is not a path inside the export")
         if not (
             isinstance(entry, dict)
@@ -392,13 +394,22 @@ def export(
     source, destination = Path(source), str(destination)
     if not source.is_dir():
         raise KubetuneError([Problem(str(source), "is not a model directory")], "cannot export")
-    check_destination(destination, overwrite, source)
+    to_s3 = destination.startswith("s3://")
+    s3 = remote = None
+    if to_s3:  # one client and one listing for the whole export
+        from kubetune.components.export.publish import check_s3_destination
+
+        from kubetune.s3 import client
+
+        s3 = client()
+        remote = check_s3_destination(destination, overwrite, s3)
+    else:
+        check_destination(destination, overwrite, source)
     base = (
         adapter_base(source, Path(training_root) if training_root else None, base_model) if merge and is_adapter(source) else None
     )
     preflight(destination)
     start = time.perf_counter()
-    to_s3 = destination.startswith("s3://")
     run_id = run_id or secrets.token_hex(4)
     if to_s3:
         from kubetune.files import staging_dir
@@ -423,7 +434,7 @@ def export(
         if to_s3:
             from kubetune.components.export.publish import publish_s3
 
-            manifest, skipped = publish_s3(staging, destination, run_id, weights, kind, overwrite)
+            manifest, skipped = publish_s3(staging, destination, run_id, weights, kind, overwrite, s3, remote)
         else:
             for name, path in weights.items():
                 shutil.copy2(path, staging / name)

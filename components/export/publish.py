@@ -16,7 +16,8 @@ says what is being changed, with copies of every object it replaces or deletes:
    with ``overwrite``, every other object under the prefix) are copied to ``<staging>/old/``.
 5. The journal (old and new manifest, which files existed, which were copied aside) is written.
 6. ``manifest.json`` is deleted: from here readers see "interrupted" until 8.
-7. Staged files are copied into place, dropped ones deleted; every file is verified.
+7. Staged files are copied into place (and verified there), dropped ones deleted. Every file of the
+   export has now been verified once: where it was skipped, uploaded, or copied.
 8. ``manifest.json`` is written: the new export is complete. The staging prefix is deleted.
 
 Roll back (an in-process failure at once, a killed run at the next run): the copies in ``<staging>/old/``
@@ -57,13 +58,13 @@ def split_prefix(uri: str) -> tuple[str, str]:
     return bucket, key + "/" if key else ""
 
 
-def check_bucket(uri: str) -> None:
+def check_bucket(uri: str, s3: Any = None) -> None:
     """Credentials present and the bucket reachable: checked before any bytes move."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     bucket, _ = split_uri(uri)
     try:
-        client().head_bucket(Bucket=bucket)
+        (s3 or client()).head_bucket(Bucket=bucket)
     except ClientError as e:
         code = e.response.get("Error", {}).get("Code", "")
         if code in ("404", "NoSuchBucket"):
@@ -126,17 +127,18 @@ def _get(s3: Any, bucket: str, key: str) -> bytes:
     return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
 
 
-def check_s3_destination(uri: str, overwrite: bool = False) -> None:
+def check_s3_destination(uri: str, overwrite: bool = False, s3: Any = None) -> Remote:
     """The S3 side of ``core.check_destination``: a bucket root is refused; objects under the prefix that
-    kubetune did not write are refused unless ``overwrite``."""
+    kubetune did not write are refused unless ``overwrite``. Returns what is under the prefix."""
     from kubetune.components.export.core import OVERWRITE_HINT, foreign_message, refuse
 
     bucket, prefix = split_prefix(uri)
     if not prefix:
         raise refuse(uri, BUCKET_ROOT)
-    check_bucket(uri)
+    s3 = s3 or client()
+    check_bucket(uri, s3)
     try:
-        remote = read_remote(client(), bucket, prefix)
+        remote = read_remote(s3, bucket, prefix)
     except _errors() as e:
         raise explain(e, uri) from None
     if remote.manifest_error and not overwrite:
@@ -144,6 +146,7 @@ def check_s3_destination(uri: str, overwrite: bool = False) -> None:
     foreign = remote.foreign()
     if foreign and not overwrite:
         raise refuse(uri, foreign_message(foreign), OVERWRITE_HINT)
+    return remote
 
 
 def _transfer_config():
@@ -209,21 +212,29 @@ def roll_back(s3: Any, bucket: str, prefix: str, run: str, journal: dict) -> Non
 
 
 def publish_s3(
-    staging: Path, uri: str, run_id: str, sources: dict[str, Path], kind: str, overwrite: bool = False
+    staging: Path,
+    uri: str,
+    run_id: str,
+    sources: dict[str, Path],
+    kind: str,
+    overwrite: bool = False,
+    s3: Any = None,
+    remote: Remote | None = None,
 ) -> tuple[dict, int]:
     """Checksum and publish the staged export (plus ``sources``: files read where they are, such as the
     checkpoint's weights) under ``uri``. Each file's upload starts as soon as its checksum is known.
     Returns the manifest and how many files were already there and skipped. On a failure the previous
     export is rolled back before the error is raised (or, if S3 cannot be reached for that, left marked
-    incomplete for the next run to roll back)."""
+    incomplete for the next run to roll back). ``remote``: the prefix as just listed, if it was."""
     from kubetune.components.export.core import manifest_paths
 
     bucket, prefix = split_prefix(uri)
-    s3 = client()
+    s3 = s3 or client()
     stage = f"{prefix}{STAGING}/{run_id}/"
     written: list[str] = []  # keys under the staging prefix
+    touched = [False]  # whether anything outside the staging prefix was changed yet
     try:
-        remote = read_remote(s3, bucket, prefix)
+        remote = remote or read_remote(s3, bucket, prefix)
         if recover(s3, bucket, prefix, remote):
             remote = read_remote(s3, bucket, prefix)
         old = remote.manifest
@@ -232,6 +243,7 @@ def publish_s3(
         if MANIFEST not in remote.objects:  # files may go straight to their place: the journal says which, first
             _put_json(s3, bucket, stage + JOURNAL, journal)
             written.append(stage + JOURNAL)
+            touched[0] = True
         manifest, staged, skipped = _upload(s3, bucket, prefix, stage, staging, sources, kind, remote, written)
         dropped = [n for n in (remote.objects if overwrite else (old or {}).get("files", {})) if n not in manifest["files"]]
         dropped = [n for n in dropped if n in remote.objects and n != MANIFEST]
@@ -240,17 +252,19 @@ def publish_s3(
         aside = {n: remote.objects[n] for n in staged + dropped if n in remote.objects}
         _parallel(lambda n: _copy(s3, bucket, prefix + n, f"{stage}old/{n}", aside[n]), list(aside))
         written += [f"{stage}old/{n}" for n in aside]
-        _put_json(s3, bucket, stage + JOURNAL, {**journal, "new": manifest, "backed_up": aside})
-        written.append(stage + JOURNAL)
+        if aside or staged or MANIFEST in remote.objects:  # else the first journal says all there is to undo
+            _put_json(s3, bucket, stage + JOURNAL, {**journal, "new": manifest, "backed_up": aside})
+            written.append(stage + JOURNAL)
+        touched[0] = True
         if MANIFEST in remote.objects:
             s3.delete_object(Bucket=bucket, Key=prefix + MANIFEST)
         files = manifest["files"]
         _parallel(lambda n: _copy(s3, bucket, f"{stage}new/{n}", prefix + n, files[n]["bytes"]), staged)
         _delete(s3, bucket, [prefix + n for n in dropped])
-        _raise_problems(_parallel(lambda n: _check(s3, bucket, prefix + n, files[n]), list(files)), uri, "publish")
+        _raise_problems(_parallel(lambda n: _check(s3, bucket, prefix + n, files[n]), staged), uri, "publish")
         s3.upload_file(str(staging / MANIFEST), bucket, prefix + MANIFEST)
     except BaseException as error:
-        _fail(s3, bucket, prefix, uri, error)
+        _fail(s3, bucket, prefix, uri, error, touched[0])
     with contextlib.suppress(*_errors()):  # best effort: the next run deletes what is left
         _delete(s3, bucket, sorted(set(written)))
     return manifest, skipped
@@ -291,17 +305,23 @@ def _upload(
     staged = sorted(name for name, key in targets.items() if key.startswith(stage))
     written += [targets[name] for name in staged]
     files = manifest["files"]
-    _raise_problems(_parallel(lambda n: _check(s3, bucket, targets[n], files[n]), staged), f"s3://{bucket}/{stage}", "upload")
+    uploaded = sorted(targets)  # every upload is checked; files skipped were checked before
+    _raise_problems(_parallel(lambda n: _check(s3, bucket, targets[n], files[n]), uploaded), f"s3://{bucket}/{prefix}", "upload")
     return manifest, staged, len(files) - len(uploads)
 
 
-def _fail(s3: Any, bucket: str, prefix: str, uri: str, error: BaseException) -> None:
+def _fail(s3: Any, bucket: str, prefix: str, uri: str, error: BaseException, touched: bool) -> None:
     """Roll back at once (when S3 can be reached), then raise the error with what a reader now sees."""
     try:
         recover(s3, bucket, prefix, read_remote(s3, bucket, prefix))
-        state = "the previous export (if any) was restored"
+        state = "rolled back: the destination holds what it held before" if touched else "nothing was changed"
     except Exception:  # noqa: BLE001 -- the original error is the one to report
-        state = "the destination is marked incomplete; the next export to it restores the previous export"
+        state = "nothing was changed (its staging is deleted by the next export)"
+        if touched:
+            state = (
+                "could not roll back: the destination holds what it held before or is marked incomplete; "
+                "the next export to it restores what it held before"
+            )
     if isinstance(error, KubetuneError):
         raise KubetuneError([*error.problems, Problem(uri, state)], error.title) from None
     if isinstance(error, _errors()):
