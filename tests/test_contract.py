@@ -250,3 +250,39 @@ def test_training_hub_osft_call_is_a_valid_spec_unchanged():
         "osft_upcast_dtype": "float32",
         "save_best_val_loss": False,
     }
+
+
+def test_examples_validate_without_false_positives():
+    from pathlib import Path
+
+    for path in sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.json")):
+        assert load_spec(path).algorithm
+
+
+def test_scan_text_names_shapes_and_redact_hides_only_the_secret():
+    from kubetune.contract.secrets import redact, scan_text
+
+    text = f"uri=https://alice:pw123456@mlflow.example/x?a=1&token=abc123 hf={SECRET_VALUE}"
+    assert scan_text(text) == ["Hugging Face token", "URL with a credential parameter", "URL with credentials"]
+    assert redact(text) == "uri=https://<redacted>@mlflow.example/x?a=1&token=<redacted> hf=<redacted>"
+    assert scan_text("model ibm-granite/granite-3.3-8b-instruct at rev 0123456789abcdef0123456789abcdef01234567") == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "where"),
+    [
+        ({"learning_rate": float("inf")}, "`learning_rate`"),
+        ({"lr_scheduler_kwargs": {"a": [float("nan")]}}, "`lr_scheduler_kwargs.a[0]`"),
+        ({"seed": 2**64}, "`seed`"),
+        ({"per_device_eval_batch_size": 0}, "`per_device_eval_batch_size`"),
+        ({"report_to": ["wandb", "nope"]}, "`report_to[1]`"),
+        ({"lr_scheduler_kwargs": {"x": {1, 2}}}, "`lr_scheduler_kwargs.x`"),
+    ],
+)
+def test_python_documents_get_the_file_checks_too(extra, where):
+    assert any(p.startswith(where) for p in problems({**LORA, **extra}))
+
+
+def test_integral_numbers_are_integers_whatever_their_spelling():
+    assert validate_spec({**SFT, "num_epochs": 2.0}).params["num_epochs"] == 2
+    assert any(p.startswith("`num_epochs`") for p in problems({**SFT, "num_epochs": 2.5}))
