@@ -121,7 +121,7 @@ def load_manifest(data: bytes) -> dict:
             isinstance(entry, dict)
             and isinstance(entry.get("sha256"), str)
             and re.fullmatch(r"[0-9a-f]{64}", entry["sha256"])
-            and isinstance(entry.get("bytes"), int)
+            and type(entry.get("bytes")) is int
             and entry["bytes"] >= 0
         ):
             raise ValueError(f"has no valid sha256 and bytes for {name!r}")
@@ -156,10 +156,13 @@ def verify(destination: str | Path) -> list[str]:
     problems = []
     for name, entry in manifest["files"].items():
         path = directory / name
-        if not path.is_file():
-            problems.append(f"{name} is missing")
-        elif path.stat().st_size != entry["bytes"] or sha256(path) != entry["sha256"]:
-            problems.append(f"{name} does not match its checksum")
+        try:
+            if not path.is_file():
+                problems.append(f"{name} is missing")
+            elif path.stat().st_size != entry["bytes"] or sha256(path) != entry["sha256"]:
+                problems.append(f"{name} does not match its checksum")
+        except OSError as e:
+            problems.append(f"{name} cannot be read: {e.strerror}")
     problems += [f"{name} is not in the manifest" for name in unlisted(directory, set(manifest["files"]))]
     return problems
 

@@ -357,8 +357,11 @@ def verify_s3(uri: str) -> list[str]:
     """Problems with an export under ``uri``: no manifest (saying so when a run was interrupted), an invalid
     manifest, an object whose size or checksum differs, an object that is not in the manifest."""
     bucket, prefix = split_prefix(uri)
-    s3 = client()
     where = f"s3://{bucket}/{prefix}{MANIFEST}"
+    try:
+        s3 = client()
+    except KubetuneError as e:  # no credentials: said as a problem, like any other
+        return [str(p) for p in e.problems]
     try:
         remote = read_remote(s3, bucket, prefix)
         if remote.manifest_error:

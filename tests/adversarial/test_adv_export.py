@@ -754,6 +754,19 @@ def test_verify_s3_reports_each_damage_in_one_line(s3, v1, name):
     assert len(problems) == 1 and problems[0].startswith(expected), problems
 
 
+def test_verify_s3_of_a_missing_bucket_or_an_interrupted_export_says_so(s3):
+    assert verify("s3://nobucket/m") == ["s3://nobucket/m: the bucket does not exist"]
+    s3.create_bucket(Bucket="bkt")
+    journal = {"run": "0badc0de", "old": None, "writes": ["config.json"], "existed": []}
+    s3.put_object(Bucket="bkt", Key="m/.kubetune-staging/0badc0de/journal.json", Body=json.dumps(journal).encode())
+    s3.put_object(Bucket="bkt", Key="m/config.json", Body=b"{}")
+    assert verify("s3://bkt/m") == [
+        "s3://bkt/m/manifest.json is missing: an export run (0badc0de) was interrupted; "
+        "the next export to s3://bkt/m restores the previous export"
+    ]
+    check_destination("s3://bkt/m")  # what the interrupted run wrote is kubetune's
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     content=st.one_of(
@@ -770,6 +783,40 @@ def test_verify_never_raises_whatever_the_manifest_holds(tmp_path, content):
     (tmp_path / "m" / MANIFEST).write_bytes(content)
     problems = verify(tmp_path / "m")
     assert isinstance(problems, list) and all(isinstance(p, str) and "\n" not in p for p in problems)
+
+
+# --- the component and the pipeline parameter ----------------------------------------------------------
+
+
+class Artifact:
+    def __init__(self, path: Path):
+        self.path, self.metadata, self.metrics = str(path), {}, {}
+
+    def log_metric(self, name, value):
+        self.metrics[name] = value
+
+
+def test_export_component_refuses_foreign_data_with_exit_2_and_replaces_it_with_overwrite(tmp_path, v1, capsys):
+    from kubetune.components.export.component import export_model
+
+    destination = tmp_path / "m"
+    user_files(destination, v1)
+    before = tree(destination)
+    step = {
+        "trained_model": Artifact(v1.parent.parent),
+        "checkpoint": "checkpoints/checkpoint-4",
+        "destination": str(destination),
+    }
+    with pytest.raises(SystemExit) as stopped:
+        export_model.python_func(exported_model=Artifact(tmp_path / "a"), metrics=Artifact(tmp_path / "x"), **step)
+    assert stopped.value.code == 2 and tree(destination) == before
+    assert (
+        f"  - {destination}: holds 2 file(s) or folder(s) kubetune did not export (INDEX.md, prod) {HINT}"
+        in capsys.readouterr().err
+    )
+    pointer = Artifact(tmp_path / "pointer")
+    export_model.python_func(exported_model=pointer, metrics=Artifact(tmp_path / "x"), overwrite=True, **step)
+    assert verify(destination) == [] and pointer.metadata["uri"] == str(destination)
 
 
 # --- the pipeline parameter reaches the step ----------------------------------------------------------
