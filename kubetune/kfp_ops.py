@@ -184,7 +184,7 @@ def parameters(spec: Path | None, params: list[str], pipeline: str = "finetune")
     Nothing that looks like a credential is ever sent: every argument (spec and ``-p`` values, keys too) is
     scanned first, and the report names the argument without echoing it."""
     from kubetune.contract import validate_spec
-    from kubetune.contract.secrets import HINT, redact, scan_document, shown
+    from kubetune.contract.secrets import HINT, redact, scan_document, scan_spec, shown
     from kubetune.contract.spec import read_document
 
     arguments: dict[str, Any] = {}
@@ -205,7 +205,9 @@ def parameters(spec: Path | None, params: list[str], pipeline: str = "finetune")
             arguments[key] = json.loads(value, parse_constant=_not_a_number)
         except ValueError:
             arguments[key] = value
-    suspects, hidden = scan_document(arguments)
+    suspects, hidden = scan_document({k: v for k, v in arguments.items() if k != "training_kwargs"})
+    in_spec, more = scan_spec(arguments.get("training_kwargs"), "training_kwargs")  # its secrets: references
+    suspects, hidden = suspects + in_spec, hidden | more
     problems += [Problem(f"argument `{s.where}`", s.reason, HINT) for s in suspects]
     if validated is None and isinstance(arguments.get("training_kwargs"), dict) and not suspects:
         validated = validate_spec({"algorithm": arguments.get("algorithm"), **arguments["training_kwargs"]}, require_paths=False)

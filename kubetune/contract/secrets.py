@@ -114,7 +114,7 @@ _SHAPES: dict[str, str] = {
     "Google API key": _B + r"AIza[0-9A-Za-z_-]{35}",
     "OpenAI-style key": r"(?<![A-Za-z0-9_-])sk-(?=[A-Za-z0-9_-]*[0-9])(?=[A-Za-z0-9_-]*[A-Z])[A-Za-z0-9_-]{20,}",
     "AWS access key id": (
-        r"(?<![A-Z0-9])(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|APKA|AROA|A3T[A-Z0-9])[A-Z0-9]{16}(?![A-Z0-9])"
+        r"(?<![A-Z0-9])(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|APKA|AROA|A3T[A-Z0-9])[A-Z0-9]{12,20}(?![A-Z0-9])"
     ),
     "JWT": _B + r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*",
     "PEM block": r"-----BEGIN [A-Z0-9 ]{0,60}-----",
@@ -239,7 +239,7 @@ def _literals(value: Any) -> Iterator[str]:
     while todo:
         item = todo.pop()
         if isinstance(item, dict):
-            todo += [*map(str, item), *item.values()]
+            todo += item.values()
         elif isinstance(item, list):
             todo += item
         elif isinstance(item, str):
@@ -282,6 +282,16 @@ def scan_document(document: Any, path: str = "", names: bool = True) -> tuple[li
                 suspects.append(Suspect(where or "spec", f"looks like a credential ({', '.join(shapes)})"))
                 hidden.add(value)
     return suspects, hidden
+
+
+def scan_spec(document: Any, path: str = "") -> tuple[list[Suspect], set[str]]:
+    """``scan_document`` for a spec (or a document holding one at ``path``): its ``secrets`` section holds
+    references, whose keys (``HF_TOKEN``, ``secret``, ``key``) are names, so there only shapes count."""
+    if not isinstance(document, dict) or not isinstance(document.get("secrets"), (dict, list, str)):
+        return scan_document(document, path)
+    suspects, hidden = scan_document({k: v for k, v in document.items() if k != "secrets"}, path)
+    refs, more = scan_document(document["secrets"], f"{path}.secrets" if path else "secrets", names=False)
+    return suspects + refs, hidden | more
 
 
 def looks_like_secret(key: str, value: Any) -> bool:

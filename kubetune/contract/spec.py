@@ -21,7 +21,7 @@ from kubetune.backends import get_backend
 from kubetune.contract.catalog import catalog, value_problems
 from kubetune.contract.params import ALGORITHM_PARAMS, PATH_PARAMS, REQUIRED
 from kubetune.contract.reading import MAX_DEPTH, MAX_ITEMS, MAX_SPEC_BYTES, Refused, parse, read_text
-from kubetune.contract.secrets import HINT, KNOWN_SECRETS, SecretRef, redact, scan_document, shown
+from kubetune.contract.secrets import HINT, KNOWN_SECRETS, SecretRef, redact, scan_spec, shown
 from kubetune.errors import KubetuneError, Problem
 
 SCHEMA_VERSION = 1
@@ -190,10 +190,8 @@ def validate_spec(
         problems.append(Problem("spec", "must be a JSON object"))
         raise fail()
     document, problems = _json_values(document)
-    suspects, hidden = scan_document({k: v for k, v in document.items() if k != "secrets"})
-    more, hidden_refs = scan_document(document.get("secrets"), "secrets", names=False)
-    hidden |= hidden_refs
-    problems += [Problem(s.where, s.reason + "; secrets are never accepted as values", HINT) for s in suspects + more]
+    suspects, hidden = scan_spec(document)
+    problems += [Problem(s.where, s.reason + "; secrets are never accepted as values", HINT) for s in suspects]
     if problems:
         raise fail()
 
