@@ -27,6 +27,8 @@ and a destination inside the source or containing it are refused, with or withou
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -293,7 +295,8 @@ def publish_local(staged: Path, target: Path) -> None:
             os.rename(old, target)
         raise
     if moved:
-        remove(old)
+        with contextlib.suppress(OSError):  # the new export is in place: the next run deletes what is left
+            remove(old)
 
 
 def materialize(source: Path, staging: Path, merge: bool, base: str | None = None) -> str:
@@ -447,7 +450,10 @@ def export(
             skipped = 0
     except OSError as e:
         where = e.filename or destination
-        raise refuse(str(where), f"could not be written or read: {e.strerror or e}") from None
+        mount = (
+            "a mount point cannot be replaced: export to a folder inside it" if e.errno in (errno.EBUSY, errno.EXDEV) else None
+        )
+        raise refuse(str(where), f"could not be written or read: {e.strerror or e}", mount) from None
     finally:
         if os.path.lexists(staging):
             shutil.rmtree(staging, ignore_errors=True)
