@@ -273,8 +273,10 @@ def recover_local(target: Path) -> bool:
     destination is missing goes back into place), then delete the run's staging and old directories.
     Returns whether anything was left."""
     staged, old = leftovers(target)
-    if old and not os.path.lexists(target):
-        os.rename(old.pop(), target)
+    exports = [path for path in old if path.is_dir() and not path.is_symlink()]  # a link is not an export
+    if exports and not os.path.lexists(target):
+        os.rename(exports[-1], target)
+        old.remove(exports[-1])
     for path in staged + old:
         remove(path)
     return bool(staged or old)

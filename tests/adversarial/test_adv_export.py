@@ -333,6 +333,23 @@ def test_the_issue_example_refused_then_a_kubetune_export_replaced_without_overw
     assert verify(empty) == [] and manifest_of(empty) == second["manifest"] and leftovers(tmp_path) == []
 
 
+def test_links_named_like_staging_are_cleaned_without_touching_their_targets(tmp_path, v1, v2):
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "precious.txt").write_text("keep")
+    parent = tmp_path / "out"
+    parent.mkdir()
+    export(v1, parent / "m")
+    (parent / ".export-staging-deadbeef-m").symlink_to(user)
+    (parent / ".m.old-deadbeef").symlink_to(user)
+    export(v2, parent / "m")
+    assert tree(user) == {"precious.txt": b"keep"} and leftovers(parent) == [] and verify(parent / "m") == []
+    shutil.rmtree(parent / "m")  # the destination is gone, a link named like its renamed-aside export is there
+    (parent / ".m.old-deadbeef").symlink_to(user)
+    export(v2, parent / "m")
+    assert tree(user) == {"precious.txt": b"keep"} and leftovers(parent) == [] and verify(parent / "m") == []
+
+
 def relations(tmp_path: Path, v1: Path) -> list[tuple[Path, str]]:
     checkpoints = v1.parent
     (tmp_path / "link-to-checkpoints").symlink_to(checkpoints)
