@@ -142,7 +142,7 @@ def verify(destination: str | Path) -> list[str]:
     directory = Path(destination)
     manifest_path = directory / MANIFEST
     if not manifest_path.is_file():
-        staged, old = leftovers(directory.absolute())
+        _, old = leftovers(directory.absolute())
         if old and not os.path.lexists(directory):
             return [
                 f"{manifest_path} is missing: an export run was interrupted while replacing it; "
