@@ -33,7 +33,7 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -218,7 +218,8 @@ class _Collector:
 
     def collect(self, batches: Iterator[Batch], part: str) -> None:
         data_path, messages_path = self.staging / f"{part}.{DATA_FILE}", self.staging / f"{part}.{MESSAGES_FILE}"
-        with data_path.open("wb") as data, messages_path.open("wb") as messages:
+        # closing(): on an error, the worker pool inside ``batches`` shuts down now, not when the traceback goes
+        with closing(batches), data_path.open("wb") as data, messages_path.open("wb") as messages:  # type: ignore[arg-type]
             for batch in batches:
                 self.records += len(batch.where) + len(batch.bad)
                 for bad in batch.bad:
@@ -283,13 +284,22 @@ def prepare(
     outputs = {kind: Path(path) for kind, path in outputs.items() if path}
     if not overwrite:
         refuse_foreign(outputs)
-    with writing(train_out.parent):
+    return _staged(data_uri, model_path, outputs, validation_uri, config, train_out.parent)
+
+
+def _staged(
+    data_uri: str, model_path: str, outputs: dict[str, Path], validation_uri: str | None, config: PrepareConfig, shown: Path
+) -> dict[str, Any]:
+    """``_prepare`` in a staging directory beside the outputs, removed whatever happens; ``shown`` names the
+    output in a failure to write."""
+    parent = outputs["train"].parent
+    with writing(shown):
         for path in outputs.values():
             clean_stale(path)
-        train_out.parent.mkdir(parents=True, exist_ok=True)
-        staging = staging_dir(train_out.parent, f".prepare-{os.getpid()}-")
+        parent.mkdir(parents=True, exist_ok=True)
+        staging = staging_dir(parent, f".prepare-{os.getpid()}-")
     try:
-        with writing(train_out.parent):
+        with writing(shown):
             return _prepare(data_uri, model_path, staging, outputs, validation_uri, config)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -302,12 +312,12 @@ def _prepare(
 
     collector = _Collector(staging, config)
     sources = [("train", data_uri), *([("validation", validation_uri)] if validation_uri else [])]
-    for part, uri in sources:
-        source = open_source(uri, staging / "download")
-        with tqdm(total=source.total, unit=source.unit, unit_scale=True, desc=f"prepare {part}", mininterval=2) as bar:
-            collector.collect(_batches(source, config, model_path, bar), part)
-        collector.raise_problems(source.name)
-    collector.dropped_log.close()
+    with collector.dropped_log:  # closed on every way out: an open file would keep its disk busy
+        for part, uri in sources:
+            source = open_source(uri, staging / "download")
+            with tqdm(total=source.total, unit=source.unit, unit_scale=True, desc=f"prepare {part}", mininterval=2) as bar:
+                collector.collect(_batches(source, config, model_path, bar), part)
+            collector.raise_problems(source.name)
     if not collector.lengths["train"]:
         raise KubetuneError([Problem(data_uri, "holds no usable sample")], "invalid data")
     if not validation_uri:
@@ -322,27 +332,36 @@ def _prepare(
     return summary
 
 
-def prepare_dir(data_uri: str, model_path: str, out: str | Path, overwrite: bool = False, **arguments: Any) -> dict[str, Any]:
+def prepare_dir(
+    data_uri: str,
+    model_path: str,
+    out: str | Path,
+    overwrite: bool = False,
+    validation_uri: str | None = None,
+    **options: Any,
+) -> dict[str, Any]:
     """``prepare`` into one directory (``kubetune prepare -o``): ``train/``, ``validation/``, ``report.json``,
     ``summary.md``. The directory is built beside ``out`` and renamed into place whole, so a reader (or a
     killed run) sees the previous output, the new one, or none; never a mix. ``out`` must be absent, empty or
     an earlier output of this command, unless ``overwrite``; it may never hold the data or the model."""
-    PrepareConfig.checked(**{k: v for k, v in arguments.items() if k != "validation_uri"})
+    config = PrepareConfig.checked(**options)
     out = Path(out)
-    check_model(model_path, arguments.get("data_format", "chat"))
-    inputs = {"the data": data_uri, "the validation data": arguments.get("validation_uri"), "the model": model_path}
-    _refuse_enclosing(out, inputs)
+    check_model(model_path, config.data_format)
+    _refuse_enclosing(out, {"the data": data_uri, "the validation data": validation_uri, "the model": model_path})
     if not overwrite:
         refuse_foreign({"output": out})
+    _refuse_uncreatable(out)
     with writing(out):
         clean_stale(out)
         staged = staging_dir(out.parent, f".{out.name}.prepare-{os.getpid()}-")
     try:
+        outputs = {"train": staged / "train", "validation": staged / "validation"}
+        outputs |= {"report": staged / "report.json", "summary": staged / "summary.md"}
+        summary = _staged(data_uri, model_path, outputs, validation_uri, config, out)
         with writing(out):
-            parts = {"train_out": staged / "train", "validation_out": staged / "validation"}
-            files = {"report_out": staged / "report.json", "summary_out": staged / "summary.md"}
-            summary = prepare(data_uri, model_path, **parts, **files, **arguments)
             _mark(staged)
+            if out.is_symlink() or out.is_file():  # only with overwrite: a file where the directory goes
+                out.unlink()
             swap_into_place(staged, out)
         return summary
     finally:
@@ -416,6 +435,15 @@ def _refuse_enclosing(out: Path, inputs: dict[str, str | None]) -> None:
             )
 
 
+def _refuse_uncreatable(out: Path) -> None:
+    """A directory cannot be made below a file: say so before anything runs."""
+    for parent in out.parents:
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                raise KubetuneError([Problem(str(out), f"cannot be created: {parent} is not a directory")], "invalid output")
+            return
+
+
 def clean_stale(out: Path) -> None:
     """Remove what killed runs left beside ``out``; a previous output caught mid-swap is put back first."""
     parent = out.parent
@@ -428,7 +456,14 @@ def clean_stale(out: Path) -> None:
     for pattern in (f".{out.name}.old-*", f".{out.name}.prepare-*", f".{out.name}.staging-*", ".prepare-*"):
         for path in parent.glob(glob.escape(pattern[: pattern.index("*")]) + "*"):
             if _dead(path.name):
-                shutil.rmtree(path, ignore_errors=True)
+                _remove(path)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _dead(name: str) -> bool:
@@ -453,10 +488,9 @@ def writing(out: Path) -> Iterator[None]:
     try:
         yield
     except OSError as e:
-        where = e.filename if isinstance(e.filename, str) and e.filename else str(out)
         code = errno.errorcode.get(e.errno or 0, "")
         why = f"{e.strerror} ({code})" if e.strerror and code else str(e)
-        raise KubetuneError([Problem(where, f"cannot write the prepared data: {why}")], "cannot write the output") from None
+        raise KubetuneError([Problem(str(out), f"cannot write the prepared data: {why}")], "cannot write the output") from None
 
 
 def check_model(model_path: str, data_format: str = "chat") -> None:

@@ -105,7 +105,7 @@ def _reading(path: Path, shown: str, line: Callable[[], int] = lambda: 0) -> Ite
 def _read_problem(shown: str, lines_read: int, error: BaseException) -> Problem:
     after = f" after line {lines_read}" if lines_read else ""
     if isinstance(error, EOFError):
-        return Problem(f"{shown}:{lines_read + 1}", f"the gzip file is truncated: its compressed data ends{after}, unfinished")
+        return Problem(f"{shown}:{lines_read + 1}", f"truncated gzip file: the compressed data ends unfinished{after}")
     if isinstance(error, gzip.BadGzipFile) and "Not a gzipped file" in str(error):
         return Problem(shown, "is not a gzip file", "rename it without .gz if it is plain JSON Lines")
     if isinstance(error, (gzip.BadGzipFile, zlib.error)):
@@ -128,7 +128,7 @@ def _too_large(what: str) -> BadRecord:
 
 
 def _mib(size: int) -> str:
-    return f"{size / 2**20:g} MiB"
+    return f"{size / 2**20:g} MiB" if size >= 2**20 else f"{size / 2**10:g} KiB"
 
 
 def _skip_line(f: BinaryIO) -> int:
