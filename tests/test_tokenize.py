@@ -119,3 +119,42 @@ def test_same_reasoning_masks_as_instructlab_training(tmp_path, tiny_model):
     assert theirs == _ours(records, model)
     text = AutoTokenizer.from_pretrained(model).decode([t for t in theirs[0]["labels"] if t != IGNORE_INDEX])
     assert text.startswith("Add the tens, then the ones.</think>\n12 plus 30 is 42.<|im_end|>")
+
+
+TOOL_TEMPLATE = (
+    "{%- if tools -%}{{ '<|im_start|>system\nTools: ' + tools | map(attribute='function.name') | join(', ') + '<|im_end|>\n' }}"
+    "{%- endif -%}"
+    "{%- for message in messages -%}"
+    "{{ '<|im_start|>' + message['role'] + '\n' }}"
+    "{%- if message.get('tool_calls') -%}"
+    "{%- for call in message['tool_calls'] -%}"
+    "{{ '<tool_call>' + call['function']['name'] + ' ' + call['function']['arguments'] | tojson + '</tool_call>' }}"
+    "{%- endfor -%}"
+    "{%- else -%}{{ message['content'] }}{%- endif -%}"
+    "{{ '<|im_end|>\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\n' }}{%- endif -%}"
+)
+TOOL_RECORD = {
+    "tools": [{"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}}],
+    "messages": [
+        {"role": "user", "content": "What is 2 plus 2?"},
+        {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "add", "arguments": {"a": 2}}}]},
+        {"role": "tool", "name": "add", "content": "4"},
+        {"role": "assistant", "content": "2 plus 2 is 4."},
+    ],
+}
+
+
+def test_a_tool_call_turn_is_learned_as_the_template_renders_it(tiny_model, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    (model / "chat_template.jinja").write_text(TOOL_TEMPLATE)
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    text, _ = ChatEncoder.load(model).render(TOOL_RECORD)
+    assert text == tokenizer.apply_chat_template(TOOL_RECORD["messages"], tools=TOOL_RECORD["tools"], tokenize=False)
+    tokens = tokenize_sample(tokenizer, TOOL_RECORD)
+    assert learned(tokenizer, tokens) == '<tool_call>add {"a": 2}</tool_call><|im_end|>2 plus 2 is 4.<|im_end|>'
+    # a template that ignores tool calls would learn an empty turn: the record is refused instead
+    with pytest.raises(BadRecord, match=r"messages\[1\] calls a tool, and the model's chat template does not render tool calls"):
+        tokenize_sample(AutoTokenizer.from_pretrained(tiny_model), TOOL_RECORD)
