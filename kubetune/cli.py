@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from contextlib import suppress
 from pathlib import Path
 from typing import Annotated
@@ -260,14 +259,18 @@ def run(
     if not wait:
         return
     deadline, last = time.monotonic() + timeout, None
-    while time.monotonic() < deadline:
-        state = str(kfp_client.get_run(started["run_id"]).state)
-        if state != last:
-            typer.echo(f"run {started['run_id']}: {state}")
-            last = state
-        if state in ("SUCCEEDED", "FAILED", "CANCELED", "SKIPPED"):
-            raise typer.Exit(code=0 if state == "SUCCEEDED" else 1)
-        time.sleep(poll)
+    try:
+        while time.monotonic() < deadline:
+            state = str(kfp_client.get_run(started["run_id"]).state)
+            if state != last:
+                typer.echo(f"run {started['run_id']}: {state}")
+                last = state
+            if state in ("SUCCEEDED", "FAILED", "CANCELED", "SKIPPED"):
+                raise typer.Exit(code=0 if state == "SUCCEEDED" else 1)
+            time.sleep(poll)
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted: run {started['run_id']} goes on in KFP (only the waiting stopped)", err=True)
+        raise typer.Exit(code=130) from None
     typer.echo(f"run {started['run_id']} still {last} after {timeout} s", err=True)
     raise typer.Exit(code=1)
 
@@ -389,50 +392,85 @@ def verify(
 
 @app.command("run-local")
 def run_local(
-    output: Annotated[Path, typer.Option("-o", "--output", help="Where runs and exports are written.")] = Path("kubetune-local"),
+    output: Annotated[Path, typer.Option("-o", "--output", help="The run folder: runs and exports are written here.")] = Path(
+        "kubetune-local"
+    ),
     algorithm: Annotated[str, typer.Option(help="sft, osft or lora_sft (only lora_sft trains on CPU).")] = "lora_sft",
     kwargs: Annotated[Path | None, typer.Option(help="JSON file of training kwargs (default: embedded).")] = None,
-    data: Annotated[str | None, typer.Option(help="Training data (default: the bundled sample).")] = None,
+    data: Annotated[
+        str | None, typer.Option(help="Training data: a local file or folder, s3:// or hf:// (default: the bundled sample).")
+    ] = None,
     destination: Annotated[str, typer.Option(help="Also publish the model here: a directory or s3://bucket/prefix.")] = "",
     checkpoint: Annotated[str, typer.Option(help="Export the best checkpoint or the final one.")] = "best",
+    overwrite: Annotated[
+        bool, typer.Option(help="Let the export replace what --destination holds (not a kubetune export).")
+    ] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="Continue the unfinished run in the run folder with its own options: validation and data preparation "
+            "are reused, training resumes from its newest complete checkpoint; evaluation and export run again."
+        ),
+    ] = False,
+    allow_nonempty: Annotated[
+        bool, typer.Option(help="Use a run folder that holds other files (nothing in it is deleted or overwritten).")
+    ] = False,
 ) -> None:
     """Run the whole pipeline locally with kfp.local on the embedded default (tiny model, sample data).
 
+    Every option is checked before anything runs. The run folder's run.json says whether its run finished;
+    Ctrl-C stops the run (training saves a checkpoint first), marks it unfinished and exits with 130.
+
     Example: kubetune run-local -o /tmp/kubetune
+    Example: kubetune run-local -o /tmp/kubetune --resume   (continue a run that was stopped)
     Example: kubetune run-local --destination s3://models/chat/v1   (AWS_* variables give endpoint and credentials)
     """
-    from kubetune.pipelines.local import run_local as run
+    from kubetune.pipelines import local
 
-    arguments: dict = {"algorithm": algorithm, "export_destination": destination, "export_checkpoint": checkpoint}
-    if data:
-        arguments["data_uri"] = str(Path(data).resolve()) if Path(data).exists() else data
-    if kwargs is not None:
-        from kubetune.contract import load_spec
-
-        try:  # fail fast, with file and line, before the pipeline starts
-            load_spec(kwargs, require_paths=False)
-        except KubetuneError as e:
-            _fail(e)
-        arguments["training_kwargs"] = json.loads(kwargs.read_text())
-    try:
-        result = run(output, **arguments)
-    except RuntimeError as e:  # kfp.local's way of saying a step failed; the step's own report is above
-        if "finished with status" not in str(e):
-            raise
-        message = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
-        typer.echo(f"\nkubetune run-local: {message} The step's report is printed above.", err=True)
-        raise typer.Exit(code=1) from None
+    try:  # every option and the run folder, before the pipeline starts
+        arguments = local.check_options(algorithm, checkpoint, data, kwargs, destination, overwrite)
+        record = local.check_folder(output, resume, allow_nonempty)
+        if record is not None:
+            recorded = local.resumed_arguments(record, arguments)
+            local.check_options(
+                recorded.get("algorithm", "lora_sft"),
+                recorded.get("export_checkpoint", "best"),
+                None,
+                None,
+                recorded.get("export_destination", ""),
+                bool(recorded.get("export_overwrite")),
+            )
+            typer.echo(f"kubetune run-local: resuming run {record['run_id']} in {output}", err=True)
+        else:
+            record = local.new_record(arguments)
+    except KubetuneError as e:
+        _fail(e)
+    output.mkdir(parents=True, exist_ok=True)
+    code, record = local.supervise(output, record, say=lambda line: typer.echo(f"\n{line}", err=True))
+    if code >= 128:
+        typer.echo(
+            f"kubetune run-local: interrupted; the run in {output} is unfinished: "
+            f"`kubetune run-local -o {output} --resume` continues it",
+            err=True,
+        )
+        raise typer.Exit(code=code)
+    if code:
+        typer.echo(f"kubetune run-local: the run in {output} failed (see above); --resume retries it", err=True)
+        raise typer.Exit(code=code)
+    result = record["result"]
     typer.echo("\nkubetune run-local finished")
     typer.echo(f"  exported model:   {result['exported_model']}")
-    if destination:
-        typer.echo(f"  published to:     {destination}")
+    if record["arguments"].get("export_destination"):
+        typer.echo(f"  published to:     {record['arguments']['export_destination']}")
     typer.echo(f"  kwargs artifact:  {result['kwargs_artifact']}")
     typer.echo(f"  loss curve:       {result['loss_curve']}")
     typer.echo(f"  report (HTML):    {result['report']}")
-    for checkpoint, loss in result["validation_loss"].items():
-        mark = "  <- best" if checkpoint == result["best_checkpoint"] else ""
-        mark += "  (overfitting starts after this one)" if checkpoint == result["overfitting_after"] else ""
-        typer.echo(f"  validation loss   {checkpoint}: {loss:.4f}{mark}")
+    for name, loss in result["validation_loss"].items():
+        mark = "  <- best" if name == result["best_checkpoint"] else ""
+        mark += "  (overfitting starts after this one)" if name == result["overfitting_after"] else ""
+        typer.echo(f"  validation loss   {name}: {loss:.4f}{mark}")
+    for line in result.get("skipped", []):
+        typer.echo(f"  {line}")
 
 
 @app.command("train-node")

@@ -201,6 +201,10 @@ def explain(exc: BaseException, host: str | None = None) -> KubetuneError | None
     if isinstance(exc, KubetuneError):
         return exc
     status = getattr(exc, "status", None)
+    if type(exc).__name__ == "ApiException" and status == 0:  # the KFP client's way to say TLS failed
+        reason = " ".join(str(getattr(exc, "reason", "")).split())
+        what = f"TLS error: {reason.removeprefix('SSLError ')[:200]}" if "SSL" in reason else reason[:200]
+        return Failure(_where(exc, host), what or "connection failed", title="cannot reach")
     if type(exc).__name__ == "ApiException" and isinstance(status, int) and status:
         return _http_failure(
             status, str(getattr(exc, "reason", "") or ""), _api_detail(getattr(exc, "body", None)), _where(exc, host)

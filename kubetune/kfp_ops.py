@@ -76,12 +76,33 @@ def client(host: str | None = None, namespace: str | None = None, token: str | N
 
     class Client(kfp.Client):
         def get_kfp_healthz(self, sleep_duration: int = 5):  # once, not 5 times with 5 s sleeps and tracebacks
-            return self._healthz_api.healthz_service_get_healthz()
+            return _health(self, host or self._existing_config.host)
 
     kwargs = {"namespace": namespace} if namespace else {}
     with talking_to(host), _quiet():
         made = Client(host=host, existing_token=token, ui_host=public_url(host) if host else None, **kwargs)
-    return Guarded(made, host or made._existing_config.host)
+    guarded = Guarded(made, host or made._existing_config.host)
+    if namespace:  # kfp.Client checked nothing: a wrong host would fail later, less clearly
+        with talking_to(guarded.host), _quiet():
+            _health(made, guarded.host)
+    return guarded
+
+
+def _health(kfp_client, host: str):
+    """The KFP API's health answer, or a one-line error when what answers is not a KFP API server."""
+    import kfp_server_api
+
+    response = kfp_client._healthz_api.healthz_service_get_healthz(_preload_content=False)
+    try:
+        answer = json.loads(response.data)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        kind = response.headers.get("Content-Type") or "no content type"
+        raise Failure(
+            public_url(host), f"is not a KFP API server (/apis/v2beta1/healthz answered {kind})", "give the KFP API endpoint"
+        )
+    return kfp_server_api.V2beta1GetHealthzResponse(multi_user=answer.get("multi_user"))
 
 
 def hide_credentials(host: str | None, token: str | None) -> None:

@@ -15,6 +15,8 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -125,6 +127,45 @@ def test_refused_after_connecting_in_a_namespace(kfp_server):
     kfp_server.refuse = (403, "forbidden")
     result = kubetune("schedule", "list", "--namespace", "team-a", "--token", "plain-token-value")
     assert_one_line(result, 2, f"not authorised at {kfp_server.url}: 403 Forbidden (check --token or KF_PIPELINES_TOKEN)")
+
+
+class LoginPage(BaseHTTPRequestHandler):
+    """What an auth proxy or the KFP UI answers to every request: a web page."""
+
+    def do_GET(self):
+        page = b"<html>sign in</html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(page)))
+        self.end_headers()
+        self.wfile.write(page)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("options", [[], ["--namespace", "team-a"]], ids=["", "--namespace"])
+def test_a_host_that_is_not_a_kfp_api_is_named(options):
+    """A login page or the KFP UI answering where the API should: refused at the health check."""
+    with ThreadingHTTPServer(("127.0.0.1", 0), LoginPage) as server:
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        host = f"http://127.0.0.1:{server.server_address[1]}"
+        result = kubetune("schedule", "list", "--host", host, *options)
+        server.shutdown()
+    line = f"{host}: is not a KFP API server (/apis/v2beta1/healthz answered text/html) (give the KFP API endpoint)"
+    assert_one_line(result, 2, line)
+
+
+def test_https_to_a_plain_http_server_is_a_tls_error(kfp_server):
+    host = kfp_server.url.replace("http://", "https://")
+    result = kubetune("upload", "--host", host)
+    assert result.exit_code == 2 and len(result.output.splitlines()) == 1
+    assert result.output.startswith(f"cannot reach {host}: TLS error: ") and kfp_server.requests == []
+
+
+def test_an_unknown_recurring_run_is_named_by_the_server(kfp_server):
+    result = kubetune("schedule", "pause", "recurring-404")
+    assert_one_line(result, 2, f"{kfp_server.url}: answered 404 Not Found: not found")
 
 
 def test_a_server_error_is_named_with_its_message_redacted(kfp_server):
@@ -280,10 +321,14 @@ def test_compile_writes_the_whole_file_with_the_umask_modes(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["finetune.yaml"] and output.stat().st_mode & 0o777 == 0o644
 
 
-def test_a_missing_spec_file_is_named(tmp_path):
-    missing = tmp_path / "nope.json"
-    result = kubetune("run", "--spec", str(missing), "--host", "http://127.0.0.1:9")
-    assert result.exit_code == 2 and str(missing) in result.output and "Traceback" not in result.output
+@pytest.mark.parametrize(("kind", "reason"), [("missing", "No such file or directory"), ("a folder", "Is a directory")])
+def test_an_unreadable_spec_is_named_before_connecting(kind, reason, tmp_path, closed_port):
+    spec = tmp_path / "osft.json"
+    if kind == "a folder":
+        spec.mkdir()
+    result = kubetune("run", "--spec", str(spec), "--host", f"http://127.0.0.1:{closed_port}")
+    expected = [f"invalid spec {spec}: 1 problem(s)", f"  - {spec}: cannot be read: {reason}"]
+    assert (result.exit_code, result.output.splitlines()) == (2, expected)
 
 
 # -- verify ---------------------------------------------------------------------------------------------
@@ -384,6 +429,27 @@ def test_ctrl_c_while_waiting_on_a_silent_host_is_one_line_and_130(command):
         finally:
             process.kill()
     assert (process.returncode, stdout, stderr) == (130, "", "interrupted\n")
+
+
+def test_ctrl_c_while_waiting_for_a_run_says_the_run_goes_on(kfp_server):
+    kfp_server.run_states = ["RUNNING"] * 2000
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kubetune.cli", "run", "--wait", "--poll", "0.05", "--host", kfp_server.url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lines = [process.stdout.readline()]
+        while lines[-1] and not lines[-1].startswith("run "):  # links, "started run ...", then the first state
+            lines.append(process.stdout.readline())
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    (run_id,) = kfp_server.runs
+    assert lines[-2:] == [f"started run {run_id} of finetune version {lines[-2].split()[-1]}\n", f"run {run_id}: RUNNING\n"]
+    assert (process.returncode, stderr) == (130, f"interrupted: run {run_id} goes on in KFP (only the waiting stopped)\n")
 
 
 def test_a_bug_is_one_internal_error_line_with_the_traceback_kept_aside(monkeypatch, tmp_path):
