@@ -43,8 +43,9 @@ def client() -> Any:
             ],
             "cannot reach S3",
         )
-    attempts = int(os.environ.get("AWS_MAX_ATTEMPTS", "10"))  # boto3's own setting, honoured when given
-    return session.client("s3", config=Config(retries={"max_attempts": attempts, "mode": "standard"}))
+    # AWS_MAX_ATTEMPTS is boto3's own setting: attempts in all, the first one included
+    attempts = int(os.environ.get("AWS_MAX_ATTEMPTS", "10"))
+    return session.client("s3", config=Config(retries={"total_max_attempts": max(attempts, 1), "mode": "standard"}))
 
 
 def explain(error: Exception, uri: str) -> KubetuneError:

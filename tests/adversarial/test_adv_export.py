@@ -233,7 +233,7 @@ def fork_server():
 
 def s3_env(url: str) -> dict[str, str]:
     names = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
-    return {"AWS_ENDPOINT_URL": url, "AWS_MAX_ATTEMPTS": "0", **{n: os.environ[n] for n in names}}
+    return {"AWS_ENDPOINT_URL": url, "AWS_MAX_ATTEMPTS": "1", **{n: os.environ[n] for n in names}}
 
 
 # --- 1. never delete what kubetune did not create ---------------------------------------------------
@@ -429,7 +429,7 @@ def test_a_failed_overwrite_puts_the_users_objects_back(s3, v1, faulty_proxy, vi
     s3.put_object(Bucket="bkt", Key="m/other.bin", Body=b"the user's weights")
     before = bucket_objects(s3, "bkt")
     via(faulty_proxy(lambda method, path: "fail" if method == "PUT" and path.endswith(f"/m/{MANIFEST}") else None).url)
-    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "0")  # botocore counts retries: none
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # one attempt in all: no retry
     with pytest.raises(KubetuneError, match=r"s3://bkt/m: rolled back: the destination holds what it held before"):
         export(v1, "s3://bkt/m", overwrite=True)
     via(None)
@@ -454,7 +454,7 @@ def test_s3_reexport_survives_a_failure_of_every_request(s3, v2, s3_exports, fau
     snapshot, old, new = s3_exports
     proxy = faulty_proxy(lambda method, path: None)
     via(proxy.url)
-    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "0")  # no retry: boto3 would retry a 503 away
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # no retry: boto3 would retry a 503 away
     export(v2, "s3://bkt/m")
     protocol = [(method, path) for method, path, _ in proxy.requests]
     assert len(protocol) >= 25 and {m for m, _ in protocol} == {"HEAD", "GET", "PUT", "DELETE", "POST"}
@@ -510,7 +510,7 @@ def test_s3_gone_mid_reexport_leaves_an_explicit_incomplete_state_the_next_run_r
         return "fail" if gone["from"] else None
 
     via(faulty_proxy(s3_goes_away).url)
-    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "0")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     with pytest.raises(KubetuneError) as failed:
         export(v2, "s3://bkt/m")
     via(None)
