@@ -1,19 +1,58 @@
-"""Run a pipeline on this machine with ``kfp.local`` (offline, CPU), in the current Python environment."""
+"""Run a pipeline on this machine with ``kfp.local`` (offline, CPU), in the current Python environment.
+
+``kubetune run-local`` keeps each run in a run folder:
+
+- ``run.json``: the run's record, written first (``state: running``) and updated last (``finished``, or
+  ``interrupted``/``failed``): a folder whose record is not ``finished`` holds an unfinished run;
+- ``kfp-root/``: kfp.local's outputs (a new folder per attempt);
+- ``workspace/<run_id>/``: the training step's checkpoints, where a resumed run's training continues from
+  the newest complete checkpoint;
+- ``cache/<run_id>/``: kfp.local's cache of this run's validation, data preparation and evaluation, so a
+  resumed run reuses the prepared data instead of preparing it again.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
+from kubetune.errors import KubetuneError, Problem
+from kubetune.files import write_text_atomic
 
-def run_local(output_dir: str | Path, **arguments: Any) -> dict[str, str]:
-    """Run ``finetune`` locally; returns where the exported model, kwargs artifact and loss curve are."""
+RECORD = "run.json"
+KIND = "kubetune-run-local"
+WORKSPACE_ENV = "KUBETUNE_LOCAL_WORKSPACE"  # read by the training step: where its checkpoints live
+UNFINISHED = ("running", "interrupted", "failed")
+
+
+def run_local(output_dir: str | Path, run_id: str | None = None, **arguments: Any) -> dict[str, Any]:
+    """Run ``finetune`` locally; returns where the exported model, kwargs artifact and loss curve are.
+
+    ``run_id``: the run folder's run (``run.json``): its training checkpoints and its cache of validation,
+    preparation and evaluation are kept under ``output_dir`` by that id, so running it again resumes it."""
     from kfp import local
     from kubetune.pipelines.finetune import finetune
 
     output_dir = Path(output_dir).resolve()
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(output_dir / "kfp-root"))
+    cache = str(output_dir / "cache" / run_id) if run_id else None
+    _stable_cache_keys()
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(output_dir / "kfp-root"),
+        enable_caching=bool(run_id),
+        cache_root=cache,
+    )
+    if run_id:
+        os.environ[WORKSPACE_ENV] = str(output_dir / "workspace" / run_id)
     run = finetune(**arguments)
     curve = json.loads(Path(run.outputs["loss_curve"].path).read_text())
     return {
@@ -24,4 +63,319 @@ def run_local(output_dir: str | Path, **arguments: Any) -> dict[str, str]:
         "best_checkpoint": curve["best"]["checkpoint"],
         "validation_loss": {p["checkpoint"]: p["loss"] for p in curve["points"]},
         "overfitting_after": (curve["overfitting"] or {}).get("checkpoint"),
+        "skipped": curve.get("skipped", []),
     }
+
+
+def _stable_cache_keys() -> None:
+    """Make kfp.local's cache find a finished step again, so a resumed run reuses its prepared data:
+
+    - its key covers the inputs' metadata, where an artifact's ``1`` read fresh is ``1.0`` read back from the
+      cache: integral floats become integers;
+    - an entry whose artifact file is missing counts as a miss, and a Metrics artifact never has a file (its
+      values are in the entry): a Metrics artifact is taken from the entry as it is."""
+    from kfp.dsl import executor
+    from kfp.local import cache
+
+    original = cache.LocalCache._serialize_value_for_key
+    if getattr(original, "kubetune", False):
+        return
+    load = cache.LocalCache._deserialize_artifact
+
+    def serialize(value: Any) -> Any:
+        return _integral(original(value))
+
+    def deserialize(data: dict[str, Any]) -> Any:
+        if data.get("schema_title") != "system.Metrics":
+            return load(data)
+        fields = {"name": data.get("name", ""), "uri": data.get("uri", ""), "metadata": data.get("metadata") or {}}
+        return executor.create_artifact_instance({**fields, "type": {"schemaTitle": "system.Metrics"}})
+
+    serialize.kubetune = True  # type: ignore[attr-defined]
+    cache.LocalCache._serialize_value_for_key = staticmethod(serialize)
+    cache.LocalCache._deserialize_artifact = staticmethod(deserialize)
+
+
+def _integral(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------- options, checked before anything runs
+
+ALGORITHMS = ("lora_sft", "osft", "sft")
+CHECKPOINTS = ("best", "final")
+URI_SCHEMES = ("s3", "hf", "kubetune")
+OPTION = {  # pipeline argument -> the run-local option that sets it
+    "algorithm": "--algorithm",
+    "data_uri": "--data",
+    "training_kwargs": "--kwargs",
+    "export_destination": "--destination",
+    "export_checkpoint": "--checkpoint",
+    "export_overwrite": "--overwrite",
+}
+
+
+def data_problem(data: str) -> Problem | None:
+    """A local file or folder that exists and can be read, or an s3://, hf:// (or kubetune://) URI."""
+    if "://" in data:
+        scheme = data.split("://", 1)[0]
+        if scheme in URI_SCHEMES:
+            return None
+        return Problem("--data", f"{data!r}: {scheme}:// is not a data source (a local path, s3:// or hf://)")
+    path = Path(data)
+    try:
+        if path.is_dir():
+            next(path.iterdir(), None)
+        else:
+            with path.open("rb") as f:
+                f.read(1)
+    except FileNotFoundError:
+        return Problem("--data", f"{data}: no such file or folder")
+    except OSError as error:
+        return Problem("--data", f"{data}: cannot be read ({error.strerror or error})")
+    return None
+
+
+def kwargs_problems(path: Path, algorithm: str) -> tuple[dict[str, Any] | None, list[Problem]]:
+    """The kwargs document, checked as the pipeline's validation step will (errors name the file and line)."""
+    from kubetune.contract.spec import read_document, validate_spec
+
+    try:
+        document, lines = read_document(path)
+        if not isinstance(document, dict):
+            return None, [Problem(f"--kwargs {path}", "is not a JSON object")]
+        if document.setdefault("algorithm", algorithm) != algorithm:
+            message = f"says algorithm {document['algorithm']!r} but --algorithm is {algorithm!r}"
+            return None, [Problem(f"--kwargs {path}", message)]
+        validate_spec(document, require_paths=False, source=str(path), lines=lines)
+    except KubetuneError as error:
+        return None, error.problems
+    except OSError as error:
+        return None, [Problem(f"--kwargs {path}", f"cannot be read ({error.strerror or error})")]
+    return document, []
+
+
+def check_options(
+    algorithm: str, checkpoint: str, data: str | None, kwargs: Path | None, destination: str, overwrite: bool
+) -> dict[str, Any]:
+    """The pipeline arguments of these options; every problem with any of them in one KubetuneError."""
+    problems: list[Problem] = []
+    arguments: dict[str, Any] = {"algorithm": algorithm, "export_checkpoint": checkpoint}
+    if algorithm not in ALGORITHMS:
+        problems.append(Problem("--algorithm", f"must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}"))
+    elif algorithm != "lora_sft" and not _cuda():
+        backend = "mini-trainer" if algorithm == "osft" else "instructlab-training"
+        problems.append(Problem("--algorithm", f"{algorithm} needs a CUDA GPU ({backend}); on CPU only lora_sft trains"))
+    if checkpoint not in CHECKPOINTS:
+        problems.append(Problem("--checkpoint", f"must be best or final, got {checkpoint!r}"))
+    if data:
+        if found := data_problem(data):
+            problems.append(found)
+        arguments["data_uri"] = data if "://" in data else str(Path(data).resolve())
+    if kwargs is not None:
+        document, found = kwargs_problems(kwargs, algorithm if algorithm in ALGORITHMS else "lora_sft")
+        problems += found
+        if document is not None:
+            arguments["training_kwargs"] = document
+    if destination:
+        from kubetune.components.export.core import check_destination
+
+        try:
+            check_destination(destination, overwrite, source=None)
+        except KubetuneError as error:
+            problems += [Problem(f"--destination {p.where}".rstrip(), p.message, p.hint) for p in error.problems]
+        arguments["export_destination"] = destination
+    if overwrite:
+        arguments["export_overwrite"] = True
+    if problems:
+        raise KubetuneError(problems, "invalid run-local options")
+    return arguments
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def resumed_arguments(record: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """The recorded run's arguments; an option given again must say the same (``given``: options set away
+    from their defaults)."""
+    recorded = record.get("arguments") or {}
+    defaults = {"algorithm": "lora_sft", "export_checkpoint": "best"}
+    problems = [
+        Problem(OPTION.get(key, key), f"differs from the run being resumed ({recorded.get(key, defaults.get(key))!r})",
+                "--resume continues with the run's own options: leave it out")
+        for key, value in given.items()
+        if value != defaults.get(key) and value != recorded.get(key, defaults.get(key))
+    ]  # fmt: skip
+    if problems:
+        raise KubetuneError(problems, "cannot resume")
+    return recorded
+
+
+# ---------------------------------------------------------------- the run folder and its record
+
+
+def read_record(folder: Path) -> dict[str, Any] | None:
+    """The run folder's record, None when there is none; a ``run.json`` that is not ours is an error."""
+    path = folder / RECORD
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        record = None
+    if not isinstance(record, dict) or record.get("kind") != KIND:
+        raise KubetuneError([Problem(str(path), "is not a kubetune run record; choose another folder (-o)")])
+    return record
+
+
+def write_record(folder: Path, record: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    record.update(changes, updated=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    write_text_atomic(folder / RECORD, json.dumps(record, indent=2))
+    return record
+
+
+def _alive(record: dict[str, Any]) -> bool:
+    """Whether the run-local process that wrote ``record`` still runs (on this host)."""
+    pid = record.get("pid")
+    if record.get("host") != socket.gethostname() or not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def check_folder(folder: Path, resume: bool, allow_nonempty: bool) -> dict[str, Any] | None:
+    """The unfinished run to resume, or None for a new run; refuses a folder kubetune should not write into."""
+    if folder.exists() and not folder.is_dir():
+        raise KubetuneError([Problem(f"-o {folder}", "is a file, not a folder")], "cannot run")
+    record = read_record(folder) if folder.is_dir() else None
+    where = f"-o {folder}"
+    if record is None:
+        if resume:
+            raise KubetuneError([Problem("--resume", f"{folder} holds no kubetune run to resume")], "cannot resume")
+        foreign = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+        if foreign and not allow_nonempty:
+            listed = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+            hint = "choose a new or empty folder, or pass --allow-nonempty: nothing in it is deleted or overwritten"
+            raise KubetuneError([Problem(where, f"holds files kubetune did not write ({listed})", hint)], "cannot run")
+        return None
+    state = record.get("state")
+    if state == "running" and _alive(record):
+        raise KubetuneError([Problem(where, f"is in use by kubetune run-local (pid {record['pid']})")], "cannot run")
+    if state in UNFINISHED:
+        if resume:
+            return record
+        hint = "pass --resume to continue it, or choose another folder"
+        message = f"holds an unfinished run {record.get('run_id')} ({state}, last updated {record.get('updated')})"
+        raise KubetuneError([Problem(where, message, hint)], "cannot run")
+    if resume:
+        raise KubetuneError([Problem("--resume", f"the run in {folder} finished; there is nothing to resume")], "cannot resume")
+    return None
+
+
+def new_record(arguments: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "kind": KIND,
+        "run_id": time.strftime("run-%Y%m%d-%H%M%S", time.gmtime()) + f"-{os.getpid()}",
+        "state": "running",
+        "arguments": arguments,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+# ---------------------------------------------------------------- the supervised run
+
+
+GRACE_S = 120.0  # after the first SIGINT/SIGTERM: time for the training step to save its checkpoint
+
+
+def supervise(folder: Path, record: dict[str, Any], say=print) -> tuple[int, dict[str, Any]]:
+    """Run the record's pipeline in a child process group (its own session, so a terminal's Ctrl-C reaches
+    only this process); on SIGINT or SIGTERM send the group SIGTERM (the training step saves a checkpoint and
+    stops, the other steps end), wait for it, and mark the run ``interrupted``; a second signal kills the group.
+    Returns the exit code (0; 1: a step failed; 130/143: interrupted) and the record."""
+    record = write_record(folder, record, state="running", pid=os.getpid(), host=socket.gethostname())
+    child = subprocess.Popen([sys.executable, "-m", "kubetune.pipelines.local", str(folder)], start_new_session=True)
+    received: list[int] = []
+
+    def stop(signum, frame):
+        received.append(signum)
+        _killpg(child.pid, signal.SIGTERM if len(received) == 1 else signal.SIGKILL)
+        if len(received) == 1:
+            say(f"kubetune run-local: {signal.Signals(signum).name} received: stopping the run (send it again to kill it)")
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = child.wait()
+        deadline = time.monotonic() + GRACE_S
+        while received and _group_alive(child.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if received:
+            _killpg(child.pid, signal.SIGKILL)  # past the grace period: nothing of the run writes on
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    record = read_record(folder) or record
+    if received:
+        return 128 + received[0], write_record(folder, record, state="interrupted", pid=None)
+    if code == 0 and record.get("state") == "finished":
+        return 0, record
+    return 1, write_record(folder, record, state="failed", pid=None)
+
+
+def _killpg(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of the group ``pgid`` still runs (zombies waiting to be reaped do not count)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False
+
+
+def _child(folder: Path) -> int:
+    """The supervised process: run the recorded pipeline, then mark the record finished with the result."""
+    record = read_record(folder)
+    if record is None:
+        raise KubetuneError([Problem(str(folder / RECORD), "is missing")])
+    try:
+        result = run_local(folder, run_id=record["run_id"], **record["arguments"])
+    except RuntimeError as e:  # kfp.local's way of saying a step failed; the step's own report is above
+        if "finished with status" not in str(e):
+            raise
+        message = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+        print(f"\nkubetune run-local: {message} The step's report is printed above.", file=sys.stderr, flush=True)
+        return 1
+    write_record(folder, record, state="finished", pid=None, result=result)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_child(Path(sys.argv[1])))

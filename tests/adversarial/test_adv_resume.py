@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -262,3 +263,155 @@ def test_a_sigkill_during_a_checkpoint_save_resumes_from_the_previous_complete_o
     published = tmp_path / "out" / "checkpoints"
     names = sorted(p.name for p in published.iterdir() if p.is_dir())
     assert names == ["checkpoint-10", "checkpoint-20", "checkpoint-24", "final"]  # not incomplete/
+
+
+# ---------------------------------------------------------------- run-local: options first, the run folder, signals
+
+
+def _run_local(*args: str):
+    from typer.testing import CliRunner
+
+    from kubetune.cli import app
+
+    return CliRunner().invoke(app, ["run-local", *args])
+
+
+def _files(tmp_path: Path, name: str, text: str) -> str:
+    (tmp_path / name).write_text(text)
+    return str(tmp_path / name)
+
+
+BAD_OPTIONS = {
+    "algorithm": (["--algorithm", "dpo"], "--algorithm: must be one of lora_sft, osft, sft, got 'dpo'"),
+    "checkpoint": (["--checkpoint", "worst"], "--checkpoint: must be best or final, got 'worst'"),
+    "missing data": (["--data", "{tmp}/nope.jsonl"], "--data: {tmp}/nope.jsonl: no such file or folder"),
+    "data scheme": (["--data", "ftp://host/d.jsonl"], "--data: 'ftp://host/d.jsonl': ftp:// is not a data source "
+                    "(a local path, s3:// or hf://)"),
+    "kwargs typo": (["--kwargs", "typo.json"], "{tmp}/typo.json:2: `lerning_rate`: is not a parameter of lora_sft"),
+    "kwargs algorithm": (["--kwargs", "osft.json"], "--kwargs {tmp}/osft.json: says algorithm 'osft' "
+                         "but --algorithm is 'lora_sft'"),
+    "foreign destination": (["--destination", "{tmp}/dest"], "--destination {tmp}/dest: holds 1 file(s) or "
+                            "folder(s) kubetune did not export (INDEX.md)"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(BAD_OPTIONS))
+def test_run_local_refuses_a_bad_option_before_anything_runs(tmp_path, case):
+    args, expected = BAD_OPTIONS[case]
+    _files(tmp_path, "typo.json", '{"algorithm": "lora_sft",\n "lerning_rate": 0.1}')
+    _files(tmp_path, "osft.json", '{"algorithm": "osft"}')
+    (tmp_path / "dest").mkdir()
+    _files(tmp_path / "dest", "INDEX.md", "keep")
+    args = [a.format(tmp=tmp_path) if "{tmp}" in a else (str(tmp_path / a) if a.endswith(".json") else a) for a in args]
+    result = _run_local("-o", str(tmp_path / "run"), *args)
+    assert result.exit_code == 2
+    title, line = result.stderr.splitlines()
+    assert title == "invalid run-local options: 1 problem(s)" and line.startswith(f"  - {expected.format(tmp=tmp_path)}")
+    assert not (tmp_path / "run").exists() and (tmp_path / "dest" / "INDEX.md").read_text() == "keep"
+
+
+def test_run_local_reports_every_bad_option_at_once(tmp_path):
+    result = _run_local("-o", str(tmp_path / "run"), "--algorithm", "x", "--checkpoint", "y", "--data", str(tmp_path / "z"))
+    assert result.exit_code == 2 and result.stderr.splitlines()[0] == "invalid run-local options: 3 problem(s)"
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="sft can train here")
+def test_run_local_refuses_a_gpu_only_algorithm_on_cpu_before_anything_runs(tmp_path):
+    result = _run_local("-o", str(tmp_path / "run"), "--algorithm", "osft")
+    assert result.exit_code == 2
+    assert "  - --algorithm: osft needs a CUDA GPU (mini-trainer); on CPU only lora_sft trains" in result.stderr.splitlines()
+
+
+def _record(folder: Path, **fields) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"kind": "kubetune-run-local", "run_id": "run-1", "arguments": {"algorithm": "lora_sft"}, **fields}
+    (folder / "run.json").write_text(json.dumps(record))
+
+
+FOLDERS = {
+    "foreign files": (lambda f: _files(f, "notes.txt", "mine"), [],
+                      "cannot run", "-o {f}: holds files kubetune did not write (notes.txt) (choose a new or empty folder, "
+                      "or pass --allow-nonempty: nothing in it is deleted or overwritten)"),
+    "foreign run.json": (lambda f: _files(f, "run.json", '{"state": "done"}'), [],
+                         "invalid input", "{f}/run.json: is not a kubetune run record; choose another folder (-o)"),
+    "unfinished": (lambda f: _record(f, state="interrupted", updated="2026-01-01T00:00:00Z"), [],
+                   "cannot run", "-o {f}: holds an unfinished run run-1 (interrupted, last updated 2026-01-01T00:00:00Z) "
+                   "(pass --resume to continue it, or choose another folder)"),
+    "in use": (lambda f: _record(f, state="running", pid=os.getpid(), host=__import__("socket").gethostname(), updated="t"),
+               ["--resume"], "cannot run", f"-o {{f}}: is in use by kubetune run-local (pid {os.getpid()})"),
+    "nothing to resume": (lambda f: None, ["--resume"], "cannot resume", "--resume: {f} holds no kubetune run to resume"),
+    "finished": (lambda f: _record(f, state="finished"), ["--resume"],
+                 "cannot resume", "--resume: the run in {f} finished; there is nothing to resume"),
+    "resume with other data": (lambda f: _record(f, state="failed"), ["--resume", "--data", "kubetune://sample-chat"],
+                               "cannot resume", "--data: differs from the run being resumed (None) (--resume continues "
+                               "with the run's own options: leave it out)"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(FOLDERS))
+def test_run_local_never_writes_into_a_folder_it_should_not(tmp_path, case):
+    make, args, title, line = FOLDERS[case]
+    folder = tmp_path / "run"
+    folder.mkdir()
+    make(folder)
+    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    result = _run_local("-o", str(folder), *args)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [f"{title}: 1 problem(s)", f"  - {line.format(f=folder)}"]
+    assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before  # nothing written, nothing deleted
+
+
+def _wait_for(condition, process, seconds: float = 240) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def test_ctrl_c_stops_run_local_with_130_a_message_and_the_folder_marked_unfinished(tmp_path):
+    folder = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kubetune.cli", "run-local", "-o", str(folder)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    _wait_for(lambda: any((folder / "kfp-root").glob("*/validate-kwargs")), process)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=180)
+    assert process.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "Traceback" not in out
+    assert err.splitlines()[-1] == (
+        f"kubetune run-local: interrupted; the run in {folder} is unfinished: "
+        f"`kubetune run-local -o {folder} --resume` continues it"
+    )
+    record = json.loads((folder / "run.json").read_text())
+    assert record["state"] == "interrupted" and record["pid"] is None and "result" not in record
+    assert not list(folder.rglob("export-model/exported_model/*"))  # no export, half or whole
+    again = _run_local("-o", str(folder))
+    assert again.exit_code == 2 and "holds an unfinished run" in again.stderr
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_local_resumes_from_its_last_checkpoint_with_its_prepared_data(tmp_path):
+    folder = tmp_path / "run"
+    kwargs = _files(tmp_path, "kwargs.json", json.dumps({"num_epochs": 1, "learning_rate": 0.005, "effective_batch_size": 8,
+                                                          "max_seq_len": 128, "save_steps": 4, "logging_steps": 4}))  # fmt: skip
+    command = [sys.executable, "-m", "kubetune.cli", "run-local", "-o", str(folder), "--kwargs", kwargs]
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    _wait_for(lambda: any(folder.glob("workspace/*/checkpoints/checkpoint-4/trainer_state.json")), first)
+    first.send_signal(signal.SIGINT)  # training saves a checkpoint on the SIGTERM it gets, then the run stops
+    _, err = first.communicate(timeout=180)
+    assert first.returncode == 130 and "Traceback" not in err, err[-2000:]
+    (workspace,) = folder.glob("workspace/*/checkpoints")
+    saved = resume_checkpoint(workspace, own=False)
+    assert saved is not None
+
+    second = subprocess.run([*command[:-2], "--resume"], capture_output=True, text=True, cwd=tmp_path, timeout=400)
+    assert second.returncode == 0, second.stderr[-3000:]
+    log = re.sub(r"\x1b\[[0-9;]*m", "", second.stdout + second.stderr)
+    (tmp_path / "resume.log").write_text(log)
+    assert "Executing task 'train-model'" in log
+    assert "Executing task 'prepare-data'" not in log and "Executing task 'validate-kwargs'" not in log  # reused
+    assert f"[kubetune] resuming from {saved.name}" in log
+    record = json.loads((folder / "run.json").read_text())
+    assert record["state"] == "finished" and Path(record["result"]["exported_model"], "manifest.json").is_file()
+    assert "kubetune run-local finished" in second.stdout
