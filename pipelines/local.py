@@ -142,6 +142,16 @@ def data_problem(data: str) -> Problem | None:
     return None
 
 
+def credential_problem(option: str, value: str) -> Problem | None:
+    """A credential inside a URI or path would be written to run.json and the run's logs: refused, unechoed."""
+    from kubetune.contract.secrets import scan_text
+
+    if shapes := scan_text(value):
+        hint = "credentials come from the environment: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, HF_TOKEN"
+        return Problem(option, f"holds a credential ({', '.join(shapes)}); it is not shown or stored", hint)
+    return None
+
+
 def kwargs_problems(path: Path, algorithm: str) -> tuple[dict[str, Any] | None, list[Problem]]:
     """The kwargs document, checked as the pipeline's validation step will (errors name the file and line)."""
     from kubetune.contract.spec import read_document, validate_spec
@@ -175,7 +185,7 @@ def check_options(
     if checkpoint not in CHECKPOINTS:
         problems.append(Problem("--checkpoint", f"must be best or final, got {checkpoint!r}"))
     if data:
-        if found := data_problem(data):
+        if found := credential_problem("--data", data) or data_problem(data):
             problems.append(found)
         arguments["data_uri"] = data if "://" in data else str(Path(data).resolve())
     if kwargs is not None:
@@ -183,7 +193,9 @@ def check_options(
         problems += found
         if document is not None:
             arguments["training_kwargs"] = document
-    if destination:
+    if destination and (found := credential_problem("--destination", destination)):
+        problems.append(found)
+    elif destination:
         from kubetune.components.export.core import check_destination
 
         try:

@@ -292,6 +292,10 @@ BAD_OPTIONS = {
                          "but --algorithm is 'lora_sft'"),
     "foreign destination": (["--destination", "{tmp}/dest"], "--destination {tmp}/dest: holds 1 file(s) or "
                             "folder(s) kubetune did not export (INDEX.md)"),
+    "credential in data": (["--data", "s3://AKIAIOSFODNN7EXAMPLE:wJalrXUtnFEMI%2FK7MDENG@bucket/chat.jsonl"],
+                           "--data: holds a credential (URL with credentials); it is not shown or stored"),
+    "credential in destination": (["--destination", "https://user:hunter2hunter2@models.example/v1"],
+                                  "--destination: holds a credential (URL with credentials); it is not shown or stored"),
 }  # fmt: skip
 
 
@@ -308,6 +312,7 @@ def test_run_local_refuses_a_bad_option_before_anything_runs(tmp_path, case):
     title, line = result.stderr.splitlines()
     assert title == "invalid run-local options: 1 problem(s)" and line.startswith(f"  - {expected.format(tmp=tmp_path)}")
     assert not (tmp_path / "run").exists() and (tmp_path / "dest" / "INDEX.md").read_text() == "keep"
+    assert "wJalrXUtnFEMI" not in result.output and "hunter2" not in result.output
 
 
 def test_run_local_reports_every_bad_option_at_once(tmp_path):
