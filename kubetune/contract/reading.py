@@ -24,7 +24,8 @@ MAX_DEPTH = 32  # nesting levels of objects and lists (specs use 3 or 4)
 MAX_ITEMS = 10_000  # keys of one object, items of one list
 MAX_NUMBER_CHARS = 40  # a longer number literal cannot be a setting
 
-_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[{}\[\]:,]|[^\s{}\[\]:,"]+|"')
+# a string (possessive: no regex state kept per character), a structural character, a literal, or a lone quote
+_TOKEN = re.compile(r'"[^"\\]*+(?:\\.[^"\\]*+)*+"|[{}\[\]:,]|[^\s{}\[\]:,"]++|"')
 
 
 @dataclass
@@ -77,6 +78,8 @@ def layout(text: str, source: str) -> Layout:
         line += text.count("\n", last, match.start())
         last = match.start()
         token = match.group()
+        if token == '"':  # a string that never ends: json reports it (scanning on would be quadratic)
+            break
         top = stack[-1] if stack else None
         if token in "{[" and len(token) == 1:
             path = _child(top) if top else ""

@@ -119,7 +119,7 @@ _SHAPES: dict[str, str] = {
     "JWT": _B + r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*",
     "PEM block": r"-----BEGIN [A-Z0-9 ]{0,60}-----",
     "bearer token": r"\b[Bb]earer\s+(?=[A-Za-z0-9._~+/=-]*[0-9])[A-Za-z0-9._~+/=-]{16,}",
-    "URL with credentials": r"\b[A-Za-z][A-Za-z0-9+.-]*://[^/?#\s@]*@",
+    "URL with credentials": r"\b[A-Za-z][A-Za-z0-9+.-]{0,30}://[^/?#\s@]*@",
     "URL with a credential parameter": (
         r"[?&;#](?i:access_token|id_token|refresh_token|auth_token|token|auth|sig|signature|x-amz-signature|"
         r"x-amz-credential|x-amz-security-token|x-goog-signature|x-goog-credential|api_key|apikey|api-key|key|"

@@ -133,6 +133,12 @@ CASES = [
      ["{f}:7: `fsdp_options.cpu_offload_params`: is refused by instructlab-training's configuration: "
       "Input should be a valid boolean, unable to interpret input"], None),
     ("not-an-object", "[1, 2]", ["{f}: `spec`: must be a JSON object"], None),
+    # near the size limit, shaped to make a regex or a parser go quadratic or keep state per character
+    ("unterminated-escapes", '{"a": ' + '"\\' * 400_000 + "}", ["{f}:1:800006: is not valid JSON: Invalid \\escape"], None),
+    ("megabyte-string-value", json.dumps({**LORA, "x": "a://b?" * 170_000}),
+     ["{f}:1: `x`: is not a parameter of lora_sft nor a field of unsloth's configuration"], None),
+    ("megabyte-of-escaped-quotes", json.dumps({**LORA, "x": '\\"' * 200_000}),
+     ["{f}:1: `x`: is not a parameter of lora_sft nor a field of unsloth's configuration"], None),
 ]  # fmt: skip
 
 
