@@ -102,37 +102,50 @@ def credential_key(key: str) -> bool:
 
 # -- value shapes -------------------------------------------------------------------------------------------
 
-_B = r"(?<![A-Za-z0-9_])"  # start of a token
-_E = r"(?![A-Za-z0-9_])"  # end of a token
-_SHAPES: dict[str, str] = {
-    "Hugging Face token": _B + r"(?:hf|api_org)_[A-Za-z0-9]{30,}" + _E,
-    "GitHub token": _B + r"(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,})",
-    "GitLab token": _B + r"gl(?:pat|ptt|dt|rt)-[A-Za-z0-9_-]{20,}",
-    "Slack token": _B + r"xox[abposre]-[A-Za-z0-9-]{10,}",
-    "npm token": _B + r"npm_[A-Za-z0-9]{36}" + _E,
-    "Stripe key": _B + r"[srp]k_(?:live|test)_[A-Za-z0-9]{16,}",
-    "Google API key": _B + r"AIza[0-9A-Za-z_-]{35}",
-    "OpenAI-style key": r"(?<![A-Za-z0-9_-])sk-(?=[A-Za-z0-9_-]*[0-9])(?=[A-Za-z0-9_-]*[A-Z])[A-Za-z0-9_-]{20,}",
-    "AWS access key id": (
-        r"(?<![A-Z0-9])(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|APKA|AROA|A3T[A-Z0-9])[A-Z0-9]{12,20}(?![A-Z0-9])"
-    ),
-    "JWT": _B + r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*",
-    "PEM block": r"-----BEGIN [A-Z0-9 ]{0,60}-----",
-    "bearer token": r"\b[Bb]earer\s+(?=[A-Za-z0-9._~+/=-]*[0-9])[A-Za-z0-9._~+/=-]{16,}",
-    "URL with credentials": r"\b[A-Za-z][A-Za-z0-9+.-]{0,30}://[^/?#\s@]*@",
-    "URL with a credential parameter": (
+_W = "A-Za-z0-9_"  # word characters: a token starts after none of them
+
+
+def _token(prefix: str, rest: str, boundary: str = _W) -> str:
+    """``prefix`` + ``rest`` not preceded by a ``boundary`` character. The prefix comes first in the pattern
+    (the lookbehind after it) so that the regex engine can search for it quickly."""
+    return f"{prefix}(?<![{boundary}]{prefix})" + rest
+
+
+def _word(word: str) -> str:
+    """``word=`` (any case, after a non-word character): the ``=`` first, for a fast search."""
+    return f"=(?<=(?i:{word})=)(?<![{_W}](?i:{word})=)"
+
+
+# every shape: one or more patterns, each searched on its own (one big alternation is several times slower)
+_SHAPES: dict[str, list[str]] = {
+    "Hugging Face token": [_token("hf_", r"[A-Za-z0-9]{30,}+(?![A-Za-z0-9_])"), _token("api_org_", r"[A-Za-z0-9]{30,}+")],
+    "GitHub token": [_token("gh", r"[pousr]_[A-Za-z0-9]{30,}"), _token("github_pat_", r"[A-Za-z0-9_]{30,}")],
+    "GitLab token": [_token("gl", r"(?:pat|ptt|dt|rt)-[A-Za-z0-9_-]{20,}")],
+    "Slack token": [_token("xox", r"[abposre]-[A-Za-z0-9-]{10,}")],
+    "npm token": [_token("npm_", r"[A-Za-z0-9]{36}(?![A-Za-z0-9_])")],
+    "Stripe key": [_token("[srp]", r"k_(?:live|test)_[A-Za-z0-9]{16,}")],
+    "Google API key": [_token("AIza", r"[0-9A-Za-z_-]{35}")],
+    "OpenAI-style key": [_token("sk-", r"(?=[A-Za-z0-9_-]*[0-9])(?=[A-Za-z0-9_-]*[A-Z])[A-Za-z0-9_-]{20,}", _W + "-")],
+    "AWS access key id": [
+        _token("A", r"(?:KIA|SIA|BIA|CCA|GPA|IDA|IPA|NPA|NVA|PKA|ROA|3T[A-Z0-9])[A-Z0-9]{12,20}+(?![A-Z0-9])", "A-Z0-9")
+    ],
+    "JWT": [_token("eyJ", r"[A-Za-z0-9_-]{5,}+\.[A-Za-z0-9_-]{5,}+\.[A-Za-z0-9_-]*+")],
+    "PEM block": [r"-----BEGIN [A-Z0-9 ]{0,60}-----"],
+    "bearer token": [_token("[Bb]", r"earer\s++(?=[A-Za-z0-9._~+/=-]*[0-9])[A-Za-z0-9._~+/=-]{16,}")],
+    "URL with credentials": [r"://[^/?#\s@]*+@"],  # the scheme before it is found in ``_scheme_start``
+    "URL with a credential parameter": [
         r"[?&;#](?i:access_token|id_token|refresh_token|auth_token|token|auth|sig|signature|x-amz-signature|"
         r"x-amz-credential|x-amz-security-token|x-goog-signature|x-goog-credential|api_key|apikey|api-key|key|"
         r"password|passwd|pwd|secret|client_secret|private_token|sas_token|code)=[^&#\s]"
-    ),
-    "connection-string password": r"(?i:\b(?:password|pwd|accountkey|sharedaccesskey)=)[^;&\s]",
-    "W&B local key": _B + r"local-[0-9a-f]{40}" + _E,
+    ],
+    "connection-string password": [_word(w) + r"[^;&\s]" for w in ("password", "pwd", "accountkey", "sharedaccesskey")],
+    "W&B local key": [_token("local-", r"[0-9a-f]{40}(?![A-Za-z0-9_])")],
     # ambiguous alone (see ``_plausible``)
-    "W&B API key": r"(?<![0-9A-Za-z])[0-9a-f]{40}(?![0-9A-Za-z])",
-    "AWS secret access key": r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])",
+    "W&B API key": [_token("[0-9a-f]", r"[0-9a-f]{39}(?![0-9A-Za-z])", "0-9A-Za-z")],
+    "AWS secret access key": [_token("[A-Za-z0-9/+]", r"[A-Za-z0-9/+]{39}(?![A-Za-z0-9/+=])", "A-Za-z0-9/+=")],
 }
-_ANY = re.compile("|".join(f"(?P<g{i}>{p})" for i, p in enumerate(_SHAPES.values())))
-_NAMES = list(_SHAPES)
+_PATTERNS = [(name, re.compile(p)) for name, patterns in _SHAPES.items() for p in patterns]
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
 _CONTEXT = {  # what a name next to an ambiguous shape must say
     "W&B API key": re.compile(r"wandb|api[_-]?key|apikey", re.IGNORECASE),
     "AWS secret access key": re.compile(r"aws|secret", re.IGNORECASE),
@@ -168,16 +181,30 @@ class Found:
     end: int
 
 
+def _scheme_start(text: str, colon: int) -> int | None:
+    """Where the URL scheme ending at ``colon`` starts (a letter, then up to 30 of ``[A-Za-z0-9+.-]``)."""
+    start = colon
+    while start > max(0, colon - 31) and (text[start - 1].isascii() and (text[start - 1].isalnum() or text[start - 1] in "+.-")):
+        start -= 1
+    match = _SCHEME.search(text, start, colon)
+    return match.start() if match and match.end() == colon else None
+
+
 def find(text: str, context: str | None = None) -> list[Found]:
-    """Every credential shape in ``text``. ``context``: the name the text is under (a key); None: the text
-    just before each match is its context (free text, a file)."""
+    """Every credential shape in ``text``, in order. ``context``: the name the text is under (a key); None:
+    the text just before each match is its context (free text, a file)."""
     found = []
-    for match in _ANY.finditer(text):
-        name = _NAMES[int(match.lastgroup[1:])]
-        near = context if context is not None else text[max(0, match.start() - 40) : match.start()]
-        if _plausible(name, match.group(), near):
-            found.append(Found(name, match.start(), match.end()))
-    return found
+    for name, pattern in _PATTERNS:
+        for match in pattern.finditer(text):
+            start = match.start()
+            if name == "URL with credentials":
+                start = _scheme_start(text, start)
+                if start is None:
+                    continue
+            near = context if context is not None else text[max(0, start - 40) : start]
+            if _plausible(name, match.group(), near):
+                found.append(Found(name, start, match.end()))
+    return sorted(found, key=lambda f: (f.start, -f.end))
 
 
 def scan_text(text: str) -> list[str]:

@@ -51,7 +51,7 @@ CASES = [
     ("url-user-password", lines({**LORA, "mlflow_tracking_uri": "https://alice:hunter2hunter2@mlflow.example/x"}),
      ["{f}:3: `mlflow_tracking_uri`: looks like a credential (URL with credentials)" + SECRET], "hunter2hunter2"),
     ("url-user-only", lines({**LORA, "mlflow_tracking_uri": f"https://{GHP}@github.com/o/r"}),
-     ["{f}:3: `mlflow_tracking_uri`: looks like a credential (URL with credentials)" + SECRET], GHP),
+     ["{f}:3: `mlflow_tracking_uri`: looks like a credential (GitHub token, URL with credentials)" + SECRET], GHP),
     ("url-access-token-param", lines({**LORA, "mlflow_tracking_uri": "https://mlflow.example/?access_token=tok-998877"}),
      ["{f}:3: `mlflow_tracking_uri`: looks like a credential (URL with a credential parameter)" + SECRET], "tok-998877"),
     ("url-presigned-s3", lines({**LORA, "tensorboard_log_dir": "https://b.s3.amazonaws.com/x?X-Amz-Signature=abcdef12"}),
