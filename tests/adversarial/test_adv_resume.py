@@ -292,7 +292,7 @@ BAD_OPTIONS = {
                          "but --algorithm is 'lora_sft'"),
     "foreign destination": (["--destination", "{tmp}/dest"], "--destination {tmp}/dest: holds 1 file(s) or "
                             "folder(s) kubetune did not export (INDEX.md)"),
-    "credential in data": (["--data", "s3://AKIAIOSFODNN7EXAMPLE:wJalrXUtnFEMI%2FK7MDENG@bucket/chat.jsonl"],
+    "credential in data": (["--data", "s3://reader:wJalrXUtnFEMIK7MDENG@bucket/chat.jsonl"],
                            "--data: holds a credential (URL with credentials); it is not shown or stored"),
     "credential in destination": (["--destination", "https://user:hunter2hunter2@models.example/v1"],
                                   "--destination: holds a credential (URL with credentials); it is not shown or stored"),
