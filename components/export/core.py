@@ -44,6 +44,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from kubetune.checkpoints import TRAINING_STATE, adapter_base, is_adapter
+from kubetune.checkpoints import problem as checkpoint_problem
 from kubetune.errors import KubetuneError, Problem
 from kubetune.files import umask_modes
 
@@ -402,6 +403,8 @@ def export(
     source, destination = Path(source), str(destination)
     if not source.is_dir():
         raise KubetuneError([Problem(str(source), "is not a model directory")], "cannot export")
+    if damaged := checkpoint_problem(source):  # a half-written checkpoint is never published as a model
+        raise KubetuneError([Problem(str(source), f"is not a complete checkpoint: {damaged}")], "cannot export")
     to_s3 = destination.startswith("s3://")
     s3 = remote = None
     if to_s3:  # one client and one listing for the whole export
@@ -498,7 +501,8 @@ def export_step(
     if select not in ("best", "final"):
         raise KubetuneError([Problem("select", f'must be "best" or "final", got {select!r}')], "cannot export")
     root = Path(trained_model)
-    source = root / checkpoint if select == "best" else (find_checkpoints(root) or [root])[-1]
+    complete = [p for p in find_checkpoints(root) if checkpoint_problem(p) is None]  # the newest complete one
+    source = root / checkpoint if select == "best" else (complete or [root])[-1]
     check_destination(destination, overwrite, source)
     spec = json.loads(Path(spec_path).read_text()) if spec_path else {}
     curve = json.loads(Path(curve_path).read_text()) if curve_path and Path(curve_path).is_file() else None

@@ -22,10 +22,12 @@ import sys
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kubetune.components.export.core import MANIFEST, check_destination, export, export_step, verify
+from safetensors.numpy import save_file
 
 from kubetune.errors import KubetuneError
 
@@ -44,12 +46,24 @@ def make_model(root: Path, version: int) -> Path:
     model = root / f"v{version}" / "checkpoints" / "checkpoint-4"
     (model / "assets").mkdir(parents=True)
     (model / "config.json").write_text(json.dumps({"model_type": "llama", "version": version}))
-    (model / "model.safetensors").write_bytes(bytes([version]) * 4096)
+    save_file({"w": np.full(4096, version, dtype=np.uint8)}, str(model / "model.safetensors"))  # a whole checkpoint
     (model / "tokenizer.json").write_text('{"model": {}}')
     (model / "assets" / "vocab.txt").write_text("a\nb\n")
     (model / f"only_v{version}.json").write_text("{}")
     (model / "optimizer.pt").write_bytes(b"training state")
     return model
+
+
+def test_a_damaged_checkpoint_is_never_exported_and_final_takes_the_newest_complete_one(tmp_path, v1):
+    trained = v1.parent.parent
+    newer = trained / "checkpoints" / "checkpoint-8"
+    shutil.copytree(v1, newer)
+    (newer / "model.safetensors").write_bytes((newer / "model.safetensors").read_bytes()[:100])  # killed mid-save
+    with pytest.raises(KubetuneError, match=r"checkpoint-8: is not a complete checkpoint: "):
+        export_step(trained, "checkpoints/checkpoint-8", str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+    assert export_step(trained, "", str(tmp_path / "out"), select="final")["checkpoint"] == "checkpoints/checkpoint-4"
+    assert verify(tmp_path / "out") == []
 
 
 @pytest.fixture
