@@ -101,7 +101,7 @@ def test_a_local_run_with_planted_credentials_writes_none_of_them_anywhere(tmp_p
     assert "Traceback" not in done.stderr.decode()
     assert not _leaks(done.stdout + done.stderr)
     files = list(run.rglob("*"))
-    assert any(p.name == "training_args.bin" for p in files) and any(p.name == "manifest.json" for p in files)
+    assert any(p.name == "training_args.bin" for p in files) and any(p.name == "location.json" for p in files)
     assert _scan_tree(run) == {}
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="models")["Contents"]]
     assert "planted/v1/manifest.json" in keys
