@@ -60,6 +60,14 @@ def test_every_direct_dependency_is_pinned_within_the_projects_ranges(image, con
         assert requirement.specifier.contains(pinned[name].split("+")[0], prereleases=True), (requirement, pinned[name])
 
 
+def test_the_validation_steps_image_holds_every_backend_whose_configuration_it_builds():
+    steps = instructions(ROOT / "images" / "Containerfile.runtime")
+    (extras,) = re.findall(r'"\.\[([a-z0-9_,-]+)\]"', next(args for op, args in steps if op == "RUN" and "pip install" in args))
+    assert {"sft", "osft", "lora"} <= set(extras.split(","))
+    backends = {"instructlab-training", "rhai-innovation-mini-trainer", "trl", "peft"}
+    assert backends <= set(pins(ROOT / "images" / IMAGES["runtime"]))
+
+
 def test_the_components_images_come_from_one_place():
     from kubetune import runtime
 
