@@ -20,7 +20,6 @@ its file, line and reason. Outputs are staged and renamed into place, so a failu
 from __future__ import annotations
 
 import errno
-import glob
 import hashlib
 import json
 import os
@@ -297,7 +296,7 @@ def _staged(
         for path in outputs.values():
             clean_stale(path)
         parent.mkdir(parents=True, exist_ok=True)
-        staging = staging_dir(parent, f".prepare-{os.getpid()}-")
+        staging = _stage(parent, f".prepare-{os.getpid()}-")
     try:
         with writing(shown):
             return _prepare(data_uri, model_path, staging, outputs, validation_uri, config)
@@ -353,13 +352,14 @@ def prepare_dir(
     _refuse_uncreatable(out)
     with writing(out):
         clean_stale(out)
-        staged = staging_dir(out.parent, f".{out.name}.prepare-{os.getpid()}-")
+        staged = _stage(out.parent, f".{out.name}.prepare-{os.getpid()}-")
     try:
         outputs = {"train": staged / "train", "validation": staged / "validation"}
         outputs |= {"report": staged / "report.json", "summary": staged / "summary.md"}
         summary = _staged(data_uri, model_path, outputs, validation_uri, config, out)
         with writing(out):
             _mark(staged)
+            (staged / STAGING_MARKER).unlink()
             if out.is_symlink() or out.is_file():  # only with overwrite: a file where the directory goes
                 out.unlink()
             swap_into_place(staged, out)
@@ -444,37 +444,54 @@ def _refuse_uncreatable(out: Path) -> None:
             return
 
 
+STAGING_MARKER = ".kubetune-staging"  # written first into every staging directory: it marks the directory as ours
+_RANDOM = r"[a-z0-9_]{8}"  # the 8 characters tempfile.mkdtemp adds to a prefix
+
+
+def _stage(parent: Path, prefix: str) -> Path:
+    """A new staging directory, marked as kubetune's (with the run's pid) before anything else goes in."""
+    staged = staging_dir(parent, prefix)
+    (staged / STAGING_MARKER).write_text(f"{os.getpid()}\n", encoding="utf-8")
+    return staged
+
+
+def _ours(path: Path) -> bool:
+    """A real directory (not a link, not a file) holding one of kubetune's markers."""
+    return path.is_dir() and not path.is_symlink() and any((path / m).is_file() for m in (STAGING_MARKER, MARKER))
+
+
 def clean_stale(out: Path) -> None:
-    """Remove what killed runs left beside ``out``; a previous output caught mid-swap is put back first."""
+    """Remove what killed runs of this command left beside ``out``; a previous output caught mid-swap is put
+    back first. Only directories named exactly as kubetune names them for ``out`` and holding its marker are
+    touched (a staging one only when its run is gone): whatever else is there belongs to the user."""
     parent = out.parent
     if not parent.is_dir():
         return
-    if not out.exists():
-        old = sorted(parent.glob(f".{glob.escape(out.name)}.old-*"))
+    name = re.escape(out.name)
+    aside = re.compile(rf"\.{name}\.old-{_RANDOM}")
+    staging = re.compile(rf"(?:\.{name}\.(?:prepare|staging)|\.prepare)-(\d+)-{_RANDOM}")
+    entries = sorted(parent.iterdir())
+    if not out.exists() and not out.is_symlink():
+        old = [p for p in entries if aside.fullmatch(p.name) and (p / MARKER).is_file() and _ours(p)]
         if old:
             old[-1].rename(out)  # killed between the two renames of a swap: the previous output, whole
-    for pattern in (f".{out.name}.old-*", f".{out.name}.prepare-*", f".{out.name}.staging-*", ".prepare-*"):
-        for path in parent.glob(glob.escape(pattern[: pattern.index("*")]) + "*"):
-            if _dead(path.name):
-                _remove(path)
+    for path in entries:
+        if _stale(path, aside, staging):
+            shutil.rmtree(path, ignore_errors=True)
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
+def _stale(path: Path, aside: re.Pattern, staging: re.Pattern) -> bool:
+    """An output swapped aside, or the staging directory of a run that is gone, both marked as kubetune's."""
+    if aside.fullmatch(path.name):
+        return _ours(path)
+    match = staging.fullmatch(path.name)
+    return bool(match) and _ours(path) and _dead(int(match.group(1)))
 
 
-def _dead(name: str) -> bool:
-    """Whether the run that made the staging entry ``name`` (its pid follows its prefix) is gone."""
-    if ".old-" in name:
-        return True  # a swap's leftover: what it held was replaced
-    match = re.search(r"(?:prepare|staging)-(\d+)-", name)
-    if not match:
-        return False  # not one of ours, or from an older version: left alone
+def _dead(pid: int) -> bool:
+    """Whether the run with process id ``pid`` is gone."""
     try:
-        os.kill(int(match.group(1)), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except OSError:
@@ -566,11 +583,12 @@ def _split(staging: Path, collector: _Collector, config: PrepareConfig) -> None:
 
 def _publish(files: dict[str, Path], out: Path) -> None:
     """Move ``files`` into the directory ``out`` as one rename (an existing ``out`` is replaced), marked as ours."""
-    staged = staging_dir(out.parent, f".{out.name}.staging-{os.getpid()}-")
+    staged = _stage(out.parent, f".{out.name}.staging-{os.getpid()}-")
     try:
         for name, path in files.items():
             os.replace(path, staged / name)
         _mark(staged)
+        (staged / STAGING_MARKER).unlink()
         swap_into_place(staged, out)
     finally:
         shutil.rmtree(staged, ignore_errors=True)

@@ -618,14 +618,57 @@ def test_a_100_mb_record_is_dropped_without_being_held(tmp_path, tiny_model):
 
 
 def test_stale_staging_of_a_dead_run_is_removed_and_a_live_ones_kept(tmp_path, tiny_model):
+    """Old expectation changed (round 2): unmarked look-alikes of a dead pid used to be deleted; now only
+    directories holding kubetune's staging marker are."""
     out = tmp_path / "out"
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    for name in (f".out.prepare-{dead.stdout.strip()}-abc", f".prepare-{dead.stdout.strip()}-xyz"):
+    for name in (f".out.prepare-{dead.stdout.strip()}-abcd1234", f".prepare-{dead.stdout.strip()}-xyz_5678"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "data.jsonl").write_text("half")
-    (tmp_path / f".out.prepare-{os.getpid()}-live").mkdir()  # a run still going (this process): left alone
+        (tmp_path / name / core.STAGING_MARKER).write_text("1\n")
+    live = f".out.prepare-{os.getpid()}-live0000"  # a run still going (this process): left alone
+    (tmp_path / live).mkdir()
+    (tmp_path / live / core.STAGING_MARKER).write_text("1\n")
     assert invoke(lines(tmp_path / "d.jsonl", [GOOD] * 4), "--model", tiny_model, "-o", out).exit_code == 0
-    assert sorted(os.listdir(tmp_path)) == [f".out.prepare-{os.getpid()}-live", "d.jsonl", "out"]
+    assert sorted(os.listdir(tmp_path)) == [live, "d.jsonl", "out"]
+
+
+def _user_entries(d: Path, dead: str) -> None:
+    """What a user may keep beside an output, named like kubetune's leftovers but without its marker."""
+    (d / ".prepared.old-backup").mkdir()
+    (d / ".prepared.old-backup" / "notes.txt").write_text("notes")
+    (d / ".prepared.old-2024.tar").write_text("x")
+    (d / ".prepared.old-abcd1234").mkdir()  # the exact shape of a swap's leftover, but not ours
+    (d / ".prepared.old-abcd1234" / "mine.txt").write_text("mine")
+    (d / ".prepare-2024-plan.md").write_text("plan")
+    (d / f".prepare-{dead}-drafts").mkdir()
+    (d / f".prepare-{dead}-drafts" / "a.txt").write_text("a")
+    (d / f".prepared.prepare-{dead}-abcd1234").write_text("a plain file")  # never a file
+    (d / f".prepared.staging-{dead}-abcd1234").mkdir()  # no staging marker inside
+    (d / f".prepared.staging-{dead}-abcd1234" / "b.txt").write_text("b")
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_users_dot_entries_beside_the_output_are_never_removed_or_restored(tmp_path, tiny_model, monkeypatch, existing):
+    """Finding 1: only kubetune's own marked staging and aside directories are cleaned; an absent output is
+    never restored from a user's `.<out>.old-*` folder."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    work = tmp_path / "t1"
+    work.mkdir()
+    data = lines(tmp_path / "data.jsonl", [GOOD] * 4)
+    if existing:
+        monkeypatch.chdir(work)
+        assert invoke(data, "--model", tiny_model, "-o", "prepared").exit_code == 0
+    _user_entries(work, dead.stdout.strip())
+    before = tree(work)
+    monkeypatch.chdir(work)
+    result = invoke(data, "--model", tiny_model, "-o", "prepared")
+    assert result.exit_code == 0, result.output
+    after = tree(work)
+    assert {k: v for k, v in after.items() if not k.startswith("prepared/")} == {
+        k: v for k, v in before.items() if not k.startswith("prepared/")
+    }
+    assert sorted(os.listdir(work / "prepared")) == [".kubetune-prepared", "report.json", "summary.md", "train", "validation"]
 
 
 def test_sigkill_leaves_no_half_output_for_the_component_outputs(tmp_path, tiny_model):
