@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import sys
 from contextlib import suppress
 from pathlib import Path
 from typing import Annotated
@@ -14,18 +16,51 @@ from typer.core import TyperGroup
 
 from kubetune.errors import Failure, KubetuneError, Problem, outcome, redact
 
+_BUNDLED = sys.modules[typer.BadParameter.__module__]  # the copy of click's exceptions typer bundles and raises
+_USAGE = (click.ClickException, _BUNDLED.ClickException)  # a usage error (exit 2), or another error click tells
+_ENDS = (click.exceptions.Exit, click.exceptions.Abort, typer.Exit, typer.Abort, BrokenPipeError)
+
+
+class _Redacting:
+    """A text stream that hides every suspected credential in what is written to it: whatever a command
+    prints (its results, click's messages, a library's print) passes here."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text):
+        return self._stream.write(redact(text) if isinstance(text, str) else text)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
 
 class Commands(TyperGroup):
     """Every command ends the same way: whatever stops it is told on stderr and sets the exit code; no traceback.
 
     Input, environment and network failures: one line naming the field, file, URI or host (exit code 2);
-    Ctrl-C: "interrupted" (130); a bug: "internal error: ..." (1). See ``kubetune.errors.outcome``."""
+    a usage error (a missing argument, an unknown option or command, a value of the wrong type): click's
+    usage message (exit code 2); Ctrl-C: "interrupted" (130); a bug: "internal error: ..." (1).
+    See ``kubetune.errors.outcome``. Nothing shown holds a credential (``redact``)."""
 
     def invoke(self, ctx: click.Context):
+        streams = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = _Redacting(sys.stdout), _Redacting(sys.stderr)
+        try:
+            return self._invoke(ctx)
+        finally:
+            sys.stdout, sys.stderr = streams
+
+    def _invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, typer.Exit, typer.Abort, BrokenPipeError):
+        except _ENDS:
             raise
+        except _USAGE as exc:
+            told = io.StringIO()
+            exc.show(file=told)
+            typer.echo(redact(told.getvalue()), err=True, nl=False)
+            raise typer.Exit(code=exc.exit_code) from None
         except (Exception, KeyboardInterrupt) as exc:
             code, text = outcome(exc)
             typer.echo(text, err=True)
@@ -101,9 +136,7 @@ def validate(
 def prepare(
     data: Annotated[str, typer.Argument(help="JSONL/JSON/Parquet file, directory, s3://bucket/key, hf://org/name.")],
     model: Annotated[str, typer.Option(help="Model whose tokenizer and chat template are used.")] = "kubetune://tiny-llama",
-    output: Annotated[Path, typer.Option("-o", "--output", help="Writes train/, validation/, report.json, summary.md.")] = Path(
-        "prepared"
-    ),
+    output: Annotated[str, typer.Option("-o", "--output", help="A local directory: train/, validation/, report.json, ...")] = "prepared",
     validation: Annotated[str | None, typer.Option(help="A separate validation source (no split then).")] = None,
     validation_ratio: Annotated[float, typer.Option(help="Share held out for validation.")] = 0.1,
     seed: Annotated[int, typer.Option(help="Same data and seed, same split.")] = 42,
@@ -144,7 +177,7 @@ def prepare(
             )
     except KubetuneError as e:
         _fail(e)
-    typer.echo((output / "summary.md").read_text())
+    typer.echo((Path(output) / "summary.md").read_text())
     counts = f"{summary['train_samples']} + {summary['validation_samples']} samples"
     typer.echo(f"wrote {output}/train, {output}/validation ({counts})")
 

@@ -89,8 +89,11 @@ def redact(text: str) -> str:
 
 def public_url(url: str) -> str:
     """``url`` without user, password, query or fragment: safe to name in a message."""
-    parts = urlsplit(url if "://" in url else f"https://{url}")
-    host = parts.hostname or ""
+    try:
+        parts = urlsplit(url if "://" in url else f"https://{url}")
+        host = parts.hostname or ""
+    except ValueError:  # not a URL (an unclosed IPv6 bracket): nothing of it is safe to show
+        return "the URL"
     if ":" in host:
         host = f"[{host}]"
     try:
@@ -217,6 +220,9 @@ def explain(exc: BaseException, host: str | None = None) -> KubetuneError | None
         status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         detail = f"{error.get('Code', '')}: {error.get('Message', '')}".strip(": ")
         return Failure(_where(exc, host), f"{getattr(exc, 'operation_name', 'request')} answered {status} {detail}".strip())
+    if isinstance(exc, ValueError) and str(exc).startswith("Invalid endpoint:") and _raised_in(exc, "botocore"):
+        setting = next((name for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL") if os.environ.get(name)), "S3 endpoint")
+        return Failure(setting, "is not a valid endpoint URL", "give http(s)://host[:port]")
     if type(exc).__name__ in ("NoCredentialsError", "PartialCredentialsError"):
         return Failure("S3", "no usable credentials", "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
     if isinstance(exc, _network_classes()) or (isinstance(exc, ConnectionError) and host):
@@ -226,6 +232,15 @@ def explain(exc: BaseException, host: str | None = None) -> KubetuneError | None
     if isinstance(exc, MemoryError):
         return Failure("memory", "ran out of memory", "give the process more memory or use smaller inputs")
     return None
+
+
+def _raised_in(exc: BaseException, package: str) -> bool:
+    """Whether ``exc`` was raised by code of ``package`` (its traceback's last frame)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    name = tb.tb_frame.f_globals.get("__name__", "") if tb is not None else ""
+    return name == package or name.startswith(f"{package}.")
 
 
 def _os_failure(exc: OSError) -> Failure:

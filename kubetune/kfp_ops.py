@@ -66,13 +66,14 @@ def client(host: str | None = None, namespace: str | None = None, token: str | N
     """A ``kfp.Client`` whose every call ends a failure with one line naming the host (never its credentials)."""
     import kfp
 
+    setting = "--host" if host else "KF_PIPELINES_ENDPOINT"
     host = host or os.environ.get("KF_PIPELINES_ENDPOINT") or None
     token = token or os.environ.get("KF_PIPELINES_TOKEN")
-    hide_credentials(host, token)
+    hide_credentials(host, token, setting)
     if host is None and not _cluster_config():
         raise Failure("KFP host", "none given and no kubeconfig found", "use --host or KF_PIPELINES_ENDPOINT")
     if host is not None:
-        _check_host(host)
+        _check_host(host, setting)
 
     class Client(kfp.Client):
         def get_kfp_healthz(self, sleep_duration: int = 5):  # once, not 5 times with 5 s sleeps and tracebacks
@@ -105,12 +106,18 @@ def _health(kfp_client, host: str):
     return kfp_server_api.V2beta1GetHealthzResponse(multi_user=answer.get("multi_user"))
 
 
-def hide_credentials(host: str | None, token: str | None) -> None:
+def hide_credentials(host: str | None, token: str | None, setting: str = "--host") -> None:
+    """Never show the token or the host URL's user and password; a host that is no URL is refused (one line
+    naming ``setting``, never the URL itself: it may hold a password)."""
     hide(token)
     if host:
-        parts = urlsplit(host if "://" in host else f"https://{host}")
-        hide(parts.password)
-        hide(parts.username if parts.password else None)
+        try:
+            parts = urlsplit(host if "://" in host else f"https://{host}")
+            password = parts.password
+        except ValueError as e:
+            raise Failure(setting, f"is not a valid URL ({e})", "give http(s)://host[:port]") from None
+        hide(password)
+        hide(parts.username if password else None)
 
 
 def _cluster_config() -> bool:
@@ -121,7 +128,7 @@ def _cluster_config() -> bool:
     return any(Path(p).expanduser().is_file() for p in paths if p)
 
 
-def _check_host(host: str) -> None:
+def _check_host(host: str, setting: str = "--host") -> None:
     parts = urlsplit(host if "://" in host else f"https://{host}")
     problem = None
     if parts.scheme not in ("http", "https"):
@@ -134,7 +141,7 @@ def _check_host(host: str) -> None:
         except ValueError:
             problem = "has an invalid port"
     if problem:
-        raise Failure("--host", f"{public_url(host) if parts.hostname else 'the URL'} {problem}")
+        raise Failure(setting, f"{public_url(host) if parts.hostname else 'the URL'} {problem}")
 
 
 @contextmanager

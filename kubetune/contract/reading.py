@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,12 +133,26 @@ class Refused(Exception):
         self.problems = problems
 
 
+def _kind(mode: int) -> str:
+    kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+    kinds += ((stat.S_ISSOCK, "a socket"),)
+    return next((name for test, name in kinds if test(mode)), "not a file")
+
+
 def read_text(path: Path) -> str:
-    """The spec file's text: at most ``MAX_SPEC_BYTES`` are ever read, and it must be UTF-8."""
+    """The spec file's text: a regular file (never a FIFO or a device, which could block), at most
+    ``MAX_SPEC_BYTES`` ever read, and UTF-8."""
     too_big = Problem(str(path), f"is larger than {MAX_SPEC_BYTES} bytes (1 MiB), the size limit of a spec")
     try:
-        with open(path, "rb") as f:
-            if os.fstat(f.fileno()).st_size > MAX_SPEC_BYTES:
+        # non-blocking: opening a FIFO waits for a writer, reading one may wait forever; only a file is read
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        with open(fd, "rb") as f:
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISDIR(mode):
+                raise Refused([Problem(str(path), "cannot be read: Is a directory")])
+            if not stat.S_ISREG(mode):
+                raise Refused([Problem(str(path), f"is not a regular file but {_kind(mode)}; give a JSON file")])
+            if os.fstat(fd).st_size > MAX_SPEC_BYTES:
                 raise Refused([too_big])
             data = f.read(MAX_SPEC_BYTES + 1)
     except OSError as e:

@@ -517,3 +517,97 @@ def test_a_pipeline_step_ends_with_one_line_and_its_exit_code(fail, code, line, 
     stderr = capsys.readouterr().err
     assert ended.value.code == code
     assert stderr.split(" (a bug in kubetune")[0] == line.format(tmp=tmp_path, port=closed_port) + ("" if fail == "bug" else "\n")
+
+
+# -- round 2: usage errors, malformed settings, special files, redacted results ----------------------------
+
+
+def _usage(command: str, error: str, arguments: str = " [OPTIONS]") -> list[str]:
+    return [f"Usage: kubetune {command}{arguments}", f"Try 'kubetune {command} --help' for help.", "", f"Error: {error}"]
+
+
+@pytest.mark.parametrize(
+    ("args", "lines"),
+    [
+        (["validate"], _usage("validate", "Missing argument 'spec'.", " [OPTIONS] {spec}")),
+        (["prepare"], _usage("prepare", "Missing argument 'data'.", " [OPTIONS] {data}")),
+        (["verify"], _usage("verify", "Missing argument 'uri'.", " [OPTIONS] {uri}")),
+        (["train-node", "--kwargs", "/nonexistent"], _usage("train-node", "Missing option '--model'.")),
+        (["validate", "--bogus", "ok.json"], _usage("validate", "No such option: --bogus", " [OPTIONS] {spec}")),
+        (
+            ["prepare", "x", "--seed", "abc"],
+            _usage(
+                "prepare",
+                "Invalid value for '--seed': Input should be a valid integer, unable to parse string as an integer",
+                " [OPTIONS] {data}",
+            ),
+        ),
+        (["nosuchcommand"], _usage("", "No such command 'nosuchcommand'.", "[OPTIONS] COMMAND [ARGS]...")),
+        (["schedule", "create"], _usage("schedule create", "Missing argument 'name'.", " [OPTIONS] {name}")),
+        ([TOKEN], _usage("", f"No such command '{TOKEN}'.", "[OPTIONS] COMMAND [ARGS]...")),  # shown redacted
+    ],
+    ids=["validate", "prepare", "verify", "train-node", "no-such-option", "bad-int", "no-such-command", "schedule", "token"],
+)
+def test_a_usage_error_is_clicks_usage_message_and_exit_2_with_no_traceback_file(args, lines, monkeypatch, tmp_path):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    result = CliRunner().invoke(app, args, prog_name="kubetune")
+    expected = [line.replace("kubetune  ", "kubetune ").replace(TOKEN, "<redacted>") for line in lines]
+    assert (result.exit_code, result.output.splitlines()) == (2, expected)
+    assert list(tmp_path.iterdir()) == []  # no traceback file: a usage error is not a bug
+
+
+@pytest.mark.parametrize(
+    ("command", "env", "line"),
+    [
+        (["upload", "--host", "http://[::1"], {}, "--host: is not a valid URL (Invalid IPv6 URL) (give http(s)://host[:port])"),
+        (
+            ["upload"],
+            {"KF_PIPELINES_ENDPOINT": f"http://admin:{PASSWORD}@[::1"},
+            "KF_PIPELINES_ENDPOINT: is not a valid URL (Invalid IPv6 URL) (give http(s)://host[:port])",
+        ),
+        (
+            ["verify", "s3://bucket/prefix"],
+            {"AWS_ENDPOINT_URL": "not a url", "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"},
+            "AWS_ENDPOINT_URL: is not a valid endpoint URL (give http(s)://host[:port])",
+        ),
+    ],
+    ids=["--host", "KF_PIPELINES_ENDPOINT", "AWS_ENDPOINT_URL"],
+)
+def test_a_setting_that_is_not_a_url_is_one_line_naming_it(command, env, line, monkeypatch, tmp_path):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert_one_line(kubetune(*command), 2, line)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("command", "title"),
+    [
+        (["validate", "{path}"], "invalid spec {path}"),
+        (["run", "--spec", "{path}", "--host", "http://127.0.0.1:9"], "invalid spec {path}"),
+        (["run-local", "--kwargs", "{path}", "-o", "{tmp}/run"], "invalid run-local options"),
+    ],
+    ids=["validate", "run --spec", "run-local --kwargs"],
+)
+@pytest.mark.parametrize("kind", ["a FIFO", "a character device"])
+def test_a_spec_that_is_not_a_regular_file_is_refused_without_reading(command, title, kind, tmp_path):
+    path = tmp_path / "fifo.json"
+    if kind == "a FIFO":
+        os.mkfifo(path)  # no writer ever comes: reading it would block forever
+    else:
+        path = Path("/dev/zero")  # endless: reading it would never end
+    args = [a.format(path=path, tmp=tmp_path) for a in command]
+    result = kubetune(*args)
+    expected = [f"{title.format(path=path)}: 1 problem(s)", f"  - {path}: is not a regular file but {kind}; give a JSON file"]
+    assert (result.exit_code, result.output.splitlines()) == (2, expected)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_result_naming_a_credential_is_printed_redacted(tmp_path, spec):
+    folder = tmp_path / TOKEN
+    folder.mkdir()
+    result = kubetune("validate", str(spec), "--pipeline", "-o", str(folder / "kwargs.json"))
+    assert (result.exit_code, result.output) == (0, f"wrote {tmp_path}/<redacted>/kwargs.json\n")
+    assert json.loads((folder / "kwargs.json").read_text())["algorithm"] == "osft"
