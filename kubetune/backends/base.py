@@ -73,12 +73,25 @@ class Backend:
         problems = []
         for e in errors:
             message = _without_values(str(e["msg"]).splitlines()[0][:200] if e["msg"] else type(error).__name__, given)
-            field = str(e["loc"][0]) if e["loc"] else next((k for k in given if k in str(e["msg"])), "spec")
+            field = str(e["loc"][0]) if e["loc"] else self._named(str(e["msg"]), given)
             field = self.renames.get(field, field)
             for part in e["loc"][1:]:
                 field += f"[{part}]" if isinstance(part, int) else f".{part}"
             problems.append(Problem(field, f"is refused by {self.name}'s configuration: {message}"))
         return problems or [Problem("spec", f"is refused by {self.name}'s configuration ({source})")]
+
+    def _named(self, message: str, given: dict[str, Any]) -> str:
+        """The field a backend's plain error message is about: the one it names (under the backend's own name
+        or the curated one), else the one whose value it quotes ("bogus is not a valid SchedulerType")."""
+        to_backend = {curated: field for field, curated in self.renames.items()}
+        for key in sorted(given, key=len, reverse=True):
+            if any(re.search(rf"(?<!\w){re.escape(n)}(?!\w)", message) for n in (key, to_backend.get(key, key))):
+                return key
+        quoted = [(str(v), k) for k, v in given.items() if isinstance(v, (str, int, float)) and not isinstance(v, bool)]
+        for value, key in sorted(quoted, key=lambda q: len(q[0]), reverse=True):
+            if len(value) >= 2 and re.search(rf"(?<![\w.]){re.escape(value)}(?!\w)", message):
+                return key
+        return "spec"
 
     def notes(self, params: dict[str, Any], kwargs: dict[str, Any]) -> list[str]:
         """Plain-language remarks the validation step prints (not errors)."""

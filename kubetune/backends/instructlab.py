@@ -25,6 +25,10 @@ class InstructLabSFT(Backend):
     managed = {
         "callbacks": "Python callbacks cannot travel in a JSON artifact",
         "pretraining_config": "set is_pretraining and block_size instead",
+        "chat_tmpl_path": "kubetune tokenizes the data with the model's own chat template; "
+        "another template at training time would not match it",
+        "use_legacy_tmpl": "kubetune tokenizes the data with the model's own chat template; "
+        "another template at training time would not match it",
     }
 
     def check(self, params: dict[str, Any], kwargs: dict[str, Any], catalog: Catalog, pipeline: bool = False) -> list[Problem]:

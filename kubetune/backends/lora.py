@@ -65,11 +65,12 @@ class LoRASFT(Backend):
         return problems
 
     def validation_configs(self, spec) -> None:
-        """TRL's ``SFTConfig`` and PEFT's ``LoraConfig`` built on CPU, when the spec sets fields of theirs that
-        only they check (importing them takes seconds); settings that depend on the GPU are left out."""
+        """TRL's ``SFTConfig`` and PEFT's ``LoraConfig`` built on CPU, always: every lora_sft spec reaches them
+        (curated parameters such as lr_scheduler too); importing them takes seconds. Settings that depend on
+        the GPU are left out (their fixed lists, fsdp's words, are checked by the catalogue)."""
         import importlib.util
 
-        if not spec.backend_kwargs or importlib.util.find_spec("trl") is None or importlib.util.find_spec("peft") is None:
+        if importlib.util.find_spec("trl") is None or importlib.util.find_spec("peft") is None:
             return
         from peft import LoraConfig
         from trl import SFTConfig

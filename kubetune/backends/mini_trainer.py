@@ -66,7 +66,7 @@ class MiniTrainerOSFT(Backend):
             problems.append(Problem("master_addr", "and rdzv_endpoint exclude each other; give one"))
         if params.get("is_pretraining") and params.get("unmask_messages"):
             problems.append(Problem("unmask_messages", "cannot be combined with is_pretraining"))
-        return problems
+        return problems + scheduler_kwargs_problems(params.get("lr_scheduler_kwargs"))
 
     def notes(self, params: dict[str, Any], kwargs: dict[str, Any]) -> list[str]:
         notes = []
@@ -112,3 +112,17 @@ class MiniTrainerOSFT(Backend):
         out = Path(train_args.output_dir)
         checkpoints = sorted((out / "hf_format").glob("samples_*"), key=os.path.getmtime)
         return TrainResult(out, checkpoints[-1] if checkpoints else out, checkpoints)
+
+
+def scheduler_kwargs_problems(value: Any) -> list[Problem]:
+    """``lr_scheduler_kwargs`` travels to mini-trainer's command line as JSON: an object of plain values.
+    Which names the chosen scheduler takes is judged by transformers when training starts."""
+    if value is None:
+        return []
+    if not isinstance(value, dict):
+        return [Problem("lr_scheduler_kwargs", "must be an object of scheduler arguments")]
+    return [
+        Problem(f"lr_scheduler_kwargs.{key}", "must be a number, a string or a boolean")
+        for key, item in value.items()
+        if item is None or isinstance(item, (dict, list))
+    ]

@@ -214,8 +214,36 @@ def _integrations() -> tuple[str, ...]:
     return tuple(sorted({*INTEGRATION_TO_CALLBACK, "all", "none"}))
 
 
+def _members(module: str, name: str) -> typing.Callable[[], tuple[str, ...]]:
+    """The values of an enum the backend converts a string to only when it runs (not in its field's type)."""
+    return lambda: tuple(m.value for m in getattr(importlib.import_module(module), name))
+
+
+def _dtype_names(module: str, function: str) -> typing.Callable[[], tuple[str, ...]]:
+    """The dtype strings a mini-trainer function maps to torch dtypes (its own ``dtype_map`` literal)."""
+
+    def read() -> tuple[str, ...]:
+        import inspect
+        import re
+
+        source = inspect.getsource(getattr(importlib.import_module(module), function))
+        return tuple(sorted(set(re.findall(r'"(\w+)": torch\.', source))))
+
+    return read
+
+
 # fields whose string values (or list items) come from a fixed list the backend keeps elsewhere
-ITEM_CHOICES: dict[str, dict[str, typing.Callable[[], tuple[str, ...]]]] = {"trl": {"report_to": _integrations}}
+ITEM_CHOICES: dict[str, dict[str, typing.Callable[[], tuple[str, ...]]]] = {
+    "trl": {"report_to": _integrations, "fsdp": _members("transformers.trainer_utils", "FSDPOption")},
+    "mini-trainer": {
+        # passed to mini-trainer's torchrun command as they are; its training process converts them
+        "lr_scheduler": _members("transformers.trainer_utils", "SchedulerType"),
+        "train_dtype": _dtype_names("mini_trainer.train", "parse_dtype"),
+        "osft_upcast_dtype": _dtype_names("mini_trainer.train", "parse_dtype"),
+        "save_dtype": _dtype_names("mini_trainer.setup_model_for_training", "get_model_save_dtype"),
+    },
+}
+WORDS = {"fsdp"}  # string fields holding space-separated option words ("full_shard auto_wrap")
 
 
 @dataclass(frozen=True)
@@ -281,7 +309,6 @@ def value_problems(backend: str, name: str, value: typing.Any) -> list:
     """Range and fixed-list checks of one backend kwarg already of an accepted type (values never shown)."""
     from kubetune.errors import Problem
 
-    info = catalog(backend).fields.get(name)
     allowed = RANGES.get(backend, {}).get(name)
     items = value if isinstance(value, list) else [value]
     problems = []
@@ -290,8 +317,36 @@ def value_problems(backend: str, name: str, value: typing.Any) -> list:
         number = isinstance(item, (int, float)) and not isinstance(item, bool)
         if allowed is not None and number and not allowed.holds(item):
             problems.append(Problem(where, f"must be {allowed.describe()}"))
-        if info is not None and info.item_choices and isinstance(item, str) and item not in info.item_choices:
-            problems.append(Problem(where, "is not a known integration; known: " + ", ".join(info.item_choices)))
+    return problems + choice_problems(backend, name, value)
+
+
+def choice_problems(backend: str, name: str, value: typing.Any, shown_as: str | None = None) -> list:
+    """The fixed-list checks of backend field ``name`` for ``value`` (shown as ``shown_as``, the curated name
+    when the spec used it): its choices when it has no free type, and the list its strings come from."""
+    from kubetune.errors import Problem
+
+    info = catalog(backend).fields.get(name)
+    shown_as = shown_as or name
+    if info is None:
+        return []
+    if info.choices is not None and isinstance(value, str) and not info.accepts(value):
+        return [Problem(shown_as, f"must be {info.describe()}")]
+    if not info.item_choices:
+        return []
+    problems = []
+    items = value if isinstance(value, list) else [value]
+    for i, item in enumerate(items):
+        where = f"{shown_as}[{i}]" if isinstance(value, list) else shown_as
+        words = item.split() if isinstance(item, str) and name in WORDS else [item]
+        if any(isinstance(w, str) and w not in info.item_choices for w in words):
+            known = ", ".join(info.item_choices)
+            if name == "report_to":
+                message = f"is not a known integration; known: {known}"
+            elif name in WORDS:
+                message = f"holds an option word that is not known; known (space-separated): {known}"
+            else:
+                message = f"must be one of {known}"
+            problems.append(Problem(where, message))
     return problems
 
 

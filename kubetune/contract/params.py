@@ -15,6 +15,8 @@ PositiveInt = Annotated[int, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 Probability = Annotated[float, Field(ge=0, lt=1)]
+# torch's floating dtype names (BitsAndBytesConfig reads ``getattr(torch, name)`` when the model loads)
+ComputeDtype = Literal["bfloat16", "float16", "half", "float32", "float", "float64", "double"]
 
 
 class _Params(BaseModel):
@@ -112,7 +114,7 @@ class LoRASFTParams(CommonParams):
     load_in_4bit: bool | None = Field(None, description="QLoRA: load the base model in 4 bits (CUDA).")
     load_in_8bit: bool | None = Field(None, description="Load the base model in 8 bits (CUDA).")
     bnb_4bit_quant_type: Literal["nf4", "fp4"] | None = Field(None, description="4-bit quantization type.")
-    bnb_4bit_compute_dtype: str | None = Field(None, description="Compute dtype for 4-bit layers.")
+    bnb_4bit_compute_dtype: ComputeDtype | None = Field(None, description="Compute dtype for 4-bit layers (a torch dtype).")
     bnb_4bit_use_double_quant: bool | None = Field(None, description="Nested quantization.")
     flash_attention: bool | None = Field(None, description="Use flash attention where available.")
     sample_packing: bool | None = Field(None, description="Pack samples into full sequences (TRL packing).")
@@ -143,3 +145,5 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "lora_sft": (),
 }
 PATH_PARAMS = ("model_path", "data_path", "ckpt_output_dir")
+# curated parameters that name a file or directory: an empty or blank string is refused, never "given"
+PATH_FIELDS = (*PATH_PARAMS, "data_output_dir")

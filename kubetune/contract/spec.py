@@ -18,8 +18,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kubetune.backends import get_backend
-from kubetune.contract.catalog import catalog, value_problems
-from kubetune.contract.params import ALGORITHM_PARAMS, PATH_PARAMS, REQUIRED
+from kubetune.contract.catalog import catalog, choice_problems, value_problems
+from kubetune.contract.params import ALGORITHM_PARAMS, PATH_FIELDS, PATH_PARAMS, REQUIRED
 from kubetune.contract.reading import MAX_DEPTH, MAX_ITEMS, MAX_SPEC_BYTES, Refused, parse, read_text
 from kubetune.contract.secrets import HINT, KNOWN_SECRETS, SecretRef, redact, scan_spec, shown
 from kubetune.errors import KubetuneError, Problem
@@ -172,9 +172,11 @@ def validate_spec(
     problems: list[Problem] = []
     hidden: set[str] = set()
     lines = lines or {}
+    spelled: dict[str, str] = {}  # curated name -> the backend's own name, which the file may use
 
     def where(key: str) -> str:
-        for candidate in (key, f"backend_kwargs.{key}", key.split(".")[0].split("[")[0]):
+        top = key.split(".")[0].split("[")[0]
+        for candidate in (key, f"backend_kwargs.{key}", top, spelled.get(top, top), f"backend_kwargs.{spelled.get(top)}"):
             if source and candidate in lines:
                 return f"{source}:{lines[candidate]}: `{key}`"
         return f"{source}: `{key}`" if source else f"`{key}`"
@@ -276,7 +278,15 @@ def validate_spec(
             problems.append(Problem(key, f"must be {fields[key].describe()} ({fields[key].source})"))
         else:
             problems += value_problems(backend.catalog_name, key, value)
+    to_backend = {curated_name: field for field, curated_name in backend.renames.items()}
+    spelled.update(to_backend)
+    for key, value in curated.items():  # a curated parameter reaches a backend field: its fixed lists hold too
+        if to_backend.get(key, key) in fields:
+            problems += choice_problems(backend.catalog_name, to_backend.get(key, key), value, key)
 
+    for name in PATH_FIELDS:
+        if isinstance(curated.get(name), str) and not curated[name].strip():
+            problems.append(Problem(name, "is empty: give a path"))
     params: dict[str, Any] = {}
     try:
         params = model.model_validate(curated).model_dump(exclude_none=True)
@@ -287,6 +297,9 @@ def validate_spec(
     problems += [Problem(name, f"is required for {algorithm}") for name in required if name not in curated]
     if params.get("max_seq_len") and params.get("max_tokens_per_gpu") and params["max_seq_len"] > params["max_tokens_per_gpu"]:
         problems.append(Problem("max_seq_len", "must not exceed max_tokens_per_gpu (one sample must fit on a GPU)"))
+    rank, nodes = curated.get("node_rank"), curated.get("nnodes", 1)
+    if all(isinstance(n, int) and not isinstance(n, bool) for n in (rank, nodes)) and 0 < nodes <= rank:
+        problems.append(Problem("node_rank", f"must be less than nnodes ({nodes}): ranks are 0..nnodes-1"))
     if params.get("is_pretraining") and params.get("block_size") is None and algorithm != "sft":
         problems.append(Problem("block_size", "is required when is_pretraining is true"))
     if not problems:
