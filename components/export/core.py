@@ -35,6 +35,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Callable
@@ -118,7 +119,8 @@ def load_manifest(data: bytes) -> dict:
         raise ValueError('not a kubetune manifest (expected {"format": 1, "files": {...}})')
     for name, entry in files.items():
         parts = PurePosixPath(name).parts
-        if not name or name.startswith("/") or ".." in parts or "\\" in name or not name.isprintable():
+        normal = PurePosixPath(name).as_posix() == name and bool(parts)  # no "d/", "./d", "d//x", "."
+        if not name or name.startswith("/") or ".." in parts or "\\" in name or not name.isprintable() or not normal:
             raise ValueError(f"lists {name!r}, which is not a path inside the export")
         if not (
             isinstance(entry, dict)
@@ -156,9 +158,13 @@ def verify(destination: str | Path) -> list[str]:
         return [f"{manifest_path} is not a valid manifest: {e}"]
     except OSError as e:
         return [f"{manifest_path} cannot be read: {e.strerror}"]
-    problems = []
+    listed = set(manifest["files"])
+    wrong = not_files(directory, listed)
+    problems = [f"{name} is {kind}, not a file" for name, kind in wrong.items()]
     for name, entry in manifest["files"].items():
         path = directory / name
+        if name in wrong:
+            continue
         try:
             if not path.is_file():
                 problems.append(f"{name} is missing")
@@ -166,13 +172,14 @@ def verify(destination: str | Path) -> list[str]:
                 problems.append(f"{name} does not match its checksum")
         except OSError as e:
             problems.append(f"{name} cannot be read: {e.strerror}")
-    problems += [f"{name} is not in the manifest" for name in unlisted(directory, set(manifest["files"]))]
+    problems += [f"{name} is not in the manifest" for name in unlisted(directory, listed)]
     return problems
 
 
 def unlisted(directory: Path, listed: set[str], limit: int | None = None) -> list[str]:
     """Entries under ``directory`` (files, links, directories) that are neither ``manifest.json``, listed,
-    nor a directory holding a listed file; symbolic links are not followed. At most ``limit`` of them."""
+    nor a directory holding a listed file; a listed name that is a folder is looked into too (what it holds
+    is not listed), symbolic links are not followed. At most ``limit`` of them."""
     parents = {parent.as_posix() for name in listed for parent in PurePosixPath(name).parents}
     found = []
     for top, directories, files in os.walk(directory):
@@ -182,8 +189,22 @@ def unlisted(directory: Path, listed: set[str], limit: int | None = None) -> lis
                 found.append(relative)
                 if limit is not None and len(found) >= limit:
                     return sorted(found)
-        directories[:] = [d for d in directories if Path(top, d).relative_to(directory).as_posix() in parents]
+        kept = parents | listed  # a foreign folder is named once; one the manifest lists as a file is looked into
+        directories[:] = [d for d in directories if Path(top, d).relative_to(directory).as_posix() in kept]
     return sorted(found)
+
+
+def not_files(directory: Path, listed: set[str]) -> dict[str, str]:
+    """Listed names that are there but are not regular files, with what they are ("a folder", ...)."""
+    found = {}
+    for name in sorted(listed):
+        try:
+            mode = (directory / name).lstat().st_mode
+        except OSError:
+            continue  # missing: said elsewhere
+        if not stat.S_ISREG(mode):
+            found[name] = "a folder" if stat.S_ISDIR(mode) else "a symbolic link" if stat.S_ISLNK(mode) else "a special file"
+    return found
 
 
 def refuse(where: str, message: str, hint: str | None = None) -> KubetuneError:
@@ -196,31 +217,26 @@ def foreign_message(names: list[str], scanned_all: bool = True) -> str:
     return f"holds {count} file(s) or folder(s) kubetune did not export ({shown})"
 
 
-def check_destination(destination: str, overwrite: bool = False, source: Path | None = None) -> None:
+def check_destination(
+    destination: str, overwrite: bool = False, source: Path | None = None, protect: dict[str, Path] | None = None
+) -> None:
     """Refuse, before a byte moves, a destination an export would wreck (KubetuneError naming it).
 
-    Accepted: an absent or empty destination, a kubetune export (every file listed in its manifest), or an
-    interrupted kubetune export (its staging or journal). Anything else is refused unless ``overwrite``:
-    then the destination ends up holding exactly the new export (whatever else it held is deleted once the
-    new export is complete). Always refused: a bucket root, a filesystem root, a destination inside
-    ``source`` or containing it (symbolic links resolved)."""
+    Accepted: an absent or empty destination, a kubetune export (every file listed in its manifest, each a
+    regular file), or an interrupted kubetune export (its staging or journal). Anything else is refused
+    unless ``overwrite``: then the destination ends up holding exactly the new export (whatever else it
+    held is deleted once the new export is complete). Always refused, ``overwrite`` or not (see ``place``):
+    a bucket root, a URI that is not s3://, a place that cannot be a folder, a system folder, a destination
+    that is or holds the working directory or the home directory, and one inside ``source`` or any
+    ``protect`` path (the run's inputs and run folder, by the name a refusal gives them) or containing it
+    (symbolic links resolved)."""
     destination = str(destination)
     if destination.startswith("s3://"):
         from kubetune.components.export.publish import check_s3_destination
 
         check_s3_destination(destination, overwrite)
         return
-    if not destination.strip():
-        raise refuse("destination", "is empty: give a directory or s3://bucket/prefix")
-    target = Path(destination).resolve()
-    if target.parent == target:
-        raise refuse(destination, "is a filesystem root: an export needs a directory of its own")
-    if source is not None:
-        checkpoint = Path(source).resolve()
-        if target == checkpoint or checkpoint in target.parents:
-            raise refuse(destination, f"is inside the checkpoint being exported ({source})")
-        if target in checkpoint.parents:
-            raise refuse(destination, f"contains the checkpoint being exported ({source}): exporting there would delete it")
+    target = place(destination, source, protect)
     if overwrite or not os.path.lexists(target):
         return
     if not target.is_dir():
@@ -228,9 +244,75 @@ def check_destination(destination: str, overwrite: bool = False, source: Path | 
     listed = listed_files(target / MANIFEST)
     if listed is None:
         raise refuse(destination, f"holds a {MANIFEST} that is not a valid kubetune manifest", OVERWRITE_HINT)
+    if wrong := not_files(target, listed):
+        name, kind = next(iter(wrong.items()))
+        message = f"is not a kubetune export: its {MANIFEST} lists {name}, which is {kind}, not a file"
+        raise refuse(destination, message, OVERWRITE_HINT)
     foreign = unlisted(target, listed, FOREIGN_SCANNED)
     if foreign:
         raise refuse(destination, foreign_message(foreign, len(foreign) < FOREIGN_SCANNED), OVERWRITE_HINT)
+
+
+SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
+SYSTEM = {  # top-level folders an export never replaces (one inside them is fine, e.g. /tmp/model)
+    *("/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/media", "/mnt", "/opt", "/proc"),
+    *("/root", "/run", "/sbin", "/snap", "/srv", "/sys", "/tmp", "/usr", "/var"),
+    *("/Applications", "/Library", "/System", "/Users", "/Volumes", "/private"),
+}
+NO_FILES = ("/proc", "/sys")  # kernel views: nothing can be exported there
+
+
+def place(destination: str, source: Path | None = None, protect: dict[str, Path] | None = None) -> Path:
+    """The local destination, resolved; refused (``overwrite`` or not) where an export cannot or must not go."""
+    if not destination.strip():
+        raise refuse("destination", "is empty: give a directory or s3://bucket/prefix")
+    if (scheme := SCHEME.match(destination)) and destination[scheme.end() :].startswith("//"):
+        message = f"{scheme.group(1)}:// is not an export destination: give a directory or s3://bucket/prefix"
+        raise refuse(destination, message)
+    if os.path.islink(destination) and not os.path.exists(destination):
+        raise refuse(destination, f"is a symbolic link to {os.readlink(destination)}, which does not exist")
+    target = Path(destination).resolve()
+    if target.parent == target:
+        raise refuse(destination, "is a filesystem root: an export needs a directory of its own")
+    for system in NO_FILES:
+        if Path(system) in target.parents:
+            raise refuse(destination, f"is under {system}, where no export can be written")
+    if source is not None:
+        checkpoint = Path(source).resolve()
+        if target == checkpoint or checkpoint in target.parents:
+            raise refuse(destination, f"is inside the checkpoint being exported ({source})")
+        if target in checkpoint.parents:
+            raise refuse(destination, f"contains the checkpoint being exported ({source}): exporting there would delete it")
+    for name, where in _keep(protect):
+        if target == where:
+            raise refuse(destination, f"is {name} ({where}): an export replaces its destination whole")
+        if target in where.parents:
+            raise refuse(destination, f"contains {name} ({where}): exporting there would delete it")
+        if where in target.parents and name not in ("the working directory", "the home directory"):
+            raise refuse(destination, f"is inside {name} ({where})")
+    if str(target) in SYSTEM:
+        raise refuse(destination, f"is the system folder {target}: export to a folder of its own inside it")
+    for parent in target.parents:
+        if os.path.lexists(parent):
+            if not parent.is_dir():
+                raise refuse(destination, f"cannot be created: {parent} is not a directory")
+            break
+    return target
+
+
+def _keep(protect: dict[str, Path] | None) -> list[tuple[str, Path]]:
+    """What a destination may neither be nor contain (nor, but for cwd and home, be inside): resolved."""
+    home = os.path.expanduser("~")
+    places = {"the working directory": _cwd(), "the home directory": None if home.startswith("~") else Path(home)}
+    places.update(protect or {})
+    return [(name, Path(where).resolve()) for name, where in places.items() if where is not None]
+
+
+def _cwd() -> Path | None:
+    try:
+        return Path.cwd()
+    except OSError:  # the working directory was deleted
+        return None
 
 
 def listed_files(manifest: Path) -> set[str] | None:
@@ -503,7 +585,8 @@ def export_step(
     root = Path(trained_model)
     complete = [p for p in find_checkpoints(root) if checkpoint_problem(p) is None]  # the newest complete one
     source = root / checkpoint if select == "best" else (complete or [root])[-1]
-    check_destination(destination, overwrite, source)
+    inputs = {"the trained model": root, "the training kwargs": spec_path, "the loss curve": curve_path}
+    check_destination(destination, overwrite, source, {name: Path(p) for name, p in inputs.items() if p})
     spec = json.loads(Path(spec_path).read_text()) if spec_path else {}
     curve = json.loads(Path(curve_path).read_text()) if curve_path and Path(curve_path).is_file() else None
     train, validation = train_metadata or {}, validation_metadata or {}

@@ -868,3 +868,120 @@ def test_export_overwrite_is_a_pipeline_parameter_wired_to_the_export_step(tmp_p
         text = (tmp_path / "p.yaml").read_text()
         assert re.search(r"\n +overwrite:\n +componentInputParameter: export_overwrite\n", text)
         assert re.search(r"\n +export_overwrite:\n +defaultValue: false\n", text)
+
+
+# --- round 2: places an export must never replace; a manifest that lists a folder --------------------
+
+
+def _places(tmp_path: Path) -> dict[str, tuple[str, str]]:
+    """destination -> the refusal's message; the working directory is tmp/c1, HOME is tmp/home."""
+    cwd, home = tmp_path / "c1", tmp_path / "home"
+    data = cwd / "mydata.jsonl"
+    whole, deletes = "an export replaces its destination whole", "exporting there would delete it"
+    return {
+        "cwd": (".", f"is the working directory ({cwd}): {whole}"),
+        "parent of cwd": ("..", f"contains the working directory ({cwd}): exporting there would delete it"),
+        "home": (str(home), f"is the home directory ({home}): {whole}"),
+        "root": ("/", "is a filesystem root: an export needs a directory of its own"),
+        "/usr": ("/usr", "is the system folder /usr: export to a folder of its own inside it"),
+        "/etc": ("/etc/", "is the system folder /etc: export to a folder of its own inside it"),
+        "an input": (str(data), f"is --data ({data}): {whole}"),
+        "holds an input": (str(tmp_path / "inputs"), f"contains --kwargs ({tmp_path}/inputs/kw.json): {deletes}"),
+        "inside an input": (str(tmp_path / "run" / "out"), f"is inside the run folder -o ({tmp_path}/run)"),
+        "under /proc": ("/proc/model", "is under /proc, where no export can be written"),
+        "under /sys": ("/sys/model", "is under /sys, where no export can be written"),
+        "parent is a file": ("notes.txt/sub", f"cannot be created: {cwd}/notes.txt is not a directory"),
+        "file://": ("file:///tmp/x", "file:// is not an export destination: give a directory or s3://bucket/prefix"),
+        "hf://": ("hf://org/model", "hf:// is not an export destination: give a directory or s3://bucket/prefix"),
+        "gs://": ("gs://bkt/model", "gs:// is not an export destination: give a directory or s3://bucket/prefix"),
+        "dangling link": ("dangling", f"is a symbolic link to {tmp_path}/nowhere, which does not exist"),
+    }
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+@pytest.mark.parametrize("case", list(_places(Path("/t"))))
+def test_cwd_home_system_folders_and_inputs_are_refused_even_with_overwrite(tmp_path, v1, monkeypatch, case, overwrite):
+    cwd = tmp_path / "c1"
+    (cwd / "src").mkdir(parents=True)
+    (cwd / "notes.txt").write_text("mine")
+    (cwd / "mydata.jsonl").write_text("{}\n")
+    (cwd / "src" / "main.py").write_text("print()")
+    (tmp_path / "home").mkdir()
+    (tmp_path / "inputs").mkdir()
+    (tmp_path / "inputs" / "kw.json").write_text("{}")
+    (tmp_path / "run").mkdir()
+    (cwd / "dangling").symlink_to(tmp_path / "nowhere")
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    destination, message = _places(tmp_path)[case]
+    protect = {"--data": Path("mydata.jsonl"), "--kwargs": tmp_path / "inputs" / "kw.json", "the run folder -o": tmp_path / "run"}
+    before = tree(tmp_path)
+    with pytest.raises(KubetuneError) as refused:
+        check_destination(destination, overwrite, protect=protect)
+    assert [str(p) for p in refused.value.problems] == [f"{destination}: {message}"]
+    if case in ("cwd", "home", "parent is a file", "dangling link"):  # the export itself refuses too
+        with pytest.raises(KubetuneError) as refused:
+            export(v1, destination, overwrite=overwrite)
+        assert [str(p) for p in refused.value.problems] == [f"{destination}: {message}"]
+    assert tree(tmp_path) == before  # the user's files and the data are all there
+
+
+def _listed_folder(d: Path) -> str:
+    (d / "d").mkdir()
+    (d / "d" / "precious.txt").write_text("precious")
+    return "a folder"
+
+
+def _listed_link(d: Path) -> str:
+    (d.parent / "elsewhere.txt").write_text("precious")
+    (d / "d").symlink_to(d.parent / "elsewhere.txt")
+    return "a symbolic link"
+
+
+def _listed_fifo(d: Path) -> str:
+    os.mkfifo(d / "d")
+    return "a special file"
+
+
+@pytest.mark.parametrize("make", [_listed_folder, _listed_link, _listed_fifo], ids=["folder", "link", "fifo"])
+def test_a_hand_made_manifest_listing_a_non_file_is_not_a_kubetune_export(tmp_path, v1, make):
+    destination = tmp_path / "m7"
+    destination.mkdir()
+    entry = {"sha256": "a" * 64, "bytes": 0}
+    (destination / MANIFEST).write_text(json.dumps({"format": 1, "files": {"d": entry}}))
+    kind = make(destination)
+    before = tree(tmp_path)
+    expected = f"{destination}: is not a kubetune export: its manifest.json lists d, which is {kind}, not a file {HINT}"
+    for attempt in (lambda: check_destination(str(destination)), lambda: export(v1, destination)):
+        with pytest.raises(KubetuneError) as refused:
+            attempt()
+        assert [str(p) for p in refused.value.problems] == [expected]
+    assert tree(tmp_path) == before
+    inside = ["d/precious.txt is not in the manifest"] if kind == "a folder" else []
+    assert verify(destination) == [f"d is {kind}, not a file", *inside]
+
+
+@pytest.mark.parametrize("name", ["d/", "./d", "d//x", "."])
+def test_a_manifest_name_that_is_not_a_plain_relative_path_is_invalid(tmp_path, name):
+    destination = tmp_path / "m"
+    (destination / "d").mkdir(parents=True)
+    (destination / "d" / "precious.txt").write_text("precious")
+    (destination / MANIFEST).write_text(json.dumps({"format": 1, "files": {name: {"sha256": "a" * 64, "bytes": 0}}}))
+    with pytest.raises(KubetuneError) as refused:
+        check_destination(str(destination))
+    invalid = f"{destination}: holds a manifest.json that is not a valid kubetune manifest {HINT}"
+    assert [str(p) for p in refused.value.problems] == [invalid]
+    outside = f"lists {name!r}, which is not a path inside the export"
+    assert verify(destination) == [f"{destination}/manifest.json is not a valid manifest: {outside}"]
+
+
+def test_s3_a_manifest_listing_a_folder_name_does_not_cover_the_objects_under_it(s3, v1):
+    s3.create_bucket(Bucket="bkt")
+    manifest = {"format": 1, "files": {"d": {"sha256": "a" * 64, "bytes": 0}}}
+    s3.put_object(Bucket="bkt", Key="m7/manifest.json", Body=json.dumps(manifest).encode())
+    s3.put_object(Bucket="bkt", Key="m7/d/precious.txt", Body=b"precious")
+    before = bucket_objects(s3, "bkt")
+    with pytest.raises(KubetuneError) as refused:
+        export(v1, "s3://bkt/m7")
+    expected = f"s3://bkt/m7: holds 1 file(s) or folder(s) kubetune did not export (d/precious.txt) {HINT}"
+    assert [str(p) for p in refused.value.problems] == [expected] and bucket_objects(s3, "bkt") == before
