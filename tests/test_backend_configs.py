@@ -60,3 +60,20 @@ def test_lora_spec_builds_sft_and_lora_configs():
     assert sft_config.weight_decay == 0.01 and sft_config.num_train_epochs == 1 and sft_config.packing is False
     assert "tensorboard" in sft_config.report_to
     assert (lora_config.r, lora_config.lora_alpha, lora_config.use_rslora) == (4, 8, True)
+
+
+def test_lora_configs_are_built_for_curated_parameters_alone():
+    """No backend kwarg at all: TRL's SFTConfig still judges the curated lr_scheduler (it used to be skipped),
+    and its plain ValueError is mapped to the curated field by the value it quotes, the value not shown."""
+    pytest.importorskip("trl", reason="TRL is the `lora` extra")
+    problems = get_backend("lora_sft").config_problems({"lr_scheduler": "bogus"}, {})
+    assert [p.where for p in problems] == ["lr_scheduler"]
+    assert problems[0].message.startswith("is refused by unsloth's configuration: <value> is not a valid SchedulerType")
+    assert "bogus" not in problems[0].message
+
+
+def test_a_backend_error_naming_its_own_field_maps_to_the_curated_name():
+    backend = get_backend("lora_sft")
+    error = ValueError("lr_scheduler_type must be set with warmup")
+    assert [p.where for p in backend._refusals(error, {"lr_scheduler": "cosine", "optim": "sgd"})] == ["lr_scheduler"]
+    assert [p.where for p in backend._refusals(ValueError("no field here"), {"optim": "sgd"})] == ["spec"]

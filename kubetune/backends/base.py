@@ -6,6 +6,7 @@ import importlib.util
 import re
 import sys
 import types
+import warnings
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -57,7 +58,9 @@ class Backend:
         bound = {**PLACEHOLDER_PATHS, **params}
         spec = TrainingSpec(algorithm=self.algorithm, backend=self.name, params=bound, backend_kwargs=kwargs)
         try:
-            self.validation_configs(spec)
+            with warnings.catch_warnings():  # a backend's deprecation notices are not the user's business
+                warnings.simplefilter("ignore")
+                self.validation_configs(spec)
         except (ValueError, TypeError) as e:  # pydantic's ValidationError is a ValueError
             return self._refusals(e, {**params, **kwargs})
         except Exception:  # noqa: BLE001 - an environment's limit, not the spec's mistake

@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from kubetune.backends import get_backend
 from kubetune.contract.catalog import catalog, choice_problems, value_problems
 from kubetune.contract.params import ALGORITHM_PARAMS, PATH_FIELDS, PATH_PARAMS, REQUIRED
-from kubetune.contract.reading import MAX_DEPTH, MAX_ITEMS, MAX_SPEC_BYTES, Refused, parse, read_text
+from kubetune.contract.reading import MAX_DEPTH, MAX_ITEMS, MAX_SPEC_BYTES, Refused, layout, parse, read_text
 from kubetune.contract.secrets import HINT, KNOWN_SECRETS, SecretRef, redact, scan_spec, shown
 from kubetune.errors import KubetuneError, Problem
 
@@ -66,14 +67,60 @@ class TrainingSpec(BaseModel):
         return validate_spec(document, require_paths=True)
 
 
-def read_document(path: str | Path) -> tuple[Any, dict[str, int]]:
-    """A spec file parsed in bounded memory, with the line of every key path; raises with file:line."""
+class Lines(dict):
+    """The line of every key path of a spec file, and its repeated keys (each one problem, already located):
+    a document whose only fault is a repeated key is still validated (JSON's last value counts), so that
+    every problem is reported at once; ``validate_spec`` adds ``repeated`` to its verdict."""
+
+    def __init__(self, lines: dict[str, int], repeated: list[Problem] | None = None):
+        super().__init__(lines)
+        self.repeated = repeated or []
+
+
+_REPEATED = re.compile(r"(?s)(?P<source>.*):(?P<first>\d+) and :(?P<line>\d+): (?P<key>`.*`)")
+
+
+def _repeated(problems: list[Problem]) -> tuple[list[Problem], list[Problem]]:
+    """``reading``'s duplicate-key problems (one per repetition) as one problem per key naming every line,
+    and the other problems."""
+    groups: dict[tuple[str, str, str], list[str]] = {}
+    others = []
+    for p in problems:
+        match = _REPEATED.fullmatch(p.where) if p.message.startswith("is given twice") else None
+        if match is None:
+            others.append(p)
+            continue
+        found = groups.setdefault((match["source"], match["first"], match["key"]), [match["first"]])
+        found.append(match["line"])
+    repeated = []
+    for (source, _, key), found in groups.items():
+        at = [f":{n}" for n in sorted(set(found), key=int)]
+        places = at[0] if len(at) == 1 else ", ".join(at[:-1]) + " and " + at[-1]
+        times = "twice" if len(found) == 2 else f"{len(found)} times"
+        repeated.append(Problem(f"{source}{places}: {key}", f"is given {times} (JSON keeps only the last)"))
+    return repeated, others
+
+
+def read_document(path: str | Path) -> tuple[Any, Lines]:
+    """A spec file parsed in bounded memory, with the line of every key path; raises with file:line.
+    A document whose only fault is a repeated key comes back with it in ``Lines.repeated``."""
     path = Path(path)
     try:
-        document, found = parse(read_text(path), str(path))
+        text = read_text(path)
+        try:
+            document, found = parse(text, str(path))
+            return document, Lines(found.lines)
+        except Refused as e:
+            repeated, others = _repeated(e.problems)
+            if others or not repeated:
+                raise Refused(repeated + others) from None
+            try:
+                document = json.loads(text)  # ``parse`` read it: only repeated keys are wrong
+            except ValueError:
+                raise Refused(repeated) from None
+            return document, Lines(layout(text, str(path)).lines, repeated)
     except Refused as e:
         raise KubetuneError([_hide(p, set()) for p in e.problems], f"invalid spec {path}") from None
-    return document, found.lines
 
 
 def load_spec(path: str | Path, require_paths: bool = True) -> TrainingSpec:
@@ -181,11 +228,15 @@ def validate_spec(
                 return f"{source}:{lines[candidate]}: `{key}`"
         return f"{source}: `{key}`" if source else f"`{key}`"
 
+    repeated = list(getattr(lines, "repeated", []))  # already located (see ``Lines``)
+
     def fail() -> KubetuneError:
-        shown_problems = problems[:MAX_PROBLEMS]
-        located = [_hide(Problem(where(p.where), p.message, p.hint), hidden) for p in shown_problems]
-        if len(problems) > MAX_PROBLEMS:
-            located.append(Problem(source or "spec", f"... and {len(problems) - MAX_PROBLEMS} more problem(s)"))
+        shown_problems = problems[: max(0, MAX_PROBLEMS - len(repeated))]
+        located = [_hide(p, hidden) for p in repeated[:MAX_PROBLEMS]]
+        located += [_hide(Problem(where(p.where), p.message, p.hint), hidden) for p in shown_problems]
+        if len(problems) + len(repeated) > MAX_PROBLEMS:
+            more = len(problems) + len(repeated) - MAX_PROBLEMS
+            located.append(Problem(source or "spec", f"... and {more} more problem(s)"))
         return KubetuneError(located, f"invalid spec{' ' + source if source else ''}")
 
     if not isinstance(document, dict):
@@ -306,7 +357,7 @@ def validate_spec(
         problems += backend.check(params, kwargs, catalog(backend.catalog_name), pipeline=not require_paths)
     if not problems:  # the backend's own configuration classes, where installed, have the last word
         problems += backend.config_problems(params, kwargs)
-    if problems:
+    if problems or repeated:
         raise fail()
     return TrainingSpec(
         schema_version=SCHEMA_VERSION,

@@ -262,3 +262,62 @@ def test_run_with_a_secret_in_the_spec_stops_before_the_cluster(tmp_path):
     assert result.exit_code == 2
     assert f"  - {path}:3: `report_to[0]`: looks like a credential (Hugging Face token)" in output
     assert HF not in output
+
+
+# Round 2: specs that validated but that the backend refused later (at training, on a GPU)
+OSFT = {"algorithm": "osft", "effective_batch_size": 8, "max_tokens_per_gpu": 512, "max_seq_len": 256,
+        "learning_rate": 1e-5, "unfreeze_rank_ratio": 0.3}  # fmt: skip
+SCHEDULERS = (
+    "linear, cosine, cosine_with_restarts, polynomial, constant, constant_with_warmup, inverse_sqrt, "
+    "reduce_lr_on_plateau, cosine_with_min_lr, cosine_warmup_with_min_lr, warmup_stable_decay, greedy"
+)
+LATE_CASES = [
+    ("lora-scheduler-unknown", '{"algorithm":"lora_sft","lr_scheduler":"bogus"}',
+     ["{f}:1: `lr_scheduler`: must be one of " + ", ".join(json.dumps(s) for s in SCHEDULERS.split(", "))]),
+    ("lora-scheduler-backend-spelling", lines({**LORA, "optim": "adamw_torch", "lr_scheduler_type": "bogus"}),
+     ["{f}:4: `lr_scheduler`: must be one of " + ", ".join(json.dumps(s) for s in SCHEDULERS.split(", "))]),
+    ("lora-sftconfig-cross-field-refusal",
+     lines({**LORA, "load_best_model_at_end": True, "eval_strategy": "steps", "save_strategy": "epoch", "eval_steps": 5}),
+     ["{f}:3: `load_best_model_at_end`: is refused by unsloth's configuration: --load_best_model_at_end requires the "
+      'save and eval strategy to match, except when --save_strategy="best", but found']),
+    ("lora-compute-dtype-unknown", lines({**LORA, "load_in_4bit": True, "bnb_4bit_compute_dtype": "floaty"}),
+     ["{f}:4: `bnb_4bit_compute_dtype`: Input should be 'bfloat16', 'float16', 'half', 'float32', 'float', "
+      "'float64' or 'double'"]),
+    ("lora-fsdp-unknown-word", lines({**LORA, "fsdp": "full_shard bogus"}),
+     ["{f}:3: `fsdp`: holds an option word that is not known; known (space-separated): full_shard, shard_grad_op, "
+      "no_shard, hybrid_shard, hybrid_shard_zero2, offload, auto_wrap"]),
+    ("osft-scheduler-unknown", lines({**OSFT, "lr_scheduler": "bogus"}),
+     ["{f}:8: `lr_scheduler`: must be one of " + SCHEDULERS]),
+    ("osft-dtypes-unknown", lines({**OSFT, "train_dtype": "floaty", "save_dtype": "floaty"}),
+     ["{f}:8: `train_dtype`: must be one of bfloat16, float16, float32, float64",
+      "{f}:9: `save_dtype`: must be one of bfloat16, double, float, float16, float32, float64, half"]),
+    ("osft-scheduler-kwargs-not-plain", lines({**OSFT, "lr_scheduler_kwargs": {"T_max": [1], "eta_min": 0.1}}),
+     ["{f}:9: `lr_scheduler_kwargs.T_max`: must be a number, a string or a boolean"]),
+    ("node-rank-beyond-nnodes", lines({**LORA, "nnodes": 2, "node_rank": 5}),
+     ["{f}:4: `node_rank`: must be less than nnodes (2): ranks are 0..nnodes-1"]),
+    ("empty-paths", lines({**LORA, "model_path": "", "data_path": " \t", "data_output_dir": ""}),
+     ["{f}:3: `model_path`: is empty: give a path", "{f}:4: `data_path`: is empty: give a path",
+      "{f}:5: `data_output_dir`: is empty: give a path"]),
+    ("sft-chat-template-override", lines({**SFT, "chat_tmpl_path": "/nonexistent.py", "use_legacy_tmpl": True}),
+     [f"{{f}}:{n}: `{k}`: cannot be set in a spec: kubetune tokenizes the data with the model's own chat template; "
+      "another template at training time would not match it" for n, k in ((6, "chat_tmpl_path"), (7, "use_legacy_tmpl"))]),
+    ("key-three-times-and-other-problems",
+     '{"algorithm": "lora_sft",\n"seed": 1, "lora_r": 0,\n"seed": 2,\n"x_bogus": 1,\n"seed": 3}',
+     ["{f}:2, :3 and :5: `seed`: is given 3 times (JSON keeps only the last)",
+      "{f}:4: `x_bogus`: is not a parameter of lora_sft nor a field of unsloth's configuration",
+      "{f}:2: `lora_r`: Input should be greater than 0"]),
+    ("key-three-times-on-one-line", '{"algorithm": "lora_sft", "seed": 1, "seed": 2, "seed": 3}',
+     ["{f}:1: `seed`: is given 3 times (JSON keeps only the last)"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "expected"), [c[1:] for c in LATE_CASES], ids=[c[0] for c in LATE_CASES])
+def test_what_the_backend_would_refuse_late_is_refused_by_validate(tmp_path, text, expected):
+    path = tmp_path / "spec.json"
+    path.write_text(text, encoding="utf-8")
+    code, output = validate(path)
+    assert code == 2, output
+    want = [e.replace("{f}", str(path)) for e in expected]
+    assert output.splitlines() == [f"invalid spec {path}: {len(want)} problem(s)", *(f"  - {w}" for w in want)]
+    assert "bogus" not in output.replace("x_bogus", "") and "floaty" not in output  # values are never echoed
+    assert [p.name for p in tmp_path.iterdir()] == ["spec.json"]  # nothing written
