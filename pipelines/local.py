@@ -32,6 +32,7 @@ RECORD = "run.json"
 KIND = "kubetune-run-local"
 WORKSPACE_ENV = "KUBETUNE_LOCAL_WORKSPACE"  # read by the training step: where its checkpoints live
 UNFINISHED = ("running", "interrupted", "failed")
+INPUT = 2  # a step's exit code for an input, environment or network failure (``kubetune.errors.reported``)
 
 
 def run_local(output_dir: str | Path, run_id: str | None = None, **arguments: Any) -> dict[str, Any]:
@@ -172,9 +173,16 @@ def kwargs_problems(path: Path, algorithm: str) -> tuple[dict[str, Any] | None, 
 
 
 def check_options(
-    algorithm: str, checkpoint: str, data: str | None, kwargs: Path | None, destination: str, overwrite: bool
+    algorithm: str,
+    checkpoint: str,
+    data: str | None,
+    kwargs: Path | None,
+    destination: str,
+    overwrite: bool,
+    run_folder: Path | None = None,
 ) -> dict[str, Any]:
-    """The pipeline arguments of these options; every problem with any of them in one KubetuneError."""
+    """The pipeline arguments of these options; every problem with any of them in one KubetuneError.
+    Local paths become absolute (run.json holds them so, for a resume from any directory)."""
     problems: list[Problem] = []
     arguments: dict[str, Any] = {"algorithm": algorithm, "export_checkpoint": checkpoint}
     if algorithm not in ALGORITHMS:
@@ -184,11 +192,16 @@ def check_options(
         problems.append(Problem("--algorithm", f"{algorithm} needs a CUDA GPU ({backend}); on CPU only lora_sft trains"))
     if checkpoint not in CHECKPOINTS:
         problems.append(Problem("--checkpoint", f"must be best or final, got {checkpoint!r}"))
-    if data:
+    if data is not None and not data.strip():
+        problems.append(Problem("--data", "is empty: give a file, a folder, s3:// or hf://, or leave --data out for the sample"))
+    elif data:
         if found := credential_problem("--data", data) or data_problem(data):
             problems.append(found)
         arguments["data_uri"] = data if "://" in data else str(Path(data).resolve())
-    if kwargs is not None:
+    if kwargs is not None and kwargs.is_dir():
+        message = "is empty: give a JSON file" if str(kwargs) == "." else f"{kwargs}: is a folder, not a JSON file"
+        problems.append(Problem("--kwargs", message))
+    elif kwargs is not None:
         document, found = kwargs_problems(kwargs, algorithm if algorithm in ALGORITHMS else "lora_sft")
         problems += found
         if document is not None:
@@ -196,18 +209,26 @@ def check_options(
     if destination and (found := credential_problem("--destination", destination)):
         problems.append(found)
     elif destination:
-        from kubetune.components.export.core import check_destination
-
-        try:
-            check_destination(destination, overwrite, source=None)
-        except KubetuneError as error:
-            problems += [Problem(f"--destination {p.where}".rstrip(), p.message, p.hint) for p in error.problems]
-        arguments["export_destination"] = destination
+        protect = {"--data": arguments.get("data_uri"), "--kwargs": kwargs, "the run folder -o": run_folder}
+        problems += destination_problems(destination, overwrite, protect)
+        arguments["export_destination"] = destination if "://" in destination else os.path.abspath(destination)
     if overwrite:
         arguments["export_overwrite"] = True
     if problems:
         raise KubetuneError(problems, "invalid run-local options")
     return arguments
+
+
+def destination_problems(destination: str, overwrite: bool, protect: dict[str, Any]) -> list[Problem]:
+    """The export step's own destination check, up front (``protect``: local inputs and the run folder)."""
+    from kubetune.components.export.core import check_destination
+
+    keep = {name: Path(path) for name, path in protect.items() if path and "://" not in str(path)}
+    try:
+        check_destination(destination, overwrite, source=None, protect=keep)
+    except KubetuneError as error:
+        return [Problem(f"--destination {p.where}".rstrip(), p.message, p.hint) for p in error.problems]
+    return []
 
 
 def _cuda() -> bool:
@@ -216,9 +237,10 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def resumed_arguments(record: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
-    """The recorded run's arguments; an option given again must say the same (``given``: options set away
-    from their defaults)."""
+def resumed_arguments(record: dict[str, Any], given: dict[str, Any], run_folder: Path | None = None) -> dict[str, Any]:
+    """The recorded run's arguments, checked again; an option given again must say the same (``given``:
+    options set away from their defaults). A relative path of an older record is refused from another
+    working directory (it would name another file or folder there)."""
     recorded = record.get("arguments") or {}
     defaults = {"algorithm": "lora_sft", "export_checkpoint": "best"}
     problems = [
@@ -227,8 +249,20 @@ def resumed_arguments(record: dict[str, Any], given: dict[str, Any]) -> dict[str
         for key, value in given.items()
         if value != defaults.get(key) and value != recorded.get(key, defaults.get(key))
     ]  # fmt: skip
+    if record.get("cwd") != os.getcwd():
+        for key in ("data_uri", "export_destination"):
+            value = recorded.get(key)
+            if isinstance(value, str) and value and "://" not in value and not os.path.isabs(value):
+                started = f"in {record['cwd']}" if record.get("cwd") else "in another working directory"
+                message = f"was recorded as the relative path {value!r} by a run started {started}"
+                problems.append(Problem(OPTION[key], message, "run --resume from the directory the run started in"))
     if problems:
         raise KubetuneError(problems, "cannot resume")
+    destination = recorded.get("export_destination", "")
+    if destination:
+        protect = {"--data": recorded.get("data_uri"), "the run folder -o": run_folder}
+        if found := destination_problems(destination, bool(recorded.get("export_overwrite")), protect):
+            raise KubetuneError(found, "cannot resume")
     return recorded
 
 
@@ -304,6 +338,7 @@ def new_record(arguments: dict[str, Any]) -> dict[str, Any]:
         "run_id": time.strftime("run-%Y%m%d-%H%M%S", time.gmtime()) + f"-{os.getpid()}",
         "state": "running",
         "arguments": arguments,
+        "cwd": os.getcwd(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
@@ -318,7 +353,8 @@ def supervise(folder: Path, record: dict[str, Any], say=print) -> tuple[int, dic
     """Run the record's pipeline in a child process group (its own session, so a terminal's Ctrl-C reaches
     only this process); on SIGINT or SIGTERM send the group SIGTERM (the training step saves a checkpoint and
     stops, the other steps end), wait for it, and mark the run ``interrupted``; a second signal kills the group.
-    Returns the exit code (0; 1: a step failed; 130/143: interrupted) and the record."""
+    Returns the exit code (0; 2: a step refused its input; 1: a step failed otherwise; 130/143: interrupted)
+    and the record."""
     record = write_record(folder, record, state="running", pid=os.getpid(), host=socket.gethostname())
     child = subprocess.Popen([sys.executable, "-m", "kubetune.pipelines.local", str(folder)], start_new_session=True)
     received: list[int] = []
@@ -345,7 +381,7 @@ def supervise(folder: Path, record: dict[str, Any], say=print) -> tuple[int, dic
         return 128 + received[0], write_record(folder, record, state="interrupted", pid=None)
     if code == 0 and record.get("state") == "finished":
         return 0, record
-    return 1, write_record(folder, record, state="failed", pid=None)
+    return (2 if code == INPUT else 1), write_record(folder, record, state="failed", pid=None)
 
 
 def _killpg(pgid: int, signum: int) -> None:
@@ -377,6 +413,7 @@ def _child(folder: Path) -> int:
     record = read_record(folder)
     if record is None:
         raise KubetuneError([Problem(str(folder / RECORD), "is missing")])
+    codes = _step_codes()
     try:
         result = run_local(folder, run_id=record["run_id"], **record["arguments"])
     except RuntimeError as e:  # kfp.local's way of saying a step failed; the step's own report is above
@@ -384,9 +421,24 @@ def _child(folder: Path) -> int:
             raise
         message = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
         print(f"\nkubetune run-local: {message} The step's report is printed above.", file=sys.stderr, flush=True)
-        return 1
+        return INPUT if INPUT in codes else 1
     write_record(folder, record, state="finished", pid=None, result=result)
     return 0
+
+
+def _step_codes() -> list[int]:
+    """The exit codes of the steps kfp.local runs from here on (it keeps only SUCCESS or FAILURE)."""
+    from kfp.local import subprocess_task_handler as handler
+
+    codes: list[int] = []
+    run = handler.run_local_subprocess
+
+    def recorded(*args: Any, **kwargs: Any) -> int:
+        codes.append(run(*args, **kwargs))
+        return codes[-1]
+
+    handler.run_local_subprocess = recorded
+    return codes
 
 
 if __name__ == "__main__":

@@ -420,3 +420,96 @@ def test_an_interrupted_run_local_resumes_from_its_last_checkpoint_with_its_prep
     record = json.loads((folder / "run.json").read_text())
     assert record["state"] == "finished" and Path(record["result"]["exported_model"], "manifest.json").is_file()
     assert "kubetune run-local finished" in second.stdout
+
+
+# ---------------------------------------------------------------- round 2: run-local's destination, empty options, run.json paths
+
+
+RUN_LOCAL_REFUSED = {
+    "cwd with overwrite": (["--destination", ".", "--overwrite"], "--destination .: is the working directory ({c}): "
+                           "an export replaces its destination whole"),
+    "home with overwrite": (["--destination", "{home}", "--overwrite"], "--destination {home}: is the home directory "
+                            "({home}): an export replaces its destination whole"),
+    "/usr": (["--destination", "/usr", "--overwrite"], "--destination /usr: is the system folder /usr: "
+             "export to a folder of its own inside it"),
+    "holds --data": (["--data", "data/d.jsonl", "--destination", "data", "--overwrite"],
+                     "--destination data: contains --data ({c}/data/d.jsonl): exporting there would delete it"),
+    "the run folder": (["--destination", "run"], "--destination run: is the run folder -o ({c}/run): "
+                       "an export replaces its destination whole"),
+    "inside the run folder": (["--destination", "run/model"], "--destination run/model: is inside the run folder -o ({c}/run)"),
+    "parent is a file": (["--destination", "notes.txt/sub"], "--destination notes.txt/sub: cannot be created: "
+                         "{c}/notes.txt is not a directory"),
+    "under /proc": (["--destination", "/proc/model"], "--destination /proc/model: is under /proc, "
+                    "where no export can be written"),
+    "file://": (["--destination", "file:///tmp/x"], "--destination file:///tmp/x: file:// is not an export destination: "
+                "give a directory or s3://bucket/prefix"),
+    "hf://": (["--destination", "hf://org/m"], "--destination hf://org/m: hf:// is not an export destination: "
+              "give a directory or s3://bucket/prefix"),
+    "dangling link": (["--destination", "dangling"], "--destination dangling: is a symbolic link to {c}/nowhere, "
+                      "which does not exist"),
+    "empty --data": (["--data", ""], "--data: is empty: give a file, a folder, s3:// or hf://, "
+                     "or leave --data out for the sample"),
+    "empty --kwargs": (["--kwargs", ""], "--kwargs: is empty: give a JSON file"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(RUN_LOCAL_REFUSED))
+def test_run_local_refuses_a_destination_that_would_wreck_or_fail_after_training_up_front(tmp_path, monkeypatch, case):
+    args, expected = RUN_LOCAL_REFUSED[case]
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "main.py").write_text("print()")
+    _files(tmp_path, "notes.txt", "mine")
+    (tmp_path / "data").mkdir()
+    _files(tmp_path / "data", "d.jsonl", '{"messages": []}\n')
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    (tmp_path / "home").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    result = _run_local("-o", "run", *[a.format(home=tmp_path / "home") for a in args])
+    assert result.exit_code == 2
+    expected = expected.format(c=tmp_path, home=tmp_path / "home")
+    assert result.stderr.splitlines() == ["invalid run-local options: 1 problem(s)", f"  - {expected}"]
+    assert not (tmp_path / "run").exists()
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_run_json_holds_absolute_paths_and_an_older_relative_one_is_refused_from_another_directory(tmp_path, monkeypatch):
+    from kubetune.pipelines.local import check_options, new_record
+
+    (tmp_path / "d.jsonl").write_text('{"messages": []}\n')
+    monkeypatch.chdir(tmp_path)
+    arguments = check_options("lora_sft", "best", "d.jsonl", None, "out/model", False, Path("run"))
+    record = new_record(arguments)
+    assert record["arguments"]["data_uri"] == str(tmp_path / "d.jsonl") and record["cwd"] == str(tmp_path)
+    assert record["arguments"]["export_destination"] == str(tmp_path / "out" / "model")
+
+    folder = tmp_path / "old-run"
+    _record(folder, state="failed", arguments={"algorithm": "lora_sft", "export_destination": "out", "export_overwrite": True})
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "out").mkdir()
+    _files(tmp_path / "elsewhere" / "out", "precious.txt", "keep")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    result = _run_local("-o", str(folder), "--resume")
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "cannot resume: 1 problem(s)",
+        "  - --destination: was recorded as the relative path 'out' by a run started in another working directory "
+        "(run --resume from the directory the run started in)",
+    ]
+    assert (tmp_path / "elsewhere" / "out" / "precious.txt").read_text() == "keep"
+    assert json.loads((folder / "run.json").read_text())["state"] == "failed"  # untouched
+
+
+def test_a_step_that_refused_its_input_ends_run_local_with_2_and_a_bug_with_1(tmp_path):
+    from kfp.local import subprocess_task_handler as handler
+    from kubetune.pipelines.local import INPUT, _step_codes
+
+    original = handler.run_local_subprocess
+    try:
+        codes = _step_codes()
+        for code in (0, INPUT, 1):
+            assert handler.run_local_subprocess([sys.executable, "-c", f"raise SystemExit({code})"]) == code
+        assert codes == [0, 2, 1]
+    finally:
+        handler.run_local_subprocess = original
