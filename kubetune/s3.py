@@ -8,16 +8,53 @@ exported as environment variables, or the pod's web identity — never from a pi
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 from kubetune.errors import KubetuneError, Problem
 
+_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):/+")  # also a URL whose "//" a Path() made one "/"
+NO_USERINFO = "holds a user or password: credentials come from the environment only"
+NO_QUERY = "holds a ?query or #fragment, which an s3:// URI may not (S3 keys holding '?' or '#' are rare: rename the object)"
+CREDENTIALS_HINT = "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (s3://) or HF_TOKEN (hf://) from a Kubernetes secret"
+
+
+def url_scheme(text: str) -> str | None:
+    """The scheme of ``text`` if it looks like a URL (``scheme://...``, or ``scheme:/...`` once a Path collapsed it)."""
+    match = _URL.match(text)
+    return match.group(1) if match else None
+
+
+def has_userinfo(uri: str) -> bool:
+    """Whether a URL carries a user or password before its host (``scheme://user:password@host/...``)."""
+    match = _URL.match(uri)
+    if not match:
+        return False
+    rest = re.split(r"[?#]", uri[match.end() :], maxsplit=1)[0]
+    authority = rest.split("/", 1)[0]
+    return "@" in authority or (":" in authority and "@" in rest)
+
+
+def public_uri(uri: str) -> str:
+    """``uri`` as a message may show it: scheme, host and path; no user, password, query or fragment."""
+    match = _URL.match(uri)
+    if not match:
+        return uri
+    rest = re.split(r"[?#]", uri[match.end() :], maxsplit=1)[0]
+    if has_userinfo(uri):
+        rest = rest.rpartition("@")[2]
+    return f"{match.group(1)}://{rest}"
+
 
 def split_uri(uri: str) -> tuple[str, str]:
-    """``s3://bucket/key`` -> (bucket, key)."""
+    """``s3://bucket/key`` -> (bucket, key); a user or password, a query or a fragment is refused."""
     if not uri.startswith("s3://"):
-        raise ValueError(f"not an s3:// URI: {uri}")
+        raise ValueError(f"not an s3:// URI: {public_uri(uri)}")
+    if has_userinfo(uri):
+        raise KubetuneError([Problem(public_uri(uri), NO_USERINFO, CREDENTIALS_HINT)], "invalid S3 URI")
+    if "?" in uri or "#" in uri:
+        raise KubetuneError([Problem(public_uri(uri), NO_QUERY)], "invalid S3 URI")
     bucket, _, key = uri[len("s3://") :].partition("/")
     if not bucket:
         raise KubetuneError([Problem(uri, "names no bucket (expected s3://bucket/key)")], "invalid S3 URI")
@@ -49,13 +86,20 @@ def client() -> Any:
 
 
 def explain(error: Exception, uri: str) -> KubetuneError:
-    """A boto3/botocore error as a user-facing problem that names the URI (never the credentials)."""
+    """A boto3/botocore error as a one-line user-facing problem that names the URI (never the credentials)."""
+    from kubetune.contract.secrets import redact
+
+    problem = _explained(error)
+    return KubetuneError([Problem(public_uri(uri), redact(" ".join(problem.split())))], "S3 request failed")
+
+
+def _explained(error: Exception) -> str:
     from boto3.exceptions import S3TransferFailedError, S3UploadFailedError
     from botocore.exceptions import ClientError
 
     if isinstance(error, (S3UploadFailedError, S3TransferFailedError)):
         cause = str(error).split(": ", 1)[-1]  # "Failed to upload A to B: <the S3 error>"
-        return KubetuneError([Problem(uri, f"transfer failed after retries ({cause})")], "S3 request failed")
+        return f"transfer failed after retries ({cause})"
     if isinstance(error, ClientError):
         code = error.response.get("Error", {}).get("Code", "")
         messages = {
@@ -67,11 +111,11 @@ def explain(error: Exception, uri: str) -> KubetuneError:
             "InvalidAccessKeyId": "the access key is not valid for this endpoint",
             "SignatureDoesNotMatch": "the secret key does not match the access key",
         }
-        return KubetuneError([Problem(uri, messages.get(code, str(error)))], "S3 request failed")
+        return messages.get(code, str(error))
     from kubetune.errors import explain as explain_failure
 
     failure = explain_failure(error)  # a network error: the endpoint and what happened, never a signed URL
-    return KubetuneError([Problem(uri, failure.report() if failure else str(error))], "S3 request failed")
+    return failure.report() if failure else str(error)
 
 
 def download(uri: str, destination: str | Path) -> Path:

@@ -37,16 +37,20 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from kubetune.data import DATA_FILE, MESSAGES_FILE
 from kubetune.data.records import REASONS, BadRecord, DataFormat, normalize
-from kubetune.data.sources import open_source
+from kubetune.data.sources import check_source, open_source
 from kubetune.data.tokenize import sample as make_sample
 from kubetune.errors import KubetuneError, Problem
 from kubetune.files import staging_dir, swap_into_place, write_text_atomic
+from kubetune.s3 import public_uri, url_scheme
 
 MAX_LISTED_PROBLEMS = 100
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?")  # gpt2, org/name: else a local path
+SEED_MAX = 2**32 - 1  # like the spec's seeds (numpy's are 32-bit)
 # reasons that the length policy decides; every other reason is invalid input, decided by on_invalid
 LENGTH_REASONS = {"too_long", "no_label_tokens"}
 
@@ -56,8 +60,8 @@ class PrepareConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    validation_ratio: float = Field(0.1, ge=0, lt=1, description="share held out when no validation source is given")
-    seed: int = Field(42, description="same data, ratio and seed: same split")
+    validation_ratio: float = Field(0.1, description="share held out when no validation source is given, in [0, 1)")
+    seed: int = Field(42, description="same data, ratio and seed: same split; 0..2^32-1")
     on_invalid: Literal["fail", "skip"] = Field("fail", description="fail: stop, write nothing; skip: drop and list")
     too_long: Literal["drop", "truncate", "fail"] = Field("drop", description="samples longer than max_seq_len")
     max_seq_len: int | None = Field(None, gt=0, description="longest sample in tokens (None: no limit)")
@@ -66,6 +70,20 @@ class PrepareConfig(BaseModel):
     document_column: str = Field("document", description="the text column of pretraining documents")
     num_proc: int | None = Field(None, gt=0, description="worker processes (default: every available core)")
     batch_size: int = Field(512, gt=0, description="records per worker task")
+
+    @field_validator("validation_ratio")
+    @classmethod
+    def _ratio(cls, value: float) -> float:
+        if not 0 <= value < 1:  # NaN fails too
+            raise PydanticCustomError("ratio", "must be a finite number in [0, 1), got {value}", {"value": str(value)})
+        return value
+
+    @field_validator("seed")
+    @classmethod
+    def _seed(cls, value: int) -> int:
+        if not 0 <= value <= SEED_MAX:
+            raise PydanticCustomError("seed", "must be an integer from 0 to 2^32-1, got {value}", {"value": str(value)})
+        return value
 
     @classmethod
     def checked(cls, **values: Any) -> PrepareConfig:
@@ -108,7 +126,11 @@ def _process(items: list[tuple[str, Any]], config: PrepareConfig) -> Batch:
         try:
             if isinstance(payload, BadRecord):  # found while reading (too large, not UTF-8)
                 raise payload
-            record = orjson.loads(payload) if isinstance(payload, (bytes, str)) else payload
+            if isinstance(payload, (bytes, str)):
+                record = orjson.loads(payload)
+                _refuse_duplicate_keys(payload)
+            else:
+                record = payload
             records.append(normalize(record, config.data_format, config.document_column))
             wheres.append(where)
         except orjson.JSONDecodeError as e:
@@ -132,6 +154,30 @@ def _process(items: list[tuple[str, Any]], config: PrepareConfig) -> Batch:
         batch.data.append(orjson.dumps(tokens) + b"\n")
         truncated += cut
     return batch._replace(truncated=truncated)
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    record = dict(pairs)
+    if len(record) != len(pairs):
+        seen: set[str] = set()
+        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))  # type: ignore[func-returns-value]
+    return record
+
+
+def _refuse_duplicate_keys(payload: bytes | str) -> None:
+    """A key given twice in one object is refused (JSON parsers silently keep one of the values, each its own)."""
+    try:
+        json.loads(payload, object_pairs_hook=_unique_pairs)
+    except _DuplicateKey as e:
+        key = repr(e.args[0])
+        key = key if len(key) <= 40 else key[:37] + "..."
+        raise BadRecord("invalid_json", f"invalid JSON: the key {key} appears twice in one object") from None
+    except (ValueError, RecursionError):
+        pass  # orjson, which read it, is the judge of valid JSON
 
 
 def _json_error(payload: bytes | str, error: Exception) -> str:
@@ -276,10 +322,11 @@ def prepare(
     Each output may already hold what an earlier ``prepare`` wrote (it is replaced whole) or be empty or
     absent; anything else is refused before a byte is read, unless ``overwrite``.
     """
+    outputs = {"train": train_out, "validation": validation_out, "report": report_out, "summary": summary_out}
+    check_places(data_uri, validation_uri, [path for path in outputs.values() if path])
     config = PrepareConfig.checked(**options)
     check_model(model_path, config.data_format)
     train_out, validation_out = Path(train_out), Path(validation_out)
-    outputs = {"train": train_out, "validation": validation_out, "report": report_out, "summary": summary_out}
     outputs = {kind: Path(path) for kind, path in outputs.items() if path}
     if not overwrite:
         refuse_foreign(outputs)
@@ -343,6 +390,7 @@ def prepare_dir(
     ``summary.md``. The directory is built beside ``out`` and renamed into place whole, so a reader (or a
     killed run) sees the previous output, the new one, or none; never a mix. ``out`` must be absent, empty or
     an earlier output of this command, unless ``overwrite``; it may never hold the data or the model."""
+    check_places(data_uri, validation_uri, [out])
     config = PrepareConfig.checked(**options)
     out = Path(out)
     check_model(model_path, config.data_format)
@@ -422,9 +470,10 @@ def refuse_foreign(outputs: dict[str, Path]) -> None:
 
 
 def _refuse_enclosing(out: Path, inputs: dict[str, str | None]) -> None:
-    """An output directory is replaced whole: it must not hold the inputs, nor the working directory."""
+    """An output directory is replaced whole: it must not hold the inputs, nor the working directory; nor may
+    it lie inside a data directory (the next run would read it as data)."""
     target = out.resolve()
-    places = {name: Path(uri).resolve() for name, uri in inputs.items() if uri and "://" not in uri} | {
+    places = {name: Path(uri).resolve() for name, uri in inputs.items() if uri and url_scheme(uri) is None} | {
         "the working directory": Path.cwd()
     }
     for name, place in places.items():
@@ -433,6 +482,34 @@ def _refuse_enclosing(out: Path, inputs: dict[str, str | None]) -> None:
                 [Problem(str(out), f"holds {name} ({place})", "write the prepared data to a directory of its own")],
                 "refusing to replace the output directory",
             )
+        if "data" in name and place.is_dir() and place in target.parents:
+            raise KubetuneError(
+                [Problem(str(out), f"is inside {name} ({place}): a later run would read its own output as data")],
+                "refusing to write the output inside the data",
+            )
+
+
+def check_places(data_uri: str, validation_uri: str | None, outputs: list[str | Path]) -> None:
+    """Sources kubetune reads, a validation source other than the training one, outputs that are local paths."""
+    check_source(data_uri, "data")
+    if validation_uri:
+        check_source(validation_uri, "validation data")
+        if _same_place(data_uri, validation_uri):
+            raise KubetuneError(
+                [Problem(public_uri(validation_uri), "is the training data itself", "give other data, or none to split")],
+                "invalid validation data",
+            )
+    for out in outputs:
+        if url_scheme(str(out)):
+            raise KubetuneError(
+                [Problem(public_uri(str(out)), "is a URL: outputs are local directories", "give a local path")], "invalid output"
+            )
+
+
+def _same_place(a: str, b: str) -> bool:
+    if url_scheme(a) or url_scheme(b):
+        return a.rstrip("/") == b.rstrip("/")
+    return Path(a).resolve() == Path(b).resolve()
 
 
 def _refuse_uncreatable(out: Path) -> None:
@@ -517,8 +594,9 @@ def check_model(model_path: str, data_format: str = "chat") -> None:
     path = Path(model_path)
     if path.is_dir() and not any((path / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
         raise KubetuneError([Problem(model_path, "has no tokenizer (tokenizer.json, tokenizer_config.json)")], "invalid model")
-    if not path.exists() and (path.is_absolute() or model_path.startswith((".", "~")) or model_path.count("/") > 1):
-        raise KubetuneError([Problem(model_path, "does not exist", "give a model directory or a hub id")], "invalid model")
+    if not path.exists() and not path.is_symlink() and not HUB_ID.fullmatch(model_path):
+        hint = "give a model directory or a hub id"
+        raise KubetuneError([Problem(public_uri(model_path), "does not exist", hint)], "invalid model")
     if path.exists() and not path.is_dir():
         raise KubetuneError([Problem(model_path, "is not a model directory")], "invalid model")
     try:
@@ -527,6 +605,9 @@ def check_model(model_path: str, data_format: str = "chat") -> None:
             encoder._template  # noqa: B018 (compiles it)
     except Exception as e:  # no template, a template that does not compile, an unreadable or unreachable tokenizer
         message = " ".join(str(e).split())[:300] or type(e).__name__
+        if not path.exists() and os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+            message = "is no local directory and not in the hub cache (HF_HUB_OFFLINE is set: nothing is downloaded)"
+            raise KubetuneError([Problem(model_path, message)], "invalid model") from None
         raise KubetuneError([Problem(model_path, f"its tokenizer cannot be used: {message}")], "invalid model") from None
 
 

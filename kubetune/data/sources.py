@@ -27,7 +27,8 @@ from typing import Any, BinaryIO
 
 from kubetune.data.records import BadRecord
 from kubetune.errors import KubetuneError, Problem
-from kubetune.runtime import resolve_data
+from kubetune.runtime import SAMPLE_DATA_URI, resolve_data
+from kubetune.s3 import CREDENTIALS_HINT, NO_QUERY, NO_USERINFO, has_userinfo, public_uri, url_scheme
 
 Item = tuple[str, Any]  # payload: JSON text (bytes or str), a decoded record (dict), or a BadRecord found while reading
 MAX_RECORD_BYTES = 16 * 2**20  # one record's text (a line, an array element, a Parquet row): larger ones are refused
@@ -35,6 +36,7 @@ MAX_BATCH_BYTES = 32 * 2**20  # a batch handed to a worker holds at most about t
 MAX_JSON_ARRAY_BYTES = 256 * 2**20  # a .json array file is read whole: larger ones must be JSON Lines
 LINE_SUFFIXES = (".jsonl", ".jsonl.gz", ".json")
 FILE_SUFFIXES = (*LINE_SUFFIXES, ".parquet")
+SUPPORTED = "a local file or directory, s3://bucket/key, hf://org/name[:split] or kubetune://sample-chat"
 
 
 @dataclass
@@ -58,6 +60,27 @@ class Source:
                 yield from _json_array_batches(path, shown, size)
             else:
                 yield from _line_batches(path, shown, size)
+
+
+def check_source(uri: str, what: str = "data") -> None:
+    """Refuse, before anything runs, a source that is a URL kubetune does not read, or one that carries a
+    credential (a user or password) or, for s3://, a query: shown without its user, password or query."""
+    scheme = url_scheme(uri)
+    if scheme is None or uri == SAMPLE_DATA_URI:
+        return
+    where, problem = public_uri(uri), None
+    if scheme == "kubetune":
+        problem = Problem(where, f"is not a bundled data set (the one there is: {SAMPLE_DATA_URI})")
+    elif scheme not in ("s3", "hf") or "://" not in uri:
+        problem = Problem(where, f"is a {scheme}:// URL, which kubetune does not read", f"give {SUPPORTED}")
+    elif has_userinfo(uri):
+        problem = Problem(where, NO_USERINFO, CREDENTIALS_HINT)
+    elif scheme == "s3" and ("?" in uri or "#" in uri):
+        problem = Problem(where, NO_QUERY)
+    elif scheme == "hf" and not re.fullmatch(r"hf://[\w.-]+(/[\w.-]+)?(:[^/?#\s]+)?", uri):
+        problem = Problem(where, "is not a hub dataset (expected hf://org/name or hf://org/name:split)")
+    if problem:
+        raise KubetuneError([problem], f"invalid {what}")
 
 
 def open_source(uri: str, workdir: str | Path) -> Source:
