@@ -461,18 +461,10 @@ def run_local(
     from kubetune.pipelines import local
 
     try:  # every option and the run folder, before the pipeline starts
-        arguments = local.check_options(algorithm, checkpoint, data, kwargs, destination, overwrite)
+        arguments = local.check_options(algorithm, checkpoint, data, kwargs, destination, overwrite, output)
         record = local.check_folder(output, resume, allow_nonempty)
         if record is not None:
-            recorded = local.resumed_arguments(record, arguments)
-            local.check_options(
-                recorded.get("algorithm", "lora_sft"),
-                recorded.get("export_checkpoint", "best"),
-                None,
-                None,
-                recorded.get("export_destination", ""),
-                bool(recorded.get("export_overwrite")),
-            )
+            local.resumed_arguments(record, arguments, output)
             typer.echo(f"kubetune run-local: resuming run {record['run_id']} in {output}", err=True)
         else:
             record = local.new_record(arguments)
