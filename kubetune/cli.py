@@ -136,7 +136,7 @@ def validate(
 def prepare(
     data: Annotated[str, typer.Argument(help="JSONL/JSON/Parquet file, directory, s3://bucket/key, hf://org/name.")],
     model: Annotated[str, typer.Option(help="Model whose tokenizer and chat template are used.")] = "kubetune://tiny-llama",
-    output: Annotated[str, typer.Option("-o", "--output", help="A local directory: train/, validation/, report.json, ...")] = "prepared",
+    output: Annotated[str, typer.Option("-o", "--output", help="Local directory for train/, validation/, ...")] = "prepared",
     validation: Annotated[str | None, typer.Option(help="A separate validation source (no split then).")] = None,
     validation_ratio: Annotated[float, typer.Option(help="Share held out for validation.")] = 0.1,
     seed: Annotated[int, typer.Option(help="Same data and seed, same split.")] = 42,
@@ -156,10 +156,11 @@ def prepare(
     """
     import tempfile
 
-    from kubetune.components.prepare.core import prepare_dir
+    from kubetune.components.prepare.core import check_places, prepare_dir
     from kubetune.runtime import resolve_model
 
     try:
+        check_places(data, validation, [output])  # before the model is resolved
         with tempfile.TemporaryDirectory(prefix="kubetune-model-") as workdir:
             summary = prepare_dir(
                 data,
