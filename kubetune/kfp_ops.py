@@ -206,8 +206,10 @@ def _version_id(kfp_client, pipeline_id: str, version: str) -> str | None:
 
 
 def parameters(spec: Path | None, params: list[str], pipeline: str = "finetune") -> dict[str, Any]:
-    """Pipeline arguments: a spec file becomes ``algorithm`` + ``training_kwargs`` (validated first, with file
-    and line on error); ``KEY=VALUE`` pairs are parsed as JSON when they can be (numbers, booleans, lists).
+    """Pipeline arguments, every one checked before anything connects: a spec file becomes ``algorithm`` +
+    ``training_kwargs`` (validated first, with file and line on error); each ``KEY=VALUE`` must name a
+    parameter of ``pipeline`` (else a did-you-mean) and hold a value of its type (JSON for numbers, booleans,
+    objects and lists); ``algorithm``/``training_kwargs`` given with ``-p`` are validated together as a spec.
 
     Nothing that looks like a credential is ever sent: every argument (spec and ``-p`` values, keys too) is
     scanned first, and the report names the argument without echoing it."""
@@ -223,12 +225,13 @@ def parameters(spec: Path | None, params: list[str], pipeline: str = "finetune")
         document = dict(document)
         arguments["algorithm"] = document.pop("algorithm")
         arguments["training_kwargs"] = document
-    problems = []
+    problems, given = [], {}
     for pair in params:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             problems.append(Problem(f"-p {shown(pair)}", "is not KEY=VALUE"))
             continue
+        given[key] = value
         try:
             arguments[key] = json.loads(value, parse_constant=_not_a_number)
         except ValueError:
@@ -237,9 +240,19 @@ def parameters(spec: Path | None, params: list[str], pipeline: str = "finetune")
     in_spec, more = scan_spec(arguments.get("training_kwargs"), "training_kwargs")  # its secrets: references
     suspects, hidden = suspects + in_spec, hidden | more
     problems += [Problem(f"argument `{s.where}`", s.reason, HINT) for s in suspects]
-    if validated is None and isinstance(arguments.get("training_kwargs"), dict) and not suspects:
-        validated = validate_spec({"algorithm": arguments.get("algorithm"), **arguments["training_kwargs"]}, require_paths=False)
-    if validated is not None and pipeline == "finetune-trainjob":  # the TrainJob places the nodes, not the spec
+    if not suspects:  # a credential is told first (and alone): a name or a type is not worth echoing it
+        problems += _argument_problems(pipeline, given, arguments, spec is not None)
+    spec_ok = not suspects and not {p.where for p in problems} & {"-p algorithm", "-p training_kwargs"}
+    if spec_ok and validated is None and {"algorithm", "training_kwargs"} & given.keys():
+        defaults = _inputs(pipeline)
+        algorithm = arguments.get("algorithm", getattr(defaults.get("algorithm"), "default", None))
+        kwargs = arguments.get("training_kwargs", getattr(defaults.get("training_kwargs"), "default", None)) or {}
+        try:
+            source = "-p training_kwargs" if "training_kwargs" in given else f"{pipeline}'s default training_kwargs"
+            validated = validate_spec({"algorithm": algorithm, **kwargs}, require_paths=False, source=source)
+        except KubetuneError as e:
+            problems += e.problems
+    if not problems and validated is not None and pipeline == "finetune-trainjob":  # the TrainJob places the nodes
         from kubetune.components.train.launch import placement_problems
 
         problems += placement_problems(validated.params, arguments.get("nnodes", 2), arguments.get("gpus", 1))
@@ -247,6 +260,56 @@ def parameters(spec: Path | None, params: list[str], pipeline: str = "finetune")
         shown_problems = [Problem(redact(p.where, hidden), redact(p.message, hidden), p.hint) for p in problems]
         raise KubetuneError(shown_problems, "invalid parameters")
     return arguments
+
+
+def _inputs(pipeline: str) -> dict[str, Any]:
+    """The pipeline's parameters: name -> KFP input spec (``type``: String, Integer, Float, Boolean, Dict,
+    List; ``default``; ``optional``)."""
+    return dict(pipelines()[pipeline].component_spec.inputs or {})
+
+
+_KINDS = {  # KFP parameter type -> (what the value must be, the Python types it may have)
+    "String": ("text", (str,)),
+    "Integer": ("an integer", (int,)),
+    "Float": ("a number", (int, float)),
+    "Boolean": ("true or false", (bool,)),
+    "Dict": ("a JSON object", (dict,)),
+    "List": ("a JSON list", (list,)),
+}
+
+
+def _kind_of(value: Any) -> str:
+    kinds = ((bool, "true or false"), (int, "an integer"), (float, "a number"), (dict, "a JSON object"), (list, "a JSON list"))
+    return next((name for cls, name in kinds if isinstance(value, cls)), "null" if value is None else "text")
+
+
+def _argument_problems(pipeline: str, given: dict[str, str], arguments: dict[str, Any], with_spec: bool) -> list[Problem]:
+    """Each ``-p`` must name a parameter of ``pipeline`` and hold a value of its type (a String takes the text
+    as written); ``algorithm``/``training_kwargs`` come from the spec or from ``-p``, not both."""
+    import difflib
+
+    inputs, problems = _inputs(pipeline), []
+    if with_spec and "training_kwargs" not in inputs:
+        problems.append(Problem("--spec", f"{pipeline} takes no spec (it trains nothing)"))
+    for key, text in given.items():
+        if with_spec and key in ("algorithm", "training_kwargs"):
+            problems.append(Problem(f"-p {key}", "is given by --spec too; give one or the other"))
+            continue
+        if key not in inputs:
+            close = difflib.get_close_matches(key, list(inputs), n=1)
+            hint = f"did you mean {close[0]}?" if close else f"its parameters: {', '.join(inputs)}"
+            problems.append(Problem(f"-p {key}", f"is not a parameter of {pipeline}", hint))
+            continue
+        kind = getattr(inputs[key], "type", None)
+        if kind == "String" and not isinstance(arguments[key], str):
+            arguments[key] = text  # a string parameter takes the text as written: 0123, true, null
+        what, types = _KINDS.get(kind, ("", (object,)))
+        value = arguments[key]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            problems.append(Problem(f"-p {key}", f"is {_kind_of(value)}; {pipeline} takes {what} ({kind})"))
+    missing = [k for k, spec in inputs.items() if not getattr(spec, "optional", True) and k not in arguments]
+    problems += [Problem(f"-p {k}", f"is required by {pipeline}") for k in missing]
+    return problems
 
 
 def _not_a_number(name: str) -> Any:

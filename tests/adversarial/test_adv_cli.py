@@ -611,3 +611,62 @@ def test_a_result_naming_a_credential_is_printed_redacted(tmp_path, spec):
     result = kubetune("validate", str(spec), "--pipeline", "-o", str(folder / "kwargs.json"))
     assert (result.exit_code, result.output) == (0, f"wrote {tmp_path}/<redacted>/kwargs.json\n")
     assert json.loads((folder / "kwargs.json").read_text())["algorithm"] == "osft"
+
+
+BYPASS = ["-p", 'training_kwargs={"learning_rate": -1, "lerning_rate": 3}', "-p", "algorithm=nonsense", "-p", "gpus=many"]
+
+
+@pytest.mark.parametrize(
+    ("command", "lines"),
+    [
+        (
+            ["run", "--spec", "{spec}", *BYPASS, "-p", "gpu=8", "-p", "seed=1.5", "-p", "merge_adapter=1"],
+            [
+                "invalid parameters: 6 problem(s)",
+                "  - -p training_kwargs: is given by --spec too; give one or the other",
+                "  - -p algorithm: is given by --spec too; give one or the other",
+                "  - -p gpus: is text; finetune takes an integer (Integer)",
+                "  - -p gpu: is not a parameter of finetune (did you mean gpus?)",
+                "  - -p seed: is a number; finetune takes an integer (Integer)",
+                "  - -p merge_adapter: is an integer; finetune takes true or false (Boolean)",
+            ],
+        ),
+        (
+            ["schedule", "create", "weekly", "--cron", "0 0 3 * * 1", "-p", 'training_kwargs={"learning_rate": -1}'],
+            ["invalid parameters: 1 problem(s)", "  - -p training_kwargs: `learning_rate`: Input should be greater than 0"],
+        ),
+        (
+            ["run", "-p", 'training_kwargs={"lerning_rate": 3}', "-p", "nodeselector={}"],
+            [
+                "invalid parameters: 2 problem(s)",
+                "  - -p nodeselector: is not a parameter of finetune (did you mean node_selector?)",
+                "  - -p training_kwargs: `lerning_rate`: is not a parameter of lora_sft nor a field of unsloth's "
+                "configuration (did you mean `learning_rate` or `logging_strategy`?)",
+            ],
+        ),
+        (
+            ["run", "evaluate-export", "-p", "max_seq_len=long"],
+            [
+                "invalid parameters: 4 problem(s)",
+                "  - -p max_seq_len: is text; evaluate-export takes an integer (Integer)",
+                "  - -p trained_model_uri: is required by evaluate-export",
+                "  - -p validation_data_uri: is required by evaluate-export",
+                "  - -p base_model_uri: is required by evaluate-export",
+            ],
+        ),
+    ],
+    ids=["run --spec", "schedule create", "run -p training_kwargs", "evaluate-export"],
+)
+def test_every_pipeline_argument_is_checked_before_anything_is_sent(command, lines, spec, kfp_server):
+    result = kubetune(*[str(spec) if a == "{spec}" else a for a in command])
+    assert (result.exit_code, result.output.splitlines()) == (2, lines)
+    assert kfp_server.requests == []  # nothing reached KFP
+
+
+def test_a_string_parameter_is_sent_as_written_and_the_others_typed(kfp_server):
+    args = ["-p", "model_uri=0123", "-p", "validation_ratio=1", "-p", 'node_selector={"pool": "a100"}', "-p", "gpus=2"]
+    result = kubetune("run", *args)
+    assert result.exit_code == 0, result.output
+    ((run,),) = [[r for r in kfp_server.requests if r["method"] == "POST" and r["path"].endswith("/runs")]]
+    sent = run["body"]["runtime_config"]["parameters"]
+    assert sent == {"model_uri": "0123", "validation_ratio": 1, "node_selector": {"pool": "a100"}, "gpus": 2}
