@@ -235,3 +235,35 @@ def test_quantized_loading_without_cuda_is_a_clear_error_not_a_silent_full_preci
     bound = bind(validate_spec(document, require_paths=False), str(tiny_model), tmp_path / "train", tmp_path / "out")
     with pytest.raises(KubetuneError, match="load_in_4bit: needs a CUDA GPU"):
         get_backend("lora_sft").train(bound)
+
+
+def test_4bit_settings_reach_bitsandbytes_or_are_refused_by_unsloth_never_dropped(tmp_path, tiny_model, monkeypatch):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from kubetune.backends import lora
+    from kubetune.errors import KubetuneError
+
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "data.jsonl").write_text('{"input_ids": [1, 2], "labels": [1, 2], "len": 2}\n')
+    document = {"algorithm": "lora_sft", "max_steps": 1, "learning_rate": 0.001, "load_in_4bit": True}
+    document |= {"bnb_4bit_quant_type": "nf4", "bnb_4bit_compute_dtype": "float16", "bnb_4bit_use_double_quant": True}
+    bound = bind(validate_spec(document, require_paths=False), str(tiny_model), tmp_path / "train", tmp_path / "out")
+    seen = {}
+
+    def loaded(path, **kwargs):  # stop before bitsandbytes (CUDA only) would load the weights
+        seen.update(kwargs["quantization_config"].to_dict())
+        raise RuntimeError("loaded")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", loaded)
+    with pytest.raises(RuntimeError, match="loaded"):  # the loading step alone: no trainer built on a faked CUDA
+        get_backend("lora_sft")._load(bound.model_copy(update={"backend": "peft"}), None)
+    assert (seen["bnb_4bit_quant_type"], seen["bnb_4bit_compute_dtype"], seen["bnb_4bit_use_double_quant"]) == (
+        "nf4",
+        "float16",
+        True,
+    )
+    monkeypatch.setattr(lora, "unsloth_usable", lambda: True)
+    with pytest.raises(KubetuneError, match="bnb_4bit_compute_dtype: is not honoured by Unsloth"):
+        get_backend("lora_sft")._load(bound, None)

@@ -136,6 +136,11 @@ class LoRASFT(Backend):
     def _load(self, spec, lora_config):
         p = spec.params
         if spec.backend != "peft" and unsloth_usable():
+            if chosen := sorted(bnb_options(p)):  # Unsloth picks its own 4-bit settings: never drop ours silently
+                raise KubetuneError(
+                    [Problem(chosen[0], "is not honoured by Unsloth (it chooses its own 4-bit settings); set backend: peft")],
+                    "cannot train",
+                )
             from unsloth import FastLanguageModel  # GPU only, imported lazily
 
             options = unsloth_lora_kwargs(lora_config.to_dict())  # before loading: a refusal costs nothing
@@ -163,7 +168,7 @@ class LoRASFT(Backend):
             from transformers import BitsAndBytesConfig
 
             quantized["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=bool(p.get("load_in_4bit")), load_in_8bit=bool(p.get("load_in_8bit"))
+                load_in_4bit=bool(p.get("load_in_4bit")), load_in_8bit=bool(p.get("load_in_8bit")), **bnb_options(p)
             )
         tokenizer = AutoTokenizer.from_pretrained(p["model_path"])
         model = AutoModelForCausalLM.from_pretrained(p["model_path"], **quantized)
@@ -272,6 +277,11 @@ UNSLOTH_LORA_FIELDS = (
     "r", "lora_alpha", "lora_dropout", "target_modules", "bias", "layers_to_transform", "layers_pattern",
     "use_rslora", "modules_to_save", "init_lora_weights", "loftq_config",
 )  # fmt: skip
+
+
+def bnb_options(params: dict[str, Any]) -> dict[str, Any]:
+    """The spec's bitsandbytes 4-bit settings, as ``BitsAndBytesConfig`` takes them."""
+    return {k: params[k] for k in ("bnb_4bit_quant_type", "bnb_4bit_compute_dtype", "bnb_4bit_use_double_quant") if k in params}
 
 
 def unsloth_lora_kwargs(lora: dict[str, Any]) -> dict[str, Any]:
