@@ -690,3 +690,167 @@ def test_sigkill_leaves_no_half_output_for_the_component_outputs(tmp_path, tiny_
     assert not (tmp_path / "val").exists()
     core.prepare(*args, num_proc=1)  # a rerun replaces the marked output and sweeps the dead run's staging
     assert sorted(os.listdir(tmp_path)) == ["d.jsonl", "train", "val"]
+
+
+# ---------------------------------------------------------------- round 2: URLs, credentials, ranges, keys, model
+
+SECRET = "Pa55wordXyz"
+URL_CASES = {
+    "https source with a password": (
+        ["https://user:Pa55wordXyz@example.invalid/d.jsonl"],
+        f"https://example.invalid/d.jsonl: is a https:// URL, which kubetune does not read (give {sources.SUPPORTED})",
+    ),
+    "ftp source with a password": (
+        ["ftp://u:Pa55wordXyz@h/x"],
+        f"ftp://h/x: is a ftp:// URL, which kubetune does not read (give {sources.SUPPORTED})",
+    ),
+    "https validation with a password": (
+        ["d.jsonl", "--validation", "https://u:Pa55wordXyz@h/x.jsonl?sig=Pa55wordXyz"],
+        f"https://h/x.jsonl: is a https:// URL, which kubetune does not read (give {sources.SUPPORTED})",
+    ),
+    "s3 source with a password": (
+        ["s3://user:Pa55wordXyz@bucket/x.jsonl"],
+        "s3://bucket/x.jsonl: holds a user or password: credentials come from the environment only"
+        " (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (s3://) or HF_TOKEN (hf://) from a Kubernetes secret)",
+    ),
+    "hf source with a token": (
+        ["hf://Pa55wordXyz@org/name"],
+        "hf://org/name: holds a user or password: credentials come from the environment only"
+        " (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (s3://) or HF_TOKEN (hf://) from a Kubernetes secret)",
+    ),
+    "s3 source with a query": (
+        ["s3://bucket/x.jsonl?token=Pa55wordXyz"],
+        "s3://bucket/x.jsonl: holds a ?query or #fragment, which an s3:// URI may not"
+        " (S3 keys holding '?' or '#' are rare: rename the object)",
+    ),
+    "hf without a name": (["hf://"], "hf://: is not a hub dataset (expected hf://org/name or hf://org/name:split)"),
+    "unknown bundled data": (
+        ["kubetune://nope"],
+        "kubetune://nope: is not a bundled data set (the one there is: kubetune://sample-chat)",
+    ),
+    "-o a URL with a password": (
+        ["d.jsonl", "-o", "https://u:Pa55wordXyz@h/out"],
+        "https://h/out: is a URL: outputs are local directories (give a local path)",
+    ),
+    "-o an s3 URL": (
+        ["d.jsonl", "-o", "s3://bucket/out"],
+        "s3://bucket/out: is a URL: outputs are local directories (give a local path)",
+    ),
+    "validation is the training data": (
+        ["d.jsonl", "--validation", "./d.jsonl"],
+        "./d.jsonl: is the training data itself (give other data, or none to split)",
+    ),
+    "-o inside the data directory": (
+        ["D", "-o", "D/prepared"],
+        "D/prepared: is inside the data ({cwd}/D): a later run would read its own output as data",
+    ),
+    "model URL with a password": (
+        ["d.jsonl", "--model", "https://u:Pa55wordXyz@h/m"],
+        "https://h/m: does not exist (give a model directory or a hub id)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", URL_CASES)
+def test_urls_credentials_and_self_reading_places_are_refused_with_nothing_shown_or_written(
+    tmp_path, tiny_model, monkeypatch, case
+):
+    """Findings 4, 5, 6, 13b/c/e/i: one line, the URL without user, password or query; nothing on disk."""
+    args, line = URL_CASES[case]
+    monkeypatch.chdir(tmp_path)
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "AKIAFAKEFAKEFAKE",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+    }.items():
+        monkeypatch.setenv(name, value)
+    lines(tmp_path / "d.jsonl", [GOOD] * 4)
+    (tmp_path / "D").mkdir()
+    lines(tmp_path / "D" / "d.jsonl", [GOOD] * 4)
+    before = tree(tmp_path)
+    if "--model" not in args:
+        args = [*args, "--model", str(tiny_model)]
+    if "-o" not in args:
+        args = [*args, "-o", "o"]
+    result = invoke(*args)
+    assert_one_problem(result, line.format(cwd=tmp_path))
+    assert SECRET not in result.output and "supersecret" not in result.output
+    assert tree(tmp_path) == before and sorted(os.listdir(tmp_path)) == ["D", "d.jsonl"]
+
+
+def test_s3_client_errors_are_one_line_naming_the_uri(tmp_path, tiny_model, s3, monkeypatch):
+    """Finding 5: botocore's multi-line or credential-quoting errors come out as one redacted line."""
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    result = invoke("s3://Bad_Bucket!/x.jsonl", "--model", tiny_model, "-o", tmp_path / "o")
+    problems = [x for x in result.stderr.splitlines() if x.startswith("  - ")]
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 2, result.stderr
+    assert problems[0].startswith('  - s3://Bad_Bucket!/x.jsonl: Parameter validation failed: Invalid bucket name "Bad_Bucket!"')
+    result = invoke("s3://no-such-bucket/x.jsonl", "--model", tiny_model, "-o", tmp_path / "o")
+    assert_one_problem(result, "s3://no-such-bucket/x.jsonl: the bucket does not exist")
+    assert not (tmp_path / "o").exists()
+
+
+def test_verify_refuses_an_s3_uri_with_a_password(monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    result = CliRunner().invoke(app, ["verify", "s3://u:Pa55wordXyz@b/p"])
+    assert result.exit_code == 2 and SECRET not in result.output
+    assert "s3://b/p: holds a user or password: credentials come from the environment only" in result.output
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "line"),
+    [
+        ("--seed", "-5", "seed: must be an integer from 0 to 2^32-1, got -5"),
+        ("--seed", "99999999999999999999999", "seed: must be an integer from 0 to 2^32-1, got 99999999999999999999999"),
+        ("--seed", "4294967296", "seed: must be an integer from 0 to 2^32-1, got 4294967296"),
+        ("--validation-ratio", "nan", "validation_ratio: must be a finite number in [0, 1), got nan"),
+        ("--validation-ratio", "inf", "validation_ratio: must be a finite number in [0, 1), got inf"),
+        ("--validation-ratio", "1", "validation_ratio: must be a finite number in [0, 1), got 1.0"),
+        ("--validation-ratio", "-0.1", "validation_ratio: must be a finite number in [0, 1), got -0.1"),
+    ],
+)
+def test_seed_and_ratio_out_of_range_are_refused(tmp_path, tiny_model, option, value, line):
+    """Finding 13g/h: seeds are 0..2^32-1 like the spec's; the ratio a finite number in [0, 1)."""
+    data = lines(tmp_path / "d.jsonl", [GOOD] * 4)
+    result = invoke(data, "--model", tiny_model, "-o", tmp_path / "o", option, value)
+    assert_one_problem(result, line)
+    assert sorted(os.listdir(tmp_path)) == ["d.jsonl"]
+
+
+@pytest.mark.parametrize(("fmt", "line"), [("jsonl", 2), ("json array", 3)])
+def test_a_key_given_twice_in_a_record_is_a_bad_record(tmp_path, tiny_model, fmt, line):
+    """Finding 13j: JSON parsers keep one of two values silently; a duplicate key is an invalid record, by on_invalid."""
+    twice = b'{"messages": [{"role": "user", "content": "hi", "role": "assistant"}, {"role": "assistant", "content": "yo"}]}'
+    good = json.dumps(GOOD).encode()
+    if fmt == "jsonl":
+        data = lines(tmp_path / "d.jsonl", [GOOD, twice, GOOD])
+    else:
+        data = tmp_path / "d.json"
+        data.write_bytes(b"[\n" + good + b",\n" + twice + b",\n" + good + b"\n]\n")
+    out = tmp_path / "o"
+    result = invoke(data, "--model", tiny_model, "-o", out)
+    assert_one_problem(result, f"{data}:{line}: invalid JSON: the key 'role' appears twice in one object")
+    assert not out.exists()
+    assert invoke(data, "--model", tiny_model, "-o", out, "--on-invalid", "skip").exit_code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["dropped"] == [
+        {
+            "where": f"{data}:{line}",
+            "reason": "invalid_json",
+            "message": "invalid JSON: the key 'role' appears twice in one object",
+        }
+    ]
+    assert report["summary"]["train_samples"] + report["summary"]["validation_samples"] == 2
+
+
+def test_a_model_that_is_no_directory_with_the_hub_offline_is_refused_locally(tmp_path):
+    """Finding 13f: with HF_HUB_OFFLINE set nothing is fetched, and the message says why."""
+    data = lines(tmp_path / "d.jsonl", [GOOD] * 4)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    args = [sys.executable, "-m", "kubetune.cli", "prepare", str(data), "--model", "nonexist", "-o", str(tmp_path / "o")]
+    done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2, done.stderr
+    problems = [x for x in done.stderr.splitlines() if x.startswith("  - ")]
+    why = "is no local directory and not in the hub cache (HF_HUB_OFFLINE is set: nothing is downloaded)"
+    assert problems == [f"  - nonexist: {why}"]
+    assert not (tmp_path / "o").exists()
