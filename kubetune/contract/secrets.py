@@ -19,10 +19,13 @@ Nothing here ever returns or prints a value it found: only the names of the shap
 
 from __future__ import annotations
 
+import bisect
 import re
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -179,6 +182,7 @@ class Found:
     shape: str
     start: int
     end: int
+    disguised: bool = False  # found in the word's undisguised form: the whole word is the credential's span
 
 
 def _scheme_start(text: str, colon: int) -> int | None:
@@ -191,8 +195,99 @@ def _scheme_start(text: str, colon: int) -> int | None:
 
 
 def find(text: str, context: str | None = None) -> list[Found]:
-    """Every credential shape in ``text``, in order. ``context``: the name the text is under (a key); None:
-    the text just before each match is its context (free text, a file)."""
+    """Every credential shape in ``text``, in order, also disguised: in look-alike characters (full-width,
+    zero-width spaces: NFKC with format characters removed) or percent-encoded (decoded up to 3 times; found
+    as its whole word). ``context``: the name the text is under (a key); None: the text just before each
+    match is its context (free text, a file)."""
+    found = _find_plain(text, context)
+    if not text.isascii():
+        found += _find_look_alike(text, context)
+    if "%" in text:
+        found += _find_encoded(text, context)
+    return sorted(found, key=lambda f: (f.start, -f.end))
+
+
+def _undisguised(char: str) -> str:
+    """A character as it looks in ASCII where it has a compatibility form (``ｈ``: ``h``); a format character
+    (zero-width space, joiner, direction mark) is nothing."""
+    return "".join(c for c in unicodedata.normalize("NFKC", char) if unicodedata.category(c) != "Cf")
+
+
+def _look_alikes(text: str) -> dict[int, str]:
+    """``str.translate`` table undisguising the non-ASCII characters of ``text`` that change."""
+    table = {}
+    for char in set(text):
+        if not char.isascii() and (plain := _undisguised(char)) != char:
+            table[ord(char)] = plain
+    return table
+
+
+def _find_look_alike(text: str, context: str | None) -> list[Found]:
+    """Credentials written in look-alike characters, each with its exact span in ``text``."""
+    table = _look_alikes(text)
+    if not table:
+        return []
+    found = _find_plain(text.translate(table), context)
+    if not found:
+        return []
+    origin = []  # the index in ``text`` of each character of the undisguised text
+    for index, char in enumerate(text):
+        origin += [index] * len(table.get(ord(char), char))
+    origin.append(len(text))
+    return [Found(f.shape, origin[f.start], origin[f.end - 1] + 1, disguised=True) for f in found]
+
+
+_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+_PEM_END = re.compile(r"-----END [A-Z0-9 ]{0,60}-----")
+_WORD_END = re.compile(r"[^\s\"'`<>\[\]{}]*+")
+_NOT_WORD = frozenset(" \t\n\r\f\v\"'`<>[]{}")
+
+
+def _encoded_words(text: str) -> Iterator[tuple[int, int]]:
+    """Start and end of each word holding a percent-escape; linear in ``text``."""
+    done = 0
+    for mark in _ESCAPE.finditer(text):
+        if mark.start() < done:
+            continue
+        start = mark.start()
+        while start > done and text[start - 1] not in _NOT_WORD:
+            start -= 1
+        done = _WORD_END.match(text, mark.start()).end()
+        yield start, done
+
+
+def _decoded_forms(word: str) -> list[str]:
+    """Each percent-decoding of ``word`` (at most 3), the last one also undisguised."""
+    forms, current = [], word
+    for _ in range(3):
+        if "%" not in current or (decoded := unquote(current)) == current:
+            break
+        forms.append(current := decoded)
+    if forms and not current.isascii():
+        forms.append(current.translate(_look_alikes(current)))
+    return forms
+
+
+def _find_encoded(text: str, context: str | None) -> list[Found]:
+    """Percent-encoded credentials, each found as the words it spans. The forms of every encoded word are
+    scanned in one pass (one line each), then mapped back to their words."""
+    lines, starts, words = [], [], []
+    offset = 0
+    for start, end in _encoded_words(text):
+        for form in _decoded_forms(text[start:end]):
+            lines.append(form)
+            starts.append(offset)
+            words.append((start, end))
+            offset += len(form) + 1
+    found = {}
+    for f in _find_plain("\n".join(lines), context):
+        start = words[bisect.bisect_right(starts, f.start) - 1][0]
+        end = words[bisect.bisect_right(starts, f.end - 1) - 1][1]
+        found[(start, end, f.shape)] = Found(f.shape, start, end, disguised=True)
+    return list(found.values())
+
+
+def _find_plain(text: str, context: str | None) -> list[Found]:
     found = []
     for name, pattern in _PATTERNS:
         for match in pattern.finditer(text):
@@ -204,7 +299,7 @@ def find(text: str, context: str | None = None) -> list[Found]:
             near = context if context is not None else text[max(0, start - 40) : start]
             if _plausible(name, match.group(), near):
                 found.append(Found(name, start, match.end()))
-    return sorted(found, key=lambda f: (f.start, -f.end))
+    return found
 
 
 def scan_text(text: str) -> list[str]:
@@ -222,6 +317,15 @@ def redact(text: str, hidden: tuple[str, ...] | list[str] | set[str] = ()) -> st
         if f.start < last:
             continue
         match = text[f.start : f.end]
+        if f.shape == "PEM block":  # the whole block, to its END line (or the end of the text)
+            end = _PEM_END.search(text, f.end)
+            parts += [text[last : f.start], REDACTED]
+            last = end.end() if end else len(text)
+            continue
+        if f.disguised:  # its span: to the end of its word (a credential parameter's value, say)
+            parts += [text[last : f.start], REDACTED]
+            last = _WORD_END.match(text, f.end).end()
+            continue
         if f.shape == "URL with credentials":
             scheme = match.split("://", 1)[0]
             parts += [text[last : f.start], f"{scheme}://{REDACTED}@"]

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import random
+from urllib.parse import quote
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -19,7 +20,7 @@ from hypothesis import strategies as st
 
 from kubetune.contract import load_spec, validate_spec
 from kubetune.contract.catalog import load_snapshot
-from kubetune.contract.secrets import redact, scan_text
+from kubetune.contract.secrets import HINT, redact, scan_text
 from kubetune.errors import KubetuneError
 
 EXAMPLES = int(os.environ.get("ADV_EXAMPLES", "60"))  # more for a long local run: ADV_EXAMPLES=1000
@@ -212,3 +213,91 @@ def test_accepted_specs_round_trip(document):
     assert again == first
     assert all(not isinstance(v, float) or math.isfinite(v) for v in first.params.values())
     assert not scan_text(first.to_json())  # what the validation step writes
+
+
+# -- round 2: disguised secrets (percent-encoded, look-alike characters, zero-width characters) -------------
+
+
+def _full_width(text: str) -> str:
+    return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in text)
+
+
+DISGUISES = {
+    "percent-encoded": lambda s, _: quote(s, safe=""),
+    "percent-encoded twice": lambda s, _: quote(quote(s, safe=""), safe=""),
+    "percent-encoded 3 times": lambda s, _: quote(quote(quote(s, safe=""), safe=""), safe=""),
+    "full-width": lambda s, _: _full_width(s),
+    "zero-width space": lambda s, at: s[:at] + "\u200b" + s[at:],
+    "zero-width joiner and full-width": lambda s, at: _full_width(s[:at]) + "\u200d" + s[at:],
+    "full-width, then percent-encoded": lambda s, _: quote(_full_width(s), safe=""),
+}
+
+
+@pytest.mark.parametrize("disguise", DISGUISES)
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+@SETTINGS
+@given(data=st.data())
+def test_a_disguised_secret_of_every_shape_is_found_and_never_shown(shape, disguise, data):
+    secret = data.draw(SHAPES[shape])
+    disguised = DISGUISES[disguise](secret, data.draw(st.integers(1, len(secret) - 1)))
+    assert scan_text(disguised)
+    shown = redact(f"before {disguised} after")
+    tail = "" if shape.startswith("URL") else disguised[-6:]  # a token's own characters (a URL keeps its host)
+    assert "<redacted>" in shown and secret not in shown and disguised not in shown and (not tail or tail not in shown)
+    _refused_without_echo(disguised, {"algorithm": "lora_sft", "lr_scheduler_kwargs": {"root": {"x": [1, disguised]}}})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "s3://bucket/caf%C3%A9/data%20set.jsonl",
+        "hf://datasets/org/Grüße-2024",
+        "１００％ ｄａｔａ ｓｅｔ",
+        "a 100% sure run, 50%% off",
+        "ｍｙ－ｐｒｏｊｅｃｔ\u200b",
+        "https://host.example/x?q=%E2%9C%93&page=2",
+        "模型微调 训练数据 第二版",
+    ],
+)
+def test_ordinary_encoded_or_unicode_text_is_no_credential(text):
+    assert (scan_text(text), redact(text)) == ([], text)
+
+
+def test_disguised_secrets_in_a_spec_are_refused_and_nothing_is_written(tmp_path):
+    from typer.testing import CliRunner
+
+    from kubetune.cli import app
+
+    spec = tmp_path / "spec.json"
+    hf = "hf_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"
+    document = {
+        "algorithm": "lora_sft",
+        "data_path": "https%3A%2F%2Fuser%3APa55wordXyz%40h/x.jsonl",
+        "wandb_project": _full_width(hf),
+        "wandb_entity": hf[:2] + "\u200b" + hf[2:],
+    }
+    spec.write_text(json.dumps(document, indent=1, ensure_ascii=False), encoding="utf-8")
+    artifact = tmp_path / "kwargs.json"
+    result = CliRunner().invoke(app, ["validate", "--pipeline", str(spec), "-o", str(artifact)])
+    why = f"; secrets are never accepted as values ({HINT})"
+    assert (result.exit_code, result.output.splitlines()) == (
+        2,
+        [
+            f"invalid spec {spec}: 3 problem(s)",
+            f"  - {spec}:3: `data_path`: looks like a credential (URL with credentials){why}",
+            f"  - {spec}:4: `wandb_project`: looks like a credential (Hugging Face token){why}",
+            f"  - {spec}:5: `wandb_entity`: looks like a credential (Hugging Face token){why}",
+        ],
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.json"]
+
+
+def test_a_percent_encoded_credential_parameter_is_not_sent(kfp_server):
+    from typer.testing import CliRunner
+
+    from kubetune.cli import app
+
+    result = CliRunner().invoke(app, ["run", "-p", "data_uri=s3://b/p%3Ftoken%3DPa55wordXyz"])
+    problem = "argument `data_uri`: looks like a credential (URL with a credential parameter)"
+    assert (result.exit_code, result.output.splitlines()) == (2, ["invalid parameters: 1 problem(s)", f"  - {problem} ({HINT})"])
+    assert kfp_server.requests == [] and "Pa55wordXyz" not in result.output
