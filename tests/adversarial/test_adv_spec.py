@@ -190,6 +190,8 @@ NORMAL = [
     {"report_to": ["wandb", "mlflow"], "wandb_project": "demo"},
     {"data_seed": 0, "seed": 4294967295, "per_device_eval_batch_size": 1},
     {"num_epochs": 2.0, "warmup_steps": 0},
+    {"output_dir": "/mnt/out/caf%C3%A9%20runs/r%2B1", "run_name": "训练-第二版"},  # encoded or unicode: no secret
+    {"wandb_project": "ｄｅｍｏ－ｐｒｏｊｅｃｔ", "run_name": "Grüße\u200b-run"},
 ]
 
 
