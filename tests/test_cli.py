@@ -73,6 +73,6 @@ def test_run_local_with_bad_data_ends_with_the_steps_report_not_a_traceback(tmp_
     data.write_text(json.dumps(good) + "\n" + json.dumps({"messages": [{"role": "bot", "content": "x"}]}) + "\n")
     result = kubetune("run-local", "--data", str(data), "-o", str(tmp_path / "out"))
     output = result.stdout + result.stderr
-    assert result.returncode == 1 and "Traceback" not in output
+    assert result.returncode == 2 and "Traceback" not in output
     assert f"{data}:2: messages[0].role must be one of system, user, assistant, tool, got 'bot'" in output
     assert "Inner task failed: 'prepare-data'. The step's report is printed above." in result.stderr
