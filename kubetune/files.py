@@ -11,6 +11,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
+SYSTEM_FOLDERS = {  # top-level folders an output never replaces (one inside them is fine, e.g. /tmp/model)
+    *("/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/media", "/mnt", "/opt", "/proc"),
+    *("/root", "/run", "/sbin", "/snap", "/srv", "/sys", "/tmp", "/usr", "/var"),
+    *("/Applications", "/Library", "/System", "/Users", "/Volumes", "/private"),
+}
+
 
 def umask() -> int:
     """The process umask, read without changing it where Linux allows (``/proc/self/status``)."""

@@ -47,7 +47,7 @@ from typing import Any
 from kubetune.checkpoints import TRAINING_STATE, adapter_base, is_adapter
 from kubetune.checkpoints import problem as checkpoint_problem
 from kubetune.errors import KubetuneError, Problem
-from kubetune.files import umask_modes
+from kubetune.files import SYSTEM_FOLDERS, umask_modes
 
 MANIFEST = "manifest.json"
 ADAPTER_FILES = ("adapter_", "tokenizer", "special_tokens", "chat_template")  # what an adapter-only export keeps
@@ -254,11 +254,6 @@ def check_destination(
 
 
 SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
-SYSTEM = {  # top-level folders an export never replaces (one inside them is fine, e.g. /tmp/model)
-    *("/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/media", "/mnt", "/opt", "/proc"),
-    *("/root", "/run", "/sbin", "/snap", "/srv", "/sys", "/tmp", "/usr", "/var"),
-    *("/Applications", "/Library", "/System", "/Users", "/Volumes", "/private"),
-}
 NO_FILES = ("/proc", "/sys")  # kernel views: nothing can be exported there
 
 
@@ -290,7 +285,7 @@ def place(destination: str, source: Path | None = None, protect: dict[str, Path]
             raise refuse(destination, f"contains {name} ({where}): exporting there would delete it")
         if where in target.parents and name not in ("the working directory", "the home directory"):
             raise refuse(destination, f"is inside {name} ({where})")
-    if str(target) in SYSTEM:
+    if str(target) in SYSTEM_FOLDERS:
         raise refuse(destination, f"is the system folder {target}: export to a folder of its own inside it")
     for parent in target.parents:
         if os.path.lexists(parent):

@@ -45,7 +45,7 @@ from kubetune.data.records import REASONS, BadRecord, DataFormat, normalize
 from kubetune.data.sources import check_source, open_source
 from kubetune.data.tokenize import sample as make_sample
 from kubetune.errors import KubetuneError, Problem
-from kubetune.files import staging_dir, swap_into_place, write_text_atomic
+from kubetune.files import SYSTEM_FOLDERS, staging_dir, swap_into_place, write_text_atomic
 from kubetune.s3 import public_uri, url_scheme
 
 MAX_LISTED_PROBLEMS = 100
@@ -473,8 +473,15 @@ def _refuse_enclosing(out: Path, inputs: dict[str, str | None]) -> None:
     """An output directory is replaced whole: it must not hold the inputs, nor the working directory; nor may
     it lie inside a data directory (the next run would read it as data)."""
     target = out.resolve()
+    if str(target) in SYSTEM_FOLDERS:
+        raise KubetuneError(
+            [Problem(str(out), f"is the system folder {target}", "write the prepared data to a directory of its own inside it")],
+            "refusing to replace the output directory",
+        )
+    home = Path(os.path.expanduser("~"))
     places = {name: Path(uri).resolve() for name, uri in inputs.items() if uri and url_scheme(uri) is None} | {
-        "the working directory": Path.cwd()
+        "the working directory": Path.cwd(),
+        **({"the home directory": home.resolve()} if home.is_absolute() else {}),
     }
     for name, place in places.items():
         if place == target or target in place.parents:

@@ -401,6 +401,21 @@ def test_output_that_holds_the_data_or_the_working_directory_is_refused_even_wit
     assert tree(tmp_path) == before
 
 
+def test_the_home_directory_and_system_folders_are_never_an_output_even_with_overwrite(tmp_path, tiny_model, monkeypatch):
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "id").write_text("key")
+    data = lines(tmp_path / "d.jsonl", [GOOD] * 4)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    before = tree(tmp_path)
+    result = invoke(data, "--model", tiny_model, "-o", home, "--overwrite")
+    assert_one_problem(result, f"{home}: holds the home directory ({home}) (write the prepared data to a directory of its own)")
+    result = invoke(data, "--model", tiny_model, "-o", "/usr", "--overwrite")
+    assert_one_problem(result, "/usr: is the system folder /usr (write the prepared data to a directory of its own inside it)")
+    assert tree(tmp_path) == before
+
+
 def test_a_previous_output_is_replaced_whole_with_the_umask_modes(tmp_path, tiny_model):
     data = lines(tmp_path / "d.jsonl", [GOOD] * 4 + [{**GOOD, "unmask": True}] * 4)
     out = tmp_path / "out"
