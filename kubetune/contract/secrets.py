@@ -128,6 +128,9 @@ _SHAPES: dict[str, list[str]] = {
     "npm token": [_token("npm_", r"[A-Za-z0-9]{36}(?![A-Za-z0-9_])")],
     "Stripe key": [_token("[srp]", r"k_(?:live|test)_[A-Za-z0-9]{16,}")],
     "Google API key": [_token("AIza", r"[0-9A-Za-z_-]{35}")],
+    "Anthropic key": [_token("sk-ant-", r"[A-Za-z0-9_-]{20,}", _W + "-")],
+    "SendGrid key": [_token("SG", r"\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}")],
+    "DigitalOcean token": [_token("do", r"[opr]_v1_[a-f0-9]{64}")],
     "OpenAI-style key": [_token("sk-", r"(?=[A-Za-z0-9_-]*[0-9])(?=[A-Za-z0-9_-]*[A-Z])[A-Za-z0-9_-]{20,}", _W + "-")],
     "AWS access key id": [
         _token("A", r"(?:KIA|SIA|BIA|CCA|GPA|IDA|IPA|NPA|NVA|PKA|ROA|3T[A-Z0-9])[A-Z0-9]{12,20}+(?![A-Z0-9])", "A-Z0-9")

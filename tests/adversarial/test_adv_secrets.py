@@ -60,6 +60,9 @@ SHAPES: dict[str, st.SearchStrategy[str]] = {
     "Stripe key": _text(ALNUM, 24).map(lambda s: "sk_live_" + s),
     "Google API key": _text(ALNUM + "_-", 35).map(lambda s: "AIza" + s),
     "OpenAI-style key": _text(ALNUM, 18, 48).map(lambda s: "sk-" + s + "Q7"),
+    "Anthropic key": _text(ALNUM + "-_", 20, 60).map(lambda s: "sk-ant-api03-" + s),
+    "SendGrid key": st.tuples(_text(ALNUM, 22), _text(ALNUM, 43)).map(lambda p: f"SG.{p[0]}.{p[1]}"),
+    "DigitalOcean token": _text("0123456789abcdef", 64).map(lambda s: "dop_v1_" + s),
     "AWS access key id": st.tuples(st.sampled_from(["AKIA", "ASIA"]), _text(UPPER, 16)).map("".join),
     "AWS secret access key": st.integers(0, 2**32).map(_aws_secret),
     "JWT": st.tuples(_text(B64URL, 10, 40), _text(B64URL, 10, 60), _text(B64URL, 10, 43)).map(
