@@ -80,10 +80,21 @@ def _fail(error: KubetuneError) -> None:
     raise typer.Exit(code=2)
 
 
-def check_output(path: Path, option: str = "-o") -> None:
-    """Refuse, before any work, an output file that cannot be written: its folder must exist and take a file."""
+def check_output(path: Path, option: str = "-o", ours: tuple[str, ...] = ()) -> None:
+    """Refuse, before any work, an output file that cannot be written: its folder must exist and take a file.
+
+    An existing file is replaced only when it is one kubetune writes (it holds every marker of ``ours``):
+    never a user's file, nor the command's own input."""
     if path.is_dir():
         raise Failure(f"{option} {path}", "is a folder; give a file path")
+    if path.exists():
+        try:
+            with path.open("rb") as f:  # a regular file's first MiB is enough to recognise ours
+                head = f.read(1 << 20).decode("utf-8", "replace") if path.is_file() else ""
+        except OSError as e:
+            raise Failure(f"{option} {path}", f"cannot be read: {e.strerror or e}") from None
+        if not ours or not all(marker in head for marker in ours):
+            raise Failure(f"{option} {path}", "exists and was not written by this command; remove it or choose another path")
     parent = path.parent
     if not parent.is_dir():
         raise Failure(f"{option} {path}", f"{parent} is not an existing folder")
@@ -121,7 +132,7 @@ def validate(
     from kubetune.contract import load_spec
 
     if output:
-        check_output(output)
+        check_output(output, ours=('"schema_version"', '"backend_kwargs"', '"secrets"'))  # a kwargs artifact
     result = load_spec(spec, require_paths=not pipeline)
     for note in result.notes:
         typer.echo(f"note: {note}", err=True)
@@ -232,7 +243,9 @@ def compile(
     from kubetune.kfp_ops import check_pipeline, compile_pipeline
 
     check_pipeline(pipeline)
-    check_output(output)
+    check_output(output, ours=("pipelineInfo:", "deploymentSpec:"))  # a compiled pipeline
+    if output.suffix not in (".yaml", ".yml"):  # KFP writes its platform settings to YAML only
+        raise Failure(f"-o {output}", "must end with .yaml or .yml (KFP writes pipelines as YAML)")
     compile_pipeline(pipeline, output)
     typer.echo(f"wrote {output}")
 

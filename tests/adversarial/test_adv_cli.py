@@ -275,6 +275,27 @@ def spec(tmp_path):
     return path
 
 
+def test_an_existing_file_is_replaced_only_when_this_command_wrote_it(tmp_path, spec):
+    keep = tmp_path / "keep.txt"
+    keep.write_text("precious")
+    refused = "exists and was not written by this command; remove it or choose another path"
+    assert_one_line(kubetune("validate", str(spec), "-o", str(spec)), 2, f"-o {spec}: {refused}")  # its own input
+    assert_one_line(kubetune("validate", str(spec), "-o", str(keep)), 2, f"-o {keep}: {refused}")
+    assert json.loads(spec.read_text()) == OSFT and keep.read_text() == "precious"
+    assert kubetune("validate", "--pipeline", str(spec), "-o", str(tmp_path / "a.json")).exit_code == 0
+    assert kubetune("validate", "--pipeline", str(spec), "-o", str(tmp_path / "a.json")).exit_code == 0  # ours: replaced
+    (tmp_path / "user.yaml").write_text("x: 1\n")
+    user = tmp_path / "user.yaml"
+    assert_one_line(kubetune("compile", "finetune", "-o", str(user)), 2, f"-o {user}: {refused}")
+    for name in ("out.json", "out", "out.YAML"):
+        message = "must end with .yaml or .yml (KFP writes pipelines as YAML)"
+        assert_one_line(kubetune("compile", "finetune", "-o", str(tmp_path / name)), 2, f"-o {tmp_path / name}: {message}")
+    assert kubetune("compile", "finetune", "-o", str(tmp_path / "c.yaml")).exit_code == 0
+    assert kubetune("compile", "finetune", "-o", str(tmp_path / "c.yaml")).exit_code == 0  # ours: replaced
+    assert (tmp_path / "user.yaml").read_text() == "x: 1\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "c.yaml", "keep.txt", "osft.json", "user.yaml"]
+
+
 def _output_cases(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     a_file = tmp_path / "a-file"
     a_file.write_text("x")
