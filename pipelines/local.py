@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kubetune.contract.spec import integral
 from kubetune.errors import KubetuneError, Problem
 from kubetune.files import write_text_atomic
 
@@ -84,7 +85,7 @@ def _stable_cache_keys() -> None:
     load = cache.LocalCache._deserialize_artifact
 
     def serialize(value: Any) -> Any:
-        return _integral(original(value))
+        return integral(original(value))
 
     def deserialize(data: dict[str, Any]) -> Any:
         if data.get("schema_title") != "system.Metrics":
@@ -95,16 +96,6 @@ def _stable_cache_keys() -> None:
     serialize.kubetune = True  # type: ignore[attr-defined]
     cache.LocalCache._serialize_value_for_key = staticmethod(serialize)
     cache.LocalCache._deserialize_artifact = staticmethod(deserialize)
-
-
-def _integral(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _integral(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_integral(v) for v in value]
-    return value
 
 
 # ---------------------------------------------------------------- options, checked before anything runs

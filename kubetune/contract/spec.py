@@ -189,17 +189,17 @@ def _json_values(document: Any) -> tuple[Any, list[Problem]]:
             problems.append(Problem(name, f"is not a JSON value ({type(value).__name__})"))
         if size > MAX_SPEC_BYTES:
             return document, [Problem("spec", f"is larger than {MAX_SPEC_BYTES} bytes (1 MiB), the size limit of a spec")]
-    return (document if problems else _integral(document)), problems
+    return (document if problems else integral(document)), problems
 
 
-def _integral(value: Any) -> Any:
-    """Integral floats as integers (depth is bounded by the caller)."""
+def integral(value: Any) -> Any:
+    """Integral floats as integers, as JSON and KFP's Structs mean them (depth is bounded by the caller)."""
     if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
         return int(value)
     if isinstance(value, dict):
-        return {k: _integral(v) for k, v in value.items()}
+        return {k: integral(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_integral(v) for v in value]
+        return [integral(v) for v in value]
     return value
 
 
