@@ -40,6 +40,8 @@ class Backend:
     renames: ClassVar[dict[str, str]] = {}
     # backend fields the training step sets itself, with the reason
     managed: ClassVar[dict[str, str]] = {}
+    # (package, module) holding the backend's configuration classes; ``configs`` builds them from it
+    config_source: ClassVar[tuple[str, str] | None] = None
 
     def check(self, params: dict[str, Any], kwargs: dict[str, Any], catalog: Catalog, pipeline: bool = False) -> list[Problem]:
         """Backend rules that involve several fields (the backend's own checks, run before any GPU).
@@ -68,7 +70,14 @@ class Backend:
         return []
 
     def validation_configs(self, spec: TrainingSpec) -> None:
-        """Build the backend's configuration objects for ``spec`` as cheaply as possible (nothing by default)."""
+        """Build the backend's configuration objects for ``spec`` as cheaply as possible: from its configuration
+        module loaded alone (no torch), when the backend is installed here."""
+        if self.config_source and (module := config_module(*self.config_source)) is not None:
+            self.configs(spec, module)
+
+    def configs(self, spec: TrainingSpec, module: types.ModuleType) -> Any:
+        """The configuration objects for ``spec``, from the backend's configuration ``module``."""
+        raise NotImplementedError
 
     def _refusals(self, error: Exception, given: dict[str, Any]) -> list[Problem]:
         source = type(error).__module__.split(".")[0]
@@ -114,7 +123,9 @@ class Backend:
 
     def build(self, spec: TrainingSpec) -> Any:
         """The backend's own configuration objects for ``spec`` (paths must be bound)."""
-        raise NotImplementedError
+        if self.config_source is None:
+            raise NotImplementedError
+        return self.configs(spec, importlib.import_module(".".join(self.config_source)))
 
     def train(self, spec: TrainingSpec) -> TrainResult:
         raise NotImplementedError

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from kubetune.backends.base import Backend, TrainResult, config_module
+from kubetune.backends.base import Backend, TrainResult
 from kubetune.backends.rules import TORCHRUN_NAMES, effective, torchrun_kwargs
 from kubetune.contract.catalog import Catalog
 from kubetune.errors import Problem
@@ -16,6 +16,7 @@ class InstructLabSFT(Backend):
     algorithm = "sft"
     name = "instructlab-training"
     catalog_name = "instructlab-training"
+    config_source = ("instructlab.training", "config")
     renames = {
         "max_batch_len": "max_tokens_per_gpu",
         "adamw_eps": "eps",
@@ -47,16 +48,6 @@ class InstructLabSFT(Backend):
         if params.get("is_pretraining") and params.get("block_size") is None:
             problems.append(Problem("block_size", "is required when is_pretraining is true"))
         return problems
-
-    def build(self, spec):
-        from instructlab.training import config
-
-        return self.configs(spec, config)
-
-    def validation_configs(self, spec) -> None:
-        config = config_module("instructlab.training", "config")
-        if config is not None:
-            self.configs(spec, config)
 
     def configs(self, spec, config):
         """instructlab-training's ``TorchrunArgs`` and ``TrainingArgs`` for ``spec``, from its ``config`` module."""

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from kubetune.backends.base import Backend, TrainResult, config_module
+from kubetune.backends.base import Backend, TrainResult
 from kubetune.backends.rules import TORCHRUN_NAMES, effective, torchrun_kwargs
 from kubetune.contract.catalog import Catalog
 from kubetune.errors import Problem
@@ -16,6 +16,7 @@ class MiniTrainerOSFT(Backend):
     algorithm = "osft"
     name = "mini-trainer"
     catalog_name = "mini-trainer"
+    config_source = ("mini_trainer", "training_types")
     renames = {
         "model_name_or_path": "model_path",
         "batch_size": "effective_batch_size",
@@ -85,16 +86,6 @@ class MiniTrainerOSFT(Backend):
         args = self.by_class(spec).get("mini_trainer.TrainingArgs", {})
         args.setdefault("osft", True)  # Training Hub's default: osft() means OSFT unless told otherwise
         return args
-
-    def build(self, spec):
-        from mini_trainer import training_types
-
-        return self.configs(spec, training_types)
-
-    def validation_configs(self, spec) -> None:
-        types = config_module("mini_trainer", "training_types")
-        if types is not None:
-            self.configs(spec, types)
 
     def configs(self, spec, types):
         """mini-trainer's ``TorchrunArgs`` and ``TrainingArgs`` for ``spec``, from its ``training_types`` module."""
