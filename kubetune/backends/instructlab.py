@@ -6,17 +6,18 @@ import os
 from pathlib import Path
 from typing import Any
 
-from kubetune.backends.base import Backend, TrainResult
 from kubetune.backends.rules import TORCHRUN_NAMES, effective, torchrun_kwargs
+from kubetune.backends.torchrun import TorchrunBackend, flash_attn_missing
 from kubetune.contract.catalog import Catalog
 from kubetune.errors import Problem
 
 
-class InstructLabSFT(Backend):
+class InstructLabSFT(TorchrunBackend):
     algorithm = "sft"
     name = "instructlab-training"
     catalog_name = "instructlab-training"
     config_source = ("instructlab.training", "config")
+    launcher = "instructlab.training"
     renames = {
         "max_batch_len": "max_tokens_per_gpu",
         "adamw_eps": "eps",
@@ -63,11 +64,14 @@ class InstructLabSFT(Backend):
         torch_args = config.TorchrunArgs(**torchrun_kwargs(p, TORCHRUN_NAMES))
         return torch_args, config.TrainingArgs(**args)
 
-    def train(self, spec) -> TrainResult:
-        from instructlab.training import run_training
+    def local_params(self, spec) -> dict[str, Any]:
+        """Where flash-attn is missing (a CPU, an image without it), sdpa attention unless the spec says otherwise:
+        instructlab-training would stop asking for flash_attention_2."""
+        local = super().local_params(spec)
+        if flash_attn_missing() and "disable_flash_attn" not in spec.backend_kwargs:
+            print("[kubetune] flash-attn is not installed: instructlab-training uses sdpa (disable_flash_attn)", flush=True)
+            local["disable_flash_attn"] = True
+        return local
 
-        torch_args, train_args = self.build(spec)
-        run_training(torch_args=torch_args, train_args=train_args)
-        out = Path(train_args.ckpt_output_dir)
-        checkpoints = sorted((out / "hf_format").glob("samples_*"), key=os.path.getmtime)
-        return TrainResult(out, checkpoints[-1] if checkpoints else out, checkpoints)
+    def output_dir(self, train_args) -> Path:
+        return Path(train_args.ckpt_output_dir)

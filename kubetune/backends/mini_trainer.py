@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-import os
+import contextlib
 from pathlib import Path
 from typing import Any
 
-from kubetune.backends.base import Backend, TrainResult
+from kubetune.backends.base import TrainResult
+from kubetune.backends.cpu_mode import environment
 from kubetune.backends.rules import TORCHRUN_NAMES, effective, torchrun_kwargs
+from kubetune.backends.torchrun import TorchrunBackend, flash_attn_missing, say
 from kubetune.contract.catalog import Catalog
 from kubetune.errors import Problem
 
 
-class MiniTrainerOSFT(Backend):
+class MiniTrainerOSFT(TorchrunBackend):
     algorithm = "osft"
     name = "mini-trainer"
     catalog_name = "mini-trainer"
     config_source = ("mini_trainer", "training_types")
+    launcher = "mini_trainer"
     renames = {
         "model_name_or_path": "model_path",
         "batch_size": "effective_batch_size",
@@ -95,14 +98,52 @@ class MiniTrainerOSFT(Backend):
             args["pretraining_config"] = types.PretrainingConfig(block_size=spec.params["block_size"])
         return types.TorchrunArgs(**torchrun_kwargs(spec.params, TORCHRUN_NAMES)), types.TrainingArgs(**args)
 
-    def train(self, spec) -> TrainResult:
-        from mini_trainer import run_training
+    def output_dir(self, train_args) -> Path:
+        return Path(train_args.output_dir)
 
-        torch_args, train_args = self.build(spec)
-        run_training(torch_args=torch_args, train_args=train_args)
-        out = Path(train_args.output_dir)
-        checkpoints = sorted((out / "hf_format").glob("samples_*"), key=os.path.getmtime)
-        return TrainResult(out, checkpoints[-1] if checkpoints else out, checkpoints)
+    def train(self, spec) -> TrainResult:
+        """mini-trainer's own ``run_training``, made to honour what it would drop: the AdamW settings (its
+        launcher never forwards them to ``train.py``), validation losses of every trigger (written by our
+        callback), and sdpa attention where flash-attn is missing (mini-trainer would stop with an ImportError)."""
+        from mini_trainer import api_train
+
+        from kubetune.backends.mini_trainer_validation import VALIDATION_LOG_ENV, KubetuneValidationLog
+
+        torch_args, train_args = self.launch(spec)
+        train_args.callbacks = [KubetuneValidationLog()]
+        log = Path(train_args.output_dir) / VALIDATION_LOG
+        env = {VALIDATION_LOG_ENV: str(log)}
+        if flash_attn_missing():
+            say("[kubetune] flash-attn is not installed: mini-trainer uses sdpa attention (TESTING=true)")
+            env["TESTING"] = "true"
+        with environment(env), forwarded(api_train, optimizer_arguments(self.training_kwargs(spec))):
+            return self.train_launched(torch_args, train_args)
+
+
+VALIDATION_LOG = "kubetune_validation_0.jsonl"
+# TrainingArgs fields mini-trainer's run_training (0.9.0) never passes to train.py, and train.py's options for them
+UNFORWARDED = {"beta1": "--beta1", "beta2": "--beta2", "eps": "--eps", "weight_decay": "--weight-decay"}
+
+
+def optimizer_arguments(training_kwargs: dict[str, Any]) -> list[str]:
+    """``train.py`` options for the AdamW settings the spec gives (mini-trainer's own defaults otherwise)."""
+    return [f"{option}={training_kwargs[name]}" for name, option in UNFORWARDED.items() if name in training_kwargs]
+
+
+@contextlib.contextmanager
+def forwarded(api_train, arguments: list[str]):
+    """mini-trainer's launcher with ``arguments`` appended to the torchrun command it builds."""
+    real = api_train.StreamablePopen
+
+    class WithArguments(real):
+        def __init__(self, log_file, command):
+            super().__init__(log_file, [*command, *arguments])
+
+    api_train.StreamablePopen = WithArguments
+    try:
+        yield
+    finally:
+        api_train.StreamablePopen = real
 
 
 def scheduler_kwargs_problems(value: Any) -> list[Problem]:

@@ -1,0 +1,83 @@
+"""What the two torchrun backends (instructlab-training, mini-trainer) share: launch through their own
+``run_training`` (which spawns torchrun), CPU mode where CUDA is absent, and reading back what they saved."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import re
+from pathlib import Path
+from typing import Any, ClassVar
+
+from kubetune.backends.base import Backend, TrainResult
+from kubetune.backends.cpu_mode import free_port, launch_env, wanted
+
+# hf_format/samples_1200, samples_1200.0 (mini-trainer), samples_1200.0_best_val_loss (a best-validation copy)
+_SAMPLES = re.compile(r"samples_(\d+(?:\.\d+)?)(_best_val_loss)?$")
+
+
+def flash_attn_missing() -> bool:
+    return importlib.util.find_spec("flash_attn") is None
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+class TorchrunBackend(Backend):
+    """A backend whose ``run_training(torch_args, train_args)`` spawns torchrun."""
+
+    launcher: ClassVar[str]  # the module whose ``run_training`` starts training
+
+    def local_params(self, spec) -> dict[str, Any]:
+        """Parameters the step sets where the spec leaves them open, so that the launch works here: one process
+        and a free rendezvous port on a CPU (parallel runs must not meet on 29500)."""
+        p = spec.params
+        local: dict[str, Any] = {}
+        if wanted() and p.get("nproc_per_node") in (None, "auto", "gpu"):
+            local["nproc_per_node"] = 1
+        if not p.get("rdzv_endpoint") and not p.get("master_addr") and p.get("nnodes", 1) == 1:
+            local["rdzv_endpoint"] = f"127.0.0.1:{free_port()}"
+        return local
+
+    def launch(self, spec) -> tuple[Any, Any]:
+        """The backend's configuration objects for this launch."""
+        if local := self.local_params(spec):
+            spec = spec.with_params(**local)
+        return self.build(spec)
+
+    def output_dir(self, train_args) -> Path:
+        raise NotImplementedError
+
+    def train(self, spec) -> TrainResult:
+        return self.train_launched(*self.launch(spec))
+
+    def train_launched(self, torch_args, train_args) -> TrainResult:
+        """Run the backend's ``run_training`` on its configuration objects; what it saved, read back."""
+        run_training = importlib.import_module(self.launcher).run_training
+        with launch_env(self.name, say):
+            run_training(torch_args=torch_args, train_args=train_args)
+        out = self.output_dir(train_args)
+        checkpoints = saved_models(out)
+        return TrainResult(out, final_model(checkpoints) or out, checkpoints)
+
+
+def saved_models(output_dir: Path) -> list[Path]:
+    """The HF-format models a backend saved, oldest first by samples seen (a best-validation copy right after
+    the save of the same point)."""
+
+    def order(path: Path) -> tuple[float, int]:
+        found = _SAMPLES.match(path.name)
+        if found is None:  # instructlab's last_epoch (keep_last_checkpoint_only): after every numbered save
+            return (float("inf"), 0)
+        return (float(found.group(1)), 1 if found.group(2) else 0)
+
+    folder = output_dir / "hf_format"
+    found = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")] if folder.is_dir() else []
+    return sorted((p for p in found if _SAMPLES.match(p.name) or p.name == "last_epoch"), key=order)
+
+
+def final_model(checkpoints: list[Path]) -> Path | None:
+    """The model at the end of training: the last save that is not a best-validation copy."""
+    regular = [c for c in checkpoints if not c.name.endswith("_best_val_loss")]
+    return regular[-1] if regular else None
