@@ -5,6 +5,11 @@ absent, the training step starts them with this module's ``sitecustomize`` on ``
 children it redirects device and process-group selection only (the list below, each with the backend lines
 that need it) and never touches the training math. It is for trying the pipeline on a laptop or in CI, not for
 real training: FSDP sharding, flash-attn and the CUDA kernels stay GPU-only, and the step says so loudly.
+
+The ``sitecustomize`` acts only in a process whose ``sys.argv[0]`` is the exact path of the launched backend's
+script (``SCRIPTS``, passed in ``KUBETUNE_CPU_MODE``); every other Python process that inherits the
+``PYTHONPATH`` (torchrun itself, tools the backend starts) is left as it is. It shadows any other
+``sitecustomize`` on the path, so it runs that one itself, as Python would have.
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-ENV_FLAG = "KUBETUNE_CPU_MODE"
+ENV_FLAG = "KUBETUNE_CPU_MODE"  # set to the backend script's path: the only process the sitecustomize changes
 SITE_DIR = Path(__file__).parent / "cpu_site"
+# the script each backend's torchrun runs (module, file beside it): CPU mode applies in that process only
+SCRIPTS = {"instructlab-training": ("instructlab.training", "main_ds.py"), "mini-trainer": ("mini_trainer", "train.py")}
 WARNING = (
     "[kubetune] CPU mode: no CUDA GPU here, so {backend} runs its own training loop on the CPU with device and "
     "process-group calls redirected (gloo, one process, sdpa attention). This is for trying the pipeline, "
@@ -95,6 +102,17 @@ def wanted() -> bool:
     return not torch.cuda.is_available()
 
 
+def script(backend: str) -> Path:
+    """The installed script that ``backend``'s torchrun runs in each training process."""
+    import importlib.util
+
+    module, file = SCRIPTS[backend]
+    found = importlib.util.find_spec(module)
+    if found is None or found.origin is None:
+        raise ModuleNotFoundError(f"{module} is not installed")
+    return Path(found.origin).resolve().parent / file
+
+
 def free_port() -> int:
     """A free TCP port on 127.0.0.1 for a local rendezvous (parallel runs must not share one)."""
     with socket.socket() as s:
@@ -119,33 +137,35 @@ def environment(values: dict[str, str]) -> Iterator[None]:
 
 def launch_env(backend: str, say=print) -> contextlib.AbstractContextManager[None]:
     """The environment a backend's ``run_training`` hands to torchrun: this process's, plus, where CUDA is
-    absent, the CPU-mode ``sitecustomize``. Always a per-process on-demand-checkpoint trigger file
-    (``/dev/shm`` is shared by every run on the machine)."""
-    # mini-trainer reads the trigger's name when its checkpoint module is imported: set once per process, kept
-    os.environ.setdefault("CHECKPOINT_TRIGGER_FILENAME", f"kubetune-{uuid.uuid4().hex}")
+    absent, the CPU-mode ``sitecustomize``. Always an on-demand-checkpoint trigger file of this launch's own
+    (``/dev/shm`` is shared by every run on the machine), unless the user named one."""
     # torchrun and the backend's scripts are found on PATH next to this interpreter (a venv need not be active)
     changes = {"PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    # a kubetune name in the environment was inherited from another launch: never shared
+    if os.environ.get("CHECKPOINT_TRIGGER_FILENAME", "kubetune-").startswith("kubetune-"):
+        changes["CHECKPOINT_TRIGGER_FILENAME"] = f"kubetune-{uuid.uuid4().hex}"
     if wanted():
         say(WARNING.format(backend=backend))
         path = [str(SITE_DIR), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-        changes |= {ENV_FLAG: "1", "PYTHONPATH": os.pathsep.join(path)}
+        changes |= {ENV_FLAG: str(script(backend)), "PYTHONPATH": os.pathsep.join(path)}
     return environment(changes)
 
 
-def missing_sites() -> list[str]:
-    """Backend lines a redirection was written for that the installed backends no longer have: each one means
-    a pinned version changed and the redirection list must be checked again."""
+def missing_sites(root: Path | None = None) -> list[str]:
+    """Backend lines a redirection was written for that the installed backends (or the copies under ``root``)
+    no longer have: each one means a pinned version changed and the redirection list must be checked again."""
     import importlib.util
 
     missing = []
     for redirection in REDIRECTIONS:
         for file, text in redirection.sites:
-            package = file.split("/")[0]
-            found = importlib.util.find_spec(package)
-            if found is None or not found.submodule_search_locations:
-                continue  # that backend is not installed here
-            root = Path(next(iter(found.submodule_search_locations))).parent
-            source = (root / file).read_text(encoding="utf-8") if (root / file).is_file() else ""
+            base = root
+            if base is None:
+                found = importlib.util.find_spec(file.split("/")[0])
+                if found is None or not found.submodule_search_locations:
+                    continue  # that backend is not installed here
+                base = Path(next(iter(found.submodule_search_locations))).parent
+            source = (base / file).read_text(encoding="utf-8") if (base / file).is_file() else ""
             if text not in source:
                 missing.append(f"{file}: {text} ({redirection.call})")
     return missing
