@@ -6,6 +6,20 @@ import pytest
 from kubetune.embedded.tiny_model import write_tiny_model
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` need CUDA: where it is absent they are skipped, with the reason (the GPU kit runs them)."""
+    marked = [item for item in items if item.get_closest_marker("gpu")]
+    if not marked:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (none here); benchmarks/gpu_kit.py runs it on a GPU machine")
+    for item in marked:
+        item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
     """The embedded tiny model, generated once per test session (offline, about a second)."""
