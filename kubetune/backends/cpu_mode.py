@@ -148,6 +148,9 @@ def launch_env(backend: str, say=print) -> contextlib.AbstractContextManager[Non
         say(WARNING.format(backend=backend))
         path = [str(SITE_DIR), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
         changes |= {ENV_FLAG: str(script(backend)), "PYTHONPATH": os.pathsep.join(path)}
+        # the batch packers' plain Python: instructlab-training's 8 data-loader workers would each compile
+        # them with numba (seconds of CPU apiece, at every start); one sft epoch of run-local: 174 s -> 98 s
+        changes["NUMBA_DISABLE_JIT"] = os.environ.get("NUMBA_DISABLE_JIT", "1")  # unless the user set it
     return environment(changes)
 
 
