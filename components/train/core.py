@@ -10,6 +10,7 @@ from kubetune.backends import TrainResult, get_backend
 from kubetune.checkpoints import INCOMPLETE_DIR, TRAINING_STATE, latest_full_state
 from kubetune.contract import TrainingSpec, validate_spec
 from kubetune.data import tokenized_file
+from kubetune.errors import KubetuneError, Problem
 from kubetune.files import write_text_atomic
 from kubetune.runtime import resolve_model
 
@@ -44,7 +45,10 @@ def bind(
         bound.update(data_output_dir=str(Path(train_data)), process_data=False)
     kwargs = spec.backend_kwargs
     if spec.algorithm in ("sft", "osft") and "on_demand_checkpointing" not in kwargs:
-        bound["on_demand_checkpointing"] = True  # SIGTERM (run cancelled, pod pre-empted): save, then stop
+        # SIGTERM (run cancelled, pod pre-empted): save, then stop; Training Hub's enable_jit_checkpoint: false turns it off
+        bound["on_demand_checkpointing"] = spec.params.get("enable_jit_checkpoint", True)
+    if spec.algorithm == "lora_sft" and spec.params.get("eval_data_path"):  # Training Hub's eval set: our validation split
+        bound["eval_data_path"] = str(eval_split(validation_data))
     if spec.algorithm == "osft" and not kwargs.get("resume_from_full_state_checkpoint"):
         bound["resume_from_full_state_checkpoint"] = latest_full_state(bound["ckpt_output_dir"])  # a restarted step
     asks = any(kwargs.get(name) for name in MINI_TRAINER_VALIDATION)
@@ -52,6 +56,23 @@ def bind(
     if spec.algorithm == "osft" and validation_data and asks and not own_split:
         bound["validation_data_path"] = str(tokenized_file(validation_data))
     return spec.with_params(**bound)
+
+
+def eval_split(validation_data: str | Path | None) -> Path:
+    """The prepared validation split that ``eval_data_path`` names in the pipeline; a missing or empty one is refused."""
+    found = tokenized_file(validation_data) if validation_data else None
+    if found is None or not found.is_file() or found.stat().st_size == 0:
+        raise KubetuneError(
+            [
+                Problem(
+                    "eval_data_path",
+                    "asks TRL to evaluate on validation data, and the pipeline prepared none",
+                    "give the pipeline validation_uri or a validation_ratio above 0, or remove eval_data_path",
+                )
+            ],
+            "cannot train",
+        )
+    return found
 
 
 def train(

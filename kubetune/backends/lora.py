@@ -62,6 +62,12 @@ class LoRASFT(Backend):
             problems.append(Problem("fp16", "and bf16 exclude each other; give one"))
         if kwargs.get("eval_strategy", "no") != "no" and kwargs.get("do_eval") is False:
             problems.append(Problem("do_eval", f"is false but eval_strategy is {kwargs['eval_strategy']!r}"))
+        # Unsloth's options for vision-language models (Training Hub passes them to those only): kubetune trains
+        # the language layers of a causal LM on text, so only the values that say so can be honoured
+        if params.get("finetune_vision_layers"):
+            problems.append(Problem("finetune_vision_layers", "is not supported: kubetune trains text models, no vision layers"))
+        if params.get("finetune_language_layers") is False:
+            problems.append(Problem("finetune_language_layers", "cannot be false: kubetune's LoRA trains the language layers"))
         return problems
 
     def validation_configs(self, spec) -> None:
@@ -105,9 +111,13 @@ class LoRASFT(Backend):
                 args[name] = p[name]
         if p.get("wandb_run_name") or p.get("mlflow_run_name"):
             args["run_name"] = p.get("wandb_run_name") or p.get("mlflow_run_name")
-        args.update(self.by_class(spec).get(SFT_CONFIG, {}))
-        # Training Hub forwards eval_steps but never turns evaluation on; asking for eval_steps means "evaluate".
-        if has_eval and "eval_steps" in args and "eval_strategy" not in spec.backend_kwargs:
+        if p.get("eval_data_path"):  # Training Hub: an eval set means evaluating every eval_steps, 500 unless given
+            args["eval_steps"] = p.get("eval_steps", 500)
+        args["per_device_eval_batch_size"] = micro  # Training Hub's default: the train micro-batch size
+        # enable_jit_checkpoint is Training Hub's (our stop_on_signal), not transformers' own SIGTERM handler
+        args.update({k: v for k, v in self.by_class(spec).get(SFT_CONFIG, {}).items() if k != "enable_jit_checkpoint"})
+        # Training Hub evaluates when given eval_data_path; asking for eval_steps means "evaluate" (on our split) too.
+        if ((has_eval and "eval_steps" in args) or p.get("eval_data_path")) and "eval_strategy" not in spec.backend_kwargs:
             args["eval_strategy"] = "steps"
         if not has_eval and args.get("eval_strategy", "no") != "no":
             raise ValueError(f"eval_strategy={args['eval_strategy']!r} needs validation data, and none was given")
@@ -150,6 +160,7 @@ class LoRASFT(Backend):
                 dtype=None,
                 load_in_4bit=bool(p.get("load_in_4bit")),
                 load_in_8bit=bool(p.get("load_in_8bit")),
+                trust_remote_code=bool(p.get("trust_remote_code")),
             )
             model = FastLanguageModel.get_peft_model(
                 model, use_gradient_checkpointing="unsloth", random_state=p.get("seed", 3407), **options
@@ -170,8 +181,9 @@ class LoRASFT(Backend):
             quantized["quantization_config"] = BitsAndBytesConfig(
                 load_in_4bit=bool(p.get("load_in_4bit")), load_in_8bit=bool(p.get("load_in_8bit")), **bnb_options(p)
             )
-        tokenizer = AutoTokenizer.from_pretrained(p["model_path"])
-        model = AutoModelForCausalLM.from_pretrained(p["model_path"], **quantized)
+        remote = bool(p.get("trust_remote_code"))
+        tokenizer = AutoTokenizer.from_pretrained(p["model_path"], trust_remote_code=remote)
+        model = AutoModelForCausalLM.from_pretrained(p["model_path"], trust_remote_code=remote, **quantized)
         if quantized:
             from peft import prepare_model_for_kbit_training
 
@@ -204,8 +216,10 @@ class LoRASFT(Backend):
         if resume:
             _say(f"[kubetune] resuming from {resume.name}")
         stop = stop_on_signal()
-        trainer.add_callback(stop)
-        with stop.listening():
+        jit = p.get("enable_jit_checkpoint", True)  # Training Hub's name for the save on SIGTERM (off: no handler)
+        if jit:
+            trainer.add_callback(stop)
+        with stop.listening() if jit else contextlib.nullcontext():
             trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         trainer.save_state()  # trainer_state.json with the whole log history, beside the checkpoints
         final = out / "final"

@@ -1,15 +1,21 @@
 """Curated parameters per algorithm, under Training Hub's names: these models are the documentation.
 
-Every named parameter of training-hub's ``sft()``, ``osft()`` and ``lora_sft()`` is here, so an existing
-call becomes a kubetune spec unchanged. Experiment tracking and torchrun settings are first-class on
-every algorithm. Anything not named here is a backend kwarg, checked against the backend's own fields.
+Every named parameter of training-hub's ``sft()``, ``osft()`` and ``lora_sft()`` (release ``TRAINING_HUB``)
+is here or in ``NOT_FIELDS``, so an existing call becomes a kubetune spec unchanged
+(``tests/test_training_hub.py`` holds it to the release's signatures). Experiment tracking and torchrun
+settings are first-class on every algorithm. Anything not named here is a backend kwarg, checked against
+the backend's own fields.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
+from pydantic_core import PydanticCustomError
+
+TRAINING_HUB = "0.11.2"  # the training-hub release whose named parameters are matched here
 
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
@@ -17,6 +23,37 @@ PositiveFloat = Annotated[float, Field(gt=0)]
 Probability = Annotated[float, Field(ge=0, lt=1)]
 # torch's floating dtype names (BitsAndBytesConfig reads ``getattr(torch, name)`` when the model loads)
 ComputeDtype = Literal["bfloat16", "float16", "half", "float32", "float", "float64", "double"]
+
+
+def _nproc(value: Any) -> int | str:
+    """Training Hub's reading of ``nproc_per_node`` (``str | int``): ``"8"`` is 8, ``" GPU"`` is ``"gpu"``."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    elif isinstance(value, str):
+        value = value.strip().lower()
+    if value in ("auto", "gpu") or (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+        return value
+    raise PydanticCustomError("nproc_per_node", 'must be a positive count (2 or "2"), "auto" or "gpu"')
+
+
+def _storage(value: Any) -> str:
+    """``checkpoint_storage``: ``"pvc"`` (the filesystem, Training Hub's default) or an ``s3://`` / ``gs://``
+    bucket URI without credentials, query or fragment (Training Hub also takes other fsspec URIs)."""
+    if value == "pvc" or (isinstance(value, str) and re.fullmatch(r"(s3|gs)://[^/?#@:\s]+(/[^?#@\s]*)?", value)):
+        return value
+    raise PydanticCustomError(
+        "checkpoint_storage", 'must be "pvc" or an s3://bucket/prefix or gs://bucket/prefix URI without credentials or query'
+    )
+
+
+NprocPerNode = Annotated[
+    int | str,
+    PlainValidator(_nproc),
+    WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string"}]}),
+]
+CheckpointStorage = Annotated[
+    str, PlainValidator(_storage), WithJsonSchema({"type": "string", "pattern": "^(pvc|(s3|gs)://[^/?#@:\\s]+(/[^?#@\\s]*)?)$"})
+]
 
 
 class _Params(BaseModel):
@@ -38,7 +75,9 @@ class TrackingParams(_Params):
 class TorchrunParams(_Params):
     """torchrun launch settings (single node, all local GPUs by default)."""
 
-    nproc_per_node: Literal["auto", "gpu"] | PositiveInt | None = Field(None, description="Processes per node.")
+    nproc_per_node: NprocPerNode | None = Field(
+        None, description='Processes per node: a count (2 or "2"), or "auto"/"gpu" for every local GPU.'
+    )
     nnodes: PositiveInt | None = Field(None, description="Number of nodes.")
     node_rank: NonNegativeInt | None = Field(None, description="Rank of this node, 0..nnodes-1.")
     rdzv_id: str | int | None = Field(None, description="Rendezvous job id.")
@@ -47,7 +86,22 @@ class TorchrunParams(_Params):
     master_port: Annotated[int, Field(ge=1, le=65535)] | None = Field(None, description="Master port.")
 
 
-class CommonParams(TrackingParams, TorchrunParams):
+class CheckpointParams(_Params):
+    """Training Hub's checkpointing switches, on every algorithm."""
+
+    enable_jit_checkpoint: bool | None = Field(
+        None,
+        description="On SIGTERM, save a checkpoint and stop; a restart resumes from it. Default here: true "
+        "(Training Hub: false); false: SIGTERM stops training without a save.",
+    )
+    checkpoint_storage: CheckpointStorage | None = Field(
+        None,
+        description='"pvc": checkpoints stay on the filesystem (the default). An s3:// or gs:// URI '
+        "(mirroring to object storage) is validated, then refused: not yet supported.",
+    )
+
+
+class CommonParams(TrackingParams, TorchrunParams, CheckpointParams):
     """Parameters every algorithm takes."""
 
     model_path: str | None = Field(None, description="Base model: local/PVC path or hub id.")
@@ -131,6 +185,18 @@ class LoRASFTParams(CommonParams):
     field_input: str | None = Field(None, description="Alpaca input column.")
     field_output: str | None = Field(None, description="Alpaca output column.")
     enable_model_splitting: bool | None = Field(None, description='device_map="balanced" for large models.')
+    eval_data_path: str | None = Field(
+        None,
+        description="Validation data: TRL evaluates on it during training (every eval_steps, default 500). "
+        "In a pipeline it is the prepared validation split (validation_uri or validation_ratio).",
+    )
+    finetune_vision_layers: bool | None = Field(
+        None, description="Unsloth's vision-model option: only false (text data reaches no vision layer)."
+    )
+    finetune_language_layers: bool | None = Field(
+        None, description="Unsloth's vision-model option: only true (LoRA trains the language layers)."
+    )
+    trust_remote_code: bool | None = Field(None, description="Allow custom model code when loading the model.")
 
 
 ALGORITHM_PARAMS: dict[str, type[CommonParams]] = {
@@ -146,4 +212,11 @@ REQUIRED: dict[str, tuple[str, ...]] = {
 }
 PATH_PARAMS = ("model_path", "data_path", "ckpt_output_dir")
 # curated parameters that name a file or directory: an empty or blank string is refused, never "given"
-PATH_FIELDS = (*PATH_PARAMS, "data_output_dir")
+PATH_FIELDS = (*PATH_PARAMS, "data_output_dir", "eval_data_path")
+# Named parameters of Training Hub's functions that are not fields above, and what becomes of them.
+NOT_FIELDS = {
+    "backend": "the spec's `backend` key: Training Hub's backend name for the algorithm (or an alias)",
+    "callbacks": "refused: Python callbacks cannot travel in a JSON artifact",
+    # lora_sft's: Training Hub hands it to TRL's SFTConfig as it is, so it is that backend kwarg (checked as TRL's)
+    "per_device_eval_batch_size": "TRL's own SFTConfig field (default here as there: the train micro-batch size)",
+}

@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kubetune.backends import get_backend
+from kubetune.backends.rules import checkpoint_problems
 from kubetune.contract.catalog import catalog, choice_problems, value_problems
 from kubetune.contract.params import ALGORITHM_PARAMS, PATH_FIELDS, PATH_PARAMS, REQUIRED
 from kubetune.contract.reading import MAX_DEPTH, MAX_ITEMS, MAX_SPEC_BYTES, Refused, layout, parse, read_text
@@ -332,7 +333,8 @@ def validate_spec(
     to_backend = {curated_name: field for field, curated_name in backend.renames.items()}
     spelled.update(to_backend)
     for key, value in curated.items():  # a curated parameter reaches a backend field: its fixed lists hold too
-        if to_backend.get(key, key) in fields:
+        # (not nproc_per_node: its curated type is exact, and torchrun_kwargs hands "auto" and "2" on as "gpu" and 2)
+        if key != "nproc_per_node" and to_backend.get(key, key) in fields:
             problems += choice_problems(backend.catalog_name, to_backend.get(key, key), value, key)
 
     for name in PATH_FIELDS:
@@ -344,6 +346,7 @@ def validate_spec(
     except ValidationError as e:
         problems += _pydantic_problems(e)
 
+    problems += checkpoint_problems(params, kwargs)
     required = REQUIRED[algorithm] + (PATH_PARAMS if require_paths else ())
     problems += [Problem(name, f"is required for {algorithm}") for name in required if name not in curated]
     if params.get("max_seq_len") and params.get("max_tokens_per_gpu") and params["max_seq_len"] > params["max_tokens_per_gpu"]:
