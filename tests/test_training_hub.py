@@ -211,3 +211,44 @@ def test_enable_jit_checkpoint_false_lets_sigterm_stop_lora_without_a_save(tmp_p
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == -signal.SIGTERM
     assert first.exists() and not (out / "final").exists()
+
+
+CUSTOM_CONFIG = "from transformers import LlamaConfig\n\n\nclass TinyConfig(LlamaConfig):\n    model_type = 'kubetune_tiny'\n"
+CUSTOM_MODEL = (
+    "from transformers import LlamaForCausalLM\n\nfrom .configuration_tiny import TinyConfig\n\n\n"
+    "class TinyForCausalLM(LlamaForCausalLM):\n    config_class = TinyConfig\n"
+)
+LOAD = """
+import sys
+from kubetune.backends.lora import LoRASFT
+from kubetune.contract import validate_spec
+for trust in (False, True):
+    spec = validate_spec({"algorithm": "lora_sft", "trust_remote_code": trust, "model_path": sys.argv[1], "data_path": "d",
+                          "ckpt_output_dir": "o"})
+    try:
+        print(type(LoRASFT()._load(spec, None)[0]).__name__)
+    except ValueError as e:
+        print("refused" if "trust_remote_code" in str(e) else repr(e))
+"""
+
+
+@pytest.mark.slow
+def test_trust_remote_code_loads_a_model_with_its_own_code(tmp_path, tiny_model):
+    """A model whose classes come with it (``auto_map``): transformers refuses it unless lora_sft's
+    ``trust_remote_code`` is true, and then trains the model's own class."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    model = tmp_path / "custom"
+    shutil.copytree(tiny_model, model)
+    config = json.loads((model / "config.json").read_text())
+    config.update(model_type="kubetune_tiny", architectures=["TinyForCausalLM"], auto_map={
+        "AutoConfig": "configuration_tiny.TinyConfig", "AutoModelForCausalLM": "modeling_tiny.TinyForCausalLM"})  # fmt: skip
+    (model / "config.json").write_text(json.dumps(config))
+    (model / "configuration_tiny.py").write_text(CUSTOM_CONFIG)
+    (model / "modeling_tiny.py").write_text(CUSTOM_MODEL)
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1"}  # remote code is copied there
+    done = subprocess.run([sys.executable, "-c", LOAD, str(model)], capture_output=True, text=True, env=env, timeout=300)
+    assert done.stdout.split() == ["refused", "TinyForCausalLM"], done.stderr[-2000:]
