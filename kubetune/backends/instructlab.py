@@ -6,8 +6,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from kubetune.backends.base import TrainResult
+from kubetune.backends.cpu_mode import environment
 from kubetune.backends.rules import TORCHRUN_NAMES, effective, torchrun_kwargs
 from kubetune.backends.torchrun import TorchrunBackend, flash_attn_missing
+from kubetune.backends.tracking import tracking_env
 from kubetune.contract.catalog import Catalog
 from kubetune.errors import Problem
 
@@ -75,3 +78,8 @@ class InstructLabSFT(TorchrunBackend):
 
     def output_dir(self, train_args) -> Path:
         return Path(train_args.ckpt_output_dir)
+
+    def train(self, spec) -> TrainResult:
+        """instructlab-training's own run; it turns trackers on from its parameters and the environment itself."""
+        with environment(tracking_env(spec.params, spec.params["ckpt_output_dir"])):
+            return super().train(spec)

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from kubetune.backends.base import Backend, TrainResult
+from kubetune.backends.cpu_mode import environment
+from kubetune.backends.tracking import from_env, trackers, tracking_env, trl_env
 from kubetune.contract.catalog import Catalog
 from kubetune.errors import KubetuneError, Problem
 
@@ -191,13 +193,22 @@ class LoRASFT(Backend):
         return model, tokenizer, lora_config
 
     def train(self, spec, validation_data: str | Path | None = None, callbacks: list | None = None) -> TrainResult:
+        if unset := from_env(spec.params):  # tracking parameters left unset: from the environment, as Training Hub
+            spec = spec.with_params(**unset)
+        p = spec.params
+        sft_config, lora_config = self.build(spec, has_eval=validation_data is not None)
+        with environment({**trl_env(p), **tracking_env(p, sft_config.output_dir, needs_project=False)}):
+            try:
+                return self._train(spec, sft_config, lora_config, validation_data, callbacks)
+            finally:
+                finish_wandb_run(sft_config.report_to)
+
+    def _train(self, spec, sft_config, lora_config, validation_data, callbacks) -> TrainResult:
         from trl import SFTTrainer
 
         from kubetune.checkpoints import resume_checkpoint
 
         p = spec.params
-        sft_config, lora_config = self.build(spec, has_eval=validation_data is not None)
-        set_tracking_env(p)
         model, tokenizer, peft_config = self._load(spec, lora_config)
         out = Path(sft_config.output_dir)
         train_set = _dataset(p["data_path"], tokenizer, p.get("max_seq_len"), out)
@@ -233,6 +244,16 @@ class LoRASFT(Backend):
             "stopped_by": stop.signal,
         }
         return TrainResult(out, final, checkpoints, metrics)
+
+
+def finish_wandb_run(report_to) -> None:
+    """End the W&B run TRL started (it leaves it open until the process exits): its data is complete when the step
+    returns, and a later run in this process is a run of its own."""
+    if "wandb" in (report_to or []):
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
 
 
 def _say(line: str) -> None:
@@ -315,30 +336,3 @@ def unsloth_lora_kwargs(lora: dict[str, Any]) -> dict[str, Any]:
     if isinstance(options.get("target_modules"), set):
         options["target_modules"] = sorted(options["target_modules"])
     return options
-
-
-def trackers(params: dict[str, Any]) -> list[str]:
-    """The trackers the curated logging parameters turn on."""
-    on = []
-    if params.get("wandb_project"):
-        on.append("wandb")
-    if params.get("mlflow_tracking_uri"):
-        on.append("mlflow")
-    if params.get("tensorboard_log_dir"):
-        on.append("tensorboard")
-    return on or ["none"]
-
-
-def set_tracking_env(params: dict[str, Any]) -> None:
-    """Trackers read their settings from the environment; credentials are already there as secret refs."""
-    mapping = {
-        "wandb_project": "WANDB_PROJECT",
-        "wandb_entity": "WANDB_ENTITY",
-        "mlflow_tracking_uri": "MLFLOW_TRACKING_URI",
-        "mlflow_experiment_name": "MLFLOW_EXPERIMENT_NAME",
-        "mlflow_run_name": "MLFLOW_RUN_NAME",
-        "tensorboard_log_dir": "TENSORBOARD_LOGGING_DIR",
-    }
-    for key, env in mapping.items():
-        if params.get(key):
-            os.environ[env] = str(params[key])

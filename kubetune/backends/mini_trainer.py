@@ -10,6 +10,7 @@ from kubetune.backends.base import TrainResult
 from kubetune.backends.cpu_mode import environment
 from kubetune.backends.rules import TORCHRUN_NAMES, effective, torchrun_kwargs
 from kubetune.backends.torchrun import TorchrunBackend, flash_attn_missing, say
+from kubetune.backends.tracking import from_env, offline_key, tracking_env
 from kubetune.contract.catalog import Catalog
 from kubetune.errors import Problem
 
@@ -109,10 +110,12 @@ class MiniTrainerOSFT(TorchrunBackend):
 
         from kubetune.backends.mini_trainer_validation import VALIDATION_LOG_ENV, KubetuneValidationLog
 
+        if unset := from_env(spec.params):  # tracking parameters left unset: from the environment, as Training Hub
+            spec = spec.with_params(**unset)
         torch_args, train_args = self.launch(spec)
         train_args.callbacks = [KubetuneValidationLog()]
         log = Path(train_args.output_dir) / VALIDATION_LOG
-        env = {VALIDATION_LOG_ENV: str(log)}
+        env = {VALIDATION_LOG_ENV: str(log), **tracking_env(spec.params, train_args.output_dir), **offline_key(spec.params)}
         if flash_attn_missing():
             say("[kubetune] flash-attn is not installed: mini-trainer uses sdpa attention (TESTING=true)")
             env["TESTING"] = "true"
