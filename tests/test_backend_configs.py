@@ -14,7 +14,8 @@ def test_osft_spec_builds_mini_trainer_args():
         "algorithm": "osft", **PATHS, "unfreeze_rank_ratio": 0.5, "effective_batch_size": 16,
         "max_tokens_per_gpu": 4096, "max_seq_len": 2048, "learning_rate": 5e-6, "num_epochs": 2,
         "warmup_steps": 5, "use_liger": True, "osft": False, "training_mode": "infinite",
-        "min_samples_per_checkpoint": 500, "validation_data_path": "/data/val.jsonl", "validation_frequency": 20,
+        "lr_scheduler": "constant_with_warmup", "min_samples_per_checkpoint": 500,
+        "validation_data_path": "/data/val.jsonl", "validation_frequency": 20,
         "save_best_val_loss": True, "nproc_per_node": 4,
     })  # fmt: skip
     torch_args, args = get_backend("osft").build(spec)

@@ -99,6 +99,7 @@ def test_wrong_type_or_impossible_value_names_the_field(document, field):
         ({"validation_split": 1.0, "validate_at_final": True}, "validation_split"),
         ({"rdzv_endpoint": "h:1", "master_addr": "h"}, "master_addr"),
         ({"callbacks": []}, "callbacks"),
+        ({"training_mode": "infinite"}, "lr_scheduler"),  # cosine (the default) needs a number of steps
     ],
 )
 def test_mini_trainer_rules(extra, field):
@@ -106,7 +107,7 @@ def test_mini_trainer_rules(extra, field):
 
 
 def test_mini_trainer_infinite_mode_is_valid_and_says_so():
-    spec = validate_spec({**OSFT, "training_mode": "infinite", "min_samples_per_checkpoint": 1000})
+    spec = validate_spec({**OSFT, "training_mode": "infinite", "min_samples_per_checkpoint": 1000, "lr_scheduler": "constant"})
     assert spec.backend_kwargs["training_mode"] == "infinite"
     assert any("infinite" in note for note in spec.notes)
 

@@ -5,7 +5,8 @@ Backends log in their own formats; each reader returns the full series, never on
 - instructlab-training: ``training_params_and_metrics_global{rank}.jsonl`` (``avg_loss``, ``samples_seen``;
   ``val_loss`` rows when it validates);
 - mini-trainer: ``training_metrics_{rank}.jsonl`` (``loss``, ``total_samples_accumulated``; a fresh
-  ``val_loss`` where ``val_num_loss_counted_tokens`` is present, since every row repeats the last one);
+  ``val_loss`` where ``val_num_loss_counted_tokens`` is present, since every row repeats the last one), merged
+  with ``kubetune_validation_{rank}.jsonl`` (every validation loss, written by the training step's callback);
 - TRL: ``trainer_state.json`` saved at the end of training, else the newest ``checkpoint-N``'s (``log_history``
   with ``loss`` and ``eval_loss``).
 """
@@ -76,14 +77,37 @@ def read_instructlab(path: Path) -> BackendSeries:
 
 
 def read_mini_trainer(path: Path) -> BackendSeries:
-    series = BackendSeries("mini-trainer")
+    """mini-trainer's ``training_metrics_{rank}.jsonl``, with the validation losses our callback wrote beside it
+    (``kubetune_validation_{rank}.jsonl``: every trigger's, where mini-trainer's file holds only
+    ``validation_frequency`` / ``min_samples_per_validation`` ones). One point per step: the newest row wins, and a
+    run that started again from scratch in the same folder replaces the rows from its first step on."""
+    train, fresh = [], []
     for row in _rows(path):
         step, samples = row.get("step"), row.get("total_samples_accumulated")
         if _finite(row.get("loss")):
-            series.train.append(Point(float(row["loss"]), step, samples))
+            train.append(Point(float(row["loss"]), step, samples))
         if "val_num_loss_counted_tokens" in row and _finite(row.get("val_loss")):
-            series.validation.append(Point(float(row["val_loss"]), step, samples))
-    return series
+            fresh.append(Point(float(row["val_loss"]), step, samples))
+    logged = path.with_name(path.name.replace("training_metrics_", "kubetune_validation_", 1))
+    ours = [
+        Point(float(row["val_loss"]), row.get("step"), row.get("total_samples_accumulated"))
+        for row in (_rows(logged) if logged.is_file() else [])
+        if _finite(row.get("val_loss"))
+    ]
+    validation = {p.step: p for p in _latest_run(fresh)} | {p.step: p for p in _latest_run(ours)}
+    ordered = sorted(validation.values(), key=lambda p: (p.step is None, p.step or 0))
+    return BackendSeries("mini-trainer", _latest_run(train), ordered)
+
+
+def _latest_run(points: list[Point]) -> list[Point]:
+    """``points`` in file order, one per step: a step logged again (a duplicate, or a run that started over)
+    drops what was logged at that step and after it."""
+    kept: list[Point] = []
+    for p in points:
+        while p.step is not None and kept and kept[-1].step is not None and kept[-1].step >= p.step:
+            kept.pop()
+        kept.append(p)
+    return kept
 
 
 def read_trl(path: Path) -> BackendSeries:

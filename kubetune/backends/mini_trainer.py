@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,7 @@ class MiniTrainerOSFT(TorchrunBackend):
         for needed_mode, field in (("step", "max_steps"), ("token", "max_tokens")):
             if mode == needed_mode and not (effective(kwargs, catalog, field, 0) or 0) > 0:
                 problems.append(Problem(field, f'must be > 0 when training_mode is "{needed_mode}"'))
+        problems += infinite_scheduler_problems(mode, params, kwargs, catalog)
         split = effective(kwargs, catalog, "validation_split", 0.0)
         if isinstance(split, (int, float)) and not 0.0 <= split < 1.0:
             problems.append(Problem("validation_split", "must be in [0, 1)"))
@@ -105,8 +108,12 @@ class MiniTrainerOSFT(TorchrunBackend):
     def train(self, spec) -> TrainResult:
         """mini-trainer's own ``run_training``, made to honour what it would drop: the AdamW settings (its
         launcher never forwards them to ``train.py``), validation losses of every trigger (written by our
-        callback), and sdpa attention where flash-attn is missing (mini-trainer would stop with an ImportError)."""
-        from mini_trainer import api_train
+        callback), the SIGTERM save (its launcher would write another trigger file than the one its workers
+        poll), and sdpa attention where flash-attn is missing (mini-trainer would stop with an ImportError).
+
+        Metrics: ``resumed_from`` (the full-state checkpoint this run continued, or ""), ``stopped_by`` (the
+        signal that stopped it, or "") and ``full_state_saved`` (the full-state checkpoint that signal saved)."""
+        from mini_trainer import api_train, full_state_checkpoint
 
         from kubetune.backends.mini_trainer_validation import VALIDATION_LOG_ENV, KubetuneValidationLog
 
@@ -114,13 +121,27 @@ class MiniTrainerOSFT(TorchrunBackend):
             spec = spec.with_params(**unset)
         torch_args, train_args = self.launch(spec)
         train_args.callbacks = [KubetuneValidationLog()]
-        log = Path(train_args.output_dir) / VALIDATION_LOG
-        env = {VALIDATION_LOG_ENV: str(log), **tracking_env(spec.params, train_args.output_dir), **offline_key(spec.params)}
+        out = Path(train_args.output_dir)
+        env = {VALIDATION_LOG_ENV: str(out / VALIDATION_LOG), **tracking_env(spec.params, out), **offline_key(spec.params)}
         if flash_attn_missing():
             say("[kubetune] flash-attn is not installed: mini-trainer uses sdpa attention (TESTING=true)")
             env["TESTING"] = "true"
-        with environment(env), forwarded(api_train, optimizer_arguments(self.training_kwargs(spec))):
-            return self.train_launched(torch_args, train_args)
+        before = set(full_states(out))
+        signals: list[str] = []
+        with (
+            environment(env),
+            forwarded(api_train, optimizer_arguments(self.training_kwargs(spec))),
+            launcher_trigger(full_state_checkpoint, signals),
+        ):
+            result = self.train_launched(torch_args, train_args)
+        saved = sorted(set(full_states(out)) - before, key=lambda p: int(p.name.removeprefix("step_")))
+        resumed = train_args.resume_from_full_state_checkpoint
+        result.metrics.update(
+            resumed_from=_under(Path(resumed), out) if resumed else "",
+            stopped_by=signals[0] if signals else "",
+            full_state_saved=_under(saved[-1], out) if saved else "",
+        )
+        return result
 
 
 VALIDATION_LOG = "kubetune_validation_0.jsonl"
@@ -147,6 +168,66 @@ def forwarded(api_train, arguments: list[str]):
         yield
     finally:
         api_train.StreamablePopen = real
+
+
+@contextlib.contextmanager
+def launcher_trigger(module, signals: list[str]):
+    """mini-trainer's launcher-side signal handler, writing the trigger file its workers poll.
+
+    mini-trainer 0.9 fixes that file's name (``/dev/shm/$CHECKPOINT_TRIGGER_FILENAME``) when ``mini_trainer`` is
+    first imported: in our step that is before the launch sets a name of its own (``launch_env``), so its launcher
+    would write ``/dev/shm/checkpoint_requested`` while the workers poll the launch's file, and a SIGTERM would
+    save nothing. Here the launcher takes the name at launch time; ``signals`` receives each signal's name."""
+    real = module.FullStateCheckpointer
+
+    class AtLaunch(real):
+        def __init__(self, checkpoint_dir, rank, world_size, trigger_path=None):
+            name = os.environ.get("CHECKPOINT_TRIGGER_FILENAME", "checkpoint_requested")
+            super().__init__(checkpoint_dir, rank, world_size, trigger_path or str(TRIGGER_DIR / name))
+
+        def _handle_signal(self, signum, frame):
+            signals.append(signal.Signals(signum).name)
+            super()._handle_signal(signum, frame)
+
+    module.FullStateCheckpointer = AtLaunch
+    try:
+        yield
+    finally:
+        module.FullStateCheckpointer = real
+
+
+TRIGGER_DIR = Path("/dev/shm")  # where mini-trainer's trigger files live
+
+
+def full_states(output_dir: Path) -> list[Path]:
+    """mini-trainer's ``full_state_checkpoints/step_N`` folders under ``output_dir``, complete or not."""
+    folder = output_dir / "full_state_checkpoints"
+    return [d for d in folder.glob("step_*") if d.is_dir() and d.name.removeprefix("step_").isdigit()]
+
+
+def _under(path: Path, root: Path) -> str:
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
+# transformers' schedulers that need no number of training steps (``get_scheduler``); wsd needs num_stable_steps then
+STEPLESS_SCHEDULERS = ("constant", "constant_with_warmup", "inverse_sqrt", "reduce_lr_on_plateau", "greedy")
+
+
+def infinite_scheduler_problems(mode: Any, params: dict[str, Any], kwargs: dict[str, Any], catalog: Catalog) -> list[Problem]:
+    """``infinite`` training has no number of steps: mini-trainer would stop at start-up with the scheduler's error."""
+    if mode != "infinite":
+        return []
+    scheduler = params.get("lr_scheduler") or effective(kwargs, catalog, "lr_scheduler", "cosine")
+    stable = isinstance(params.get("lr_scheduler_kwargs"), dict) and "num_stable_steps" in params["lr_scheduler_kwargs"]
+    if scheduler in STEPLESS_SCHEDULERS or (scheduler == "warmup_stable_decay" and stable):
+        return []
+    return [
+        Problem(
+            "lr_scheduler",
+            f'"{scheduler}" needs the number of training steps, which training_mode "infinite" does not have',
+            "use one of " + ", ".join(STEPLESS_SCHEDULERS) + " (or warmup_stable_decay with num_stable_steps)",
+        )
+    ]
 
 
 def scheduler_kwargs_problems(value: Any) -> list[Problem]:

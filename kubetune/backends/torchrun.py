@@ -78,6 +78,12 @@ def saved_models(output_dir: Path) -> list[Path]:
 
 
 def final_model(checkpoints: list[Path]) -> Path | None:
-    """The model at the end of training: the last save that is not a best-validation copy."""
-    regular = [c for c in checkpoints if not c.name.endswith("_best_val_loss")]
-    return regular[-1] if regular else None
+    """The model at the end of training: the save with the most samples seen (``checkpoints`` in
+    ``saved_models`` order), the regular one where a best-validation copy of the same point exists. A copy is
+    final only when no regular save holds its point: mini-trainer skips its final save when the last validation
+    has just written a best copy of the same weights."""
+    if not checkpoints:
+        return None
+    newest = checkpoints[-1]
+    regular = newest.with_name(newest.name.removesuffix("_best_val_loss"))
+    return regular if regular in checkpoints else newest
