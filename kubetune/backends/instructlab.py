@@ -9,10 +9,10 @@ from typing import Any
 from kubetune.backends.base import TrainResult
 from kubetune.backends.cpu_mode import environment
 from kubetune.backends.rules import TORCHRUN_NAMES, effective, torchrun_kwargs
-from kubetune.backends.torchrun import TorchrunBackend, flash_attn_missing
+from kubetune.backends.torchrun import TorchrunBackend, flash_attn_missing, say
 from kubetune.backends.tracking import tracking_env
 from kubetune.contract.catalog import Catalog
-from kubetune.errors import Problem
+from kubetune.errors import KubetuneError, Problem
 
 
 class InstructLabSFT(TorchrunBackend):
@@ -68,13 +68,38 @@ class InstructLabSFT(TorchrunBackend):
         return torch_args, config.TrainingArgs(**args)
 
     def local_params(self, spec) -> dict[str, Any]:
-        """Where flash-attn is missing (a CPU, an image without it), sdpa attention unless the spec says otherwise:
-        instructlab-training would stop asking for flash_attention_2."""
+        """Where flash-attn is missing (a CPU, an image without it), sdpa attention: instructlab-training would
+        stop asking for flash_attention_2. A spec that asks for flash-attn there (``disable_flash_attn: false``)
+        is refused rather than silently overridden."""
         local = super().local_params(spec)
-        if flash_attn_missing() and "disable_flash_attn" not in spec.backend_kwargs:
-            print("[kubetune] flash-attn is not installed: instructlab-training uses sdpa (disable_flash_attn)", flush=True)
-            local["disable_flash_attn"] = True
+        if flash_attn_missing():
+            if spec.backend_kwargs.get("disable_flash_attn") is False:
+                raise KubetuneError(
+                    [Problem("disable_flash_attn", "is false but flash-attn is not installed here", FLASH_ATTN_HINT)],
+                    "cannot train sft",
+                )
+            if "disable_flash_attn" not in spec.backend_kwargs:
+                say("[kubetune] flash-attn is not installed: instructlab-training uses sdpa (disable_flash_attn)")
+                local["disable_flash_attn"] = True
         return local
+
+    def train_launched(self, torch_args, train_args) -> TrainResult:
+        """instructlab-training resumes by itself from the newest ``full_state/epoch_N`` in ``ckpt_output_dir``
+        (a restarted step finds its own there). Metrics: ``resumed_from`` (that full state, or "") and
+        ``full_state_saved`` (the full state an on-demand save of this run wrote on a signal, or "")."""
+        out = Path(train_args.ckpt_output_dir)
+        resumed = newest_full_state(out)
+        if resumed and (notice := resume_notice(resumed, out)):
+            say(notice)
+        stamp = _stamp(resumed)
+        result = super().train_launched(torch_args, train_args)
+        saved = newest_full_state(out)
+        fresh = saved is not None and (saved != resumed or _stamp(saved) != stamp) and "global_step" in _metadata(saved)
+        result.metrics.update(
+            resumed_from=str(resumed.relative_to(out)) if resumed else "",
+            full_state_saved=str(saved.relative_to(out)) if fresh else "",
+        )
+        return result
 
     def output_dir(self, train_args) -> Path:
         return Path(train_args.ckpt_output_dir)
@@ -83,3 +108,49 @@ class InstructLabSFT(TorchrunBackend):
         """instructlab-training's own run; it turns trackers on from its parameters and the environment itself."""
         with environment(tracking_env(spec.params, spec.params["ckpt_output_dir"])):
             return super().train(spec)
+
+
+FLASH_ATTN_HINT = "remove it (kubetune then uses sdpa attention) or train on an image with flash-attn"
+
+
+def newest_full_state(output_dir: Path) -> Path | None:
+    """The full state instructlab-training 0.16.2 loads when it starts (``load_latest_full_state``): the
+    ``full_state/*_N`` folder with the largest N."""
+    folder = output_dir / "full_state"
+    found = [d for d in folder.iterdir() if d.is_dir() and d.name.rsplit("_", 1)[-1].isdigit()] if folder.is_dir() else []
+    return max(found, key=lambda d: int(d.name.rsplit("_", 1)[-1]), default=None)
+
+
+def _metadata(state: Path) -> dict[str, Any]:
+    import torch
+
+    try:
+        found = torch.load(state / "training_metadata.json", weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def _stamp(state: Path | None) -> int | None:
+    meta = state / "training_metadata.json" if state else None
+    return meta.stat().st_mtime_ns if meta and meta.is_file() else None
+
+
+def resume_notice(state: Path, output_dir: Path) -> str | None:
+    """One line where instructlab-training 0.16.2 will resume ``state`` wrongly: a mid-epoch on-demand save
+    records ``global_step`` one ahead (saved before the optimizer step, the batch it was in is skipped), and the
+    resumed run skips that many batches from the start of the saved epoch (the count runs from the first epoch)."""
+    meta = _metadata(state)
+    if "global_step" not in meta:
+        return None  # an end-of-epoch save: the next epoch starts from its beginning
+    epoch, step = meta.get("current_epoch", 0), meta["global_step"]
+    where = f"[kubetune] sft resumes from instructlab-training's mid-epoch on-demand save {state.relative_to(output_dir)}"
+    if epoch == 0:
+        return (
+            f"{where} (epoch 0, step {step}): instructlab-training 0.16.2 records the step one ahead, so the resumed run "
+            f"skips one batch it never trained (step {step}) unless the signal came right after that optimizer step"
+        )
+    return (
+        f"{where} (epoch {epoch}, step {step}): instructlab-training 0.16.2 skips {step} batches from the start of "
+        f"epoch {epoch} although the step counts from the first epoch, so the resumed run skips batches it never trained"
+    )

@@ -1,0 +1,236 @@
+"""sft trains for real on this CPU through our training step: instructlab-training's own loop in one process
+(CPU mode; FSDP stays GPU-only, since accelerate never selects it without an accelerator), with its own
+validation split, read back by the evaluation step. A SIGTERM saves and a restarted step resumes; two runs at
+once do not collide.
+
+One module-scoped set of real runs (steps in subprocesses, as in a pod): ``b`` trains to the end while ``a``,
+started at the same time, is stopped by SIGTERM and then started again."""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from kubetune.components.train.core import train
+
+from kubetune.backends import get_backend
+from kubetune.backends.instructlab import resume_notice
+from kubetune.backends.torchrun import final_model, flash_attn_missing, saved_models
+from kubetune.contract import validate_spec
+from kubetune.errors import KubetuneError
+
+pytest.importorskip("instructlab.training", reason="instructlab-training is the `sft` extra")
+
+SAMPLES, BATCH = 64, 8  # 48 train samples after instructlab's 25 % split: 6 steps, validation at 3 and 6
+SPEC = {
+    "algorithm": "sft", "effective_batch_size": BATCH, "max_tokens_per_gpu": 1024, "max_seq_len": 512,
+    "learning_rate": 1e-3, "num_epochs": 1, "save_samples": 16, "validation_split": 0.25, "validation_frequency": 3,
+}  # fmt: skip
+STEP = (
+    "import json, sys\nfrom kubetune.components.train.core import train\nr = train(*sys.argv[1:6])\n"
+    "print('RESULT ' + json.dumps({'final_model': str(r.final_model.relative_to(r.output_dir)), 'metrics': r.metrics}))"
+)
+METRICS = "checkpoints/training_params_and_metrics_global0.jsonl"
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, tiny_model) -> Path:
+    """The embedded sample chat, prepared by our data step; training reads its first SAMPLES records."""
+    from kubetune.components.prepare.core import prepare
+
+    root = tmp_path_factory.mktemp("sft")
+    prepare("kubetune://sample-chat", str(tiny_model), root / "train", root / "val", num_proc=1)
+    lines = (root / "train" / "data.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    (root / "small").mkdir()
+    (root / "small" / "data.jsonl").write_text("".join(lines[:SAMPLES]), encoding="utf-8")
+    (root / "kwargs.json").write_text(json.dumps(SPEC), encoding="utf-8")
+    return root
+
+
+def start(root: Path, tiny_model: Path, name: str) -> subprocess.Popen:
+    args = [str(root / "kwargs.json"), str(tiny_model), str(root / "small"), str(root / name), str(root / "val")]
+    log = (root / f"{name}.log").open("a")
+    return subprocess.Popen([sys.executable, "-c", STEP, *args], stdout=log, stderr=subprocess.STDOUT, text=True)
+
+
+def rows(out: Path) -> list[dict]:
+    """The run's metrics rows so far (a line still being written is left out)."""
+    path = out / METRICS
+    found = []
+    for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
+        try:
+            found.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return found
+
+
+def steps(out: Path) -> list[dict]:
+    return [r for r in rows(out) if "avg_loss" in r]
+
+
+def result(log: str) -> dict:
+    found = [line for line in log.splitlines() if line.startswith("RESULT ")]
+    assert found, log[-3000:]
+    return json.loads(found[-1].removeprefix("RESULT "))
+
+
+def metadata(out: Path) -> dict:
+    import torch
+
+    return torch.load(out / "checkpoints" / "full_state" / "epoch_0" / "training_metadata.json", weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def runs(prepared, tiny_model):
+    """``a`` and ``b`` at once; once both train, SIGTERM to ``a``'s step; ``b`` trains on; ``a`` starts again."""
+    a, b = start(prepared, tiny_model, "a"), start(prepared, tiny_model, "b")
+    deadline = time.monotonic() + 600
+    while not (steps(prepared / "a") and steps(prepared / "b")) and None in (a.poll(), b.poll()):
+        assert time.monotonic() < deadline, "training did not start"
+        time.sleep(0.02)
+    b_was_training = b.poll() is None
+    a.send_signal(signal.SIGTERM)
+    a.wait(timeout=600), b.wait(timeout=600)
+    stopped = {"returncode": a.returncode, "log": (prepared / "a.log").read_text(), "metadata": metadata(prepared / "a")}
+    stopped["steps"] = steps(prepared / "a")
+    saved = prepared / "a-state"  # the on-demand save as it was, before the restarted step replaces it
+    shutil.copytree(prepared / "a" / "checkpoints" / "full_state", saved / "full_state")
+    again = start(prepared, tiny_model, "a")
+    again.wait(timeout=600)
+    log = (prepared / "a.log").read_text()
+    return SimpleNamespace(
+        root=prepared, b_was_training=b_was_training, stopped=stopped, saved=saved,
+        b={"returncode": b.returncode, "log": (prepared / "b.log").read_text()},
+        again={"returncode": again.returncode, "log": log[len(stopped["log"]):]},
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_sft_trains_its_own_loop_on_cpu_and_evaluation_reads_its_validation_rows(runs):
+    from kubetune.components.evaluate.core import evaluate_step
+
+    out = runs.root / "b"
+    assert runs.b["returncode"] == 0, runs.b["log"][-3000:]
+    assert "[kubetune] CPU mode: redirected" in runs.b["log"] and "not for real training" in runs.b["log"]
+    trained = steps(out)
+    assert [(r["step"], r["samples_seen"]) for r in trained] == [(s, s * BATCH) for s in range(1, 7)]
+    validation = [r for r in rows(out) if "val_loss" in r]
+    assert [r["step"] for r in validation] == [3, 6]
+    done = result(runs.b["log"])
+    assert done["final_model"] == "hf_format/samples_48"
+    assert done["metrics"]["logged_train_steps"] == 6 and done["metrics"]["final_train_loss"] == trained[-1]["avg_loss"]
+    saved = out / "checkpoints" / "hf_format"
+    assert sorted(p.name for p in saved.iterdir()) == ["samples_16", "samples_32", "samples_48"]
+    assert all((saved / name / "config.json").is_file() for name in ("samples_16", "samples_32", "samples_48"))
+
+    curve = evaluate_step(out, runs.root / "val", runs.root / "curve.json", runs.root / "report.html")
+    assert [(p["step"], p["samples"], p["loss"]) for p in curve["backend"]["validation"]] == [
+        (r["step"], r["step"] * BATCH, r["val_loss"]) for r in validation
+    ]
+    assert [p["samples"] for p in curve["points"]] == [16, 32, 48]
+
+
+@pytest.mark.slow
+def test_final_model_is_the_last_save_by_samples_not_the_newest_file(runs):
+    """A copy (a sync, ``publish``) can leave an earlier checkpoint the newest file: still the last by samples."""
+    out = runs.root / "b" / "checkpoints"
+    later = time.time() + 3600
+    os.utime(out / "hf_format" / "samples_16", (later, later))
+    assert final_model(saved_models(out)) == out / "hf_format" / "samples_48"
+
+
+@pytest.mark.slow
+def test_sigterm_saves_on_demand_and_the_step_ends_cleanly(runs):
+    stopped = runs.stopped
+    assert stopped["returncode"] == 0, stopped["log"][-3000:]
+    assert result(stopped["log"])["metrics"]["full_state_saved"] == "full_state/epoch_0"
+    meta = stopped["metadata"]
+    assert meta["current_epoch"] == 0 and "global_step" in meta  # instructlab's mid-epoch on-demand save
+    assert meta["samples_seen"] < 48 and stopped["steps"][-1]["samples_seen"] < 48  # stopped before the end
+    assert (runs.root / "a" / "checkpoints" / "hf_format" / f"samples_{meta['samples_seen']}" / "config.json").is_file()
+
+
+@pytest.mark.slow
+def test_two_runs_at_once_do_not_collide(runs):
+    """``b`` shared the machine with ``a`` (rendezvous port, /dev/shm trigger file): ``a``'s SIGTERM stopped ``a`` only."""
+    assert runs.b_was_training, "b finished before a was stopped: the runs did not overlap"
+    assert runs.b["returncode"] == 0 and len(steps(runs.root / "b")) == 6
+    assert "global_step" not in metadata(runs.root / "b")  # b saved at its epoch's end, never on demand
+    assert result(runs.b["log"])["metrics"]["full_state_saved"] == ""
+    endpoints = [re.findall(r"--rdzv-endpoint=(\S+)", (runs.root / f"{name}.log").read_text())[0] for name in "ab"]
+    assert endpoints[0] != endpoints[1]  # the torchrun commands the two launches logged
+
+
+@pytest.mark.slow
+def test_a_restarted_step_resumes_after_the_sigterm_and_says_it_skips_a_batch(runs):
+    again, meta = runs.again, runs.stopped["metadata"]
+    assert again["returncode"] == 0, again["log"][-3000:]
+    step = meta["global_step"]
+    notices = [line for line in again["log"].splitlines() if "mid-epoch on-demand save" in line]
+    assert notices == [resume_notice(runs.saved / "full_state" / "epoch_0", runs.saved)]
+    assert f"(epoch 0, step {step})" in notices[0] and "skips one batch" in notices[0]
+    assert result(again["log"])["metrics"]["resumed_from"] == "full_state/epoch_0"
+    resumed = steps(runs.root / "a")[len(runs.stopped["steps"]) :]
+    # continued, not restarted: from the saved step on, with the samples already seen
+    assert resumed[0]["step"] == step + 1 and resumed[-1]["step"] == 6
+    skipped = step - meta["samples_seen"] // BATCH  # 1 when saved before the optimizer step (instructlab's bug)
+    assert resumed[0]["samples_seen"] == meta["samples_seen"] + BATCH
+    assert resumed[-1]["samples_seen"] == 48 - skipped * BATCH
+
+
+@pytest.mark.slow
+def test_the_resume_notice_is_only_for_a_mid_epoch_save(runs, tmp_path):
+    import torch
+
+    assert resume_notice(runs.root / "b" / "checkpoints" / "full_state" / "epoch_0", runs.root / "b") is None
+    later = tmp_path / "full_state" / "epoch_1"
+    later.mkdir(parents=True)
+    torch.save({**runs.stopped["metadata"], "current_epoch": 1, "global_step": 9}, later / "training_metadata.json")
+    notice = resume_notice(later, tmp_path)
+    assert "(epoch 1, step 9)" in notice and "skips 9 batches from the start of epoch 1" in notice
+
+
+SPEC_PATHS = {"model_path": "/m", "data_path": "/d", "ckpt_output_dir": "/o"}
+
+
+def test_flash_attn_missing_means_sdpa_and_an_explicit_false_is_refused_not_overridden(capsys, prepared, tiny_model):
+    assert flash_attn_missing()  # this machine, and CI, have no flash-attn
+    backend = get_backend("sft")
+    left_open = validate_spec({**SPEC, **SPEC_PATHS})
+    assert backend.local_params(left_open)["disable_flash_attn"] is True
+    assert "instructlab-training uses sdpa (disable_flash_attn)" in capsys.readouterr().out
+    given = validate_spec({**SPEC, **SPEC_PATHS, "disable_flash_attn": True})
+    assert "disable_flash_attn" not in backend.local_params(given) and "sdpa" not in capsys.readouterr().out
+
+    kwargs = prepared / "flash.json"
+    kwargs.write_text(json.dumps({**SPEC, "disable_flash_attn": False}))
+    with pytest.raises(KubetuneError) as refused:
+        train(kwargs, str(tiny_model), prepared / "small", prepared / "flash", prepared / "val")
+    assert [(p.where, p.message) for p in refused.value.problems] == [
+        ("disable_flash_attn", "is false but flash-attn is not installed here")
+    ]
+    assert not (prepared / "flash" / "checkpoints").exists()  # refused before instructlab-training started
+
+
+@pytest.mark.parametrize("field", ["chat_tmpl_path", "use_legacy_tmpl"])
+def test_a_training_time_chat_template_is_refused(prepared, tiny_model, field):
+    """The data was tokenized with the model's own template: another one at training time would not match it."""
+    value = "/templates/other.py" if field == "chat_tmpl_path" else True
+    for require_paths in (True, False):
+        with pytest.raises(KubetuneError) as refused:
+            validate_spec({**SPEC, **SPEC_PATHS, field: value}, require_paths=require_paths)
+        assert [p.where for p in refused.value.problems] == [f"`{field}`"]
+        assert "model's own chat template" in refused.value.problems[0].message
+    kwargs = prepared / f"{field}.json"
+    kwargs.write_text(json.dumps({**SPEC, field: value}))  # a hand-edited artifact reaching the training step
+    with pytest.raises(KubetuneError):
+        train(kwargs, str(tiny_model), prepared / "small", prepared / field, prepared / "val")
+    assert not (prepared / field / "checkpoints").exists()
