@@ -229,3 +229,18 @@ def test_trl_reports_to_what_training_hub_would(monkeypatch, params, env, expect
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert tracking.trackers(params) == expected
+
+
+def test_unset_tracking_parameters_come_from_the_environment_as_training_hub_fills_them(monkeypatch, tmp_path):
+    from kubetune.backends import get_backend
+
+    env = {"WANDB_PROJECT": "from-env", "WANDB_ENTITY": "team", "WANDB_RUN_NAME": "run", "MLFLOW_RUN_NAME": "ml-run",
+           "MLFLOW_TRACKING_URI": "http://127.0.0.1:5000", "MLFLOW_EXPERIMENT_NAME": "exp"}  # fmt: skip
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    document = {"algorithm": "osft", "max_seq_len": 512, "learning_rate": 1e-3, **SHORT["osft"], "wandb_project": "given"}
+    spec = bind(validate_spec(document, require_paths=False), "/no/model", tmp_path / "train", tmp_path / "out")
+    unset = tracking.from_env(spec.params)
+    assert "wandb_project" not in unset  # a parameter given wins over the environment
+    _, args = get_backend("osft").build(spec.with_params(**unset))  # mini-trainer's own TrainingArgs
+    assert [getattr(args, key) for key in tracking.FROM_ENV] == ["given", "team", "run", "http://127.0.0.1:5000", "exp", "ml-run"]
