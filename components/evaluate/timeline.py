@@ -65,12 +65,19 @@ def _finite(value: Any) -> bool:
 
 
 def read_instructlab(path: Path) -> BackendSeries:
+    """instructlab-training appends to its file: a resumed run continues the steps, a run that started again
+    from scratch in the same folder replaces the rows from its first step on."""
     series = BackendSeries("instructlab-training")
     for row in _rows(path):
+        step = row.get("step")
         if _finite(row.get("avg_loss")):
-            series.train.append(Point(float(row["avg_loss"]), row.get("step"), row.get("samples_seen")))
+            if isinstance(step, int) and series.train and (series.train[-1].step or 0) >= step:  # started again
+                series.train = [p for p in series.train if p.step is None or p.step < step]
+                series.validation = [p for p in series.validation if p.step is None or p.step < step]
+            series.train.append(Point(float(row["avg_loss"]), step, row.get("samples_seen")))
         if _finite(row.get("val_loss")):
-            series.validation.append(Point(float(row["val_loss"]), row.get("step")))
+            series.validation = [p for p in series.validation if p.step is None or p.step != step]
+            series.validation.append(Point(float(row["val_loss"]), step))
     for p in series.validation:
         p.samples = series.samples_at_step(p.step) if p.step is not None else None
     return series

@@ -18,6 +18,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from kubetune.components.evaluate.timeline import read_backend_metrics
 from kubetune.components.train.core import train
 
 from kubetune.backends import get_backend
@@ -184,6 +185,18 @@ def test_a_restarted_step_resumes_after_the_sigterm_and_says_it_skips_a_batch(ru
     skipped = step - meta["samples_seen"] // BATCH  # 1 when saved before the optimizer step (instructlab's bug)
     assert resumed[0]["samples_seen"] == meta["samples_seen"] + BATCH
     assert resumed[-1]["samples_seen"] == 48 - skipped * BATCH
+    series = read_backend_metrics(runs.root / "a")  # what evaluation reads: both runs, one point per step
+    assert [p.step for p in series.train] == [1, *range(step + 1, 7)] and [p.step for p in series.validation] == [3, 6]
+
+
+@pytest.mark.slow
+def test_a_run_started_again_from_scratch_in_the_same_folder_replaces_the_rows_it_logs_again(runs, tmp_path):
+    """Without a full state to resume (killed before any save) instructlab-training starts over and appends."""
+    logged = (runs.root / "b" / METRICS).read_text(encoding="utf-8")
+    again = tmp_path / "training_params_and_metrics_global0.jsonl"
+    again.write_text(logged + "".join(line + "\n" for line in logged.splitlines()[:4]), encoding="utf-8")  # to step 2
+    series = read_backend_metrics(tmp_path)
+    assert [(p.step, p.samples) for p in series.train] == [(1, 8), (2, 16)] and series.validation == []
 
 
 @pytest.mark.slow
