@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 PLATFORMS = [f"manylinux_2_{n}_x86_64" for n in (17, 24, 27, 28, 31, 34, 35)] + ["manylinux2014_x86_64", "manylinux1_x86_64"]
 # (call, environment) -> wheels; call 1 and call 2 each stay under the 64 MiB a call may carry
@@ -99,10 +98,25 @@ def gather(dest: Path) -> dict[tuple[str, str], list[Path]]:
             subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(folder), str(ROOT)], check=True)
             if leftover:
                 shutil.rmtree(ROOT / "build", ignore_errors=True)
+        for stale in set(folder.glob("*.whl")) - set(pinned_files(folder, names)):  # an earlier list's: one version each
+            stale.unlink()
         found[(call, env)] = sorted(folder.glob("*.whl"))
     for call in {c for c, _ in WHEELS}:
         size = sum(p.stat().st_size for p in (dest / call).rglob("*.whl")) / 2**20
         say(f"[gpu_kit] call {call}: {size:.1f} MiB of wheels (limit 64 MiB with the working tree)")
+    return found
+
+
+def pinned_files(folder: Path, pins: list[str]) -> list[Path]:
+    """The wheels in the kit's ``folder`` that ``pins`` (``name==version``) name, and kubetune's."""
+    from packaging.utils import canonicalize_name, parse_wheel_filename
+
+    wanted = {(canonicalize_name(n), v) for n, v in (pin.split("==") for pin in pins)}
+    found = []
+    for path in folder.glob("*.whl"):
+        name, version, *_ = parse_wheel_filename(path.name)
+        if (name, str(version)) in wanted or name == "kubetune":
+            found.append(path)
     return found
 
 
@@ -349,6 +363,7 @@ def main() -> None:
     case.add_argument("name", choices=list(CASES))
     case.add_argument("--work", type=Path, required=True)
     args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # train_step, beside this file
 
     if args.where == "case":
         result = run_case(args.name, args.work)

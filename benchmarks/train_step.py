@@ -232,9 +232,9 @@ def compare(
 ) -> dict[str, Any]:
     """Run both sides of every algorithm back to back, the order alternating by round (ours first, then bare
     first); each ratio is the median over rounds of the ratio within a round (a pair run minutes apart at most)."""
+    warm_imports(algorithms)  # first: Unsloth wants to be imported before transformers
     model = write_model(workdir / "model", hidden, layers)
     train, _ = write_data(model, workdir, samples)
-    warm_imports(algorithms)
     runs: list[Run] = []
     for round_ in range(repeat):
         for algorithm in algorithms:
