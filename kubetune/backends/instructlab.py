@@ -8,7 +8,7 @@ from typing import Any
 
 from kubetune.backends.base import TrainResult
 from kubetune.backends.cpu_mode import environment
-from kubetune.backends.rules import TORCHRUN_NAMES, effective, torchrun_kwargs
+from kubetune.backends.rules import TORCHRUN_NAMES, effective, nproc_notice, torchrun_kwargs
 from kubetune.backends.torchrun import TorchrunBackend, flash_attn_missing, say
 from kubetune.backends.tracking import tracking_env
 from kubetune.contract.catalog import Catalog
@@ -106,6 +106,8 @@ class InstructLabSFT(TorchrunBackend):
 
     def train(self, spec) -> TrainResult:
         """instructlab-training's own run; it turns trackers on from its parameters and the environment itself."""
+        if notice := nproc_notice(spec.params):
+            say(notice)
         with environment(tracking_env(spec.params, spec.params["ckpt_output_dir"])):
             return super().train(spec)
 

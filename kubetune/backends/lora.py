@@ -92,18 +92,29 @@ class LoRASFT(Backend):
         p = spec.params
         world = int(os.environ.get("WORLD_SIZE", "1"))
         accum = p.get("gradient_accumulation_steps", 1)
-        micro = p.get("micro_batch_size") or max(1, (p.get("effective_batch_size") or 2 * accum * world) // (accum * world))
+        # Training Hub 0.11.2 (algorithms/lora.py _build_training_args): effective_batch_size, when given, sets the
+        # micro-batch; else micro_batch_size (2). Its defaults below (tests/test_training_hub_defaults.py).
+        eff = p.get("effective_batch_size")
+        micro = max(1, eff // (accum * world)) if eff else p.get("micro_batch_size", 2)
         args: dict[str, Any] = {
             "output_dir": p["ckpt_output_dir"],
             "num_train_epochs": p.get("num_epochs", 3),
             "per_device_train_batch_size": micro,
             "gradient_accumulation_steps": accum,
             "learning_rate": p.get("learning_rate", 2e-4),
-            "warmup_steps": p.get("warmup_steps", 0),
+            "weight_decay": 0.01,
+            "max_grad_norm": 0.3,
+            "warmup_steps": p.get("warmup_steps", 10),
             "lr_scheduler_type": p.get("lr_scheduler", "linear"),
-            "max_length": p.get("max_seq_len"),
-            "packing": p.get("sample_packing", False),
+            "max_length": p.get("max_seq_len", 2048),
+            "packing": p.get("sample_packing", True),
+            "packing_strategy": "bfd",
             "logging_steps": p.get("logging_steps", 1),
+            "save_steps": 500,
+            "save_total_limit": 3,
+            "dataloader_pin_memory": False,
+            "remove_unused_columns": False,
+            "ddp_find_unused_parameters": False,
             "report_to": trackers(p),
             "use_cpu": use_cpu,
             "bf16": p.get("bf16", not use_cpu),
@@ -117,12 +128,15 @@ class LoRASFT(Backend):
             args["eval_steps"] = p.get("eval_steps", 500)
         args["per_device_eval_batch_size"] = micro  # Training Hub's default: the train micro-batch size
         # enable_jit_checkpoint is Training Hub's (our stop_on_signal), not transformers' own SIGTERM handler
-        args.update({k: v for k, v in self.by_class(spec).get(SFT_CONFIG, {}).items() if k != "enable_jit_checkpoint"})
+        # (and effective_batch_size, when given, decides the micro-batch over micro_batch_size, as in Training Hub)
+        skip = {"enable_jit_checkpoint", "per_device_train_batch_size"} if eff else {"enable_jit_checkpoint"}
+        args.update({k: v for k, v in self.by_class(spec).get(SFT_CONFIG, {}).items() if k not in skip})
         # Training Hub evaluates when given eval_data_path; asking for eval_steps means "evaluate" (on our split) too.
         if ((has_eval and "eval_steps" in args) or p.get("eval_data_path")) and "eval_strategy" not in spec.backend_kwargs:
             args["eval_strategy"] = "steps"
         if not has_eval and args.get("eval_strategy", "no") != "no":
             raise ValueError(f"eval_strategy={args['eval_strategy']!r} needs validation data, and none was given")
+        args.setdefault("eval_steps", 500)  # Training Hub always passes it (evaluation itself stays as decided above)
         return args
 
     def lora_config_kwargs(self, spec) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Any
 
 from kubetune.backends.base import TrainResult
 from kubetune.backends.cpu_mode import environment
-from kubetune.backends.rules import TORCHRUN_NAMES, effective, torchrun_kwargs
+from kubetune.backends.rules import TORCHRUN_NAMES, effective, nproc_notice, torchrun_kwargs
 from kubetune.backends.torchrun import TorchrunBackend, flash_attn_missing, say
 from kubetune.backends.tracking import from_env, offline_key, tracking_env
 from kubetune.contract.catalog import Catalog
@@ -119,6 +119,8 @@ class MiniTrainerOSFT(TorchrunBackend):
 
         if unset := from_env(spec.params):  # tracking parameters left unset: from the environment, as Training Hub
             spec = spec.with_params(**unset)
+        if notice := nproc_notice(spec.params):
+            say(notice)
         torch_args, train_args = self.launch(spec)
         train_args.callbacks = [KubetuneValidationLog()]
         out = Path(train_args.output_dir)

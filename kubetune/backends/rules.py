@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from kubetune.contract.catalog import Catalog
-from kubetune.errors import Problem
+from kubetune.errors import KubetuneError, Problem
 
 
 def effective(kwargs: dict[str, Any], catalog: Catalog, name: str, default: Any = None) -> Any:
@@ -16,15 +17,50 @@ def effective(kwargs: dict[str, Any], catalog: Catalog, name: str, default: Any 
     return info.default if info is not None and info.default is not None else default
 
 
-def torchrun_kwargs(params: dict[str, Any], names: list[str]) -> dict[str, Any]:
-    """Single-node defaults for torchrun (all local GPUs), overridden by the spec's torchrun parameters."""
-    out: dict[str, Any] = {"nproc_per_node": "gpu", "nnodes": 1, "node_rank": 0, "rdzv_id": 123}
-    out.update({k: params[k] for k in names if params.get(k) is not None})
-    if out["nproc_per_node"] == "auto":
-        out["nproc_per_node"] = "gpu"
-    if not out.get("rdzv_endpoint") and not out.get("master_addr"):
-        out["rdzv_endpoint"] = "127.0.0.1:29500"
+def torchrun_kwargs(params: dict[str, Any], names: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
+    """torchrun's settings as Training Hub 0.11.2 reads them (``utils.get_torchrun_params``): the spec's parameter,
+    else its ``PET_*`` variable (``MASTER_ADDR``/``MASTER_PORT`` too), else one node, rank 0, rendezvous id 0 and
+    torchrun's own local rendezvous. One deliberate difference: ``nproc_per_node`` left out is every GPU of the
+    pod (the pipeline's ``gpus``), where Training Hub starts one process."""
+    env = os.environ if env is None else env
+    given = {k: params[k] for k in names if params.get(k) is not None}
+    unprefixed = ("master_addr", "master_port")  # Training Hub also reads MASTER_ADDR and MASTER_PORT
+    found = {k: env.get(f"PET_{k.upper()}") or (env.get(k.upper()) if k in unprefixed else None) for k in names}
+    found = {k: v.strip() for k, v in found.items() if v and v.strip() and k not in given}
+    out: dict[str, Any] = {"nproc_per_node": "gpu", "nnodes": 1, "node_rank": 0, "rdzv_id": 0, **found, **given}
+    for name in ("nnodes", "node_rank", "master_port"):
+        if name in found:
+            out[name] = _integer(name, found[name])
+    if isinstance(out["nproc_per_node"], str):
+        word = out["nproc_per_node"].strip().lower()
+        out["nproc_per_node"] = _integer("nproc_per_node", word) if word not in ("auto", "gpu") else "gpu"
+    if "master_addr" in out and "rdzv_endpoint" in out:  # the one given at the higher level wins, as in Training Hub
+        if ("master_addr" in given) == ("rdzv_endpoint" in given):
+            raise KubetuneError([Problem("master_addr", "and rdzv_endpoint exclude each other; give one")], "torchrun")
+        out.pop("rdzv_endpoint" if "master_addr" in given else "master_addr")
+    if "master_addr" not in out:  # a port without its address: Training Hub drops it too
+        out.pop("master_port", None)
     return out
+
+
+def nproc_notice(params: dict[str, Any], env: dict[str, str] | None = None) -> str | None:
+    """The line the training step prints where our default for ``nproc_per_node`` differs from Training Hub's."""
+    from kubetune.backends.cpu_mode import wanted
+
+    env = os.environ if env is None else env
+    if params.get("nproc_per_node") is not None or (env.get("PET_NPROC_PER_NODE") or "").strip() or wanted():
+        return None
+    return (
+        "[kubetune] nproc_per_node is not given: one process per GPU of this pod (the pipeline's gpus), "
+        "where Training Hub 0.11.2 starts one process; give nproc_per_node to choose"
+    )
+
+
+def _integer(name: str, value: Any) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise KubetuneError([Problem(name, f"must be an integer, got {value!r} (from PET_{name.upper()})")], "torchrun") from None
 
 
 TORCHRUN_NAMES = ["nproc_per_node", "nnodes", "node_rank", "rdzv_id", "rdzv_endpoint", "master_addr", "master_port"]
