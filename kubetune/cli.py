@@ -442,7 +442,7 @@ def run_local(
     output: Annotated[Path, typer.Option("-o", "--output", help="The run folder: runs and exports are written here.")] = Path(
         "kubetune-local"
     ),
-    algorithm: Annotated[str, typer.Option(help="sft, osft or lora_sft (only lora_sft trains on CPU).")] = "lora_sft",
+    algorithm: Annotated[str, typer.Option(help="sft, osft or lora_sft (each with its own embedded kwargs).")] = "lora_sft",
     kwargs: Annotated[Path | None, typer.Option(help="JSON file of training kwargs (default: embedded).")] = None,
     data: Annotated[
         str | None, typer.Option(help="Training data: a local file or folder, s3:// or hf:// (default: the bundled sample).")

@@ -31,6 +31,29 @@ EMBEDDED_KWARGS = {
     "logging_steps": 8,
     "seed": 42,
 }
+# sft and osft on the same model and data (CPU mode on two cores): a checkpoint every 96 of the 288 training
+# samples of an epoch, so the evaluation step has several to compare; osft also validates on our split each epoch.
+EMBEDDED_SFT_KWARGS = {
+    "num_epochs": 2,
+    "learning_rate": 0.002,
+    "effective_batch_size": 8,
+    "max_seq_len": 256,
+    "max_tokens_per_gpu": 2048,
+    "save_samples": 96,
+    "seed": 42,
+}
+EMBEDDED_OSFT_KWARGS = {
+    "num_epochs": 2,
+    "learning_rate": 0.002,
+    "effective_batch_size": 8,
+    "max_seq_len": 256,
+    "max_tokens_per_gpu": 2048,
+    "unfreeze_rank_ratio": 0.5,
+    "min_samples_per_checkpoint": 96,
+    "validate_at_epoch": True,
+    "seed": 42,
+}
+EMBEDDED = {"lora_sft": EMBEDDED_KWARGS, "sft": EMBEDDED_SFT_KWARGS, "osft": EMBEDDED_OSFT_KWARGS}
 
 WORKSPACE = "/workspace"  # where the workspace PVC is mounted, in the training step and the TrainJob's nodes
 KUBECONFIG_DIR = "/var/run/kubetune/kubeconfig"  # the optional kubeconfig secret, for a launcher outside the cluster

@@ -55,7 +55,7 @@ def run_local(output_dir: str | Path, run_id: str | None = None, **arguments: An
     )
     if run_id:
         os.environ[WORKSPACE_ENV] = str(output_dir / "workspace" / run_id)
-    run = finetune(**arguments)
+    run = finetune(**with_embedded_kwargs(arguments))
     curve = json.loads(Path(run.outputs["loss_curve"].path).read_text())
     return {
         "exported_model": run.outputs["model"].path,
@@ -67,6 +67,15 @@ def run_local(output_dir: str | Path, run_id: str | None = None, **arguments: An
         "overfitting_after": (curve["overfitting"] or {}).get("checkpoint"),
         "skipped": curve.get("skipped", []),
     }
+
+
+def with_embedded_kwargs(arguments: dict[str, Any]) -> dict[str, Any]:
+    """The pipeline arguments with the algorithm's embedded kwargs where none are given (the pipeline's own
+    default is lora_sft's); a run's record keeps only what was given, so a resume picks the same ones again."""
+    from kubetune.pipelines.finetune import EMBEDDED
+
+    algorithm = arguments.get("algorithm", "lora_sft")
+    return {"training_kwargs": EMBEDDED[algorithm], **arguments}
 
 
 def _stable_cache_keys() -> None:
@@ -178,9 +187,6 @@ def check_options(
     arguments: dict[str, Any] = {"algorithm": algorithm, "export_checkpoint": checkpoint}
     if algorithm not in ALGORITHMS:
         problems.append(Problem("--algorithm", f"must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}"))
-    elif algorithm != "lora_sft" and not _cuda():
-        backend = "mini-trainer" if algorithm == "osft" else "instructlab-training"
-        problems.append(Problem("--algorithm", f"{algorithm} needs a CUDA GPU ({backend}); on CPU only lora_sft trains"))
     if checkpoint not in CHECKPOINTS:
         problems.append(Problem("--checkpoint", f"must be best or final, got {checkpoint!r}"))
     if data is not None and not data.strip():
@@ -220,12 +226,6 @@ def destination_problems(destination: str, overwrite: bool, protect: dict[str, A
     except KubetuneError as error:
         return [Problem(f"--destination {p.where}".rstrip(), p.message, p.hint) for p in error.problems]
     return []
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def resumed_arguments(record: dict[str, Any], given: dict[str, Any], run_folder: Path | None = None) -> dict[str, Any]:
@@ -342,8 +342,9 @@ GRACE_S = 120.0  # after the first SIGINT/SIGTERM: time for the training step to
 
 def supervise(folder: Path, record: dict[str, Any], say=print) -> tuple[int, dict[str, Any]]:
     """Run the record's pipeline in a child process group (its own session, so a terminal's Ctrl-C reaches
-    only this process); on SIGINT or SIGTERM send the group SIGTERM (the training step saves a checkpoint and
-    stops, the other steps end), wait for it, and mark the run ``interrupted``; a second signal kills the group.
+    only this process); on SIGINT or SIGTERM send the run SIGTERM (``_terminate``: the training step saves a
+    checkpoint and stops, the other steps end, no further step starts), wait for it, and mark the run
+    ``interrupted``; a second signal kills the group.
     Returns the exit code (0; 2: a step refused its input; 1: a step failed otherwise; 130/143: interrupted)
     and the record."""
     record = write_record(folder, record, state="running", pid=os.getpid(), host=socket.gethostname())
@@ -352,7 +353,10 @@ def supervise(folder: Path, record: dict[str, Any], say=print) -> tuple[int, dic
 
     def stop(signum, frame):
         received.append(signum)
-        _killpg(child.pid, signal.SIGTERM if len(received) == 1 else signal.SIGKILL)
+        if len(received) == 1:
+            _terminate(child.pid)
+        else:
+            _killpg(child.pid, signal.SIGKILL)
         if len(received) == 1:
             say(f"kubetune run-local: {signal.Signals(signum).name} received: stopping the run (send it again to kill it)")
 
@@ -380,23 +384,56 @@ def _killpg(pgid: int, signum: int) -> None:
         os.killpg(pgid, signum)
 
 
-def _group_alive(pgid: int) -> bool:
-    """Whether a process of the group ``pgid`` still runs (zombies waiting to be reaped do not count)."""
+def _terminate(pgid: int) -> None:
+    """SIGTERM to the run as a pod gets it: to each process of the group but torchrun and what it started. The
+    backend that started torchrun catches the signal and has its workers save and stop; a SIGTERM of their own
+    kills instructlab-training's workers (no handler there) and their data-loader workers before any save."""
+    members = _members(pgid)
+    if members is None:
+        _killpg(pgid, signal.SIGTERM)
+        return
+
+    def launched_by_torchrun(pid: int) -> bool:
+        while pid in members:
+            parent, argv = members[pid]
+            if any(Path(a).name == "torchrun" for a in argv[:2]) or "torch.distributed.run" in argv[:3]:
+                return True
+            pid = parent
+        return False
+
+    for pid in [p for p in members if not launched_by_torchrun(p)]:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+
+
+def _members(pgid: int) -> dict[int, tuple[int, list[str]]] | None:
+    """The running processes of the group ``pgid`` (zombies waiting to be reaped do not count): pid -> (parent
+    pid, first words of the command line); None where there is no /proc to read."""
     proc = Path("/proc")
     if not proc.is_dir():
-        try:
-            os.killpg(pgid, 0)
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True
+        return None
+    members = {}
     for stat in proc.glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
+            if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+                argv = (stat.parent / "cmdline").read_bytes().split(b"\0")[:3]
+                members[int(stat.parent.name)] = (int(fields[1]), [a.decode(errors="replace") for a in argv])
+        except (OSError, IndexError, ValueError):
             continue
-        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
-            return True
-    return False
+    return members
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of the group ``pgid`` still runs."""
+    members = _members(pgid)
+    if members is not None:
+        return bool(members)
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 def _child(folder: Path) -> int:
@@ -404,12 +441,16 @@ def _child(folder: Path) -> int:
     record = read_record(folder)
     if record is None:
         raise KubetuneError([Problem(str(folder / RECORD), "is missing")])
-    codes = _step_codes()
+    stopping: list[int] = []  # SIGTERM: the running step ends (its logs still shown), no further step starts
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
+    codes = _step_codes(stopping)
     try:
         result = run_local(folder, run_id=record["run_id"], **record["arguments"])
     except RuntimeError as e:  # kfp.local's way of saying a step failed; the step's own report is above
         if "finished with status" not in str(e):
             raise
+        if stopping:
+            return 128 + signal.SIGTERM
         message = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
         print(f"\nkubetune run-local: {message} The step's report is printed above.", file=sys.stderr, flush=True)
         return INPUT if INPUT in codes else 1
@@ -417,15 +458,16 @@ def _child(folder: Path) -> int:
     return 0
 
 
-def _step_codes() -> list[int]:
-    """The exit codes of the steps kfp.local runs from here on (it keeps only SUCCESS or FAILURE)."""
+def _step_codes(stopping: list[int] | tuple[()] = ()) -> list[int]:
+    """The exit codes of the steps kfp.local runs from here on (it keeps only SUCCESS or FAILURE); once
+    ``stopping`` holds a signal, a step fails without starting."""
     from kfp.local import subprocess_task_handler as handler
 
     codes: list[int] = []
     run = handler.run_local_subprocess
 
     def recorded(*args: Any, **kwargs: Any) -> int:
-        codes.append(run(*args, **kwargs))
+        codes.append(128 + stopping[0] if stopping else run(*args, **kwargs))
         return codes[-1]
 
     handler.run_local_subprocess = recorded

@@ -579,7 +579,9 @@ def export_step(
         raise KubetuneError([Problem("select", f'must be "best" or "final", got {select!r}')], "cannot export")
     root = Path(trained_model)
     complete = [p for p in find_checkpoints(root) if checkpoint_problem(p) is None]  # the newest complete one
-    source = root / checkpoint if select == "best" else (complete or [root])[-1]
+    newest = (complete or [root])[-1]  # at mini-trainer's last point, its regular save rather than a best-validation copy
+    regular = newest.with_name(newest.name.removesuffix("_best_val_loss"))
+    source = root / checkpoint if select == "best" else (regular if regular in complete else newest)
     inputs = {"the trained model": root, "the training kwargs": spec_path, "the loss curve": curve_path}
     check_destination(destination, overwrite, source, {name: Path(p) for name, p in inputs.items() if p})
     spec = json.loads(Path(spec_path).read_text()) if spec_path else {}

@@ -1,0 +1,98 @@
+"""``kubetune run-local --algorithm sft|osft``: instructlab-training and mini-trainer run their own training loops
+on this CPU (CPU mode) through the whole local pipeline; lora_sft's whole run is in tests/test_pipeline.py."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from kubetune.pipelines.finetune import EMBEDDED
+from kubetune.pipelines.local import check_options, with_embedded_kwargs
+
+from kubetune.contract import validate_spec
+from kubetune.embedded.sample_data import SAMPLE_DATA
+
+LOSS_LINE = re.compile(r"^  validation loss   (\S+): (\d+\.\d{4})(  <- best)?")
+
+
+@pytest.mark.parametrize("algorithm", ["sft", "osft", "lora_sft"])
+def test_run_local_takes_every_algorithm_on_cpu_with_its_own_embedded_kwargs(tmp_path, algorithm):
+    arguments = check_options(algorithm, "best", None, None, "", False, tmp_path / "run")  # no "needs a CUDA GPU"
+    assert arguments == {"algorithm": algorithm, "export_checkpoint": "best"}
+    assert with_embedded_kwargs(arguments)["training_kwargs"] == EMBEDDED[algorithm]
+    given = {**arguments, "training_kwargs": {"learning_rate": 0.01}}
+    assert with_embedded_kwargs(given)["training_kwargs"] == {"learning_rate": 0.01}  # --kwargs wins whole
+    spec = validate_spec({"algorithm": algorithm, **EMBEDDED[algorithm]}, require_paths=False)
+    assert spec.algorithm == algorithm
+
+
+def test_export_final_is_the_last_regular_save_not_a_best_validation_copy(tmp_path, tiny_model):
+    from kubetune.components.export.core import export_step
+
+    saves = tmp_path / "trained" / "checkpoints" / "hf_format"
+    for name in ("samples_16.0", "samples_16.0_best_val_loss", "samples_32.0", "samples_32.0_best_val_loss"):
+        shutil.copytree(tiny_model, saves / name)
+    final = export_step(tmp_path / "trained", "", str(tmp_path / "a"), select="final")
+    assert final["checkpoint"] == "checkpoints/hf_format/samples_32.0"
+    shutil.copytree(tiny_model, saves / "samples_40.0_best_val_loss")  # mini-trainer skipped the same final save
+    final = export_step(tmp_path / "trained", "", str(tmp_path / "b"), select="final")
+    assert final["checkpoint"] == "checkpoints/hf_format/samples_40.0_best_val_loss"
+
+
+# Shortened through the CLI's own options (--data, --kwargs), to keep CI's time: 80 sample records (72 to train),
+# the embedded kwargs otherwise, a checkpoint every 32 samples: 18 steps, 5 checkpoints.
+SHORT = {
+    "sft": ({**EMBEDDED["sft"], "save_samples": 32}, "best", "Loading state from: "),
+    "osft": ({**EMBEDDED["osft"], "min_samples_per_checkpoint": 32}, "final", "Resuming from full-state checkpoint: "),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algorithm", list(SHORT))
+def test_run_local_trains_interrupted_resumes_and_prints_validation_loss_per_checkpoint(tmp_path, algorithm):
+    from kubetune.components.export.core import verify
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs, select, resumed = SHORT[algorithm]
+    (tmp_path / "chat.jsonl").write_text("".join(SAMPLE_DATA.read_text(encoding="utf-8").splitlines(True)[:80]))
+    (tmp_path / "kwargs.json").write_text(json.dumps({"algorithm": algorithm, **kwargs}))
+    folder = tmp_path / "run"
+    cli = [sys.executable, "-m", "kubetune.cli", "run-local", "-o", str(folder)]
+    options = ["--algorithm", algorithm, "--kwargs", "kwargs.json", "--data", "chat.jsonl", "--checkpoint", select]
+    first = subprocess.Popen([*cli, *options], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    saves = folder.glob("workspace/*/checkpoints/hf_format/samples_*/config.json")
+    deadline = time.monotonic() + 600
+    while not any(saves) and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        saves = folder.glob("workspace/*/checkpoints/hf_format/samples_*/config.json")
+    first.send_signal(signal.SIGINT)  # training saves its full state on the SIGTERM it gets, then the run stops
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 130 and "Traceback" not in err, err[-3000:]
+
+    second = subprocess.run([*cli, "--resume"], capture_output=True, text=True, cwd=tmp_path, timeout=900)
+    assert second.returncode == 0, second.stderr[-3000:]
+    log = re.sub(r"\x1b\[[0-9;]*m", "", second.stdout + second.stderr)
+    assert resumed in log  # the backend continued from the state it saved on the signal
+    printed = [m.groups() for line in second.stdout.splitlines() if (m := LOSS_LINE.match(line))]
+    (saved,) = folder.glob("workspace/*/checkpoints/hf_format")
+    assert {name for name, _, _ in printed} == {f"checkpoints/hf_format/{p.name}" for p in saved.iterdir()}
+    losses = [float(loss) for _, loss, _ in printed]
+    assert len(losses) >= 4 and all(math.isfinite(x) for x in losses) and losses[-1] < losses[0]  # it learned
+    (best,) = [float(loss) for _, loss, mark in printed if mark]
+    assert best == min(losses)
+    record = json.loads((folder / "run.json").read_text())
+    assert record["state"] == "finished" and record["arguments"]["algorithm"] == algorithm
+    exported = record["result"]["exported_model"]
+    assert verify(exported) == []
+    chosen = record["result"]["best_checkpoint"] if select == "best" else printed[-1][0]
+    assert f"checkpoint `{Path(chosen).name}`" in Path(exported, "README.md").read_text()
+    model = AutoModelForCausalLM.from_pretrained(exported)  # a full model: transformers alone loads it
+    assert model.config.model_type == "llama" and AutoTokenizer.from_pretrained(exported)
