@@ -6,9 +6,9 @@ once do not collide.
 One module-scoped set of real runs (steps in subprocesses, as in a pod): ``b`` trains to the end while ``a``,
 started at the same time, is stopped by SIGTERM and then started again."""
 
+import contextlib
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -89,6 +89,22 @@ def metadata(out: Path) -> dict:
     return torch.load(out / "checkpoints" / "full_state" / "epoch_0" / "training_metadata.json", weights_only=True)
 
 
+def launch_of(step: subprocess.Popen) -> dict:
+    """What a running step's launch gave its processes: torchrun's rendezvous endpoint and the training
+    process's trigger-file name, read from the processes themselves."""
+    import psutil
+
+    found = {}
+    for child in psutil.Process(step.pid).children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            for arg in child.cmdline():
+                if arg.startswith("--rdzv-endpoint="):
+                    found["endpoint"] = arg.split("=", 1)[1]
+                if arg.endswith("main_ds.py"):
+                    found["trigger"] = child.environ().get("CHECKPOINT_TRIGGER_FILENAME")
+    return found
+
+
 @pytest.fixture(scope="module")
 def runs(prepared, tiny_model):
     """``a`` and ``b`` at once; once both train, SIGTERM to ``a``'s step; ``b`` trains on; ``a`` starts again."""
@@ -98,6 +114,7 @@ def runs(prepared, tiny_model):
         assert time.monotonic() < deadline, "training did not start"
         time.sleep(0.02)
     b_was_training = b.poll() is None
+    launched = {name: launch_of(step) for name, step in (("a", a), ("b", b))}
     a.send_signal(signal.SIGTERM)
     a.wait(timeout=600), b.wait(timeout=600)
     stopped = {"returncode": a.returncode, "log": (prepared / "a.log").read_text(), "metadata": metadata(prepared / "a")}
@@ -108,7 +125,7 @@ def runs(prepared, tiny_model):
     again.wait(timeout=600)
     log = (prepared / "a.log").read_text()
     return SimpleNamespace(
-        root=prepared, b_was_training=b_was_training, stopped=stopped, saved=saved,
+        root=prepared, b_was_training=b_was_training, stopped=stopped, saved=saved, launched=launched,
         b={"returncode": b.returncode, "log": (prepared / "b.log").read_text()},
         again={"returncode": again.returncode, "log": log[len(stopped["log"]):]},
     )  # fmt: skip
@@ -166,8 +183,8 @@ def test_two_runs_at_once_do_not_collide(runs):
     assert runs.b["returncode"] == 0 and len(steps(runs.root / "b")) == 6
     assert "global_step" not in metadata(runs.root / "b")  # b saved at its epoch's end, never on demand
     assert result(runs.b["log"])["metrics"]["full_state_saved"] == ""
-    endpoints = [re.findall(r"--rdzv-endpoint=(\S+)", (runs.root / f"{name}.log").read_text())[0] for name in "ab"]
-    assert endpoints[0] != endpoints[1]  # the torchrun commands the two launches logged
+    a, b = runs.launched["a"], runs.launched["b"]  # read from the running processes
+    assert a["endpoint"] != b["endpoint"] and a["trigger"] != b["trigger"] and None not in (a["trigger"], b["trigger"])
 
 
 @pytest.mark.slow
