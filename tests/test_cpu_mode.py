@@ -175,3 +175,17 @@ def test_two_runs_get_their_own_rendezvous_port_and_trigger_file():
     )
     child = subprocess.run([sys.executable, "-c", code], env=inherited, capture_output=True, text=True, timeout=60)
     assert child.returncode == 0 and child.stdout.strip() not in ("", *names), child.stderr[-2000:]
+
+
+def test_a_trigger_file_left_by_a_late_signal_is_removed_and_only_ours(monkeypatch, tmp_path):
+    """A signal after the workers stopped polling leaves the launcher's trigger file behind: the launch removes
+    its own, never a file named by the user."""
+    monkeypatch.setattr(cpu_mode, "TRIGGER_DIR", tmp_path)
+    with launch_env("instructlab-training", lambda line: None):
+        ours = tmp_path / os.environ["CHECKPOINT_TRIGGER_FILENAME"]
+        ours.write_text("1")  # what the backend's launcher-side signal handler writes
+    assert not ours.exists()
+    monkeypatch.setenv("CHECKPOINT_TRIGGER_FILENAME", "users-trigger")
+    with launch_env("instructlab-training", lambda line: None):
+        (tmp_path / "users-trigger").write_text("1")
+    assert (tmp_path / "users-trigger").exists()

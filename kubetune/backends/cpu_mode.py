@@ -25,6 +25,7 @@ from pathlib import Path
 
 ENV_FLAG = "KUBETUNE_CPU_MODE"  # set to the backend script's path: the only process the sitecustomize changes
 SITE_DIR = Path(__file__).parent / "cpu_site"
+TRIGGER_DIR = Path("/dev/shm")  # where both backends' on-demand-checkpoint trigger files live
 # the script each backend's torchrun runs (module, file beside it): CPU mode applies in that process only
 SCRIPTS = {"instructlab-training": ("instructlab.training", "main_ds.py"), "mini-trainer": ("mini_trainer", "train.py")}
 WARNING = (
@@ -135,10 +136,12 @@ def environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def launch_env(backend: str, say=print) -> contextlib.AbstractContextManager[None]:
+@contextlib.contextmanager
+def launch_env(backend: str, say=print) -> Iterator[None]:
     """The environment a backend's ``run_training`` hands to torchrun: this process's, plus, where CUDA is
     absent, the CPU-mode ``sitecustomize``. Always an on-demand-checkpoint trigger file of this launch's own
-    (``/dev/shm`` is shared by every run on the machine), unless the user named one."""
+    (``/dev/shm`` is shared by every run on the machine), unless the user named one; removed at the end if a
+    signal left it there (one that came after the workers stopped looking)."""
     # torchrun and the backend's scripts are found on PATH next to this interpreter (a venv need not be active)
     changes = {"PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
     # a kubetune name in the environment was inherited from another launch: never shared
@@ -151,7 +154,13 @@ def launch_env(backend: str, say=print) -> contextlib.AbstractContextManager[Non
         # the batch packers' plain Python: instructlab-training's 8 data-loader workers would each compile
         # them with numba (seconds of CPU apiece, at every start); one sft epoch of run-local: 174 s -> 98 s
         changes["NUMBA_DISABLE_JIT"] = os.environ.get("NUMBA_DISABLE_JIT", "1")  # unless the user set it
-    return environment(changes)
+    with environment(changes):
+        try:
+            yield
+        finally:
+            if own := changes.get("CHECKPOINT_TRIGGER_FILENAME"):
+                with contextlib.suppress(OSError):
+                    (TRIGGER_DIR / own).unlink(missing_ok=True)
 
 
 def missing_sites(root: Path | None = None) -> list[str]:
