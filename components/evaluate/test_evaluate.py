@@ -111,6 +111,7 @@ def test_trl_run_gets_one_point_per_checkpoint_and_a_report_with_both_curves(tmp
             "eval_steps": 3,
             "logging_steps": 1,
             "seed": 0,
+            "sample_packing": False,  # one sample per row: the step counts below
         }
     )
     LoRASFT().train(spec, validation_data=validation / "data.jsonl")

@@ -52,7 +52,8 @@ def test_a_killed_lora_run_resumes_from_its_last_checkpoint_in_the_workspace(tmp
     prepare("kubetune://sample-chat", str(tiny_model), tmp_path / "data" / "train", tmp_path / "data" / "val", num_proc=1)
     kwargs = tmp_path / "kwargs.json"
     kwargs.write_text(json.dumps({"algorithm": "lora_sft", "num_epochs": 1, "micro_batch_size": 4, "learning_rate": 0.001,
-                                  "save_steps": 10, "logging_steps": 5, "seed": 0}))  # fmt: skip
+                                  "save_steps": 10, "logging_steps": 5, "seed": 0,
+                                  "sample_packing": False}))  # fmt: skip  (unpacked: enough steps to be killed after step 10)
     script = (
         "import sys, json; from kubetune.components.train.core import train; "
         "r = train(*sys.argv[1:6], workspace=sys.argv[6]); print(json.dumps(r.metrics))"
