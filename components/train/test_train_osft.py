@@ -6,6 +6,7 @@ evaluation step then reads what mini-trainer really wrote."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -27,14 +28,14 @@ from kubetune.backends.torchrun import final_model, saved_models
 from kubetune.checkpoints import full_state_problem
 
 OSFT = {"algorithm": "osft", "max_tokens_per_gpu": 2048, "max_seq_len": 512, "learning_rate": 1e-3, "unfreeze_rank_ratio": 0.5}
-MAX_STEPS = 8
-# stopped by SIGTERM after its first steps, then resumed to the end: AdamW settings, every validation trigger but
+MAX_STEPS, BATCH = 16, 8
+# stopped by SIGTERM after its first step, then resumed to the end: AdamW settings, every validation trigger but
 # the epoch one, a regular save and a best-validation copy at the same points
-STEP_RUN = {**OSFT, "effective_batch_size": 8, "training_mode": "step", "max_steps": MAX_STEPS, "validation_frequency": 2,
-            "validate_at_final": True, "save_best_val_loss": True, "min_samples_per_checkpoint": 16,
-            "beta1": 0.5, "beta2": 0.99, "eps": 1e-7, "weight_decay": 0.1}  # fmt: skip
-# plain SFT through mini-trainer, validating only at epoch end (6 steps of 48 samples), until stopped
-INFINITE_RUN = {**OSFT, "osft": False, "effective_batch_size": 48, "training_mode": "infinite", "lr_scheduler": "constant",
+STEP_RUN = {**OSFT, "effective_batch_size": BATCH, "training_mode": "step", "max_steps": MAX_STEPS,
+            "validation_frequency": 4, "validate_at_final": True, "save_best_val_loss": True,
+            "min_samples_per_checkpoint": 4 * BATCH, "beta1": 0.5, "beta2": 0.99, "eps": 1e-7, "weight_decay": 0.1}  # fmt: skip
+# plain SFT through mini-trainer on 48 samples (6 steps an epoch), validating only at epoch ends, until stopped
+INFINITE_RUN = {**OSFT, "osft": False, "effective_batch_size": BATCH, "training_mode": "infinite", "lr_scheduler": "constant",
                 "validate_at_epoch": True, "save_best_val_loss": True}  # fmt: skip
 STEP = (
     "import sys, json; from kubetune.components.train.core import train; r = train(*sys.argv[1:6]); "
@@ -48,7 +49,10 @@ def prepared(tiny_model, tmp_path_factory) -> SimpleNamespace:
 
     root = tmp_path_factory.mktemp("osft-data")
     prepare("kubetune://sample-chat", str(tiny_model), root / "train", root / "val", num_proc=1)
-    return SimpleNamespace(model=str(tiny_model), train=root / "train", val=root / "val")
+    (root / "small").mkdir()  # the first 48 prepared samples: short epochs
+    rows = (root / "train" / "data.jsonl").read_text().splitlines(keepends=True)
+    (root / "small" / "data.jsonl").write_text("".join(rows[:48]))
+    return SimpleNamespace(model=str(tiny_model), train=root / "train", small=root / "small", val=root / "val")
 
 
 def kwargs_file(out: Path, document: dict) -> Path:
@@ -58,11 +62,11 @@ def kwargs_file(out: Path, document: dict) -> Path:
     return path
 
 
-def start(out: Path, document: dict, data: SimpleNamespace) -> subprocess.Popen:
+def start(out: Path, document: dict, data: SimpleNamespace, train_data: Path) -> subprocess.Popen:
     """Our training step in a process of its own (as in a pod), its output in ``out/step.log``."""
-    args = [sys.executable, "-c", STEP, str(kwargs_file(out, document)), data.model, str(data.train), str(out), str(data.val)]
+    args = [sys.executable, "-c", STEP, str(kwargs_file(out, document)), data.model, str(train_data), str(out), str(data.val)]
     with open(out / "step.log", "w") as log:
-        return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
 
 
 def logged_steps(out: Path) -> list[int]:
@@ -95,27 +99,75 @@ def finished(process: subprocess.Popen, out: Path) -> dict:
     return json.loads(lines[-1])
 
 
+def processes() -> dict[int, tuple[int, bytes]]:
+    """Every process here: pid -> (parent pid, command line)."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            stat, command = (proc / "stat").read_text(), (proc / "cmdline").read_bytes()
+            found[int(proc.name)] = (int(stat.rsplit(")", 1)[1].split()[1]), command)
+        except (OSError, ValueError, IndexError):
+            continue  # not a process, or one that ended meanwhile
+    return found
+
+
+def tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (torchrun starts its workers in sessions of their own)."""
+    table, found = processes(), [pid]
+    for parent in found:
+        found += [child for child, (ppid, _) in table.items() if ppid == parent]
+    return found
+
+
+def worker(step: subprocess.Popen) -> int:
+    """The mini-trainer worker (``train.py`` under torchrun) of a step."""
+    table = processes()
+    for pid in tree(step.pid):
+        command = table.get(pid, (0, b""))[1]
+        if b"mini_trainer/train.py" in command and b"torchrun" not in command:
+            return pid
+    raise AssertionError(f"step {step.pid} has no mini-trainer worker")
+
+
+def trigger_name(pid: int) -> str:
+    """``CHECKPOINT_TRIGGER_FILENAME`` in the environment a process started with."""
+    variables = (Path("/proc") / str(pid) / "environ").read_bytes().split(b"\0")
+    return dict(v.decode().split("=", 1) for v in variables if b"=" in v)["CHECKPOINT_TRIGGER_FILENAME"]
+
+
 @pytest.fixture(scope="module")
 def stopped(prepared, tmp_path_factory) -> SimpleNamespace:
-    """A ``step`` run and an ``infinite`` run started together; SIGTERM to the step run's process, then, once the
-    infinite run has trained on and validated at its first epoch end, to the infinite run's; then the step run's
-    step again, which resumes."""
+    """A ``step`` run and an ``infinite`` run started together, both inheriting a trigger name; SIGTERM to the
+    step run's process, then, once the infinite run has trained on and validated at its first epoch end, to the
+    infinite run's; then the step run's step again, which resumes."""
     root = tmp_path_factory.mktemp("osft-sigterm")
     step_out, infinite_out = root / "step", root / "infinite"
-    facts = SimpleNamespace(step_out=step_out, infinite_out=infinite_out)
+    inherited = f"kubetune-{uuid.uuid4().hex}"  # as an earlier launch in this process would have left it
+    facts = SimpleNamespace(step_out=step_out, infinite_out=infinite_out, inherited=inherited)
     with pytest.MonkeyPatch.context() as env:
-        # the name an earlier launch of this process left in its environment, inherited by both steps
-        env.setenv("CHECKPOINT_TRIGGER_FILENAME", f"kubetune-{uuid.uuid4().hex}")
-        step_run, infinite = start(step_out, STEP_RUN, prepared), start(infinite_out, INFINITE_RUN, prepared)
+        env.setenv("CHECKPOINT_TRIGGER_FILENAME", inherited)
+        env.setenv("OMP_NUM_THREADS", "1")  # two runs side by side: a core each (threads spinning on a busy CI cost 2x)
+        step_run = start(step_out, STEP_RUN, prepared, prepared.train)
+        infinite = start(infinite_out, INFINITE_RUN, prepared, prepared.small)
     try:
-        wait_for(lambda: logged_steps(step_out), step_run, "the step run's first metrics row", step_out)
+        # the infinite run's worker is held (SIGSTOP) from its first step until the step run has trained one: then it
+        # trains beside the step run's SIGTERM save, for a few steps, not through a whole start-up
         wait_for(lambda: logged_steps(infinite_out), infinite, "the infinite run's first metrics row", infinite_out)
+        held = worker(infinite)
+        os.kill(held, signal.SIGSTOP)
+        wait_for(lambda: logged_steps(step_out), step_run, "the step run's first metrics row", step_out)
+        facts.worker_triggers = [trigger_name(worker(process)) for process in (step_run, infinite)]
+        os.kill(held, signal.SIGCONT)
         step_run.send_signal(signal.SIGTERM)
+        states = step_out / "checkpoints" / "full_state_checkpoints"
+        wait_for(lambda: list(states.glob("step_*/training_state.pt")), step_run, "the step run's full-state save", step_out)
+        os.kill(held, signal.SIGSTOP)  # held again while the step run's step ends
         facts.step_metrics = finished(step_run, step_out)["metrics"]
         facts.steps_before_resume = logged_steps(step_out)
         facts.infinite_at_other_stop = logged_steps(infinite_out)[-1]
         facts.infinite_running_after_other_stop = infinite.poll() is None
         facts.infinite_states_before_own_stop = sorted((infinite_out / "checkpoints").glob("full_state_checkpoints/*"))
+        os.kill(held, signal.SIGCONT)
         validated = infinite_out / "checkpoints" / "kubetune_validation_0.jsonl"
         wait_for(
             lambda: logged_steps(infinite_out)[-1] > facts.infinite_at_other_stop and validated.is_file(),
@@ -128,10 +180,14 @@ def stopped(prepared, tmp_path_factory) -> SimpleNamespace:
         facts.infinite_steps = logged_steps(infinite_out)
     finally:
         for process in (step_run, infinite):
-            if process.poll() is None:  # a failed wait: stop the step and its torchrun children
-                os.killpg(process.pid, signal.SIGKILL)
+            if process.poll() is None:  # a failed wait: stop the step, its torchrun and its workers
+                for pid in tree(process.pid):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
                 process.wait()
-    facts.resumed = train(step_out / "kwargs.json", prepared.model, prepared.train, step_out, prepared.val)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("OMP_NUM_THREADS", "1")
+        facts.resumed = train(step_out / "kwargs.json", prepared.model, prepared.train, step_out, prepared.val)
     return facts
 
 
@@ -157,7 +213,9 @@ def test_infinite_mode_stops_on_sigterm_with_a_full_state_save(stopped):
 
 @pytest.mark.slow
 def test_parallel_runs_never_share_the_trigger_file_even_when_they_inherit_one(stopped):
-    """Both steps inherited the same kubetune trigger name; the SIGTERM of one must not stop the other."""
+    """Both steps inherited the same kubetune trigger name; each worker polls a file of its own, and the SIGTERM of
+    one run does not stop the other."""
+    assert len(set(stopped.worker_triggers)) == 2 and stopped.inherited not in stopped.worker_triggers
     assert stopped.infinite_running_after_other_stop and stopped.infinite_states_before_own_stop == []
     assert stopped.infinite_steps[-1] > stopped.infinite_at_other_stop
 
@@ -175,7 +233,7 @@ def test_adamw_settings_reach_mini_trainers_optimizer(stopped):
 @pytest.mark.slow
 def test_final_model_is_the_last_regular_save_not_the_newer_best_validation_copy(stopped):
     result = stopped.resumed
-    last = f"samples_{MAX_STEPS * 8}.0"
+    last = f"samples_{MAX_STEPS * BATCH}.0"
     copy = result.final_model.parent / f"{last}_best_val_loss"
     assert result.final_model.name == last and copy in result.checkpoints
     assert copy.stat().st_mtime_ns > result.final_model.stat().st_mtime_ns  # newest by file time: the copy
@@ -189,8 +247,8 @@ def test_evaluation_gives_a_loss_per_checkpoint_and_mini_trainers_validation_poi
     assert set(checkpoints) == saved and all(math.isfinite(loss) for loss in checkpoints.values())
     backend = curve["backend"]
     assert [p["step"] for p in backend["train"]] == list(range(1, MAX_STEPS + 1))
-    # validation_frequency 2 and validate_at_final (step 8 twice in our log, once in mini-trainer's): one point per step
-    assert [p["step"] for p in backend["validation"]] == [2, 4, 6, 8]
+    # validation_frequency 4 and validate_at_final (the last step twice in our log, once in mini-trainer's): one point a step
+    assert [p["step"] for p in backend["validation"]] == list(range(4, MAX_STEPS + 1, 4))
     # our held-out loss of the last save is mini-trainer's own validation loss at that point (same weights, same data)
     final = str(stopped.resumed.final_model.relative_to(stopped.step_out))
     assert checkpoints[final] == pytest.approx(backend["validation"][-1]["loss"], rel=1e-3)
@@ -198,20 +256,24 @@ def test_evaluation_gives_a_loss_per_checkpoint_and_mini_trainers_validation_poi
 
 @pytest.mark.slow
 def test_validate_at_epoch_losses_reach_the_evaluation(stopped, prepared, tmp_path):
-    """The ``osft: false`` run validated only at epoch end: mini-trainer prints that loss and never writes it to its
-    metrics file; the evaluation shows it, read from our callback's log."""
-    out = stopped.infinite_out / "checkpoints"
-    own = [json.loads(line) for line in (out / "training_metrics_0.jsonl").read_text().splitlines()]
+    """The ``osft: false`` run validated only at epoch ends: mini-trainer prints those losses and never writes them to
+    its metrics file; the evaluation shows them, read from our callback's log, one point per epoch end."""
+    own = [json.loads(line) for line in (stopped.infinite_out / "checkpoints" / "training_metrics_0.jsonl").open()]
     assert not [row for row in own if "val_num_loss_counted_tokens" in row]  # mini-trainer's own file: no validation
-    epoch_end = next(row for row in own if row["step"] == row["steps_per_epoch"])
+    epoch_ends = [(r["step"], r["total_samples_accumulated"]) for r in own if r["step"] % r["steps_per_epoch"] == 0]
     curve = evaluate_step(stopped.infinite_out, prepared.val, tmp_path / "curve.json", tmp_path / "report.html")
-    points = curve["backend"]["validation"]
-    assert [(p["step"], p["samples"]) for p in points] == [(epoch_end["step"], epoch_end["total_samples_accumulated"])]
-    # its best-validation copy, the only model it saved, is the final model; evaluated, it has that same loss
-    copy = f"samples_{epoch_end['total_samples_accumulated']}_best_val_loss"
-    assert stopped.infinite["saved"] == [copy] and stopped.infinite["final_model"] == copy
-    assert [p["checkpoint"] for p in curve["points"]] == [f"checkpoints/hf_format/{copy}"]
-    assert curve["points"][0]["loss"] == pytest.approx(points[0]["loss"], rel=1e-3)
+    points = [(p["step"], p["samples"]) for p in curve["backend"]["validation"]]
+    # every epoch end, but the last logged step's when the SIGTERM came before that epoch's validation
+    assert points and (points == epoch_ends or (points == epoch_ends[:-1] and epoch_ends[-1][0] == own[-1]["step"]))
+    # each improvement wrote a best-validation copy, the only models saved: the newest is the final model, and
+    # our evaluation of each gives the validation loss mini-trainer computed for it
+    saved = stopped.infinite["saved"]
+    assert saved and all(name.endswith("_best_val_loss") for name in saved) and stopped.infinite["final_model"] == saved[-1]
+    by_samples = {p["samples"]: p["loss"] for p in curve["backend"]["validation"]}
+    evaluated = {Path(p["checkpoint"]).name: p["loss"] for p in curve["points"]}
+    assert set(evaluated) == set(saved)
+    for name, loss in evaluated.items():
+        assert loss == pytest.approx(by_samples[float(name.removeprefix("samples_").removesuffix("_best_val_loss"))], rel=1e-3)
 
 
 def test_saved_models_go_by_samples_and_the_final_model_is_the_newest_regular_save(tmp_path):
