@@ -26,6 +26,7 @@ EMBEDDED_KWARGS = {
     "max_seq_len": 256,
     "lora_r": 8,
     "lora_alpha": 16,
+    "sample_packing": False,  # one sample per row (Training Hub packs by default): 36 steps an epoch
     "save_steps": 24,
     "eval_steps": 24,
     "logging_steps": 8,

@@ -110,6 +110,8 @@ def _stable_cache_keys() -> None:
 # ---------------------------------------------------------------- options, checked before anything runs
 
 ALGORITHMS = ("lora_sft", "osft", "sft")
+# the module each algorithm trains with, and kubetune's extra that installs it
+BACKENDS = {"lora_sft": ("trl", "lora"), "osft": ("mini_trainer", "osft"), "sft": ("instructlab.training", "sft")}
 CHECKPOINTS = ("best", "final")
 URI_SCHEMES = ("s3", "hf", "kubetune")
 OPTION = {  # pipeline argument -> the run-local option that sets it
@@ -120,6 +122,21 @@ OPTION = {  # pipeline argument -> the run-local option that sets it
     "export_checkpoint": "--checkpoint",
     "export_overwrite": "--overwrite",
 }
+
+
+def backend_problem(algorithm: str) -> Problem | None:
+    """The algorithm's training backend must be installed here (the training step would fail after data preparation)."""
+    import importlib.util
+
+    module, extra = BACKENDS[algorithm]
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        found = False
+    if found:
+        return None
+    message = f"{algorithm} trains with {module}, which is not installed here"
+    return Problem("--algorithm", message, f"pip install 'kubetune[{extra}]'")
 
 
 def data_problem(data: str) -> Problem | None:
@@ -187,6 +204,8 @@ def check_options(
     arguments: dict[str, Any] = {"algorithm": algorithm, "export_checkpoint": checkpoint}
     if algorithm not in ALGORITHMS:
         problems.append(Problem("--algorithm", f"must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}"))
+    elif found := backend_problem(algorithm):
+        problems.append(found)
     if checkpoint not in CHECKPOINTS:
         problems.append(Problem("--checkpoint", f"must be best or final, got {checkpoint!r}"))
     if data is not None and not data.strip():

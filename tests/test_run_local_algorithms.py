@@ -96,3 +96,23 @@ def test_run_local_trains_interrupted_resumes_and_prints_validation_loss_per_che
     assert f"checkpoint `{Path(chosen).name}`" in Path(exported, "README.md").read_text()
     model = AutoModelForCausalLM.from_pretrained(exported)  # a full model: transformers alone loads it
     assert model.config.model_type == "llama" and AutoTokenizer.from_pretrained(exported)
+
+
+BACKEND_MODULES = [("sft", "instructlab.training", "sft"), ("osft", "mini_trainer", "osft"), ("lora_sft", "trl", "lora")]
+
+
+@pytest.mark.parametrize(("algorithm", "module", "extra"), BACKEND_MODULES)
+def test_run_local_refuses_an_algorithm_whose_backend_is_not_installed_before_anything_runs(
+    tmp_path, monkeypatch, algorithm, module, extra
+):
+    from typer.testing import CliRunner
+
+    from kubetune.cli import app
+
+    monkeypatch.setitem(sys.modules, module, None)  # what an install without kubetune[sft]/[osft] looks like
+    result = CliRunner().invoke(app, ["run-local", "-o", str(tmp_path / "run"), "--algorithm", algorithm])
+    assert result.exit_code == 2 and not (tmp_path / "run").exists()
+    assert result.stderr.splitlines() == [
+        "invalid run-local options: 1 problem(s)",
+        f"  - --algorithm: {algorithm} trains with {module}, which is not installed here (pip install 'kubetune[{extra}]')",
+    ]
