@@ -469,6 +469,7 @@ def run_local(
     Ctrl-C stops the run (training saves a checkpoint first), marks it unfinished and exits with 130.
 
     Example: kubetune run-local -o /tmp/kubetune
+    Example: kubetune run-local -o /tmp/osft --algorithm osft   (mini-trainer's own loop, in CPU mode without a GPU)
     Example: kubetune run-local -o /tmp/kubetune --resume   (continue a run that was stopped)
     Example: kubetune run-local --destination s3://models/chat/v1   (AWS_* variables give endpoint and credentials)
     """
