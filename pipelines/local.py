@@ -372,12 +372,11 @@ def supervise(folder: Path, record: dict[str, Any], say=print) -> tuple[int, dic
 
     def stop(signum, frame):
         received.append(signum)
-        if len(received) == 1:
-            _terminate(child.pid)
-        else:
+        if len(received) > 1:
             _killpg(child.pid, signal.SIGKILL)
-        if len(received) == 1:
-            say(f"kubetune run-local: {signal.Signals(signum).name} received: stopping the run (send it again to kill it)")
+            return
+        _terminate(child.pid)
+        say(f"kubetune run-local: {signal.Signals(signum).name} received: stopping the run (send it again to kill it)")
 
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
