@@ -19,10 +19,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kubetune.backends import get_backend
-from kubetune.backends.rules import checkpoint_problems
 from kubetune.contract.catalog import catalog, choice_problems, value_problems
 from kubetune.contract.params import ALGORITHM_PARAMS, PATH_FIELDS, PATH_PARAMS, REQUIRED
 from kubetune.contract.reading import MAX_DEPTH, MAX_ITEMS, MAX_SPEC_BYTES, Refused, layout, parse, read_text
+from kubetune.contract.rules import checkpoint_problems
 from kubetune.contract.secrets import HINT, KNOWN_SECRETS, SecretRef, redact, scan_spec, shown
 from kubetune.errors import KubetuneError, Problem
 
