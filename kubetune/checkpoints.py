@@ -14,11 +14,21 @@ directories written by tools kubetune does not drive (a TrainJob's nodes, a user
   a ``trainer_state.json``, where present, parses;
 - resuming TRL (``checkpoint-N``): the same, plus ``trainer_state.json`` (TRL writes it last) and whole
   optimizer, scheduler and RNG files;
-- mini-trainer (``full_state_checkpoints/step_N``): ``training_state.pt`` (written last) and every
-  ``optimizer_rank_*.pt`` are whole zips, and the model's ``distributed/.metadata`` is there.
+- mini-trainer (``full_state_checkpoints/step_N``; it writes the model's ``distributed/`` (DCP: each rank's
+  ``__R_*.distcp``, then ``.metadata``), then each rank's ``optimizer_rank_R.pt`` and ``rng_state_rank_R.pt``,
+  ``config.json``, and ``training_state.pt`` last): ``training_state.pt``, ``distributed/.metadata``, and for each
+  rank in ``distributed/`` its optimizer file, all whole; every ``.pt`` whole;
+- instructlab-training (``full_state/epoch_N``; accelerate's ``save_state`` writes the model (``model.safetensors``
+  or ``pytorch_model*.bin``, FSDP's ``pytorch_model_fsdp_*``), ``optimizer*.bin``, ``scheduler*.bin``,
+  ``sampler*.bin``, ``random_states_R.pkl``; instructlab then writes ``training_metadata.json`` last):
+  ``training_metadata.json`` and the model there and whole, every other state file whole.
+- a full state's last file is newer than every other file in it: a save into a folder that already held one
+  (the same epoch or step saved again) that stopped halfway left a mix of two saves.
 
 Incomplete checkpoints in kubetune's own training output are moved to ``incomplete/`` beside them (never
-deleted); elsewhere they are only skipped.
+deleted); elsewhere they are only skipped. Before a torchrun backend starts, ``set_aside_incomplete`` moves
+every incomplete save it would resume from or report (``full_state/``, ``full_state_checkpoints/``,
+``hf_format/``) to ``incomplete/<folder>/<name>``.
 """
 
 from __future__ import annotations
@@ -208,8 +218,71 @@ def full_state_problem(path: str | Path) -> str | None:
         return "training_state.pt is missing (mini-trainer writes it last: the save did not finish)"
     if not (path / "distributed" / ".metadata").is_file():
         return "distributed/.metadata is missing (the model's state was not saved whole)"
-    files = [path / "training_state.pt", *sorted(path.glob("optimizer_rank_*.pt"))]
-    return next(filter(None, map(zip_problem, files)), None)
+    for rank in sorted({p.name[2:].split("_")[0] for p in (path / "distributed").glob("__*_*.distcp")}):
+        if not (path / f"optimizer_rank_{rank}.pt").is_file():
+            return f"optimizer_rank_{rank}.pt is missing (rank {rank} saved its model shard, not its optimizer)"
+    files = [path / "training_state.pt", *sorted(path.glob("optimizer_rank_*.pt")), *sorted(path.glob("rng_state_rank_*.pt"))]
+    return next(filter(None, map(zip_problem, files)), None) or _written_last(path, "training_state.pt")
+
+
+def accelerate_state_problem(path: str | Path) -> str | None:
+    """Why instructlab-training's ``full_state/epoch_N`` (accelerate ``save_state`` + ``training_metadata.json``)
+    cannot be resumed from, else None."""
+    path = Path(path)
+    if not (path / "training_metadata.json").is_file():
+        return "training_metadata.json is missing (instructlab-training writes it last: the save did not finish)"
+    safetensors = sorted(path.glob("model*.safetensors"))
+    zips = sorted({*path.glob("pytorch_model*.bin"), *path.glob("optimizer*.bin"), *path.glob("scheduler*.bin")})
+    zips += [*sorted(path.glob("sampler*.bin")), *sorted(path.glob("random_states_*.pkl")), path / "training_metadata.json"]
+    dcp = [d for d in path.glob("pytorch_model_fsdp_*") if d.is_dir()]
+    if not (safetensors or dcp or any(p.name.startswith("pytorch_model") for p in zips)):
+        return "holds no model state (model.safetensors is missing)"
+    if missing := next((d.name for d in dcp if not (d / ".metadata").is_file()), None):
+        return f"{missing}/.metadata is missing (the model's state was not saved whole)"
+    found = next(filter(None, map(safetensors_problem, safetensors)), None) or next(filter(None, map(zip_problem, zips)), None)
+    return found or _written_last(path, "training_metadata.json")
+
+
+def _written_last(path: Path, last: str) -> str | None:
+    """``last`` (the file a save writes last) is at least as new as every other file of the save."""
+    stamp = (path / last).stat().st_mtime_ns
+    newer = sorted(p.relative_to(path) for p in path.rglob("*") if p.is_file() and p.stat().st_mtime_ns > stamp)
+    if newer:
+        return f"{newer[0]} is newer than {last} (a second save into this folder did not finish)"
+    return None
+
+
+def hf_save_problem(path: Path) -> str | None:
+    """``problem``, and the tokenizer both backends save with every ``hf_format`` model (mini-trainer writes it
+    last, instructlab-training before the weights): ``tokenizer_config.json`` there, its JSON files whole."""
+    if found := problem(path):
+        return found
+    jsons = [path / "tokenizer_config.json", *[p for p in (path / "tokenizer.json",) if p.exists()]]
+    return next(filter(None, map(json_problem, jsons)), None)
+
+
+# folders of a torchrun backend's output: (folder, which saves count, why one is incomplete)
+LAYOUTS: tuple[tuple[str, str, Callable[[Path], str | None]], ...] = (
+    ("full_state", "*_*", lambda p: accelerate_state_problem(p) if p.name.rsplit("_", 1)[-1].isdigit() else None),
+    ("full_state_checkpoints", "step_*", lambda p: full_state_problem(p) if p.name[5:].isdigit() else None),
+    ("hf_format", "*", lambda p: hf_save_problem(p) if not p.name.startswith(".") else None),
+)
+
+
+def set_aside_incomplete(output_dir: str | Path, say: Say = print) -> list[Path]:
+    """Move every incomplete save in a torchrun backend's ``output_dir`` (instructlab-training's ``full_state/``,
+    mini-trainer's ``full_state_checkpoints/``, both's ``hf_format/``) to ``output_dir/incomplete/<folder>/``, one
+    line each; the backend then resumes from the newest complete full state (or starts afresh) and nothing reports
+    a half-written model. Called before the backend starts, on the node that owns ``output_dir``."""
+    root = Path(output_dir)
+    moved = []
+    for folder, pattern, check in LAYOUTS:
+        for path in sorted(p for p in (root / folder).glob(pattern) if p.is_dir()):
+            if reason := check(path):
+                target = set_aside(path, root / INCOMPLETE_DIR / folder)
+                say(f"[kubetune] set aside incomplete {folder}/{path.name} ({reason}); moved to {target}")
+                moved.append(target)
+    return moved
 
 
 Say = Callable[[str], None]

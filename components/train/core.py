@@ -10,7 +10,7 @@ from kubetune.backends import TrainResult, get_backend
 from kubetune.checkpoints import INCOMPLETE_DIR, TRAINING_STATE, latest_full_state
 from kubetune.contract import TrainingSpec, validate_spec
 from kubetune.data import tokenized_file
-from kubetune.errors import KubetuneError, Problem
+from kubetune.errors import KubetuneError, Problem, reported
 from kubetune.files import write_text_atomic
 from kubetune.runtime import resolve_model
 
@@ -50,7 +50,8 @@ def bind(
     if spec.algorithm == "lora_sft" and spec.params.get("eval_data_path"):  # Training Hub's eval set: our validation split
         bound["eval_data_path"] = str(eval_split(validation_data))
     if spec.algorithm == "osft" and not kwargs.get("resume_from_full_state_checkpoint"):
-        bound["resume_from_full_state_checkpoint"] = latest_full_state(bound["ckpt_output_dir"])  # a restarted step
+        # a restarted step; the incomplete ones a kill left are set aside, one line each, when the backend starts
+        bound["resume_from_full_state_checkpoint"] = latest_full_state(bound["ckpt_output_dir"], say=lambda _line: None)
     asks = any(kwargs.get(name) for name in MINI_TRAINER_VALIDATION)
     own_split = kwargs.get("validation_split") or kwargs.get("validation_data_path")
     if spec.algorithm == "osft" and validation_data and asks and not own_split:
@@ -106,6 +107,23 @@ def train(
     return with_train_loss(result)
 
 
+def require_model(result: TrainResult) -> None:
+    """Nothing, unless a signal stopped the run before its first model save: then there is no model to evaluate or
+    export, and the step ends here with one line saying where the full state is and that a new run resumes from it."""
+    saved, workspace = result.metrics.get("full_state_saved"), result.metrics.get("workspace")
+    if result.checkpoints or not (saved or result.metrics.get("stopped_by")):
+        return
+    if not saved:
+        message, hint = "was stopped before its first model save and saved no full state", "run the step again"
+    elif workspace:
+        message = f"was stopped before its first model save; its full state is saved in {Path(workspace, 'checkpoints', saved)}"
+        hint = "run the step again with the same workspace to resume from it"
+    else:
+        message = f"was stopped before its first model save; its full state is saved in {Path(result.output_dir, saved)}"
+        hint = "run the step again on this output to resume from it; a pipeline step keeps it only with workspace_dir"
+    raise KubetuneError([Problem("training", message, hint)], "no trained model")
+
+
 def with_train_loss(result: TrainResult) -> TrainResult:
     """The final train loss from the backend's own metrics files (kept as they are), the same for every backend."""
     from kubetune.components.evaluate.timeline import read_backend_metrics
@@ -117,7 +135,10 @@ def with_train_loss(result: TrainResult) -> TrainResult:
 
 
 def record(result: TrainResult, trained_model, metrics) -> None:
-    """The result on the step's KFP artifacts: paths and numbers on the Model, numbers in Metrics."""
+    """The result on the step's KFP artifacts: paths and numbers on the Model, numbers in Metrics. A run stopped
+    before its first model save ends the step with one line instead (``require_model``)."""
+    with reported():
+        require_model(result)
     trained_model.metadata.update(
         {
             "final_model": str(result.final_model.relative_to(trained_model.path)),

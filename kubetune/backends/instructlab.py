@@ -88,6 +88,7 @@ class InstructLabSFT(TorchrunBackend):
         (a restarted step finds its own there). Metrics: ``resumed_from`` (that full state, or "") and
         ``full_state_saved`` (the full state an on-demand save of this run wrote on a signal, or "")."""
         out = Path(train_args.ckpt_output_dir)
+        self.set_aside(torch_args, train_args)  # first: what it resumes from is then complete
         resumed = newest_full_state(out)
         if resumed and (notice := resume_notice(resumed, out)):
             say(notice)

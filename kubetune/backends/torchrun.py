@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 from kubetune.backends.base import Backend, TrainResult
 from kubetune.backends.cpu_mode import free_port, launch_env, wanted
+from kubetune.checkpoints import hf_save_problem, set_aside_incomplete
 
 # hf_format/samples_1200, samples_1200.0 (mini-trainer), samples_1200.0_best_val_loss (a best-validation copy)
 _SAMPLES = re.compile(r"samples_(\d+(?:\.\d+)?)(_best_val_loss)?$")
@@ -52,8 +53,16 @@ class TorchrunBackend(Backend):
     def train(self, spec) -> TrainResult:
         return self.train_launched(*self.launch(spec))
 
+    def set_aside(self, torch_args, train_args) -> None:
+        """On node 0: the saves a kill left half-written, moved to ``incomplete/`` (one line each)."""
+        if getattr(torch_args, "node_rank", 0) in (0, None):
+            set_aside_incomplete(self.output_dir(train_args), say)
+
     def train_launched(self, torch_args, train_args) -> TrainResult:
-        """Run the backend's ``run_training`` on its configuration objects; what it saved, read back."""
+        """Run the backend's ``run_training`` on its configuration objects; what it saved, read back (complete
+        saves only). Before the launch, node 0 sets aside the saves a kill left half-written (``incomplete/``):
+        the backend then resumes from the newest complete full state, or starts afresh."""
+        self.set_aside(torch_args, train_args)
         run_training = importlib.import_module(self.launcher).run_training
         with launch_env(self.name, say):
             run_training(torch_args=torch_args, train_args=train_args)
@@ -74,7 +83,8 @@ def saved_models(output_dir: Path) -> list[Path]:
 
     folder = output_dir / "hf_format"
     found = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")] if folder.is_dir() else []
-    return sorted((p for p in found if _SAMPLES.match(p.name) or p.name == "last_epoch"), key=order)
+    named = (p for p in found if _SAMPLES.match(p.name) or p.name == "last_epoch")
+    return sorted((p for p in named if hf_save_problem(p) is None), key=order)  # a half-written save never counts
 
 
 def final_model(checkpoints: list[Path]) -> Path | None:
