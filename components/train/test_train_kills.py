@@ -23,7 +23,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from kubetune.checkpoints import accelerate_state_problem, full_state_problem
+from kubetune.checkpoints import accelerate_state_problem, full_state_problem, hf_save_problem
 
 KILL_HOOK = r'''
 """Kills its own process (and the group KILL_GROUP) at the KILL_AT-th file write under KILL_UNDER."""
@@ -149,6 +149,19 @@ if kind == "sft":
         args = SimpleNamespace(output_dir=str(out))
         load_latest_full_state(args, accelerator)
         return {"samples_seen": args.samples_seen} if "samples_seen" in vars(args) else {}
+elif kind == "hf":
+    import torch.distributed as dist
+    from mini_trainer.train import save_model
+    from kubetune.backends.torchrun import final_model, saved_models
+    os.environ.update(RANK="0", LOCAL_WORLD_SIZE="1")  # one process as torchrun would start it; no process group
+    dist.get_rank, dist.barrier = (lambda *a, **k: 0), (lambda *a, **k: None)  # (a group would not survive a fork)
+
+    def save(out, n):  # mini-trainer's HF save: the weights, config.json, then the tokenizer
+        save_model(model, 8.0 * n, str(out), model_path)  # samples_N.0, as mini-trainer counts
+
+    def load(out):  # the model the training step reports as final (evaluation and export start from it)
+        found = final_model(saved_models(out))
+        return {"final": found.name} if found else {}
 else:
     import torch.distributed.checkpoint as dcp
     from mini_trainer.full_state_checkpoint import FullStateCheckpointer, find_latest_full_state_checkpoint
@@ -209,7 +222,7 @@ def tools(root: Path) -> Path:
 
 def python(script: str, *args: str, hook: Path, cwd: Path) -> str:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-c", script, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", script, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     return done.stdout
 
@@ -232,21 +245,32 @@ OSFT_POINTS = {  # the complete save is step_1
     "finished": (99, "half", 2),
 }
 
+HF_POINTS = {  # mini-trainer's hf_format/samples_N.0 saves; the complete one is samples_8.0
+    "file1-half": (1, "half", 2),  # model.safetensors
+    "file1-whole": (1, "whole", 2),  # the weights whole, config.json and the tokenizer not yet
+    "again-file1-half": (1, "half", 1),
+    "finished": (99, "half", 2),
+}
 
+
+@pytest.mark.slow  # no training, but the backends' imports: about 10 s a kind
 @pytest.mark.parametrize(
     "kind, points, folder, complete, crashed",
     [
         ("sft", SFT_POINTS, "full_state", {"samples_seen": 16}, {n for n in SFT_POINTS if n.startswith("file")}),
         ("osft", OSFT_POINTS, "full_state_checkpoints", {"step": 1}, {"file5-half"}),
+        ("hf", HF_POINTS, "hf_format", {"final": "samples_8.0"}, set()),
     ],
 )
-def test_a_sigkill_at_any_file_of_a_full_state_save_resumes_from_the_newest_complete_one(
+def test_a_sigkill_at_any_file_of_a_save_is_set_aside_and_the_newest_complete_save_is_taken(
     tmp_path, tiny_model, kind, points, folder, complete, crashed
 ):
-    """``crashed``: the kill points where the backend's own resume, on the output as the kill left it, fails (the
-    others it loads the older save, or silently a mix of two saves); after the step's set-aside it never fails."""
+    """Full states (instructlab-training, mini-trainer) and mini-trainer's HF models, killed at each file. After the
+    step's set-aside, the backend's own resume loads the newest complete full state (or nothing: it starts afresh)
+    and the step's final model is the newest complete one. ``crashed``: the kill points where the backend's own
+    resume fails on the output as the kill left it (at the others it loads an older save, or silently a mix of two)."""
     pytest.importorskip("instructlab.training" if kind == "sft" else "mini_trainer", reason="the backend's extra")
-    check = accelerate_state_problem if kind == "sft" else full_state_problem
+    check = {"sft": accelerate_state_problem, "osft": full_state_problem, "hf": hf_save_problem}[kind]
     out = python(SAVES, kind, str(tmp_path), str(tiny_model), json.dumps(points), hook=tools(tmp_path), cwd=tmp_path)
     report = json.loads(out.split("REPORT ", 1)[1])
     assert {n for n, r in report.items() if "error" in r["before"]} == crashed
@@ -257,7 +281,7 @@ def test_a_sigkill_at_any_file_of_a_full_state_save_resumes_from_the_newest_comp
     for name, (_, mode, n) in points.items():
         if name == "finished":
             continue
-        found, save = report[name], f"{folder}/{'epoch' if kind == 'sft' else 'step'}_{n}"
+        found, save = report[name], f"{folder}/" + {"sft": f"epoch_{n}", "osft": f"step_{n}", "hf": f"samples_{8 * n}.0"}[kind]
         assert found["exit"] == -signal.SIGKILL and (tmp_path / f"killed-at-{name}").read_text().startswith(mode), name
         assert check(tmp_path / f"{name}-as-killed" / save) is not None, name  # the checker sees what the kill left
         assert found["after"] == ({} if name.startswith("again") else complete), name  # never the half-written save
