@@ -152,7 +152,7 @@ if kind == "sft":
 elif kind == "hf":
     import torch.distributed as dist
     from mini_trainer.train import save_model
-    from kubetune.backends.torchrun import final_model, saved_models
+    from kubetune.backends.torchrun import complete_models, final_model
     os.environ.update(RANK="0", LOCAL_WORLD_SIZE="1")  # one process as torchrun would start it; no process group
     dist.get_rank, dist.barrier = (lambda *a, **k: 0), (lambda *a, **k: None)  # (a group would not survive a fork)
 
@@ -160,7 +160,7 @@ elif kind == "hf":
         save_model(model, 8.0 * n, str(out), model_path)  # samples_N.0, as mini-trainer counts
 
     def load(out):  # the model the training step reports as final (evaluation and export start from it)
-        found = final_model(saved_models(out))
+        found = final_model(complete_models(out))
         return {"final": found.name} if found else {}
 else:
     import torch.distributed.checkpoint as dcp

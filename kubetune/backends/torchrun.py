@@ -67,7 +67,7 @@ class TorchrunBackend(Backend):
         with launch_env(self.name, say):
             run_training(torch_args=torch_args, train_args=train_args)
         out = self.output_dir(train_args)
-        checkpoints = saved_models(out)
+        checkpoints = complete_models(out)
         return TrainResult(out, final_model(checkpoints) or out, checkpoints)
 
 
@@ -83,8 +83,12 @@ def saved_models(output_dir: Path) -> list[Path]:
 
     folder = output_dir / "hf_format"
     found = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")] if folder.is_dir() else []
-    named = (p for p in found if _SAMPLES.match(p.name) or p.name == "last_epoch")
-    return sorted((p for p in named if hf_save_problem(p) is None), key=order)  # a half-written save never counts
+    return sorted((p for p in found if _SAMPLES.match(p.name) or p.name == "last_epoch"), key=order)
+
+
+def complete_models(output_dir: Path) -> list[Path]:
+    """``saved_models`` less those a kill left half-written: what the step reports, evaluates and exports."""
+    return [p for p in saved_models(output_dir) if hf_save_problem(p) is None]
 
 
 def final_model(checkpoints: list[Path]) -> Path | None:
