@@ -23,7 +23,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from kubetune.checkpoints import accelerate_state_problem, full_state_problem, hf_save_problem
+from kubetune.checkpoints import accelerate_state_problem, full_state_problem, hf_save_problem, set_aside_incomplete
 
 KILL_HOOK = r'''
 """Kills its own process (and the group KILL_GROUP) at the KILL_AT-th file write under KILL_UNDER."""
@@ -473,3 +473,57 @@ def test_osft_stopped_before_its_first_save_says_so_then_a_kill_mid_save_resumes
     assert f"Resuming from full-state checkpoint: {first}" in log
     assert (out / "checkpoints" / "incomplete" / "full_state_checkpoints" / second.name / "optimizer_rank_0.pt").is_file()
     assert evaluated(out, data) == [again.result()["final_model"].removeprefix("checkpoints/")]
+
+
+def _zip(path: Path, newer_than: Path | None = None) -> None:
+    """A whole ``torch.save``-like file (a zip); ``newer_than``: its mtime after that file's."""
+    import zipfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("data.pkl", b"x")
+    if newer_than is not None:
+        stamp = newer_than.stat().st_mtime_ns + 1_000_000
+        os.utime(path, ns=(stamp, stamp))
+
+
+def _weights(path: Path) -> None:
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"w": np.zeros(2, dtype=np.float32)}, str(path))
+
+
+def _accelerate_state(folder: Path) -> None:
+    _weights(folder / "model.safetensors")
+    for name in ("optimizer.bin", "scheduler.bin", "random_states_0.pkl", "training_metadata.json"):
+        _zip(folder / name)
+
+
+def test_the_step_sets_aside_each_incomplete_save_of_a_torchrun_backend_and_keeps_the_complete_ones(tmp_path):
+    states, hf = tmp_path / "full_state", tmp_path / "hf_format"
+    _accelerate_state(states / "epoch_0")
+    _accelerate_state(states / "epoch_1")
+    (states / "epoch_1" / "training_metadata.json").unlink()
+    _accelerate_state(states / "epoch_2")  # saved again, stopped after the model: a mix of two saves
+    _zip(states / "epoch_2" / "optimizer.bin", newer_than=states / "epoch_2" / "training_metadata.json")
+    _weights(hf / "samples_8" / "model.safetensors")  # mini-trainer's order: weights, config.json, tokenizer (not yet)
+    (hf / "samples_8" / "config.json").write_text("{}")
+    lines: list[str] = []
+    moved = set_aside_incomplete(tmp_path, say=lines.append)
+    assert [p.relative_to(tmp_path).as_posix() for p in moved] == [
+        "incomplete/full_state/epoch_1",
+        "incomplete/full_state/epoch_2",
+        "incomplete/hf_format/samples_8",
+    ]
+    assert lines == [
+        "[kubetune] set aside incomplete full_state/epoch_1 (training_metadata.json is missing (instructlab-training "
+        f"writes it last: the save did not finish)); moved to {tmp_path / 'incomplete/full_state/epoch_1'}",
+        "[kubetune] set aside incomplete full_state/epoch_2 (optimizer.bin is newer than training_metadata.json "
+        f"(a second save into this folder did not finish)); moved to {tmp_path / 'incomplete/full_state/epoch_2'}",
+        "[kubetune] set aside incomplete hf_format/samples_8 (tokenizer_config.json is missing); "
+        f"moved to {tmp_path / 'incomplete/hf_format/samples_8'}",
+    ]
+    assert sorted(p.name for p in states.iterdir()) == ["epoch_0"] and accelerate_state_problem(states / "epoch_0") is None
+    assert set_aside_incomplete(tmp_path, say=lines.append) == [] and len(lines) == 3  # the second time: nothing to do
