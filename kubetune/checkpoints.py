@@ -21,9 +21,12 @@ directories written by tools kubetune does not drive (a TrainJob's nodes, a user
 - instructlab-training (``full_state/epoch_N``; accelerate's ``save_state`` writes the model (``model.safetensors``
   or ``pytorch_model*.bin``, FSDP's ``pytorch_model_fsdp_*``), ``optimizer*.bin``, ``scheduler*.bin``,
   ``sampler*.bin``, ``random_states_R.pkl``; instructlab then writes ``training_metadata.json`` last):
-  ``training_metadata.json`` and the model there and whole, every other state file whole.
-- a full state's last file is newer than every other file in it: a save into a folder that already held one
-  (the same epoch or step saved again) that stopped halfway left a mix of two saves.
+  ``training_metadata.json`` and the model there and whole, every other state file whole (FSDP's sharded
+  ``pytorch_model_fsdp_*/`` and ``optimizer_*/`` folders: their ``.metadata``, which DCP writes last);
+- a full state's last file is at least as new as every other file in it: a save into a folder that already held
+  one (the same epoch or step saved again) that stopped halfway left a mix of two saves;
+- an ``hf_format`` save of either backend: a complete model directory with ``tokenizer_config.json`` (mini-trainer
+  writes the tokenizer after the weights and ``config.json``; instructlab-training before the weights).
 
 Incomplete checkpoints in kubetune's own training output are moved to ``incomplete/`` beside them (never
 deleted); elsewhere they are only skipped. Before a torchrun backend starts, ``set_aside_incomplete`` moves
@@ -234,7 +237,7 @@ def accelerate_state_problem(path: str | Path) -> str | None:
     safetensors = sorted(path.glob("model*.safetensors"))
     zips = sorted({*path.glob("pytorch_model*.bin"), *path.glob("optimizer*.bin"), *path.glob("scheduler*.bin")})
     zips += [*sorted(path.glob("sampler*.bin")), *sorted(path.glob("random_states_*.pkl")), path / "training_metadata.json"]
-    dcp = [d for d in path.glob("pytorch_model_fsdp_*") if d.is_dir()]
+    dcp = [d for pattern in ("pytorch_model_fsdp_*", "optimizer_*") for d in sorted(path.glob(pattern)) if d.is_dir()]
     if not (safetensors or dcp or any(p.name.startswith("pytorch_model") for p in zips)):
         return "holds no model state (model.safetensors is missing)"
     if missing := next((d.name for d in dcp if not (d / ".metadata").is_file()), None):
