@@ -80,6 +80,8 @@ DELIBERATE = {
     ("sft", "TrainingArgs", "data_output_dir"): "the data the pipeline's prepare step already tokenized",
     ("sft", "TrainingArgs", "process_data"): "the data the pipeline's prepare step already tokenized",
     ("lora_sft", "LoraConfig", "target_modules"): '"all-linear" (PEFT needs a set): the layers Unsloth picks for None',
+    ("lora_sft", "SFTConfig given eval_steps", "eval_strategy"): "eval_steps without eval_data_path evaluates on the "
+    "pipeline's validation split, where Training Hub skips evaluation with a warning",
 }
 
 
@@ -178,6 +180,18 @@ def test_lora_sft_trl_and_lora_settings_are_training_hubs_for_every_field_left_o
 
     source = inspect.getsource(LoRASFT._load)
     assert all(text in source for text in UNSLOTH_ARGUMENTS.values()), "Unsloth's get_peft_model gets other arguments here"
+
+
+def test_lora_sft_eval_steps_alone_evaluates_on_the_pipelines_split_where_training_hub_skips(tmp_path):
+    """``eval_steps`` without ``eval_data_path``: Training Hub skips evaluation (a warning, algorithms/lora.py:173);
+    the training step evaluates on the pipeline's validation split, the one documented difference."""
+    pytest.importorskip("trl", reason="TRL is the `lora` extra")
+    spec = validate_spec({"algorithm": "lora_sft", "eval_steps": 5}, require_paths=False)
+    bound = bind(spec, "/models/base", tmp_path / "train", tmp_path / "out", tmp_path / "val")
+    ours = get_backend("lora_sft").sft_config_kwargs(bound, has_eval=True, use_cpu=False)
+    theirs = {k: resolved(v, bound.params) for k, (v, _) in TH_SFT_CONFIG.items()} | {"eval_steps": 5}
+    check("lora_sft", "SFTConfig given eval_steps", sft_config_fields(ours), sft_config_fields(theirs))
+    assert ours["eval_strategy"] == "steps"
 
 
 def test_lora_sft_on_cpu_differs_only_in_the_documented_precision(tmp_path):

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 from kubetune.backends import TrainResult, get_backend
+from kubetune.backends.needs import require_environment
 from kubetune.checkpoints import INCOMPLETE_DIR, TRAINING_STATE, latest_full_state
 from kubetune.contract import TrainingSpec, validate_spec
 from kubetune.data import tokenized_file
@@ -97,6 +98,7 @@ def train(
     output_dir.mkdir(parents=True, exist_ok=True)
     document = json.loads(Path(kwargs_path).read_text(encoding="utf-8"))
     spec = validate_spec(document, require_paths=False)
+    require_environment(spec)  # before the model is fetched
     spec = bind(spec, resolve_model(model_uri, output_dir / "base"), train_data, output_dir, validation_data, torchrun)
     backend = get_backend(spec.algorithm)
     if spec.algorithm == "lora_sft":  # TRL evaluates during training on our split when eval_strategy/eval_steps ask

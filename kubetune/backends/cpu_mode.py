@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import sys
 import uuid
@@ -26,6 +27,7 @@ from pathlib import Path
 ENV_FLAG = "KUBETUNE_CPU_MODE"  # set to the backend script's path: the only process the sitecustomize changes
 SITE_DIR = Path(__file__).parent / "cpu_site"
 TRIGGER_DIR = Path("/dev/shm")  # where both backends' on-demand-checkpoint trigger files live
+_TRIGGER = re.compile(r"kubetune-(\d+)-[0-9a-f]{32}")  # a launch's own trigger file: its pid, a uuid
 # the script each backend's torchrun runs (module, file beside it): CPU mode applies in that process only
 SCRIPTS = {"instructlab-training": ("instructlab.training", "main_ds.py"), "mini-trainer": ("mini_trainer", "train.py")}
 WARNING = (
@@ -146,11 +148,12 @@ def launch_env(backend: str, say=print) -> Iterator[None]:
     changes = {"PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
     # a kubetune name in the environment was inherited from another launch: never shared
     if os.environ.get("CHECKPOINT_TRIGGER_FILENAME", "kubetune-").startswith("kubetune-"):
-        changes["CHECKPOINT_TRIGGER_FILENAME"] = f"kubetune-{uuid.uuid4().hex}"
+        changes["CHECKPOINT_TRIGGER_FILENAME"] = f"kubetune-{os.getpid()}-{uuid.uuid4().hex}"
+        sweep_triggers()
     if wanted():
         say(WARNING.format(backend=backend))
-        path = [str(SITE_DIR), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-        changes |= {ENV_FLAG: str(script(backend)), "PYTHONPATH": os.pathsep.join(path)}
+        given = os.environ.get("PYTHONPATH")  # an empty entry in it means the current directory: kept
+        changes |= {ENV_FLAG: str(script(backend)), "PYTHONPATH": os.pathsep.join([str(SITE_DIR), *([given] if given else [])])}
         # the batch packers' plain Python: instructlab-training's 8 data-loader workers would each compile
         # them with numba (seconds of CPU apiece, at every start); one sft epoch of run-local: 174 s -> 98 s
         changes["NUMBA_DISABLE_JIT"] = os.environ.get("NUMBA_DISABLE_JIT", "1")  # unless the user set it
@@ -161,6 +164,30 @@ def launch_env(backend: str, say=print) -> Iterator[None]:
             if own := changes.get("CHECKPOINT_TRIGGER_FILENAME"):
                 with contextlib.suppress(OSError):
                     (TRIGGER_DIR / own).unlink(missing_ok=True)
+
+
+def sweep_triggers() -> list[Path]:
+    """Remove the trigger files of launches whose process is gone (a SIGKILLed step cannot clean up): only
+    kubetune's own names, ``kubetune-<pid>-<hex>``, and only where no process ``<pid>`` lives."""
+    removed = []
+    for path in TRIGGER_DIR.glob("kubetune-*-*"):
+        found = _TRIGGER.fullmatch(path.name)
+        if found is None or _alive(int(found.group(1))):
+            continue
+        with contextlib.suppress(OSError):
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 def missing_sites(root: Path | None = None) -> list[str]:

@@ -35,6 +35,12 @@ def unsloth_usable() -> bool:
     return torch.cuda.is_available() and importlib.util.find_spec("unsloth") is not None
 
 
+def uses_unsloth(spec) -> bool:
+    """``unsloth`` (the default, Training Hub's only name) trains with Unsloth where it is usable; ``peft`` and
+    ``trl`` (kubetune's names for the PEFT + TRL path) never do."""
+    return spec.backend not in ("peft", "trl") and unsloth_usable()
+
+
 class LoRASFT(Backend):
     algorithm = "lora_sft"
     name = "unsloth"
@@ -161,7 +167,7 @@ class LoRASFT(Backend):
 
     def _load(self, spec, lora_config):
         p = spec.params
-        if spec.backend != "peft" and unsloth_usable():
+        if uses_unsloth(spec):
             if chosen := sorted(bnb_options(p)):  # Unsloth picks its own 4-bit settings: never drop ours silently
                 raise KubetuneError(
                     [Problem(chosen[0], "is not honoured by Unsloth (it chooses its own 4-bit settings); set backend: peft")],

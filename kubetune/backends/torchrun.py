@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 from kubetune.backends.base import Backend, TrainResult
 from kubetune.backends.cpu_mode import free_port, launch_env, wanted
 from kubetune.checkpoints import hf_save_problem, set_aside_incomplete
+from kubetune.errors import KubetuneError, Problem
 
 # hf_format/samples_1200, samples_1200.0 (mini-trainer), samples_1200.0_best_val_loss (a best-validation copy)
 _SAMPLES = re.compile(r"samples_(\d+(?:\.\d+)?)(_best_val_loss)?$")
@@ -37,6 +38,11 @@ class TorchrunBackend(Backend):
         local: dict[str, Any] = {}
         if wanted() and p.get("nproc_per_node") in (None, "auto", "gpu"):
             local["nproc_per_node"] = 1
+        elif wanted() and str(p.get("nproc_per_node")) != "1":  # ranks would diverge on gloo and wait forever
+            raise KubetuneError(
+                [Problem("nproc_per_node", "must be 1 in CPU mode (no CUDA GPU here: one process)", "remove it or set 1")],
+                f"cannot train {spec.algorithm}",
+            )
         if not p.get("rdzv_endpoint") and not p.get("master_addr") and p.get("nnodes", 1) == 1:
             local["rdzv_endpoint"] = f"127.0.0.1:{free_port()}"
         return local

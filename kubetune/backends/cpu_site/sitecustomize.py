@@ -22,7 +22,11 @@ def _run_shadowed() -> None:
     path = [entry for entry in sys.path if os.path.realpath(entry or os.curdir) != here]
     found = importlib.machinery.PathFinder.find_spec("sitecustomize", path)
     if found is not None and found.loader is not None:
-        found.loader.exec_module(importlib.util.module_from_spec(found))
+        # ``import sitecustomize`` then gives that module, as without ours (ours stays under its own name)
+        sys.modules[__name__ + "_kubetune"] = sys.modules.get(__name__)
+        shadowed = importlib.util.module_from_spec(found)
+        sys.modules["sitecustomize"] = shadowed
+        found.loader.exec_module(shadowed)
 
 
 if _is_backend_script():
