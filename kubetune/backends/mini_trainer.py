@@ -10,6 +10,7 @@ from typing import Any
 
 from kubetune.backends.base import TrainResult
 from kubetune.backends.cpu_mode import environment
+from kubetune.backends.resume import require_every_sample, resumable_mini_trainer
 from kubetune.backends.rules import TORCHRUN_NAMES, effective, nproc_notice, torchrun_kwargs
 from kubetune.backends.torchrun import TorchrunBackend, flash_attn_missing, say
 from kubetune.backends.tracking import from_env, offline_key, tracking_env
@@ -124,6 +125,8 @@ class MiniTrainerOSFT(TorchrunBackend):
         torch_args, train_args = self.launch(spec)
         train_args.callbacks = [KubetuneValidationLog()]
         out = Path(train_args.output_dir)
+        resume = train_args.resume_from_full_state_checkpoint
+        train_args.resume_from_full_state_checkpoint = resumable_mini_trainer(resume, out, say)
         env = {VALIDATION_LOG_ENV: str(out / VALIDATION_LOG), **tracking_env(spec.params, out), **offline_key(spec.params)}
         if flash_attn_missing():
             say("[kubetune] flash-attn is not installed: mini-trainer uses sdpa attention (TESTING=true)")
@@ -143,6 +146,8 @@ class MiniTrainerOSFT(TorchrunBackend):
             stopped_by=signals[0] if signals else "",
             full_state_saved=_under(saved[-1], out) if saved else "",
         )
+        if not signals and train_args.training_mode.value == "epoch":
+            require_every_sample(result.final_model, Path(train_args.data_path), train_args.max_epochs, train_args)
         return result
 
 
