@@ -486,7 +486,10 @@ def run_local(
     except KubetuneError as e:
         _fail(e)
     output.mkdir(parents=True, exist_ok=True)
-    code, record = local.supervise(output, record, say=lambda line: typer.echo(f"\n{line}", err=True))
+    try:  # a run-local that took the folder since the check above is refused here, by the folder's lock
+        code, record = local.supervise(output, record, say=lambda line: typer.echo(f"\n{line}", err=True))
+    except KubetuneError as e:
+        _fail(e)
     if code >= 128:
         typer.echo(
             f"kubetune run-local: interrupted; the run in {output} is unfinished: "

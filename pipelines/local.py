@@ -2,6 +2,8 @@
 
 ``kubetune run-local`` keeps each run in a run folder:
 
+- ``run.lock``: locked (``flock``) by the run-local and its pipeline process while the run is in progress: another
+  run-local refuses the folder, and the lock ends with its holders, however they end;
 - ``run.json``: the run's record, written first (``state: running``) and updated last (``finished``, or
   ``interrupted``/``failed``): a folder whose record is not ``finished`` holds an unfinished run;
 - ``kfp-root/``: kfp.local's outputs (a new folder per attempt);
@@ -14,6 +16,8 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import fcntl
 import json
 import os
 import re
@@ -21,6 +25,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +35,7 @@ from kubetune.errors import KubetuneError, Problem
 from kubetune.files import write_text_atomic
 
 RECORD = "run.json"
+LOCK = "run.lock"  # held (flock) by the run-local and its pipeline process while a run is in progress
 KIND = "kubetune-run-local"
 WORKSPACE_ENV = "KUBETUNE_LOCAL_WORKSPACE"  # read by the training step: where its checkpoints live
 UNFINISHED = ("running", "interrupted", "failed")
@@ -299,18 +305,21 @@ def write_record(folder: Path, record: dict[str, Any], **changes: Any) -> dict[s
     return record
 
 
-def _alive(record: dict[str, Any]) -> bool:
-    """Whether the run-local process that wrote ``record`` still runs (on this host)."""
-    pid = record.get("pid")
-    if record.get("host") != socket.gethostname() or not isinstance(pid, int):
-        return False
+def lock(folder: Path, create: bool = True) -> int | None:
+    """An open descriptor holding the run folder's exclusive lock (the OS releases it when its holders die);
+    None when there is no lock file (``create=False``). A lock held elsewhere is refused in one line."""
+    path = folder / LOCK
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o644)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise KubetuneError([Problem(f"-o {folder}", f"is in use by kubetune run-local (pid {holder})")], "cannot run") from None
+    return fd
 
 
 def check_folder(folder: Path, resume: bool, allow_nonempty: bool) -> dict[str, Any] | None:
@@ -328,9 +337,9 @@ def check_folder(folder: Path, resume: bool, allow_nonempty: bool) -> dict[str, 
             hint = "choose a new or empty folder, or pass --allow-nonempty: nothing in it is deleted or overwritten"
             raise KubetuneError([Problem(where, f"holds files kubetune did not write ({listed})", hint)], "cannot run")
         return None
+    if (fd := lock(folder, create=False)) is not None:
+        os.close(fd)  # free now; ``supervise`` takes it for the run
     state = record.get("state")
-    if state == "running" and _alive(record):
-        raise KubetuneError([Problem(where, f"is in use by kubetune run-local (pid {record['pid']})")], "cannot run")
     if state in UNFINISHED:
         if resume:
             return record
@@ -357,35 +366,60 @@ def new_record(arguments: dict[str, Any]) -> dict[str, Any]:
 
 
 GRACE_S = 120.0  # after the first SIGINT/SIGTERM: time for the training step to save its checkpoint
+PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36  # Linux prctl(2) options
 
 
 def supervise(folder: Path, record: dict[str, Any], say=print) -> tuple[int, dict[str, Any]]:
     """Run the record's pipeline in a child process group (its own session, so a terminal's Ctrl-C reaches
     only this process); on SIGINT or SIGTERM send the run SIGTERM (``_terminate``: the training step saves a
-    checkpoint and stops, the other steps end, no further step starts), wait for it, and mark the run
-    ``interrupted``; a second signal kills the group.
+    checkpoint and stops, the other steps end, no further step starts), wait for it at most ``GRACE_S``, then
+    kill every process the run started (in any session), and mark the run ``interrupted``; a second signal
+    kills them at once. The run folder's lock (``run.lock``) is held by this process and the child, so no other
+    run-local writes into the folder while either lives; the child stops (and marks the run ``interrupted``)
+    when this process dies.
     Returns the exit code (0; 2: a step refused its input; 1: a step failed otherwise; 130/143: interrupted)
     and the record."""
+    fd = lock(folder)
+    try:
+        on_disk = read_record(folder)
+        if (on_disk or {}).get("updated") != record.get("updated"):  # another run-local took the folder meanwhile
+            raise KubetuneError([Problem(f"-o {folder}", "changed while this run-local started; run it again")], "cannot run")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        return _supervise(folder, record, fd, say)
+    finally:
+        os.close(fd)
+
+
+def _supervise(folder: Path, record: dict[str, Any], fd: int, say) -> tuple[int, dict[str, Any]]:
     record = write_record(folder, record, state="running", pid=os.getpid(), host=socket.gethostname())
-    child = subprocess.Popen([sys.executable, "-m", "kubetune.pipelines.local", str(folder)], start_new_session=True)
+    command = [sys.executable, "-m", "kubetune.pipelines.local", str(folder), str(os.getpid())]
+    child = subprocess.Popen(command, start_new_session=True, pass_fds=(fd,))
     received: list[int] = []
+    deadline = [float("inf")]
+    known: dict[int, str] = {}  # the run's processes seen so far: pid -> start time
 
     def stop(signum, frame):
         received.append(signum)
         if len(received) > 1:
-            _killpg(child.pid, signal.SIGKILL)
+            say(f"kubetune run-local: killed the run's {_kill_tree({child.pid: _start(child.pid), **known})} processes")
             return
+        deadline[0] = time.monotonic() + GRACE_S
         _terminate(child.pid)
         say(f"kubetune run-local: {signal.Signals(signum).name} received: stopping the run (send it again to kill it)")
 
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
+        while child.poll() is None and time.monotonic() < deadline[0]:
+            known = _tree(_processes(), {child.pid: _start(child.pid), **known})
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=1.0)
+        if child.poll() is None:
+            killed = _kill_tree({child.pid: _start(child.pid), **known})
+            say(f"kubetune run-local: the run did not stop within {GRACE_S:.0f} s: killed its {killed} processes")
+        elif killed := _kill_tree(known):  # nothing of the run writes on after it ends
+            say(f"kubetune run-local: killed {killed} processes the run left behind")
         code = child.wait()
-        deadline = time.monotonic() + GRACE_S
-        while received and _group_alive(child.pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if received:
-            _killpg(child.pid, signal.SIGKILL)  # past the grace period: nothing of the run writes on
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -397,15 +431,73 @@ def supervise(folder: Path, record: dict[str, Any], say=print) -> tuple[int, dic
     return (2 if code == INPUT else 1), write_record(folder, record, state="failed", pid=None)
 
 
+def _prctl(option: int, value: int) -> bool:
+    """prctl(2) on Linux; False elsewhere or where it fails."""
+    if not sys.platform.startswith("linux"):
+        return False
+    return ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0) == 0
+
+
+def _processes() -> dict[int, tuple[int, str]]:
+    """The running processes (zombies do not count): pid -> (parent pid, start time); empty without /proc."""
+    table = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if fields[0] != "Z":
+                table[int(stat.parent.name)] = (int(fields[1]), fields[19])
+        except (OSError, IndexError, ValueError):
+            continue
+    return table
+
+
+def _start(pid: int) -> str:
+    """The process's start time ("" when it is gone): with its pid, it names one process, never a later one."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _tree(table: dict[int, tuple[int, str]], roots: dict[int, str]) -> dict[int, str]:
+    """The roots still running (same pid and start time) and all their descendants: pid -> start time."""
+    tree = {pid: start for pid, start in roots.items() if pid in table and table[pid][1] == start}
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _) in table.items():
+        children.setdefault(parent, []).append(pid)
+    todo = list(tree)
+    while todo:
+        for pid in children.get(todo.pop(), []):
+            if pid not in tree:
+                tree[pid] = table[pid][1]
+                todo.append(pid)
+    return tree
+
+
+def _kill_tree(roots: dict[int, str]) -> int:
+    """SIGKILL the roots and every process descending from them, in whatever session: all are stopped first
+    (SIGSTOP: none starts another or loses its parent meanwhile), then killed. Returns how many."""
+    stopped: dict[int, str] = {}
+    while new := {p: t for p, t in _tree(_processes(), {**roots, **stopped}).items() if p not in stopped and p != os.getpid()}:
+        for pid in new:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGSTOP)
+        stopped.update(new)
+    for pid in stopped:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    return len(stopped)
+
+
 def _killpg(pgid: int, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signum)
 
 
-def _terminate(pgid: int) -> None:
-    """SIGTERM to the run as a pod gets it: to each process of the group but torchrun and what it started. The
-    backend that started torchrun catches the signal and has its workers save and stop; a SIGTERM of their own
-    kills instructlab-training's workers (no handler there) and their data-loader workers before any save."""
+def _terminate(pgid: int, skip: int | None = None) -> None:
+    """SIGTERM to the run as a pod gets it: to each process of the group but torchrun and what it started (and
+    ``skip``). The backend that started torchrun catches the signal and has its workers save and stop; a SIGTERM
+    of their own kills instructlab-training's workers (no handler there) and their data-loader workers before any save."""
     members = _members(pgid)
     if members is None:
         _killpg(pgid, signal.SIGTERM)
@@ -419,7 +511,7 @@ def _terminate(pgid: int) -> None:
             pid = parent
         return False
 
-    for pid in [p for p in members if not launched_by_torchrun(p)]:
+    for pid in [p for p in members if p != skip and not launched_by_torchrun(p)]:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGTERM)
 
@@ -442,25 +534,29 @@ def _members(pgid: int) -> dict[int, tuple[int, list[str]]] | None:
     return members
 
 
-def _group_alive(pgid: int) -> bool:
-    """Whether a process of the group ``pgid`` still runs."""
-    members = _members(pgid)
-    if members is not None:
-        return bool(members)
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
-
-
-def _child(folder: Path) -> int:
-    """The supervised process: run the recorded pipeline, then mark the record finished with the result."""
+def _child(folder: Path, parent: int) -> int:
+    """The supervised process: run the recorded pipeline, then mark the record finished with the result. It
+    holds the run folder's lock (inherited) and keeps every process it starts as its descendant (a subreaper);
+    when run-local (``parent``) dies, it stops the run itself as run-local would have and marks it interrupted."""
     record = read_record(folder)
     if record is None:
         raise KubetuneError([Problem(str(folder / RECORD), "is missing")])
     stopping: list[int] = []  # SIGTERM: the running step ends (its logs still shown), no further step starts
-    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
+
+    def stop(signum, frame):
+        stopping.append(signum)
+        if len(stopping) == 1 and os.getppid() != parent:  # run-local is gone: stop the run as it would have
+            _terminate(os.getpgid(0), skip=os.getpid())
+            me = {os.getpid(): _start(os.getpid())}
+            late = threading.Timer(GRACE_S, lambda: _kill_tree({p: t for p, t in _tree(_processes(), me).items() if p not in me}))
+            late.daemon = True
+            late.start()
+
+    signal.signal(signal.SIGTERM, stop)
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # run-local died before the line above
+        os.kill(os.getpid(), signal.SIGTERM)
     codes = _step_codes(stopping)
     try:
         result = run_local(folder, run_id=record["run_id"], **record["arguments"])
@@ -468,6 +564,8 @@ def _child(folder: Path) -> int:
         if "finished with status" not in str(e):
             raise
         if stopping:
+            if os.getppid() != parent:
+                write_record(folder, record, state="interrupted", pid=None)
             return 128 + signal.SIGTERM
         message = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
         print(f"\nkubetune run-local: {message} The step's report is printed above.", file=sys.stderr, flush=True)
@@ -493,4 +591,4 @@ def _step_codes(stopping: list[int] | tuple[()] = ()) -> list[int]:
 
 
 if __name__ == "__main__":
-    raise SystemExit(_child(Path(sys.argv[1])))
+    raise SystemExit(_child(Path(sys.argv[1]), int(sys.argv[2])))

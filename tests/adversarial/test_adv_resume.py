@@ -327,6 +327,18 @@ def _record(folder: Path, **fields) -> None:
     (folder / "run.json").write_text(json.dumps(record))
 
 
+HELD: list[int] = []  # the run.lock descriptors "in use" holds, as a running run-local does
+
+
+def _held(folder: Path, **fields) -> None:
+    import fcntl
+
+    _record(folder, **fields)
+    HELD.append(os.open(folder / "run.lock", os.O_RDWR | os.O_CREAT))
+    os.write(HELD[-1], str(os.getpid()).encode())
+    fcntl.flock(HELD[-1], fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
 FOLDERS = {
     "foreign files": (lambda f: _files(f, "notes.txt", "mine"), [],
                       "cannot run", "-o {f}: holds files kubetune did not write (notes.txt) (choose a new or empty folder, "
@@ -336,7 +348,7 @@ FOLDERS = {
     "unfinished": (lambda f: _record(f, state="interrupted", updated="2026-01-01T00:00:00Z"), [],
                    "cannot run", "-o {f}: holds an unfinished run run-1 (interrupted, last updated 2026-01-01T00:00:00Z) "
                    "(pass --resume to continue it, or choose another folder)"),
-    "in use": (lambda f: _record(f, state="running", pid=os.getpid(), host=__import__("socket").gethostname(), updated="t"),
+    "in use": (lambda f: _held(f, state="running", pid=os.getpid(), updated="t"),
                ["--resume"], "cannot run", f"-o {{f}}: is in use by kubetune run-local (pid {os.getpid()})"),
     "nothing to resume": (lambda f: None, ["--resume"], "cannot resume", "--resume: {f} holds no kubetune run to resume"),
     "finished": (lambda f: _record(f, state="finished"), ["--resume"],
