@@ -111,7 +111,7 @@ def test_checkpoint_storage_is_checked_then_refused_as_not_yet_supported():
             problems = refused(algorithm, checkpoint_storage=uri, enable_jit_checkpoint=True)
             assert list(problems) == ["checkpoint_storage"]
             assert problems["checkpoint_storage"].startswith("is not yet supported")
-    for bad in ("file:///tmp/x", "s3://bucket/x?versionId=1", "", "s3://", "abfs://c/p"):
+    for bad in ("file:///tmp/x", "s3://bucket/x?versionId=1", " ", "s3://", "abfs://c/p"):
         assert refused("sft", checkpoint_storage=bad)["checkpoint_storage"].startswith('must be "pvc" or an s3://')
     with pytest.raises(KubetuneError) as info:  # a credential in the URI: refused and never shown
         spec("osft", checkpoint_storage="s3://AKIAABCDEFGHIJKLMNOP:wJalrXUtnFEMIK7MDENGbPxRfiCYzEXAMPLEKEY@bucket/run")
@@ -252,3 +252,12 @@ def test_trust_remote_code_loads_a_model_with_its_own_code(tmp_path, tiny_model)
     env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1"}  # remote code is copied there
     done = subprocess.run([sys.executable, "-c", LOAD, str(model)], capture_output=True, text=True, env=env, timeout=300)
     assert done.stdout.split() == ["refused", "TinyForCausalLM"], done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("algorithm", ["sft", "osft", "lora_sft"])
+def test_callbacks_null_and_empty_checkpoint_storage_mean_what_they_mean_in_training_hub(algorithm):
+    """Training Hub 0.11.2: ``callbacks=None`` is its default (left out), and ``checkpoint_storage=""`` is "pvc"
+    (``resolve_checkpoint_storage``): both accepted here with that meaning; a callback itself stays refused."""
+    given = spec(algorithm, callbacks=None, checkpoint_storage="")
+    assert "callbacks" not in given.backend_kwargs and given.params["checkpoint_storage"] == "pvc"
+    assert list(refused(algorithm, callbacks=[])) == ["callbacks"]

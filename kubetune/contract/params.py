@@ -38,7 +38,10 @@ def _nproc(value: Any) -> int | str:
 
 def _storage(value: Any) -> str:
     """``checkpoint_storage``: ``"pvc"`` (the filesystem, Training Hub's default) or an ``s3://`` / ``gs://``
-    bucket URI without credentials, query or fragment (Training Hub also takes other fsspec URIs)."""
+    bucket URI without credentials, query or fragment (Training Hub also takes other fsspec URIs). An empty
+    string means "pvc", as in Training Hub (``resolve_checkpoint_storage``)."""
+    if value == "":
+        return "pvc"
     if value == "pvc" or (isinstance(value, str) and re.fullmatch(r"(s3|gs)://[^/?#@:\s]+(/[^?#@\s]*)?", value)):
         return value
     raise PydanticCustomError(
@@ -52,7 +55,7 @@ NprocPerNode = Annotated[
     WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string"}]}),
 ]
 CheckpointStorage = Annotated[
-    str, PlainValidator(_storage), WithJsonSchema({"type": "string", "pattern": "^(pvc|(s3|gs)://[^/?#@:\\s]+(/[^?#@\\s]*)?)$"})
+    str, PlainValidator(_storage), WithJsonSchema({"type": "string", "pattern": "^(|pvc|(s3|gs)://[^/?#@:\\s]+(/[^?#@\\s]*)?)$"})
 ]
 
 
@@ -216,7 +219,7 @@ PATH_FIELDS = (*PATH_PARAMS, "data_output_dir", "eval_data_path")
 # Named parameters of Training Hub's functions that are not fields above, and what becomes of them.
 NOT_FIELDS = {
     "backend": "the spec's `backend` key: Training Hub's backend name for the algorithm (or an alias)",
-    "callbacks": "refused: Python callbacks cannot travel in a JSON artifact",
+    "callbacks": "refused: Python callbacks cannot travel in a JSON artifact (null, its default, is left out)",
     # lora_sft's: Training Hub hands it to TRL's SFTConfig as it is, so it is that backend kwarg (checked as TRL's)
     "per_device_eval_batch_size": "TRL's own SFTConfig field (default here as there: the train micro-batch size)",
 }

@@ -293,6 +293,8 @@ def validate_spec(
     curated_names = set(model.model_fields)
     curated = {k: v for k, v in document.items() if k in curated_names and v is not None}
     kwargs = {k: v for k, v in document.items() if k not in curated_names and k not in RESERVED}
+    if kwargs.get("callbacks", True) is None:  # Training Hub's default: callbacks=None is left out
+        del kwargs["callbacks"]
     nested = document.get("backend_kwargs") or {}
     if not isinstance(nested, dict):
         problems.append(Problem("backend_kwargs", "must be an object"))
