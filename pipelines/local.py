@@ -381,8 +381,9 @@ def supervise(folder: Path, record: dict[str, Any], say=print) -> tuple[int, dic
     and the record."""
     fd = lock(folder)
     try:
-        on_disk = read_record(folder)
-        if (on_disk or {}).get("updated") != record.get("updated"):  # another run-local took the folder meanwhile
+        on_disk = read_record(folder)  # as check_folder saw it, unless another run-local used the folder meanwhile
+        resumed = on_disk is not None and on_disk.get("run_id") == record.get("run_id")
+        if on_disk and (on_disk.get("updated") != record.get("updated") if resumed else on_disk.get("state") != "finished"):
             raise KubetuneError([Problem(f"-o {folder}", "changed while this run-local started; run it again")], "cannot run")
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
@@ -398,12 +399,16 @@ def _supervise(folder: Path, record: dict[str, Any], fd: int, say) -> tuple[int,
     received: list[int] = []
     deadline = [float("inf")]
     known: dict[int, str] = {}  # the run's processes seen so far: pid -> start time
+    killed: list[int] = []
+
+    def kill(why: str) -> None:
+        killed.append(_kill_tree({child.pid: _start(child.pid), **known}))
+        say(f"kubetune run-local: {why}: killed the run's {killed[-1]} processes")
 
     def stop(signum, frame):
         received.append(signum)
         if len(received) > 1:
-            say(f"kubetune run-local: killed the run's {_kill_tree({child.pid: _start(child.pid), **known})} processes")
-            return
+            return kill(f"{signal.Signals(signum).name} received again")
         deadline[0] = time.monotonic() + GRACE_S
         _terminate(child.pid)
         say(f"kubetune run-local: {signal.Signals(signum).name} received: stopping the run (send it again to kill it)")
@@ -415,11 +420,10 @@ def _supervise(folder: Path, record: dict[str, Any], fd: int, say) -> tuple[int,
             with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(timeout=1.0)
         if child.poll() is None:
-            killed = _kill_tree({child.pid: _start(child.pid), **known})
-            say(f"kubetune run-local: the run did not stop within {GRACE_S:.0f} s: killed its {killed} processes")
-        elif killed := _kill_tree(known):  # nothing of the run writes on after it ends
-            say(f"kubetune run-local: killed {killed} processes the run left behind")
+            kill(f"the run did not stop within {GRACE_S:.0f} s")
         code = child.wait()
+        if (code or received) and not killed and (left := _kill_tree(known)):  # nothing of an unfinished run writes on
+            say(f"kubetune run-local: killed {left} processes the run left behind")
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

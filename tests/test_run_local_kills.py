@@ -115,3 +115,34 @@ def test_a_run_that_does_not_stop_is_killed_whole_in_every_session_orphans_inclu
     assert _kill_tree(seen) == 3  # root, session_child, orphan (middle is gone)
     root.wait(timeout=10)
     assert _until(lambda: not _running(seen), 10), _running(seen)
+
+
+def test_run_local_waits_for_a_stopping_run_no_longer_than_its_grace_period_then_kills_all_of_it(tmp_path, monkeypatch):
+    """The grace period (1 s here) starts at the signal, not when the pipeline process ends; the run's step is
+    stopped (SIGSTOP) first, so it hangs as a stuck step would."""
+    import threading
+
+    from kubetune.pipelines import local
+
+    monkeypatch.setattr(local, "GRACE_S", 1.0)
+    folder = tmp_path / "run"
+    folder.mkdir()
+    record = local.new_record(local.check_options("lora_sft", "best", None, None, "", False, folder))
+    me = {os.getpid(): _start(os.getpid())}
+    run: dict[int, str] = {}
+
+    def signal_it() -> None:
+        _until(lambda: any((folder / "kfp-root").glob("*/validate-kwargs")), 120)
+        run.update({p: t for p, t in _tree(_processes(), me).items() if p not in me})
+        pipeline = [p for p in run if _processes()[p][0] == os.getpid()]
+        for pid in set(run) - set(pipeline):
+            os.kill(pid, signal.SIGSTOP)  # the steps hang
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=signal_it, daemon=True).start()
+    lines: list[str] = []
+    code, record = local.supervise(folder, record, say=lines.append)
+    assert code == 143 and record["state"] == "interrupted" and _lock_free(folder)
+    assert len(run) >= 2  # the pipeline process and its step
+    assert lines[-1] == f"kubetune run-local: the run did not stop within 1 s: killed the run's {len(run)} processes"
+    assert _until(lambda: not _running(run), 10), _running(run)
