@@ -50,6 +50,8 @@ def test_an_osft_run_stopped_in_epoch_2_trains_again_from_the_start_and_sees_eve
     moved = out / "checkpoints" / NOT_RESUMABLE_DIR / "full_state_checkpoints" / state.name
     assert (moved / "training_state.pt").is_file() and not state.exists()  # set aside, never deleted
     assert result["metrics"]["resumed_from"] == ""
+    assert (out / "checkpoints" / NOT_RESUMABLE_DIR / "hf_format" / "samples_20.0" / "config.json").is_file()  # 1st attempt's
+    assert result["saved"] == ["samples_20.0", "samples_40.0"]  # saved again by the new run
     assert result["final_model"] == f"samples_{2 * SAMPLES}.0", result  # every sample of both epochs
     series = read_backend_metrics(out)  # the first attempt's rows are replaced by the second's
     assert [p.step for p in series.train] == list(range(1, 11))

@@ -22,7 +22,6 @@ from kubetune.components.evaluate.timeline import read_backend_metrics
 from kubetune.components.train.core import train
 
 from kubetune.backends import get_backend
-from kubetune.backends.instructlab import resume_notice
 from kubetune.backends.torchrun import final_model, flash_attn_missing, saved_models
 from kubetune.contract import validate_spec
 from kubetune.errors import KubetuneError
@@ -173,7 +172,8 @@ def test_sigterm_saves_on_demand_and_the_step_ends_cleanly(runs):
     meta = stopped["metadata"]
     assert meta["current_epoch"] == 0 and "global_step" in meta  # instructlab's mid-epoch on-demand save
     assert meta["samples_seen"] < 48 and stopped["steps"][-1]["samples_seen"] < 48  # stopped before the end
-    assert (runs.root / "a" / "checkpoints" / "hf_format" / f"samples_{meta['samples_seen']}" / "config.json").is_file()
+    aside = runs.root / "a" / "checkpoints" / "not-resumable" / "hf_format"  # set aside by the restarted step
+    assert (aside / f"samples_{meta['samples_seen']}" / "config.json").is_file()
 
 
 @pytest.mark.slow
@@ -188,22 +188,20 @@ def test_two_runs_at_once_do_not_collide(runs):
 
 
 @pytest.mark.slow
-def test_a_restarted_step_resumes_after_the_sigterm_and_says_it_skips_a_batch(runs):
-    again, meta = runs.again, runs.stopped["metadata"]
+def test_a_restarted_step_sets_the_mid_epoch_save_aside_and_trains_every_batch(runs):
+    """instructlab-training 0.16.2 would resume the mid-epoch save one batch short (kubetune/backends/resume.py)."""
+    again = runs.again
     assert again["returncode"] == 0, again["log"][-3000:]
-    step = meta["global_step"]
-    notices = [line for line in again["log"].splitlines() if "mid-epoch on-demand save" in line]
-    assert notices == [resume_notice(runs.saved / "full_state" / "epoch_0", runs.saved)]
-    assert f"(epoch 0, step {step})" in notices[0] and "skips one batch" in notices[0]
-    assert result(again["log"])["metrics"]["resumed_from"] == "full_state/epoch_0"
-    resumed = steps(runs.root / "a")[len(runs.stopped["steps"]) :]
-    # continued, not restarted: from the saved step on, with the samples already seen
-    assert resumed[0]["step"] == step + 1 and resumed[-1]["step"] == 6
-    skipped = step - meta["samples_seen"] // BATCH  # 1 when saved before the optimizer step (instructlab's bug)
-    assert resumed[0]["samples_seen"] == meta["samples_seen"] + BATCH
-    assert resumed[-1]["samples_seen"] == 48 - skipped * BATCH
-    series = read_backend_metrics(runs.root / "a")  # what evaluation reads: both runs, one point per step
-    assert [p.step for p in series.train] == [1, *range(step + 1, 7)] and [p.step for p in series.validation] == [3, 6]
+    loud = [line for line in again["log"].splitlines() if "NOT RESUMING" in line]
+    assert len(loud) == 1 and "full_state/epoch_0 (instructlab-training bug" in loud[0] and "one ahead" in loud[0]
+    aside = runs.root / "a" / "checkpoints" / "not-resumable"
+    assert (aside / "full_state" / "epoch_0" / "training_metadata.json").is_file()
+    assert (aside / "hf_format" / f"samples_{runs.stopped['metadata']['samples_seen']}" / "config.json").is_file()
+    assert result(again["log"])["metrics"]["resumed_from"] == ""
+    again_rows = steps(runs.root / "a")[len(runs.stopped["steps"]) :]
+    assert [(r["step"], r["samples_seen"]) for r in again_rows] == [(s, s * BATCH) for s in range(1, 7)]  # every batch
+    series = read_backend_metrics(runs.root / "a")  # what evaluation reads: the new run's rows replace the first's
+    assert [p.step for p in series.train] == list(range(1, 7)) and [p.step for p in series.validation] == [3, 6]
 
 
 @pytest.mark.slow
@@ -214,18 +212,6 @@ def test_a_run_started_again_from_scratch_in_the_same_folder_replaces_the_rows_i
     again.write_text(logged + "".join(line + "\n" for line in logged.splitlines()[:4]), encoding="utf-8")  # to step 2
     series = read_backend_metrics(tmp_path)
     assert [(p.step, p.samples) for p in series.train] == [(1, 8), (2, 16)] and series.validation == []
-
-
-@pytest.mark.slow
-def test_the_resume_notice_is_only_for_a_mid_epoch_save(runs, tmp_path):
-    import torch
-
-    assert resume_notice(runs.root / "b" / "checkpoints" / "full_state" / "epoch_0", runs.root / "b") is None
-    later = tmp_path / "full_state" / "epoch_1"
-    later.mkdir(parents=True)
-    torch.save({**runs.stopped["metadata"], "current_epoch": 1, "global_step": 9}, later / "training_metadata.json")
-    notice = resume_notice(later, tmp_path)
-    assert "(epoch 1, step 9)" in notice and "skips 9 batches from the start of epoch 1" in notice
 
 
 SPEC_PATHS = {"model_path": "/m", "data_path": "/d", "ckpt_output_dir": "/o"}

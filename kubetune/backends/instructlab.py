@@ -8,6 +8,7 @@ from typing import Any
 
 from kubetune.backends.base import TrainResult
 from kubetune.backends.cpu_mode import environment
+from kubetune.backends.resume import require_every_sample, resumable_instructlab
 from kubetune.backends.rules import TORCHRUN_NAMES, effective, nproc_notice, torchrun_kwargs
 from kubetune.backends.torchrun import TorchrunBackend, flash_attn_missing, say
 from kubetune.backends.tracking import tracking_env
@@ -89,9 +90,8 @@ class InstructLabSFT(TorchrunBackend):
         ``full_state_saved`` (the full state an on-demand save of this run wrote on a signal, or "")."""
         out = Path(train_args.ckpt_output_dir)
         self.set_aside(torch_args, train_args)  # first: what it resumes from is then complete
+        resumable_instructlab(out, newest_full_state, say)  # then: a mid-epoch save it would resume wrongly, set aside
         resumed = newest_full_state(out)
-        if resumed and (notice := resume_notice(resumed, out)):
-            say(notice)
         stamp = _stamp(resumed)
         result = super().train_launched(torch_args, train_args)
         saved = newest_full_state(out)
@@ -100,6 +100,9 @@ class InstructLabSFT(TorchrunBackend):
             resumed_from=str(resumed.relative_to(out)) if resumed else "",
             full_state_saved=str(saved.relative_to(out)) if fresh else "",
         )
+        if not fresh and not train_args.keep_last_checkpoint_only:  # ended by itself, not by a signal's save
+            data = Path(train_args.data_output_dir, "data.jsonl")
+            require_every_sample(result.final_model, data, train_args.num_epochs, train_args)
         return result
 
     def output_dir(self, train_args) -> Path:
@@ -137,23 +140,3 @@ def _metadata(state: Path) -> dict[str, Any]:
 def _stamp(state: Path | None) -> int | None:
     meta = state / "training_metadata.json" if state else None
     return meta.stat().st_mtime_ns if meta and meta.is_file() else None
-
-
-def resume_notice(state: Path, output_dir: Path) -> str | None:
-    """One line where instructlab-training 0.16.2 will resume ``state`` wrongly: a mid-epoch on-demand save
-    records ``global_step`` one ahead (saved before the optimizer step, the batch it was in is skipped), and the
-    resumed run skips that many batches from the start of the saved epoch (the count runs from the first epoch)."""
-    meta = _metadata(state)
-    if "global_step" not in meta:
-        return None  # an end-of-epoch save: the next epoch starts from its beginning
-    epoch, step = meta.get("current_epoch", 0), meta["global_step"]
-    where = f"[kubetune] sft resumes from instructlab-training's mid-epoch on-demand save {state.relative_to(output_dir)}"
-    if epoch == 0:
-        return (
-            f"{where} (epoch 0, step {step}): instructlab-training 0.16.2 records the step one ahead, so the resumed run "
-            f"skips one batch it never trained (step {step}) unless the signal came right after that optimizer step"
-        )
-    return (
-        f"{where} (epoch {epoch}, step {step}): instructlab-training 0.16.2 skips {step} batches from the start of "
-        f"epoch {epoch} although the step counts from the first epoch, so the resumed run skips batches it never trained"
-    )

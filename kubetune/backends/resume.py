@@ -79,11 +79,28 @@ def set_aside(state: Path, output_dir: Path, reason: str, backend: str, say: Say
     return target
 
 
+def set_aside_later_models(output_dir: Path, samples: int, say: Say) -> None:
+    """The ``hf_format/samples_N`` models past ``samples`` (where training starts again) were saved by the attempt
+    being abandoned: moved to ``not-resumable/hf_format/`` so that none of them mixes into the new run's result."""
+    folder = output_dir / "hf_format"
+    for model in sorted(folder.iterdir() if folder.is_dir() else []):
+        if model.is_dir() and (seen := samples_seen(model)) is not None and seen > samples:
+            target = output_dir / NOT_RESUMABLE_DIR / "hf_format" / model.name
+            n = 1
+            while target.exists():
+                target, n = target.with_name(f"{model.name}.{n}"), n + 1
+            target.parent.mkdir(parents=True, exist_ok=True)
+            model.rename(target)
+            say(f"[kubetune] set aside hf_format/{model.name} of the abandoned attempt; moved to {target}")
+
+
 def resumable_mini_trainer(resume: str | None, output_dir: Path, say: Say) -> str | None:
     """The full state mini-trainer may resume (``resume`` or an older one in ``output_dir``), after setting aside each
-    newer one it would resume wrongly; None: start from the beginning."""
+    newer one it would resume wrongly (and the models saved after the point it then starts from); None: start from
+    the beginning."""
     from kubetune.checkpoints import latest_full_state
 
+    moved = False
     while resume and (reason := mini_trainer_skip(Path(resume))):
         if not Path(resume).is_relative_to(output_dir):
             raise KubetuneError(
@@ -91,14 +108,23 @@ def resumable_mini_trainer(resume: str | None, output_dir: Path, say: Say) -> st
                 "cannot train osft",
             )
         set_aside(Path(resume), output_dir, reason, "mini-trainer", say)
-        resume = latest_full_state(output_dir, say=lambda _line: None)
+        resume, moved = latest_full_state(output_dir, say=lambda _line: None), True
+    if moved:
+        start = _load(Path(resume) / "training_state.pt").get("total_samples_accumulated", 0) if resume else 0
+        set_aside_later_models(output_dir, int(start), say)
     return resume
 
 
 def resumable_instructlab(output_dir: Path, newest: Callable[[Path], Path | None], say: Say) -> None:
-    """Set aside each newest ``full_state/epoch_N`` instructlab-training would resume wrongly (``newest``: the one it loads)."""
+    """Set aside each newest ``full_state/epoch_N`` instructlab-training would resume wrongly (``newest``: the one it
+    loads), and the models saved after the point it then starts from."""
+    moved = False
     while (state := newest(output_dir)) is not None and (reason := instructlab_skip(state)):
         set_aside(state, output_dir, reason, "instructlab-training", say)
+        moved = True
+    if moved:
+        start = _load(state / "training_metadata.json").get("samples_seen", 0) if state else 0
+        set_aside_later_models(output_dir, int(start), say)
 
 
 def samples_seen(model: Path) -> int | None:
