@@ -50,7 +50,8 @@ def test_export_final_is_the_last_regular_save_not_a_best_validation_copy(tmp_pa
 # Shortened through the CLI's own options (--data, --kwargs), to keep CI's time: 80 sample records (72 to train),
 # the embedded kwargs otherwise, a checkpoint every 32 samples: 18 steps, 5 checkpoints.
 SHORT = {
-    "sft": ({**EMBEDDED["sft"], "save_samples": 32}, "best", "Loading state from: "),
+    # instructlab-training 0.16.2 resumes a mid-epoch save a batch short: set aside, trained again (backends/resume.py)
+    "sft": ({**EMBEDDED["sft"], "save_samples": 32}, "best", "(instructlab-training bug: "),
     "osft": ({**EMBEDDED["osft"], "min_samples_per_checkpoint": 32}, "final", "Resuming from full-state checkpoint: "),
 }
 
@@ -80,7 +81,7 @@ def test_run_local_trains_interrupted_resumes_and_prints_validation_loss_per_che
     second = subprocess.run([*cli, "--resume"], capture_output=True, text=True, cwd=tmp_path, timeout=900)
     assert second.returncode == 0, second.stderr[-3000:]
     log = re.sub(r"\x1b\[[0-9;]*m", "", second.stdout + second.stderr)
-    assert resumed in log  # the backend continued from the state it saved on the signal
+    assert resumed in log  # the backend continued from the state it saved on the signal (or said why not)
     printed = [m.groups() for line in second.stdout.splitlines() if (m := LOSS_LINE.match(line))]
     (saved,) = folder.glob("workspace/*/checkpoints/hf_format")
     assert {name for name, _, _ in printed} == {f"checkpoints/hf_format/{p.name}" for p in saved.iterdir()}

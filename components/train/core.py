@@ -8,6 +8,7 @@ from pathlib import Path
 
 from kubetune.backends import TrainResult, get_backend
 from kubetune.backends.needs import require_environment
+from kubetune.backends.resume import NOT_RESUMABLE_DIR
 from kubetune.checkpoints import INCOMPLETE_DIR, TRAINING_STATE, latest_full_state
 from kubetune.contract import TrainingSpec, validate_spec
 from kubetune.data import tokenized_file
@@ -180,7 +181,7 @@ def publish(result: TrainResult, workspace: Path, output_dir: Path) -> TrainResu
         dirs_exist_ok=True,
         # optimizer state stays behind; trainer_state.json (the log history the evaluation reads) comes along
         ignore=shutil.ignore_patterns(
-            *(p for p in TRAINING_STATE if p != "trainer_state.json"), "full_state*", ".*", INCOMPLETE_DIR
+            *(p for p in TRAINING_STATE if p != "trainer_state.json"), "full_state*", ".*", INCOMPLETE_DIR, NOT_RESUMABLE_DIR
         ),
     )
     moved = output_dir / "checkpoints"

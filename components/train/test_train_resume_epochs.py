@@ -12,6 +12,7 @@ from kubetune.components.evaluate.timeline import read_backend_metrics
 
 from components.train.test_train_osft import OSFT, finished, logged_steps, prepared, start, wait_for  # noqa: F401
 from kubetune.backends.resume import NOT_RESUMABLE_DIR, instructlab_skip, mini_trainer_skip, require_every_sample
+from kubetune.checkpoints import find_checkpoints
 from kubetune.errors import KubetuneError
 
 SAMPLES, BATCH = 20, 4  # 5 steps an epoch, 2 epochs
@@ -52,6 +53,7 @@ def test_an_osft_run_stopped_in_epoch_2_trains_again_from_the_start_and_sees_eve
     assert result["metrics"]["resumed_from"] == ""
     assert (out / "checkpoints" / NOT_RESUMABLE_DIR / "hf_format" / "samples_20.0" / "config.json").is_file()  # 1st attempt's
     assert result["saved"] == ["samples_20.0", "samples_40.0"]  # saved again by the new run
+    assert NOT_RESUMABLE_DIR not in {part for p in find_checkpoints(out) for part in p.parts}  # evaluation skips it
     assert result["final_model"] == f"samples_{2 * SAMPLES}.0", result  # every sample of both epochs
     series = read_backend_metrics(out)  # the first attempt's rows are replaced by the second's
     assert [p.step for p in series.train] == list(range(1, 11))

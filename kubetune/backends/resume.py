@@ -19,7 +19,7 @@ from typing import Any
 
 from kubetune.errors import KubetuneError, Problem
 
-NOT_RESUMABLE_DIR = "not-resumable"
+NOT_RESUMABLE_DIR = "not-resumable"  # skipped by evaluation and export (checkpoints.SKIPPED_DIRS), not published
 Say = Callable[[str], None]
 
 
