@@ -326,19 +326,19 @@ def check_folder(folder: Path, resume: bool, allow_nonempty: bool) -> dict[str, 
     """The unfinished run to resume, or None for a new run; refuses a folder kubetune should not write into."""
     if folder.exists() and not folder.is_dir():
         raise KubetuneError([Problem(f"-o {folder}", "is a file, not a folder")], "cannot run")
+    if folder.is_dir() and (fd := lock(folder, create=False)) is not None:
+        os.close(fd)  # free now; ``supervise`` takes it for the run
     record = read_record(folder) if folder.is_dir() else None
     where = f"-o {folder}"
     if record is None:
         if resume:
             raise KubetuneError([Problem("--resume", f"{folder} holds no kubetune run to resume")], "cannot resume")
-        foreign = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+        foreign = sorted(p.name for p in folder.iterdir() if p.name != LOCK) if folder.is_dir() else []
         if foreign and not allow_nonempty:
             listed = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
             hint = "choose a new or empty folder, or pass --allow-nonempty: nothing in it is deleted or overwritten"
             raise KubetuneError([Problem(where, f"holds files kubetune did not write ({listed})", hint)], "cannot run")
         return None
-    if (fd := lock(folder, create=False)) is not None:
-        os.close(fd)  # free now; ``supervise`` takes it for the run
     state = record.get("state")
     if state in UNFINISHED:
         if resume:
