@@ -61,7 +61,7 @@ def s3(moto_endpoint, monkeypatch):
 
 @pytest.fixture
 def faulty_proxy(moto_endpoint):
-    """Make a proxy in front of the moto server that fails chosen requests (tests/standins.py)."""
+    """Make a proxy in front of the moto server that fails chosen requests (tests/support/standins.py)."""
     module = _load_test_helper("standins")
     proxies = []
 
@@ -79,7 +79,7 @@ def _load_test_helper(name: str):
     import importlib.util
     from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).parent / "tests" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parent / "tests" / "support" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -87,14 +87,14 @@ def _load_test_helper(name: str):
 
 @pytest.fixture
 def model_registry():
-    """A recording stand-in of the Model Registry REST API (tests/standins.py): no real one runs here."""
+    """A recording stand-in of the Model Registry REST API (tests/support/standins.py): no real one runs here."""
     with _load_test_helper("standins").RegistryStandIn() as standin:
         yield standin
 
 
 @pytest.fixture
 def kfp_server(monkeypatch):
-    """A recording stand-in of the KFP v2beta1 REST API (tests/standins.py): no KFP API server runs here."""
+    """A recording stand-in of the KFP v2beta1 REST API (tests/support/standins.py): no KFP API server runs here."""
     with _load_test_helper("standins").KfpStandIn() as standin:
         monkeypatch.setenv("KF_PIPELINES_ENDPOINT", standin.url)
         yield standin
@@ -102,7 +102,7 @@ def kfp_server(monkeypatch):
 
 @pytest.fixture
 def kube_api(tmp_path):
-    """Starts a recording stand-in of the Kubernetes API (tests/standins.py; no cluster runs here) and
+    """Starts a recording stand-in of the Kubernetes API (tests/support/standins.py; no cluster runs here) and
     returns it with a kubeconfig that points at it: ``make(states, log)``."""
     standins = _load_test_helper("standins")
     started = []

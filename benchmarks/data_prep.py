@@ -25,7 +25,7 @@ import psutil
 
 OURS = """
 import sys
-from kubetune.components.prepare.core import prepare
+from kubetune.steps.prepare import prepare
 prepare(sys.argv[1], sys.argv[2], sys.argv[3] + "/train", sys.argv[3] + "/val", validation_ratio=0.0,
         max_seq_len=int(sys.argv[4]), num_proc=int(sys.argv[5]))
 """

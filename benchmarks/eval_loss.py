@@ -32,12 +32,12 @@ def main() -> None:
 
     import torch
     from data_prep import generate
-    from kubetune.components.evaluate.core import held_out_loss
-    from kubetune.components.prepare.core import prepare
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
     from kubetune.data.tokenize import read_jsonl
     from kubetune.embedded.tiny_model import build_model, build_tokenizer
+    from kubetune.steps.evaluate import held_out_loss
+    from kubetune.steps.prepare import prepare
 
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     with tempfile.TemporaryDirectory() as tmp:

@@ -24,11 +24,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
 
-    from kubetune.components.export.core import export
-    from kubetune.components.export.publish import _transfer_config
     from moto.server import ThreadedMotoServer
 
     from kubetune.s3 import client
+    from kubetune.steps.export import export
+    from kubetune.steps.publish import _transfer_config
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

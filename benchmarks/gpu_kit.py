@@ -61,7 +61,7 @@ GPU_HAS: dict[str, str | None] = {
         "xxhash", "zipp",
     ]),
 }  # fmt: skip
-# kubetune's requirements the training, preparation and evaluation steps never import (tests/test_gpu_kit.py checks)
+# kubetune's requirements the training, preparation and evaluation steps never import (tests/benchmarks/test_gpu_kit.py checks)
 NOT_NEEDED = {"kfp": "KFP wrappers only", "kfp-kubernetes": "KFP wrappers only"}
 SITE = Path("/tmp/kubetune-gpu")
 CASES: dict[str, dict[str, Any]] = {
@@ -198,8 +198,9 @@ def run_case(name: str, work: Path, epochs: int = 2) -> dict[str, Any]:
     """Train one case through our training step on the prepared data (with our validation split) and measure
     the validation loss of every checkpoint with our evaluation step."""
     import torch
-    from kubetune.components.evaluate.core import evaluate
-    from kubetune.components.train.core import train
+
+    from kubetune.steps.evaluate import evaluate
+    from kubetune.steps.train import train
 
     document = {"effective_batch_size": 8, "max_seq_len": 512, "num_epochs": epochs, **CASES[name]}
     kwargs = work / f"{name}.json"
@@ -290,7 +291,8 @@ def run_on_device(parts: set[str], out: Path, work: Path, size: dict[str, int], 
         report["pytest"] = {}
         for env, selection in (("core", "not unsloth"), ("unsloth", "unsloth")):
             xml = out / f"gpu-tests-{env}.xml"
-            command = [sys.executable, "-P", "-m", "pytest", "-m", "gpu", "-k", selection, "tests/test_gpu.py", "-q", "-rs"]
+            command = [sys.executable, "-P", "-m", "pytest", "-m", "gpu", "-k", selection, "tests/backends/test_gpu.py"]
+            command += ["-q", "-rs"]
             code = _step(logs, [*command, f"--junitxml={xml}"], env, f"pytest -m gpu -k {selection!r}")
             report["pytest"][env] = f"exit {code}, {junit_counts(xml)}"
     logs.close()

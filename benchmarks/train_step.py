@@ -3,7 +3,7 @@
 For each algorithm both sides train the same generated Llama-architecture model on the same prepared data with
 the same configuration objects (the ones our backend builds from the same spec):
 
-- ``ours``: ``kubetune.components.train.core.train`` (validation, binding, backend launch, reading results back).
+- ``ours``: ``kubetune.steps.train.train`` (validation, binding, backend launch, reading results back).
 - ``bare``: the backend's own entry point on those objects: instructlab-training's and mini-trainer's
   ``run_training(torch_args, train_args)``, TRL's ``SFTTrainer(...).train()`` (with Unsloth's loader on CUDA
   where Unsloth is installed, PEFT's otherwise). Where CUDA is absent the two torchrun backends cannot start
@@ -94,9 +94,8 @@ def write_model(path: Path, hidden: int = 64, layers: int = 2) -> Path:
 
 def write_data(model: Path, workdir: Path, samples: int, validation_ratio: float = 0.0) -> tuple[Path, Path]:
     """Generated chat samples prepared by our preparation step: (train, validation) directories."""
-    from kubetune.components.prepare.core import prepare
-
     from kubetune.embedded.sample_data import generate
+    from kubetune.steps.prepare import prepare
 
     raw = workdir / "chat.jsonl"
     raw.write_text("".join(json.dumps(s) + "\n" for s in generate(samples, seed=7)), encoding="utf-8")
@@ -131,7 +130,7 @@ def clock() -> Iterator[dict[str, float]]:
 
 def ours(kwargs_path: Path, model: Path, train: Path, out: Path) -> tuple[dict[str, float], dict]:
     """Our training step, timed whole; the TRL log history it saved (empty for the torchrun backends)."""
-    from kubetune.components.train.core import train as train_step
+    from kubetune.steps.train import train as train_step
 
     with clock() as times:
         train_step(kwargs_path, str(model), train, out)
@@ -142,10 +141,9 @@ def ours(kwargs_path: Path, model: Path, train: Path, out: Path) -> tuple[dict[s
 def bare(kwargs_path: Path, model: Path, train: Path, out: Path) -> tuple[dict[str, float], dict]:
     """The backend's own call on the configuration objects our backend builds for the same spec (built
     before the clock starts)."""
-    from kubetune.components.train.core import bind
-
-    from kubetune.backends import get_backend
-    from kubetune.contract import validate_spec
+    from kubetune.backends.registry import get_backend
+    from kubetune.steps.train import bind
+    from kubetune.validation import validate_spec
 
     spec = validate_spec(json.loads(kwargs_path.read_text()), require_paths=False)
     spec = bind(spec, str(model), train, out)

@@ -9,8 +9,8 @@ import sys
 
 from kfp import compiler, dsl
 from kfp.dsl import Input, Metrics, Model, Output
-from kubetune.pipelines.finetune import finetune
 
+from kubetune.pipelines.finetune import finetune
 from kubetune.runtime import RUNTIME_IMAGE
 
 

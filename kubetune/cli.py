@@ -129,7 +129,7 @@ def validate(
 
     Example: kubetune validate examples/osft.json
     """
-    from kubetune.contract import load_spec
+    from kubetune.validation import load_spec
 
     if output:
         check_output(output, ours=('"schema_version"', '"backend_kwargs"', '"secrets"'))  # a kwargs artifact
@@ -167,8 +167,8 @@ def prepare(
     """
     import tempfile
 
-    from kubetune.components.prepare.core import check_places, prepare_dir
     from kubetune.runtime import resolve_model
+    from kubetune.steps.prepare import check_places, prepare_dir
 
     try:
         check_places(data, validation, [output])  # before the model is resolved
@@ -197,7 +197,7 @@ def prepare(
 @app.command()
 def schema() -> None:
     """Print the spec's JSON Schema."""
-    from kubetune.contract import json_schema
+    from kubetune.validation import json_schema
 
     typer.echo(json.dumps(json_schema(), indent=2))
 
@@ -219,14 +219,14 @@ Experiment = Annotated[str, typer.Option(help="KFP experiment (created when miss
 
 def _kfp(host: str | None, namespace: str | None, token: str | None):
     """The KFP client (connects: call it after every check that needs no cluster)."""
-    from kubetune.kfp_ops import client
+    from kubetune.runs.kfp_api import client
 
     return client(host, namespace, token)
 
 
 def _credentials(host: str | None, token: str | None) -> None:
     """Never echo the token or a password in the host URL, whatever fails from here on."""
-    from kubetune.kfp_ops import hide_credentials
+    from kubetune.runs.kfp_api import hide_credentials
 
     hide_credentials(host, token)
 
@@ -240,7 +240,7 @@ def compile(
 
     Example: kubetune compile finetune -o finetune.yaml
     """
-    from kubetune.kfp_ops import check_pipeline, compile_pipeline
+    from kubetune.runs.kfp_api import check_pipeline, compile_pipeline
 
     check_pipeline(pipeline)
     check_output(output, ours=("pipelineInfo:", "deploymentSpec:"))  # a compiled pipeline
@@ -263,8 +263,8 @@ def upload(
 
     Example: kubetune upload finetune --host https://kfp.example.com
     """
-    from kubetune.kfp_ops import check_pipeline
-    from kubetune.kfp_ops import upload as do_upload
+    from kubetune.runs.kfp_api import check_pipeline
+    from kubetune.runs.kfp_api import upload as do_upload
 
     _credentials(host, token)
     check_pipeline(pipeline)
@@ -293,15 +293,15 @@ def run(
     """
     import time
 
-    from kubetune import kfp_ops
+    from kubetune.runs import kfp_api
 
     _credentials(host, token)
-    kfp_ops.check_pipeline(pipeline)
+    kfp_api.check_pipeline(pipeline)
     if wait:
         _check_wait(timeout, poll)
-    arguments = kfp_ops.parameters(spec, param or [], pipeline)
+    arguments = kfp_api.parameters(spec, param or [], pipeline)
     kfp_client = _kfp(host, namespace, token)
-    started = kfp_ops.run(kfp_client, pipeline, arguments, experiment, name)
+    started = kfp_api.run(kfp_client, pipeline, arguments, experiment, name)
     typer.echo(f"started run {started['run_id']} of {pipeline} version {started['version']}")
     if not wait:
         return
@@ -359,13 +359,13 @@ def schedule_create(
 
     Example: kubetune schedule create weekly-retrain --cron "0 0 3 * * 1" --spec examples/osft.json -p data_uri=s3://data/latest/
     """
-    from kubetune import kfp_ops
+    from kubetune.runs import kfp_api
 
     _credentials(host, token)
-    kfp_ops.check_pipeline(pipeline)
-    kfp_ops.check_schedule(cron, interval, max_concurrency, start, end)  # before anything connects
-    arguments = kfp_ops.parameters(spec, param or [], pipeline)
-    created = kfp_ops.schedule(
+    kfp_api.check_pipeline(pipeline)
+    kfp_api.check_schedule(cron, interval, max_concurrency, start, end)  # before anything connects
+    arguments = kfp_api.parameters(spec, param or [], pipeline)
+    created = kfp_api.schedule(
         _kfp(host, namespace, token), pipeline, name, arguments, experiment, cron, interval, max_concurrency, start, end, catchup
     )
     typer.echo(f"created recurring run {created['recurring_run_id']} ({name}) of {pipeline} version {created['version']}")
@@ -376,7 +376,7 @@ def schedule_list(
     experiment: Experiment = "kubetune", host: Host = None, namespace: Namespace = None, token: Token = None
 ) -> None:
     """List the recurring runs of an experiment."""
-    from kubetune.kfp_ops import experiment_id
+    from kubetune.runs.kfp_api import experiment_id
 
     _credentials(host, token)
     kfp_client = _kfp(host, namespace, token)
@@ -425,7 +425,7 @@ def verify(
 
     Example: kubetune verify s3://models/chat/v1
     """
-    from kubetune.components.export.core import verify as check
+    from kubetune.steps.export import verify as check
 
     if not uri.startswith("s3://") and not Path(uri).is_dir():
         raise Failure(uri, "is not an existing folder" if not Path(uri).exists() else "is not a folder")
@@ -473,7 +473,7 @@ def run_local(
     Example: kubetune run-local -o /tmp/kubetune --resume   (continue a run that was stopped)
     Example: kubetune run-local --destination s3://models/chat/v1   (AWS_* variables give endpoint and credentials)
     """
-    from kubetune.pipelines import local
+    from kubetune.runs import local
 
     try:  # every option and the run folder, before the pipeline starts
         arguments = local.check_options(algorithm, checkpoint, data, kwargs, destination, overwrite, output)
@@ -530,8 +530,8 @@ def train_node(
     Kubeflow Trainer's torch runtime sets PET_NNODES, PET_NODE_RANK, PET_MASTER_ADDR, PET_MASTER_PORT and
     PET_NPROC_PER_NODE; the spec is validated and mapped exactly as in the in-pod training step.
     """
-    from kubetune.components.train.node import train_node as run_node
-    from kubetune.components.train.node import train_worker
+    from kubetune.cluster.node import train_node as run_node
+    from kubetune.cluster.node import train_worker
 
     validation = validation_data if validation_data and validation_data.exists() else None
     try:

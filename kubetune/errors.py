@@ -79,7 +79,7 @@ def hide(value: str | None) -> None:
 def redact(text: str) -> str:
     """``text`` with every suspected credential and every hidden value replaced."""
     try:
-        from kubetune.contract.secrets import redact as scan
+        from kubetune.secrets import redact as scan
     except ImportError:  # no secret scanner: hidden values only
         for value in sorted(_HIDDEN, key=len, reverse=True):
             text = text.replace(value, "<redacted>")

@@ -87,7 +87,7 @@ def client() -> Any:
 
 def explain(error: Exception, uri: str) -> KubetuneError:
     """A boto3/botocore error as a one-line user-facing problem that names the URI (never the credentials)."""
-    from kubetune.contract.secrets import redact
+    from kubetune.secrets import redact
 
     problem = _explained(error)
     return KubetuneError([Problem(public_uri(uri), redact(" ".join(problem.split())))], "S3 request failed")

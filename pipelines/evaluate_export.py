@@ -9,6 +9,7 @@ from typing import NamedTuple
 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Model
+
 from kubetune.components.evaluate.component import evaluate_model
 from kubetune.components.export.component import export_model
 from kubetune.components.prepare.component import prepare_data

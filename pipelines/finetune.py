@@ -8,6 +8,7 @@ from typing import NamedTuple
 
 from kfp import dsl, kubernetes
 from kfp.dsl import HTML, Artifact, Metrics, Model
+
 from kubetune.components.evaluate.component import evaluate_model
 from kubetune.components.export.component import export_model
 from kubetune.components.prepare.component import prepare_data
@@ -15,7 +16,6 @@ from kubetune.components.register.component import register_model
 from kubetune.components.train.component import train_model, train_on_trainjob
 from kubetune.components.validate_spec.component import validate_kwargs
 from kubetune.pipelines.kubernetes import on_gpus, use_secrets
-
 from kubetune.runtime import SAMPLE_DATA_URI, TINY_MODEL_URI, TRAINING_IMAGE
 
 # Small enough for two CPU cores in about a minute, large enough for validation loss to fall.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from kfp import kubernetes
 
-from kubetune.contract.secrets import SECRET_KEYS
+from kubetune.secrets import SECRET_KEYS
 
 # which secrets each step needs
 STEP_SECRETS = {

@@ -3,7 +3,7 @@
 import tomllib
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[1]
 MAPPING = {"kubetune": "kubetune", "components": "kubetune.components", "pipelines": "kubetune.pipelines"}
 
 
@@ -15,3 +15,31 @@ def test_all_packages_are_declared():
             parts = init.parent.relative_to(ROOT / top).parts
             found.add(".".join((name, *parts)))
     assert found == declared
+
+
+def test_the_wheel_ships_the_leaves_inside_kubetune_and_no_test_helpers(tmp_path):
+    """Built for real (setuptools, no network) from a copy of the sources (no stale build/ folder can hide
+    anything): components/ and pipelines/ land under kubetune/, tests (tests/, components/*/tests/) nowhere."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, source / name)
+    for name in ("kubetune", "components", "pipelines", "tests"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(source)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (wheel,) = tmp_path.glob("kubetune-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "kubetune/components/train/component.py" in names
+    assert "kubetune/pipelines/finetune.py" in names
+    assert "kubetune/steps/train.py" in names
+    assert not [n for n in names if n.startswith("tests/") or "/test_" in n or "standins" in n or "conftest" in n]

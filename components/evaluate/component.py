@@ -24,9 +24,8 @@ def evaluate_model(
     """
     from collections import namedtuple
 
-    from kubetune.components.evaluate.core import evaluate_step
-
     from kubetune.errors import reported
+    from kubetune.steps.evaluate import evaluate_step
 
     with reported():  # a mistake in the input ends the step with its report, not a traceback
         result = evaluate_step(

@@ -31,9 +31,8 @@ def export_model(
     ``overwrite``: a destination holding anything but a kubetune export (files kubetune did not write) is
     refused before a byte moves unless this is true; then it ends up holding exactly the new export.
     """
-    from kubetune.components.export.core import export_step
-
     from kubetune.errors import reported
+    from kubetune.steps.export import export_step
 
     with reported():  # a mistake in the input ends the step with its report, not a traceback
         result = export_step(

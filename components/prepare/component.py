@@ -25,10 +25,9 @@ def prepare_data(
     max_seq_len: int = 0,
 ):
     """Check every record, tokenize once with the model's chat template, split train/validation."""
-    from kubetune.components.prepare.core import metrics as flat_metrics
-    from kubetune.components.prepare.core import prepare_step
-
     from kubetune.errors import reported
+    from kubetune.steps.prepare import metrics as flat_metrics
+    from kubetune.steps.prepare import prepare_step
 
     with reported():  # a mistake in the input ends the step with its report, not a traceback
         result = prepare_step(

@@ -25,9 +25,8 @@ def register_model(
     """Register the exported model's real location (S3 URI, or ``published_uri`` such as pvc://claim/path)."""
     import json
 
-    from kubetune.components.register.core import register_step
-
     from kubetune.errors import reported
+    from kubetune.steps.register import register_step
 
     with reported():  # a mistake in the input ends the step with its report, not a traceback
         result = register_step(

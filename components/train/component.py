@@ -25,9 +25,8 @@ def train_model(
     """
     import os
 
-    from kubetune.components.train.core import record, train
-
     from kubetune.errors import reported
+    from kubetune.steps.train import record, train
 
     workspace = os.path.join(workspace_dir, run_id or "run") if workspace_dir else None
     workspace = workspace or os.environ.get("KUBETUNE_LOCAL_WORKSPACE") or None  # set by `kubetune run-local`
@@ -67,12 +66,11 @@ def train_on_trainjob(
     """The training step as a Kubeflow Trainer TrainJob (``nnodes`` x ``nproc_per_node`` GPUs); this step
     itself needs no GPU. Same inputs and outputs as ``train_model``; checkpoints pass through the workspace PVC.
     Secrets are passed by name and reach the nodes as secret references."""
-    from kubetune.components.train.core import record
-    from kubetune.components.train.launch import launch
-    from kubetune.components.train.trainjob import settings_from
-    from kubetune.components.train.watch import KubeApi, Limits
-
+    from kubetune.cluster.launch import launch
+    from kubetune.cluster.trainjob import settings_from
+    from kubetune.cluster.watch import KubeApi, Limits
     from kubetune.errors import reported
+    from kubetune.steps.train import record
 
     with reported():
         settings = settings_from(

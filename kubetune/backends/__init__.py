@@ -1,5 +1,1 @@
-"""Training backends behind one interface; see ``base.Backend``."""
-
-from kubetune.backends.base import Backend, TrainResult, algorithms, get_backend
-
-__all__ = ["Backend", "TrainResult", "algorithms", "get_backend"]
+"""Training backends: one module per algorithm behind ``base.Backend``, found through ``registry``."""

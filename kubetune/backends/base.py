@@ -1,4 +1,4 @@
-"""The one small interface every training backend implements, and the registry from algorithm to backend."""
+"""The one small interface every training backend implements (the registry is ``registry.py``)."""
 
 from __future__ import annotations
 
@@ -170,19 +170,3 @@ def config_module(package: str, module: str) -> types.ModuleType | None:
         sys.modules.pop(f"_kubetune_config.{name}", None)
         return None
     return loaded
-
-
-def _registry() -> dict[str, type[Backend]]:
-    from kubetune.backends.instructlab import InstructLabSFT
-    from kubetune.backends.lora import LoRASFT
-    from kubetune.backends.mini_trainer import MiniTrainerOSFT
-
-    return {cls.algorithm: cls for cls in (InstructLabSFT, MiniTrainerOSFT, LoRASFT)}
-
-
-def get_backend(algorithm: str) -> Backend:
-    return _registry()[algorithm]()
-
-
-def algorithms() -> list[str]:
-    return sorted(_registry())

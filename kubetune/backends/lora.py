@@ -99,7 +99,7 @@ class LoRASFT(Backend):
         world = int(os.environ.get("WORLD_SIZE", "1"))
         accum = p.get("gradient_accumulation_steps", 1)
         # Training Hub 0.11.2 (algorithms/lora.py _build_training_args): effective_batch_size, when given, sets the
-        # micro-batch; else micro_batch_size (2). Its defaults below (tests/test_training_hub_defaults.py).
+        # micro-batch; else micro_batch_size (2). Its defaults below (tests/contract/test_hub_defaults.py).
         eff = p.get("effective_batch_size")
         micro = max(1, eff // (accum * world)) if eff else p.get("micro_batch_size", 2)
         args: dict[str, Any] = {

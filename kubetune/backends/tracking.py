@@ -41,7 +41,7 @@ OFFLINE = ("offline", "dryrun", "disabled")
 def from_env(params: dict[str, Any]) -> dict[str, str]:
     """Tracking parameters ``params`` leaves unset, from the environment, as Training Hub fills them for osft and
     lora_sft. A value holding a credential is refused: the backend would write it to its logs."""
-    from kubetune.contract.secrets import find
+    from kubetune.secrets import find
 
     values = {key: os.environ[env] for key, env in FROM_ENV.items() if not params.get(key) and os.environ.get(env)}
     if leaked := [FROM_ENV[key] for key, value in values.items() if find(value, key)]:

@@ -1,5 +1,6 @@
-"""The JSON kwargs contract: curated Training Hub parameters plus checked backend kwargs."""
+"""The JSON kwargs contract: the artifact (``TrainingSpec``), the curated Training Hub parameters and the backend
+field catalogues. ``kubetune.validation`` turns a document into the artifact."""
 
-from kubetune.contract.spec import SCHEMA_VERSION, TrainingSpec, json_schema, load_spec, read_document, validate_spec
+from kubetune.contract.spec import SCHEMA_VERSION, TrainingSpec, read_document
 
-__all__ = ["SCHEMA_VERSION", "TrainingSpec", "json_schema", "load_spec", "read_document", "validate_spec"]
+__all__ = ["SCHEMA_VERSION", "TrainingSpec", "read_document"]

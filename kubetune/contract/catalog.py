@@ -1,7 +1,7 @@
 """Field catalogues: the real configuration fields of each backend, read from the backend's own classes.
 
 When a backend is installed at the version a snapshot was generated from, the snapshot is used (it is
-identical, which ``tests/test_catalog.py`` proves, and avoids importing torch in the cheap validation
+identical, which ``tests/contract/test_catalog.py`` proves, and avoids importing torch in the cheap validation
 step). When a different version is installed, the classes are read live. When the backend is not
 installed (the CPU validation image), the snapshot is used. Regenerate the snapshots with
 ``python -m kubetune.contract.catalog``.

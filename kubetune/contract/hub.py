@@ -2,7 +2,7 @@
 (importing training-hub would load torch and every backend).
 
 ``snapshots/training-hub.json`` holds them for the release ``params.TRAINING_HUB`` matches;
-``tests/test_training_hub.py`` reads the installed training-hub instead when there is one. Regenerate the
+``tests/contract/test_hub.py`` reads the installed training-hub instead when there is one. Regenerate the
 snapshot from a wheel or an installed training-hub with ``python -m kubetune.contract.hub [WHEEL]``.
 """
 

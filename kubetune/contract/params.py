@@ -2,7 +2,7 @@
 
 Every named parameter of training-hub's ``sft()``, ``osft()`` and ``lora_sft()`` (release ``TRAINING_HUB``)
 is here or in ``NOT_FIELDS``, so an existing call becomes a kubetune spec unchanged
-(``tests/test_training_hub.py`` holds it to the release's signatures). Experiment tracking and torchrun
+(``tests/contract/test_hub.py`` holds it to the release's signatures). Experiment tracking and torchrun
 settings are first-class on every algorithm. Anything not named here is a backend kwarg, checked against
 the backend's own fields.
 """

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kubetune.contract.secrets import shown
 from kubetune.errors import Problem
+from kubetune.secrets import shown
 
 MAX_SPEC_BYTES = 1024 * 1024  # 1 MiB: a spec is a few KB; anything near this is not a spec
 MAX_DEPTH = 32  # nesting levels of objects and lists (specs use 3 or 4)

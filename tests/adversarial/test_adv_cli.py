@@ -2,7 +2,7 @@
 message naming the host, file or field and exit code 2; Ctrl-C with "interrupted" and 130; a bug with one
 "internal error" line and 1. Never a traceback, never a credential.
 
-Real parts only: a closed loopback port (nothing listens), the recording KFP stand-in (tests/standins.py)
+Real parts only: a closed loopback port (nothing listens), the recording KFP stand-in (tests/support/standins.py)
 answering 401/403/500, a socket that accepts and never answers (for a real SIGINT), real files and paths.
 """
 
@@ -474,12 +474,12 @@ def test_ctrl_c_while_waiting_for_a_run_says_the_run_goes_on(kfp_server):
 
 
 def test_a_bug_is_one_internal_error_line_with_the_traceback_kept_aside(monkeypatch, tmp_path):
-    from kubetune import kfp_ops
+    from kubetune.runs import kfp_api
 
     def broken(name, output):
         raise ZeroDivisionError(f"division by zero near {TOKEN}")
 
-    monkeypatch.setattr(kfp_ops, "compile_pipeline", broken)
+    monkeypatch.setattr(kfp_api, "compile_pipeline", broken)
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
     result = kubetune("compile", "finetune", "-o", str(tmp_path / "x.yaml"))
     (kept,) = tmp_path.glob("kubetune-error-*.txt")
@@ -489,9 +489,9 @@ def test_a_bug_is_one_internal_error_line_with_the_traceback_kept_aside(monkeypa
 
 
 def test_kubetune_debug_prints_the_traceback_of_a_bug(monkeypatch, tmp_path):
-    from kubetune import kfp_ops
+    from kubetune.runs import kfp_api
 
-    monkeypatch.setattr(kfp_ops, "compile_pipeline", lambda name, output: {}["missing"])
+    monkeypatch.setattr(kfp_api, "compile_pipeline", lambda name, output: {}["missing"])
     result = kubetune("compile", "finetune", "-o", str(tmp_path / "x.yaml"), env={"KUBETUNE_DEBUG": "1"})
     assert result.exit_code == 1 and result.output.startswith("Traceback (most recent call last)")
     assert result.output.endswith("internal error: KeyError: 'missing'\n")

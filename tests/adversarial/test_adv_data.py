@@ -19,13 +19,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from kubetune.components.prepare import core
 from typer.testing import CliRunner
 
 from kubetune.cli import app
 from kubetune.data import sources
 from kubetune.data.tokenize import IGNORE_INDEX
 from kubetune.files import umask
+from kubetune.steps import prepare as core
 
 GOOD = {"messages": [{"role": "user", "content": "What is 2 plus 2?"}, {"role": "assistant", "content": "2 plus 2 is 4."}]}
 CALL = {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
@@ -692,7 +692,7 @@ def test_sigkill_leaves_no_half_output_for_the_component_outputs(tmp_path, tiny_
     lines(tmp_path / "d.jsonl", [GOOD] * 4)
     script = (
         "import os, signal, sys\n"
-        "from kubetune.components.prepare import core\n"
+        "from kubetune.steps import prepare as core\n"
         "publish = core._publish\n"
         "def once(files, out):\n"
         "    publish(files, out)\n"

@@ -26,10 +26,10 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from kubetune.components.export.core import MANIFEST, check_destination, export, export_step, verify
 from safetensors.numpy import save_file
 
 from kubetune.errors import KubetuneError
+from kubetune.steps.export import MANIFEST, check_destination, export, export_step, verify
 
 HINT = "(choose an empty or new destination, or pass overwrite to replace what it holds)"
 BUCKET_ROOT = "is a bucket root: an export needs a prefix of its own (s3://bucket/name)"
@@ -149,9 +149,8 @@ def staging_keys(s3, bucket: str) -> list[str]:
 def one_client_per_endpoint(monkeypatch):
     """Reuse one boto3 client per endpoint and retry setting in this process: creating one takes a tenth
     of a second, and the protocol tests make hundreds of exports and reads (all over real HTTP)."""
-    from kubetune.components.export import publish
-
     import kubetune.s3
+    from kubetune.steps import publish
 
     made = {}
     create = kubetune.s3.client
@@ -181,7 +180,8 @@ def via(monkeypatch, moto_endpoint):
 FORK_SERVER = r"""
 import json, os, shutil, sys
 import boto3.s3.transfer, botocore.session
-from kubetune.components.export import core, publish
+from kubetune.steps import export as core
+from kubetune.steps import publish
 
 def run(job):
     os.environ.update(job.get("env", {}))
@@ -860,6 +860,7 @@ def test_export_component_refuses_foreign_data_with_exit_2_and_replaces_it_with_
 
 def test_export_overwrite_is_a_pipeline_parameter_wired_to_the_export_step(tmp_path):
     from kfp import compiler
+
     from kubetune.pipelines.evaluate_export import evaluate_export
     from kubetune.pipelines.finetune import finetune
 

@@ -25,9 +25,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def validation(tmp_path_factory, tiny_model):
-    from kubetune.components.prepare.core import prepare
-
     from kubetune.embedded.sample_data import SAMPLE_DATA
+    from kubetune.steps.prepare import prepare
 
     out = tmp_path_factory.mktemp("prepared")
     data = out / "sample.jsonl"
@@ -107,7 +106,7 @@ DAMAGE = {
 def test_evaluation_skips_a_damaged_checkpoint_says_why_and_picks_the_best_of_the_rest(
     tmp_path, pristine, validation, tiny_model, case
 ):
-    from kubetune.components.evaluate.core import evaluate_step
+    from kubetune.steps.evaluate import evaluate_step
 
     layout, damaged, damage, reason = DAMAGE[case]
     run = tmp_path / "run"
@@ -132,7 +131,7 @@ def test_evaluation_of_only_damaged_checkpoints_is_one_error_naming_each(tmp_pat
     for step in (2, 4, 6):
         _truncate(run / f"checkpoint-{step}" / "adapter_model.safetensors")
     script = (
-        "import sys; from kubetune.errors import reported; from kubetune.components.evaluate.core import evaluate_step\n"
+        "import sys; from kubetune.errors import reported; from kubetune.steps.evaluate import evaluate_step\n"
         "with reported(): evaluate_step(*sys.argv[1:5], base_model_uri=sys.argv[5])"
     )
     args = [run, validation, tmp_path / "c.json", tmp_path / "r.html", tiny_model]
@@ -147,7 +146,7 @@ def test_evaluation_of_only_damaged_checkpoints_is_one_error_naming_each(tmp_pat
 
 
 def test_a_damaged_newest_trainer_state_does_not_hide_the_train_loss_history(tmp_path, pristine):
-    from kubetune.components.evaluate.timeline import read_backend_metrics
+    from kubetune.steps.timeline import read_backend_metrics
 
     run = tmp_path / "run"
     shutil.copytree(pristine / "trl", run)
@@ -213,7 +212,7 @@ def test_mini_trainer_resumes_from_its_newest_complete_full_state(tmp_path):
 def test_a_sigkill_during_a_checkpoint_save_resumes_from_the_previous_complete_one(tmp_path, tiny_model):
     """A real LoRA run on CPU is SIGKILLed while TRL writes checkpoint-20 (its adapter and optimizer are on disk,
     its trainer state not yet); the same step run again resumes from checkpoint-10 and finishes."""
-    from kubetune.components.prepare.core import prepare
+    from kubetune.steps.prepare import prepare
 
     prepare("kubetune://sample-chat", str(tiny_model), tmp_path / "data" / "train", tmp_path / "data" / "val", num_proc=1)
     kwargs = tmp_path / "kwargs.json"
@@ -232,7 +231,7 @@ def test_a_sigkill_during_a_checkpoint_save_resumes_from_the_previous_complete_o
         "t.Trainer._save_rng_state = save\n"
     )
     script = hang + (
-        "import json; from kubetune.components.train.core import train\n"
+        "import json; from kubetune.steps.train import train\n"
         "r = train(*sys.argv[1:6], workspace=sys.argv[6]); print(json.dumps(r.metrics))"
     )
     args = [sys.executable, "-c", script, str(kwargs), str(tiny_model), str(tmp_path / "data" / "train"), str(tmp_path / "out"),
@@ -480,7 +479,7 @@ def test_run_local_refuses_a_destination_that_would_wreck_or_fail_after_training
 
 
 def test_run_json_holds_absolute_paths_and_an_older_relative_one_is_refused_from_another_directory(tmp_path, monkeypatch):
-    from kubetune.pipelines.local import check_options, new_record
+    from kubetune.runs.local import check_options, new_record
 
     (tmp_path / "d.jsonl").write_text('{"messages": []}\n')
     monkeypatch.chdir(tmp_path)
@@ -508,7 +507,8 @@ def test_run_json_holds_absolute_paths_and_an_older_relative_one_is_refused_from
 
 def test_a_step_that_refused_its_input_ends_run_local_with_2_and_a_bug_with_1(tmp_path):
     from kfp.local import subprocess_task_handler as handler
-    from kubetune.pipelines.local import INPUT, _step_codes
+
+    from kubetune.runs.local import INPUT, _step_codes
 
     original = handler.run_local_subprocess
     try:

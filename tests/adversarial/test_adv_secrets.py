@@ -18,10 +18,10 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from kubetune.contract import load_spec, validate_spec
 from kubetune.contract.catalog import load_snapshot
-from kubetune.contract.secrets import HINT, redact, scan_text
 from kubetune.errors import KubetuneError
+from kubetune.secrets import HINT, redact, scan_text
+from kubetune.validation import load_spec, validate_spec
 
 EXAMPLES = int(os.environ.get("ADV_EXAMPLES", "60"))  # more for a long local run: ADV_EXAMPLES=1000
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])

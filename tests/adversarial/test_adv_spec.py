@@ -12,12 +12,12 @@ import json
 
 import pytest
 from google.protobuf import json_format, struct_pb2
-from kubetune.components.validate_spec.core import validate_to_artifact
 from typer.testing import CliRunner
 
 from kubetune.cli import app
-from kubetune.contract.secrets import HINT
 from kubetune.errors import KubetuneError
+from kubetune.secrets import HINT
+from kubetune.steps.validate import validate_to_artifact
 
 HF = "hf_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"
 GHP = "ghp_" + "Zx9" * 12

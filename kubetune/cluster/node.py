@@ -1,0 +1,91 @@
+"""What every node of a TrainJob runs (``kubetune train-node``): the in-pod training step, placed in the job.
+
+Kubeflow Trainer's torch runtimes tell each node where it stands through torchrun's ``PET_*`` variables.
+``sft`` and ``osft`` hand them to their backend's own torchrun launch; ``lora_sft`` (TRL in-process) is
+started under torchrun here, one process per GPU. Node 0 writes ``result.json`` for the launcher.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from kubetune.errors import KubetuneError, Problem
+
+RESULT_FILE = "result.json"
+# torchrun parameter -> variable set by the Trainer's torch plugin on every node
+PET_VARIABLES = {
+    "nnodes": "PET_NNODES",
+    "nproc_per_node": "PET_NPROC_PER_NODE",
+    "node_rank": "PET_NODE_RANK",
+    "master_addr": "PET_MASTER_ADDR",
+    "master_port": "PET_MASTER_PORT",
+}
+
+
+def torchrun_from_env(env: dict[str, str]) -> dict[str, str | int]:
+    """This node's torchrun parameters, from the ``PET_*`` variables."""
+    missing = [var for name, var in PET_VARIABLES.items() if name != "nproc_per_node" and not env.get(var)]
+    if missing:
+        raise KubetuneError(
+            [Problem(var, "is not set", "train-node runs on a Kubeflow Trainer torch runtime, which sets it") for var in missing],
+            "not a TrainJob node",
+        )
+    out: dict[str, str | int] = {"master_addr": env["PET_MASTER_ADDR"]}
+    for name in ("nnodes", "node_rank", "master_port"):
+        out[name] = int(env[PET_VARIABLES[name]])
+    per_node = env.get("PET_NPROC_PER_NODE", "auto")
+    out["nproc_per_node"] = int(per_node) if per_node.isdigit() else "gpu"  # "auto": one per visible GPU
+    return out
+
+
+def lora_command(torchrun: dict[str, str | int], argv: list[str]) -> list[str]:
+    """torchrun around this command's worker mode: TRL runs in every process, DDP across the nodes."""
+    per_node = torchrun["nproc_per_node"]
+    return [
+        sys.executable, "-m", "torch.distributed.run",
+        f"--nnodes={torchrun['nnodes']}",
+        f"--nproc-per-node={per_node}",
+        f"--node-rank={torchrun['node_rank']}",
+        f"--master-addr={torchrun['master_addr']}",
+        f"--master-port={torchrun['master_port']}",
+        "-m", "kubetune.cli", "train-node", "--worker", *argv,
+    ]  # fmt: skip
+
+
+def train_node(
+    kwargs_path: Path,
+    model: str,
+    train_data: Path,
+    validation_data: Path | None,
+    output_dir: Path,
+    env: dict[str, str] | None = None,
+) -> int:
+    """Run this node's share of the training; returns the exit code of the training processes."""
+    import json
+
+    from kubetune.steps.train import train, write_result
+
+    env = dict(os.environ if env is None else env)
+    torchrun = torchrun_from_env(env)
+    algorithm = json.loads(kwargs_path.read_text(encoding="utf-8")).get("algorithm")
+    if algorithm == "lora_sft":
+        argv = ["--kwargs", str(kwargs_path), "--model", model, "--train-data", str(train_data), "--output", str(output_dir)]
+        if validation_data:
+            argv += ["--validation-data", str(validation_data)]
+        return subprocess.run(lora_command(torchrun, argv), env=env, check=False).returncode
+    result = train(kwargs_path, model, train_data, output_dir, validation_data, torchrun=torchrun)
+    if torchrun["node_rank"] == 0:
+        write_result(result, output_dir / RESULT_FILE)
+    return 0
+
+
+def train_worker(kwargs_path: Path, model: str, train_data: Path, validation_data: Path | None, output_dir: Path) -> None:
+    """One torchrun process of a ``lora_sft`` node: TRL reads RANK/WORLD_SIZE itself; global rank 0 reports."""
+    from kubetune.steps.train import train, write_result
+
+    result = train(kwargs_path, model, train_data, output_dir, validation_data)
+    if int(os.environ.get("RANK", "0")) == 0:
+        write_result(result, output_dir / RESULT_FILE)

@@ -1,0 +1,196 @@
+"""Training step: bind the pipeline's paths into the kwargs artifact and run the chosen backend."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from kubetune import validation
+from kubetune.backends.base import TrainResult
+from kubetune.backends.needs import require_environment
+from kubetune.backends.registry import get_backend
+from kubetune.backends.resume import NOT_RESUMABLE_DIR
+from kubetune.checkpoints import INCOMPLETE_DIR, TRAINING_STATE, latest_full_state
+from kubetune.contract import TrainingSpec
+from kubetune.data import tokenized_file
+from kubetune.errors import KubetuneError, Problem, reported
+from kubetune.files import write_text_atomic
+from kubetune.runtime import resolve_model
+from kubetune.validation import validate_spec
+
+# mini-trainer fields that ask for in-training validation
+MINI_TRAINER_VALIDATION = (
+    "validation_frequency",
+    "validate_at_epoch",
+    "min_samples_per_validation",
+    "validate_at_final",
+    "save_best_val_loss",
+)
+
+
+def bind(
+    spec: TrainingSpec,
+    model_path: str,
+    train_data: str | Path,
+    output_dir: str | Path,
+    validation_data: str | Path | None = None,
+    torchrun: dict | None = None,
+) -> TrainingSpec:
+    """The spec with the pipeline's paths: prepared data for every backend, our validation split where the
+    backend validates during training and the user asked it to. ``torchrun``: this node's place in a
+    multi-node job (``nnodes``, ``node_rank``, ``master_addr``, ...), set by the launcher, not the user."""
+    bound: dict = {
+        **(torchrun or {}),
+        "model_path": model_path,
+        "data_path": str(tokenized_file(train_data)),
+        "ckpt_output_dir": str(Path(output_dir) / "checkpoints"),
+    }
+    if spec.algorithm == "sft":  # instructlab-training reads data_output_dir/data.jsonl, already processed
+        bound.update(data_output_dir=str(Path(train_data)), process_data=False)
+    kwargs = spec.backend_kwargs
+    if spec.algorithm in ("sft", "osft") and "on_demand_checkpointing" not in kwargs:
+        # SIGTERM (run cancelled, pod pre-empted): save, then stop; Training Hub's enable_jit_checkpoint: false turns it off
+        bound["on_demand_checkpointing"] = spec.params.get("enable_jit_checkpoint", True)
+    if spec.algorithm == "lora_sft" and spec.params.get("eval_data_path"):  # Training Hub's eval set: our validation split
+        bound["eval_data_path"] = str(eval_split(validation_data))
+    if spec.algorithm == "osft" and not kwargs.get("resume_from_full_state_checkpoint"):
+        # a restarted step; the incomplete ones a kill left are set aside, one line each, when the backend starts
+        bound["resume_from_full_state_checkpoint"] = latest_full_state(bound["ckpt_output_dir"], say=lambda _line: None)
+    asks = any(kwargs.get(name) for name in MINI_TRAINER_VALIDATION)
+    own_split = kwargs.get("validation_split") or kwargs.get("validation_data_path")
+    if spec.algorithm == "osft" and validation_data and asks and not own_split:
+        bound["validation_data_path"] = str(tokenized_file(validation_data))
+    return validation.bind(spec, **bound)
+
+
+def eval_split(validation_data: str | Path | None) -> Path:
+    """The prepared validation split that ``eval_data_path`` names in the pipeline; a missing or empty one is refused."""
+    found = tokenized_file(validation_data) if validation_data else None
+    if found is None or not found.is_file() or found.stat().st_size == 0:
+        raise KubetuneError(
+            [
+                Problem(
+                    "eval_data_path",
+                    "asks TRL to evaluate on validation data, and the pipeline prepared none",
+                    "give the pipeline validation_uri or a validation_ratio above 0, or remove eval_data_path",
+                )
+            ],
+            "cannot train",
+        )
+    return found
+
+
+def train(
+    kwargs_path: str | Path,
+    model_uri: str,
+    train_data: str | Path,
+    output_dir: str | Path,
+    validation_data: str | Path | None = None,
+    workspace: str | Path | None = None,
+    torchrun: dict | None = None,
+) -> TrainResult:
+    """Run the backend named by the artifact; model, data and output paths come from the pipeline.
+
+    ``workspace``: a directory that outlives the pod (a PVC), where checkpoints are written. A restarted
+    step (retry, pre-emption, kill) finds them there and resumes; the result is then copied to ``output_dir``.
+    """
+    if workspace:
+        result = train(kwargs_path, model_uri, train_data, workspace, validation_data)
+        return publish(result, Path(workspace), Path(output_dir))
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    document = json.loads(Path(kwargs_path).read_text(encoding="utf-8"))
+    spec = validate_spec(document, require_paths=False)
+    require_environment(spec)  # before the model is fetched
+    spec = bind(spec, resolve_model(model_uri, output_dir / "base"), train_data, output_dir, validation_data, torchrun)
+    backend = get_backend(spec.algorithm)
+    if spec.algorithm == "lora_sft":  # TRL evaluates during training on our split when eval_strategy/eval_steps ask
+        validation = tokenized_file(validation_data) if validation_data else None
+        result = backend.train(spec, validation_data=validation)
+    else:
+        result = backend.train(spec)
+    return with_train_loss(result)
+
+
+def require_model(result: TrainResult) -> None:
+    """Nothing, unless a signal stopped the run before its first model save: then there is no model to evaluate or
+    export, and the step ends here with one line saying where the full state is and that a new run resumes from it."""
+    saved, workspace = result.metrics.get("full_state_saved"), result.metrics.get("workspace")
+    if result.checkpoints or not (saved or result.metrics.get("stopped_by")):
+        return
+    if not saved:
+        message, hint = "was stopped before its first model save and saved no full state", "run the step again"
+    elif workspace:
+        message = f"was stopped before its first model save; its full state is saved in {Path(workspace, 'checkpoints', saved)}"
+        hint = "run the step again with the same workspace to resume from it"
+    else:
+        message = f"was stopped before its first model save; its full state is saved in {Path(result.output_dir, saved)}"
+        hint = "run the step again on this output to resume from it; a pipeline step keeps it only with workspace_dir"
+    raise KubetuneError([Problem("training", message, hint)], "no trained model")
+
+
+def with_train_loss(result: TrainResult) -> TrainResult:
+    """The final train loss from the backend's own metrics files (kept as they are), the same for every backend."""
+    from kubetune.steps.timeline import read_backend_metrics
+
+    series = read_backend_metrics(result.output_dir)
+    if series.train:
+        result.metrics.update(final_train_loss=series.train[-1].loss, logged_train_steps=len(series.train))
+    return result
+
+
+def record(result: TrainResult, trained_model, metrics) -> None:
+    """The result on the step's KFP artifacts: paths and numbers on the Model, numbers in Metrics. A run stopped
+    before its first model save ends the step with one line instead (``require_model``)."""
+    with reported():
+        require_model(result)
+    trained_model.metadata.update(
+        {
+            "final_model": str(result.final_model.relative_to(trained_model.path)),
+            "checkpoints": [str(c.relative_to(trained_model.path)) for c in result.checkpoints],
+            **result.metrics,
+        }
+    )
+    for name, value in result.metrics.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            metrics.log_metric(name, value)
+
+
+def write_result(result: TrainResult, path: Path) -> None:
+    """What a TrainJob's node 0 leaves for the launcher: the run's outputs, relative to its output directory."""
+    out = result.output_dir
+    document = {
+        "output_dir": str(out),
+        "final_model": str(result.final_model.relative_to(out)),
+        "checkpoints": [str(c.relative_to(out)) for c in result.checkpoints],
+        "metrics": result.metrics,
+    }
+    write_text_atomic(path, json.dumps(document, indent=2))
+
+
+def read_result(path: Path) -> TrainResult:
+    document = json.loads(path.read_text(encoding="utf-8"))
+    out = Path(document["output_dir"])
+    return TrainResult(out, out / document["final_model"], [out / c for c in document["checkpoints"]], document["metrics"])
+
+
+def publish(result: TrainResult, workspace: Path, output_dir: Path) -> TrainResult:
+    """Copy the model directories of a workspace run into the step's output, without optimizer state or the base copy."""
+    checkpoints = workspace / "checkpoints"
+    shutil.copytree(
+        checkpoints,
+        output_dir / "checkpoints",
+        dirs_exist_ok=True,
+        # optimizer state stays behind; trainer_state.json (the log history the evaluation reads) comes along
+        ignore=shutil.ignore_patterns(
+            *(p for p in TRAINING_STATE if p != "trainer_state.json"), "full_state*", ".*", INCOMPLETE_DIR, NOT_RESUMABLE_DIR
+        ),
+    )
+    moved = output_dir / "checkpoints"
+    return TrainResult(
+        output_dir,
+        moved / result.final_model.relative_to(checkpoints),
+        [moved / c.relative_to(checkpoints) for c in result.checkpoints],
+        {**result.metrics, "workspace": str(workspace)},
+    )

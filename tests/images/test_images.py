@@ -1,0 +1,81 @@
+"""The Containerfiles parse and install what the project's extras say, with every version pinned.
+
+No container engine runs here, so images are not built in CI; the README says how to build and push them.
+"""
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+ROOT = Path(__file__).resolve().parents[2]
+INSTRUCTIONS = {"FROM", "WORKDIR", "COPY", "RUN", "ENV", "ARG", "LABEL", "USER", "ENTRYPOINT", "CMD", "EXPOSE"}
+IMAGES = {"runtime": "runtime-constraints.txt", "cuda": "cuda-constraints.txt", "unsloth": "unsloth-constraints.txt"}
+PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
+def instructions(path: Path) -> list[tuple[str, str]]:
+    text = re.sub(r"\\\n", " ", path.read_text())
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+    return [(line.split(None, 1)[0], line.split(None, 1)[1] if " " in line else "") for line in lines]
+
+
+def pins(path: Path) -> dict[str, str]:
+    lines = [line for line in path.read_text().splitlines() if line and not line.startswith("#")]
+    return {canonicalize_name(line.split("==")[0]): line.split("==")[1] for line in lines}
+
+
+@pytest.mark.parametrize(("image", "constraints"), IMAGES.items())
+def test_containerfile_parses_copies_what_exists_and_installs_known_extras(image, constraints):
+    steps = instructions(ROOT / "images" / f"Containerfile.{image}")
+    assert steps[0][0] == "FROM" and {op for op, _ in steps} <= INSTRUCTIONS
+    for op, args in steps:
+        if op == "COPY":
+            *sources, _ = args.split()
+            assert all((ROOT / s).exists() for s in sources), args
+    installs = [args for op, args in steps if op == "RUN" and "pip install" in args]
+    (extras,) = re.findall(r'"\.\[([a-z0-9_,-]+)\]"', installs[0])
+    assert set(extras.split(",")) <= set(PROJECT["optional-dependencies"])
+    assert f"-c images/{constraints}" in installs[0]
+    assert any(op == "COPY" and constraints in args for op, args in steps)
+
+
+@pytest.mark.parametrize(("image", "constraints"), IMAGES.items())
+def test_every_direct_dependency_is_pinned_within_the_projects_ranges(image, constraints):
+    steps = instructions(ROOT / "images" / f"Containerfile.{image}")
+    (extras,) = re.findall(r'"\.\[([a-z0-9_,-]+)\]"', next(args for op, args in steps if op == "RUN" and "pip install" in args))
+    requirements = [Requirement(r) for r in PROJECT["dependencies"]]
+    for extra in extras.split(","):
+        requirements += [Requirement(r) for r in PROJECT["optional-dependencies"][extra]]
+    pinned = pins(ROOT / "images" / constraints)
+    from_base_image = {"torch"} if image != "runtime" else set()
+    for requirement in requirements:
+        name = canonicalize_name(requirement.name)
+        if name in from_base_image or name == "kubetune":
+            continue
+        assert name in pinned, f"{requirement.name} is not pinned in images/{constraints}"
+        assert requirement.specifier.contains(pinned[name].split("+")[0], prereleases=True), (requirement, pinned[name])
+
+
+def test_the_validation_steps_image_holds_every_backend_whose_configuration_it_builds():
+    steps = instructions(ROOT / "images" / "Containerfile.runtime")
+    (extras,) = re.findall(r'"\.\[([a-z0-9_,-]+)\]"', next(args for op, args in steps if op == "RUN" and "pip install" in args))
+    assert {"sft", "osft", "lora"} <= set(extras.split(","))
+    backends = {"instructlab-training", "rhai-innovation-mini-trainer", "trl", "peft"}
+    assert backends <= set(pins(ROOT / "images" / IMAGES["runtime"]))
+
+
+def test_the_components_images_come_from_one_place():
+    from kubetune import runtime
+
+    assert runtime.RUNTIME_IMAGE.split(":")[0].endswith("kubetune-runtime")
+    assert runtime.TRAINING_IMAGE.split(":")[0].endswith("kubetune-cuda")
+    used = {
+        p.parent.name
+        for p in ROOT.glob("components/*/component.py")
+        if "RUNTIME_IMAGE" in p.read_text() or "TRAINING_IMAGE" in p.read_text()
+    }
+    assert len(used) == len(list(ROOT.glob("components/*/component.py")))

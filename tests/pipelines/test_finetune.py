@@ -1,0 +1,144 @@
+"""The finetune pipeline compiles with KFP's compiler and runs end to end with kfp.local on CPU."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+from kfp import compiler
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from kubetune.secrets import looks_like_secret
+from kubetune.steps.export import verify
+
+
+def _walk(value, key=""):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _walk(v, k)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _walk(v, key)
+    else:
+        yield key, value
+
+
+@pytest.mark.parametrize("pipeline", ["finetune", "finetune_workspace", "finetune_trainjob", "evaluate_export"])
+def test_pipelines_compile_deterministically_with_gpu_shm_and_secrets_only_where_needed(tmp_path, pipeline):
+    import importlib
+
+    module = "evaluate_export" if pipeline == "evaluate_export" else "finetune"
+    function = getattr(importlib.import_module(f"kubetune.pipelines.{module}"), pipeline)
+    compiler.Compiler().compile(function, str(tmp_path / "a.yaml"))
+    compiler.Compiler().compile(function, str(tmp_path / "b.yaml"))
+    assert (tmp_path / "a.yaml").read_bytes() == (tmp_path / "b.yaml").read_bytes()
+    spec, platform = yaml.safe_load_all((tmp_path / "a.yaml").read_text())
+    executors = spec["deploymentSpec"]["executors"]
+    gpu = [name for name, e in executors.items() if "accelerator" in e.get("container", {}).get("resources", {})]
+    in_pod = pipeline in ("finetune", "finetune_workspace")
+    assert gpu == (["exec-train-model"] if in_pod else [])  # the TrainJob's launcher step requests no GPU
+    assert all("pip install" not in " ".join(e["container"]["command"]) for e in executors.values() if "container" in e)
+    kubernetes = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    shm = [name for name, e in kubernetes.items() if any(v["mountPath"] == "/dev/shm" for v in e.get("emptyDirMounts", []))]
+    assert shm == gpu
+    pvc = [name for name, e in kubernetes.items() if e.get("pvcMount")]
+    train = {"finetune_workspace": "train-model", "finetune_trainjob": "train-on-trainjob"}.get(pipeline)
+    assert pvc == ([f"exec-{train}"] if train else [])
+    if train:  # the training step is retried, and resumes from (or re-attaches to) the run's work on the PVC
+        task = spec["root"]["dag"]["tasks"][train]
+        assert task["retryPolicy"]["maxRetryCount"] == 3
+        assert kubernetes[f"exec-{train}"]["pvcMount"][0]["mountPath"] == "/workspace"
+        inputs = task["inputs"]["parameters"]
+        assert inputs["workspace_dir"]["runtimeValue"]["constant"] == "/workspace"
+        assert inputs["run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
+    if pipeline == "finetune_trainjob":  # the launcher: CPU only, a kubeconfig only if its secret exists
+        launcher = kubernetes["exec-train-on-trainjob"]
+        assert "secretAsEnv" not in launcher and "emptyDirMounts" not in launcher and "tolerations" not in launcher
+        assert launcher["secretAsVolume"][0]["optional"] is True and "secretNameParameter" in launcher["secretAsVolume"][0]
+        assert spec["root"]["inputDefinitions"]["parameters"]["nnodes"]["defaultValue"] == 2
+    if pipeline.startswith("finetune"):
+        assert {"AWS_SECRET_ACCESS_KEY", "HF_TOKEN"} <= {
+            k["envVar"] for ref in kubernetes["exec-export-model"]["secretAsEnv"] for k in ref["keyToEnv"]
+        }
+        if in_pod:
+            assert "tolerations" in kubernetes["exec-train-model"] and "nodeSelector" in kubernetes["exec-train-model"]
+    for e in kubernetes.values():  # secrets by reference only, and optional: a missing one does not block the pod
+        for ref in e.get("secretAsEnv", []):
+            assert ref["optional"] is True and "secretNameParameter" in ref
+            ref.pop("keyToEnv")  # names of keys in the secret (AWS_SECRET_ACCESS_KEY, ...), not values
+    assert not [k for k, v in _walk([spec, platform]) if looks_like_secret(k, v)]
+
+
+@pytest.mark.slow
+def test_local_run_end_to_end(tmp_path):
+    from kubetune.runs.local import run_local
+
+    result = run_local(tmp_path)  # the embedded default: the exported model lands in the Model artifact
+    losses = result["validation_loss"]
+    assert len(losses) >= 3 and all(math.isfinite(v) for v in losses.values())
+    assert losses[result["best_checkpoint"]] == min(losses.values())
+    model = AutoModelForCausalLM.from_pretrained(result["exported_model"])  # merged: transformers alone loads it
+    assert model.config.model_type == "llama" and AutoTokenizer.from_pretrained(result["exported_model"])
+    assert verify(result["exported_model"]) == [] and "<svg" in Path(result["report"]).read_text()
+    artifact = json.loads(Path(result["kwargs_artifact"]).read_text())
+    assert artifact["algorithm"] == "lora_sft" and artifact["eval_steps"] == 24
+    assert not [k for k, v in _walk(artifact) if looks_like_secret(k, v)]
+
+
+@pytest.mark.slow
+def test_local_run_exports_to_s3_and_registers_when_asked(tmp_path, s3, model_registry):
+    """The same local pipeline, publishing to a bucket of the local moto S3 server (credentials from the env),
+    then registering it in the Model Registry stand-in (no real registry can run here)."""
+    from kubetune.runs.local import run_local
+
+    s3.create_bucket(Bucket="models")
+    registry = {"registry_server": model_registry.url, "registry_model_name": "tiny-chat", "registry_model_version": "1"}
+    result = run_local(tmp_path, export_destination="s3://models/finetuned/tiny", export_checkpoint="final", **registry)
+    assert verify("s3://models/finetuned/tiny") == []
+    pointer = json.loads((Path(result["exported_model"]) / "location.json").read_text())
+    assert pointer["uri"] == "s3://models/finetuned/tiny" and pointer["manifest"]["kind"] == "merged"
+    card = s3.get_object(Bucket="models", Key="finetuned/tiny/README.md")["Body"].read().decode()
+    assert "checkpoint `final`" in card and "best validation loss" in card
+    (artifact,) = [r["body"] for r in model_registry.requests if r["method"] == "POST" and r["path"].endswith("/artifacts")]
+    assert artifact["uri"] == "s3://models/finetuned/tiny"
+    (version,) = model_registry.versions.values()
+    assert version["name"] == "1" and "best_validation_loss" in version["customProperties"]
+    assert version["customProperties"]["kfp_run_id"]["string_value"]  # the run's provenance
+
+
+@pytest.mark.slow
+def test_evaluate_export_pipeline_runs_locally_on_an_imported_model(tmp_path, tiny_model):
+    import shutil
+
+    from kfp import local
+
+    from kubetune.pipelines.evaluate_export import evaluate_export
+
+    for name in ("checkpoint-1", "checkpoint-2"):
+        shutil.copytree(tiny_model, tmp_path / "trained" / name)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+    run = evaluate_export(
+        trained_model_uri=str(tmp_path / "trained"), validation_data_uri="kubetune://sample-chat", base_model_uri=str(tiny_model)
+    )
+    curve = json.loads(Path(run.outputs["loss_curve"].path).read_text())
+    assert [p["checkpoint"] for p in curve["points"]] == ["checkpoint-1", "checkpoint-2"]
+    assert verify(run.outputs["model"].path) == []
+
+
+@pytest.mark.slow
+def test_compose_example_compiles_and_runs_with_the_users_step_reading_our_model(tmp_path, monkeypatch):
+    import importlib.util
+
+    from kfp import local
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "compose_pipeline.py"
+    spec = importlib.util.spec_from_file_location("compose_pipeline", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    compiler.Compiler().compile(example.finetune_and_evaluate, str(tmp_path / "compose.yaml"))
+    tasks = next(yaml.safe_load_all((tmp_path / "compose.yaml").read_text()))["root"]["dag"]["tasks"]
+    assert set(tasks) == {"kubetune-finetune", "my-exact-match-eval"}  # our whole pipeline is one task of theirs
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+    metrics = example.finetune_and_evaluate().output
+    assert 0.0 <= metrics.metadata["exact_match"] <= 1.0
