@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 SYSTEM_FOLDERS = {  # top-level folders an output never replaces (one inside them is fine, e.g. /tmp/model)
@@ -51,13 +53,26 @@ def swap_into_place(staged: Path, destination: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+@contextmanager
+def replaced(path: str | Path) -> Iterator[Path]:
+    """A partial file beside ``path`` for the block to write; renamed over ``path`` when the block ends, removed
+    when it fails: a reader finds the old file or the whole new one, never half of one."""
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.part-{os.getpid()}")
+    try:
+        yield partial
+        os.replace(partial, path)
+    finally:
+        with suppress(OSError):
+            partial.unlink(missing_ok=True)
+
+
 def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
+    """Write ``text`` to ``path`` whole or not at all (``replaced``), creating its folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.part")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
+    with replaced(path) as partial:
+        partial.write_text(text, encoding="utf-8")
 
 
 def umask_modes(root: str | Path) -> None:

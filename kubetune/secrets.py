@@ -29,30 +29,28 @@ from urllib.parse import unquote
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-# Environment variables the training step knows how to consume.
-KNOWN_SECRETS = {
-    "WANDB_API_KEY": "Weights & Biases",
-    "HF_TOKEN": "Hugging Face hub",
-    "AWS_ACCESS_KEY_ID": "S3",
-    "AWS_SECRET_ACCESS_KEY": "S3",
-    "AWS_SESSION_TOKEN": "S3",
-    "MLFLOW_TRACKING_TOKEN": "MLflow",
-    "MLFLOW_TRACKING_USERNAME": "MLflow",
-    "MLFLOW_TRACKING_PASSWORD": "MLflow",
+# Every variable the pipelines' secrets may hold: name -> (the secret's kind, the service a spec's reference to it
+# serves; None: not one the training step consumes). Each kind's secret name is a pipeline parameter
+# (``s3_secret``, ``hf_secret``, ``tracking_secret``, ``registry_secret``); the key in it is the variable's name.
+SECRET_VARIABLES: dict[str, tuple[str, str | None]] = {
+    "WANDB_API_KEY": ("tracking", "Weights & Biases"),
+    "HF_TOKEN": ("hf", "Hugging Face hub"),
+    "AWS_ACCESS_KEY_ID": ("s3", "S3"),
+    "AWS_SECRET_ACCESS_KEY": ("s3", "S3"),
+    "AWS_SESSION_TOKEN": ("s3", "S3"),
+    "AWS_ENDPOINT_URL": ("s3", None),
+    "AWS_DEFAULT_REGION": ("s3", None),
+    "MLFLOW_TRACKING_TOKEN": ("tracking", "MLflow"),
+    "MLFLOW_TRACKING_USERNAME": ("tracking", "MLflow"),
+    "MLFLOW_TRACKING_PASSWORD": ("tracking", "MLflow"),
+    "MODEL_REGISTRY_TOKEN": ("registry", None),
 }
-
-# The pipelines' secrets: kind -> {key in the Kubernetes secret: environment variable}; each secret's
-# name is a pipeline parameter (``s3_secret``, ``hf_secret``, ...)
+# The secrets a spec may reference (environment variables the training step knows how to consume): name -> service
+KNOWN_SECRETS = {name: service for name, (_, service) in SECRET_VARIABLES.items() if service}
+# The pipelines' secrets: kind -> {key in the Kubernetes secret: environment variable}
 SECRET_KEYS = {
-    "s3": {
-        k: k
-        for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION")
-    },
-    "hf": {"HF_TOKEN": "HF_TOKEN"},
-    "tracking": {
-        k: k for k in ("WANDB_API_KEY", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
-    },
-    "registry": {"MODEL_REGISTRY_TOKEN": "MODEL_REGISTRY_TOKEN"},
+    kind: {name: name for name, (of, _) in SECRET_VARIABLES.items() if of == kind}
+    for kind in ("s3", "hf", "tracking", "registry")
 }
 
 REDACTED = "<redacted>"

@@ -49,6 +49,6 @@ def export_model(
             base_model_uri=base_model_uri or None,
             overwrite=overwrite or not destination,  # this step's own output artifact is ours to fill
         )
-    exported_model.metadata.update({k: result[k] for k in ("uri", "kind", "checkpoint", "files", "bytes")})
-    for name in ("bytes", "files", "skipped_files", "seconds", "mb_per_s"):
-        metrics.log_metric(name, result[name])
+    exported_model.metadata.update(result.metadata())
+    for name, value in result.metrics().items():
+        metrics.log_metric(name, value)

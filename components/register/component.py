@@ -42,6 +42,6 @@ def register_model(
             model_format_name=model_format_name,
             model_format_version=model_format_version,
         )
-    registration.metadata.update(result)
+    registration.metadata.update(result.to_document())
     with open(registration.path, "w") as f:
-        json.dump(result, f, indent=2)
+        json.dump(result.to_document(), f, indent=2)

@@ -8,7 +8,6 @@ exactly as the in-pod step with a workspace does. A restarted launcher re-attach
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -92,7 +91,7 @@ def launch(
     logs: bool = True,
 ) -> TrainResult:
     """Train on a TrainJob and return the result as the in-pod step does (checkpoints in ``output_dir``)."""
-    spec = validate_spec(json.loads(Path(kwargs_path).read_text(encoding="utf-8")), require_paths=False)
+    spec = validate_spec(TrainingSpec.read(kwargs_path).to_document(), require_paths=False)
     check_placement(spec, settings)
     api = api or KubeApi.connect()
     workspace = Path(settings.workspace_dir) / (run_id or "run")

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from kubetune.contract import TrainingSpec
 from kubetune.errors import KubetuneError, Problem
 
 RESULT_FILE = "result.json"
@@ -64,13 +65,11 @@ def train_node(
     env: dict[str, str] | None = None,
 ) -> int:
     """Run this node's share of the training; returns the exit code of the training processes."""
-    import json
-
     from kubetune.steps.train import train, write_result
 
     env = dict(os.environ if env is None else env)
     torchrun = torchrun_from_env(env)
-    algorithm = json.loads(kwargs_path.read_text(encoding="utf-8")).get("algorithm")
+    algorithm = TrainingSpec.read(kwargs_path).algorithm
     if algorithm == "lora_sft":
         argv = ["--kwargs", str(kwargs_path), "--model", model, "--train-data", str(train_data), "--output", str(output_dir)]
         if validation_data:

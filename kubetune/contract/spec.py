@@ -1,10 +1,10 @@
-"""Validate a spec (a Training Hub call as JSON) into the normalized kwargs artifact.
+"""The kwargs artifact, ``TrainingSpec``: what validation writes and every step reads, as one typed object.
 
-Everything is checked before any GPU is requested, and every problem is reported at once:
-curated parameters (types, ranges, required), every backend kwarg against the backend's real fields
-(with did-you-mean) and ranges, backend rules, the backend's own configuration classes where installed,
-duplicated names, and secrets (references only; a suspected credential is never echoed: every message
-passes through ``_hide``). Files are read in bounded memory (``reading.py``: ``MAX_SPEC_BYTES``, ``MAX_DEPTH``).
+``TrainingSpec.read(path)`` is the artifact's one reader (a step never parses its JSON itself); ``to_json`` is its
+one writer. Beside it, what validation (``kubetune.validation``) needs to read a user's spec file: bounded reading
+with the line of every key (``read_document``, ``reading.py``: ``MAX_SPEC_BYTES``, ``MAX_DEPTH``), JSON values
+checked, pydantic errors as problems, and ``_hide``, the gate every message passes so that a suspected
+credential is never echoed.
 """
 
 from __future__ import annotations
@@ -56,10 +56,42 @@ class TrainingSpec(BaseModel):
     def to_json(self) -> str:
         return json.dumps(self.to_document(), indent=2) + "\n"
 
+    @classmethod
+    def from_document(cls, document: Any, source: str = "kwargs artifact") -> TrainingSpec:
+        """The artifact from its JSON (``to_document``'s shape), or a one-line error naming ``source``.
+        Structure only: ``kubetune.validation.validate_spec`` is what checks a user's spec."""
+        if not isinstance(document, dict) or not isinstance(document.get("algorithm"), str):
+            raise _not_an_artifact(source, "it is not a JSON object with an `algorithm`")
+        params = {k: v for k, v in document.items() if k not in RESERVED}
+        try:
+            return cls.model_validate({**{k: document[k] for k in RESERVED if k in document}, "params": params})
+        except ValidationError as e:
+            first = _pydantic_problems(e)[0]
+            raise _not_an_artifact(source, f"`{first.where}` {first.message.lower()}") from None
+
+    @classmethod
+    def read(cls, path: str | Path) -> TrainingSpec:
+        """The kwargs artifact a validation step wrote to ``path``: the one reader of it in every step."""
+        try:
+            document, _ = parse(read_text(Path(path)), str(path))
+        except Refused as e:  # unreadable, too big, not JSON: the reader's own first problem, file:line
+            raise KubetuneError(e.problems[:1], "invalid kwargs artifact") from None
+        return cls.from_document(document, str(path))
+
+    @property
+    def model_path(self) -> str | None:
+        """The base model the spec names (the pipeline binds the model it trained from ``model_uri`` here)."""
+        return self.params.get("model_path")
+
     def with_params(self, **values: Any) -> TrainingSpec:
         """A copy with some curated parameters set (``None`` leaves one as it is); a backend fills its own
         defaults this way. ``kubetune.validation.bind`` is the re-validating form, for values from outside."""
         return self.model_copy(update={"params": {**self.params, **{k: v for k, v in values.items() if v is not None}}})
+
+
+def _not_an_artifact(source: str, why: str) -> KubetuneError:
+    hint = "give the file that the pipeline's validation step wrote"
+    return KubetuneError([Problem(source, f"is not a kubetune kwargs artifact: {why}", hint)], "invalid kwargs artifact")
 
 
 class Lines(dict):
@@ -125,14 +157,15 @@ def suggest(name: str, candidates: set[str]) -> str | None:
     return "did you mean " + " or ".join(f"`{m}`" for m in matches) + "?" if matches else None
 
 
-def _pydantic_problems(error: ValidationError, prefix: str = "") -> list[Problem]:
-    # `msg` never contains the input value (include_input=False), so a value cannot leak through it.
+def _pydantic_problems(error: ValidationError, prefix: str = "", empty: str = "spec") -> list[Problem]:
+    """The one conversion of a pydantic error into problems, each at its field (``empty``: the whole input's name).
+    ``msg`` never contains the input value (include_input=False), so a value cannot leak through it."""
     problems = []
     for e in error.errors(include_input=False):
         where = prefix
         for part in e["loc"]:
             where = f"{where}[{part}]" if isinstance(part, int) else (f"{where}.{shown(part)}" if where else shown(part))
-        problems.append(Problem(where or "spec", e["msg"]))
+        problems.append(Problem(where or empty, e["msg"]))
     return problems
 
 

@@ -37,14 +37,17 @@ import shutil
 import stat
 import tempfile
 import time
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from kubetune.checkpoints import TRAINING_STATE, adapter_base, is_adapter
 from kubetune.checkpoints import problem as checkpoint_problem
+from kubetune.contract import TrainingSpec
 from kubetune.errors import KubetuneError, Problem
 from kubetune.files import SYSTEM_FOLDERS, umask_modes
+from kubetune.s3 import public_uri
 from kubetune.steps.manifest import (
     MANIFEST,
     OVERWRITE_HINT,
@@ -329,21 +332,58 @@ def weight_files(source: Path) -> dict[str, Path]:
     return {p.name: p for pattern in WEIGHTS for p in sorted(source.glob(pattern)) if p.is_file()}
 
 
-def model_card(info: dict[str, Any]) -> str:
+@dataclass(frozen=True)
+class CardFacts:
+    """What the model card says beside the export itself: the trained base model, the training spec (the artifact,
+    bound to that base model), the evaluation's loss curve and the prepared data's sizes."""
+
+    base_model: str | None = None
+    spec: TrainingSpec | None = None
+    curve: dict[str, Any] | None = None
+    data: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What an export wrote: where, what kind of model, how much, and its manifest and model card."""
+
+    uri: str
+    kind: str  # "full", "merged" or "adapter"
+    files: int
+    bytes: int
+    skipped_files: int  # already at the destination with the same checksum (S3)
+    seconds: float
+    mb_per_s: float
+    manifest: dict[str, Any]
+    card: str
+    checkpoint: str  # relative to the trained model's root in ``export_step``
+    base_model: str | None = None  # the base model the card names, where known
+
+    def metadata(self) -> dict[str, Any]:
+        """The exported model artifact's metadata: its location and what it is (the registration step reads it)."""
+        keys = ("uri", "kind", "checkpoint", "files", "bytes", *(("base_model",) if self.base_model else ()))
+        return {k: getattr(self, k) for k in keys}
+
+    def metrics(self) -> dict[str, float]:
+        return {k: getattr(self, k) for k in ("bytes", "files", "skipped_files", "seconds", "mb_per_s")}
+
+
+def model_card(facts: CardFacts, kind: str, checkpoint: str) -> str:
     """A README.md for the exported model: where it came from, on what data, how well it does."""
-    spec, curve, data = info.get("spec") or {}, info.get("curve") or {}, info.get("data") or {}
+    spec, curve, data = facts.spec, facts.curve or {}, facts.data or {}
+    params = spec.params if spec else {}
     best = curve.get("best") or {}
     lines = [
         "---",
-        f"base_model: {info.get('base_model', 'unknown')}",
-        f"library_name: {'peft' if info['kind'] == 'adapter' else 'transformers'}",
-        f"tags: [kubetune, {spec.get('algorithm', 'fine-tuned')}]",
+        f"base_model: {facts.base_model or 'unknown'}",
+        f"library_name: {'peft' if kind == 'adapter' else 'transformers'}",
+        f"tags: [kubetune, {spec.algorithm if spec else 'fine-tuned'}]",
         "---",
         "",
-        f"# Fine-tuned {info.get('base_model', 'model')}",
+        f"# Fine-tuned {facts.base_model or 'model'}",
         "",
-        f"Trained with kubetune: `{spec.get('algorithm', '?')}` through {spec.get('backend', '?')}; exported "
-        f"{datetime.now(UTC).date().isoformat()} ({info['kind']} model, checkpoint `{info.get('checkpoint', '?')}`).",
+        f"Trained with kubetune: `{spec.algorithm if spec else '?'}` through {spec.backend if spec else '?'}; exported "
+        f"{datetime.now(UTC).date().isoformat()} ({kind} model, checkpoint `{checkpoint}`).",
         "",
         "| | |",
         "|---|---|",
@@ -354,8 +394,8 @@ def model_card(info: dict[str, Any]) -> str:
         lines.append(f"| training data | {data.get('train_samples', '?')} samples, {data.get('train_tokens', '?')} tokens |")
         lines.append(f"| validation data | {data.get('validation_samples', '?')} samples |")
     for key in ("learning_rate", "num_epochs", "effective_batch_size", "max_seq_len", "lora_r", "unfreeze_rank_ratio"):
-        if spec.get(key) is not None:
-            lines.append(f"| {key} | {spec[key]} |")
+        if params.get(key) is not None:
+            lines.append(f"| {key} | {params[key]} |")
     if curve.get("points"):
         lines += ["", "## Validation loss per checkpoint", "", "| checkpoint | loss | perplexity |", "|---|---|---|"]
         lines += [f"| {p['checkpoint']} | {p['loss']:.4f} | {p['perplexity']:.2f} |" for p in curve["points"]]
@@ -380,12 +420,12 @@ def export(
     destination: str | Path,
     merge: bool = True,
     extra_files: dict[str, str | Path] | None = None,
-    card: dict[str, Any] | None = None,
+    card: CardFacts | None = None,
     base_model: str | None = None,
     training_root: str | Path | None = None,
     run_id: str | None = None,
     overwrite: bool = False,
-) -> dict[str, Any]:
+) -> ExportResult:
     """Export the checkpoint ``source`` to ``destination`` (a directory or ``s3://bucket/prefix``).
 
     A LoRA adapter that is merged needs its base model: its recorded path, ``base_model``, or the
@@ -428,7 +468,7 @@ def export(
         for name, path in (extra_files or {}).items():
             if path and Path(path).is_file():
                 shutil.copy2(path, staging / name)
-        card_text = model_card({**(card or {}), "kind": kind, "checkpoint": source.name})
+        card_text = model_card(card or CardFacts(), kind, source.name)
         (staging / "README.md").write_text(card_text)
         weights = weight_files(source) if kind == "full" else {}
         weights = {name: path for name, path in weights.items() if not any(Path(name).match(t) for t in TRAINING_STATE)}
@@ -452,17 +492,25 @@ def export(
             shutil.rmtree(staging, ignore_errors=True)
     seconds = time.perf_counter() - start
     size = sum(f["bytes"] for f in manifest["files"].values())
-    return {
-        "uri": destination,
-        "kind": kind,
-        "files": len(manifest["files"]) + 1,
-        "bytes": size,
-        "skipped_files": skipped,
-        "seconds": round(seconds, 3),
-        "mb_per_s": round(size / 1e6 / seconds, 2) if seconds else 0.0,
-        "manifest": manifest,
-        "card": card_text,
-    }
+    return ExportResult(
+        uri=destination,
+        kind=kind,
+        files=len(manifest["files"]) + 1,
+        bytes=size,
+        skipped_files=skipped,
+        seconds=round(seconds, 3),
+        mb_per_s=round(size / 1e6 / seconds, 2) if seconds else 0.0,
+        manifest=manifest,
+        card=card_text,
+        checkpoint=source.name,
+        base_model=card.base_model if card else None,
+    )
+
+
+def trained_spec(spec: TrainingSpec, base_model_uri: str | None) -> TrainingSpec:
+    """The spec naming the base model the run trained: the pipeline trains ``model_uri`` (given to this step as
+    ``base_model_uri``) whatever the spec's ``model_path`` says. Shown as a message may show it (no credentials)."""
+    return spec.with_params(model_path=public_uri(base_model_uri)) if base_model_uri else spec
 
 
 def export_step(
@@ -478,7 +526,7 @@ def export_step(
     validation_metadata: dict | None = None,
     base_model_uri: str | None = None,
     overwrite: bool = False,
-) -> dict[str, Any]:
+) -> ExportResult:
     """The pipeline's export step: pick the checkpoint, gather the card's facts, export, leave a pointer.
 
     ``overwrite``: replace a destination that holds something other than a kubetune export (see
@@ -495,29 +543,26 @@ def export_step(
     source = root / checkpoint if select == "best" else (regular if regular in complete else newest)
     inputs = {"the trained model": root, "the training kwargs": spec_path, "the loss curve": curve_path}
     check_destination(destination, overwrite, source, {name: Path(p) for name, p in inputs.items() if p})
-    spec = json.loads(Path(spec_path).read_text()) if spec_path else {}
+    spec = trained_spec(TrainingSpec.read(spec_path), base_model_uri) if spec_path else None
     curve = json.loads(Path(curve_path).read_text()) if curve_path and Path(curve_path).is_file() else None
     train, validation = train_metadata or {}, validation_metadata or {}
-    card = {
-        "spec": spec,
-        "curve": curve,
-        "base_model": spec.get("model_path") or base_model_uri or "unknown",
-        "data": {
-            "train_samples": train.get("samples"),
-            "train_tokens": train.get("tokens"),
-            "validation_samples": validation.get("samples"),
-        }
-        if train
-        else None,
+    data = {
+        "train_samples": train.get("samples"),
+        "train_tokens": train.get("tokens"),
+        "validation_samples": validation.get("samples"),
     }
-    extra = {"kubetune-spec.json": spec_path, "loss_curve.json": curve_path}
+    card = CardFacts(spec.model_path if spec else base_model_uri, spec, curve, data if train else None)
     with tempfile.TemporaryDirectory(prefix="kubetune-base-") as workdir:
+        extra: dict[str, str | Path | None] = {"loss_curve.json": curve_path}
+        if spec:  # the artifact as the run used it: bound to the base model it trained
+            extra["kubetune-spec.json"] = Path(workdir, "kubetune-spec.json")
+            extra["kubetune-spec.json"].write_text(spec.to_json())
         base = resolve_model(base_model_uri, workdir) if base_model_uri else None
         result = export(source, destination, merge, extra, card, base_model=base, training_root=root, overwrite=overwrite)
-    result["checkpoint"] = str(source.relative_to(root)) if source != root else "."
+    result = replace(result, checkpoint=str(source.relative_to(root)) if source != root else ".")
     if pointer_dir:  # the model lives at the destination; this artifact says where, and what it is
         pointer = Path(pointer_dir)
         pointer.mkdir(parents=True, exist_ok=True)
-        (pointer / "README.md").write_text(result["card"])
-        (pointer / "location.json").write_text(json.dumps({"uri": result["uri"], "manifest": result["manifest"]}, indent=2))
+        (pointer / "README.md").write_text(result.card)
+        (pointer / "location.json").write_text(json.dumps({"uri": result.uri, "manifest": result.manifest}, indent=2))
     return result

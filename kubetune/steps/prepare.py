@@ -40,12 +40,14 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
+from kubetune.contract import TrainingSpec
+from kubetune.contract.spec import _pydantic_problems
 from kubetune.data import DATA_FILE, MESSAGES_FILE
 from kubetune.data.records import REASONS, BadRecord, DataFormat, normalize
 from kubetune.data.sources import check_source, open_source
 from kubetune.data.tokenize import sample as make_sample
 from kubetune.errors import KubetuneError, Problem
-from kubetune.files import SYSTEM_FOLDERS, staging_dir, swap_into_place, write_text_atomic
+from kubetune.files import SYSTEM_FOLDERS, replaced, staging_dir, swap_into_place, write_text_atomic
 from kubetune.s3 import public_uri, url_scheme
 
 MAX_LISTED_PROBLEMS = 100
@@ -90,8 +92,7 @@ class PrepareConfig(BaseModel):
         try:
             return cls(**values)
         except ValidationError as e:
-            problems = [Problem(".".join(map(str, err["loc"])) or "config", err["msg"]) for err in e.errors(include_input=False)]
-            raise KubetuneError(problems, "invalid data preparation parameters") from None
+            raise KubetuneError(_pydantic_problems(e, empty="config"), "invalid data preparation parameters") from None
 
 
 # ---------------------------------------------------------------- worker side (one process per core)
@@ -618,11 +619,12 @@ def check_model(model_path: str, data_format: str = "chat") -> None:
         raise KubetuneError([Problem(model_path, f"its tokenizer cannot be used: {message}")], "invalid model") from None
 
 
-def options_from_spec(spec: dict[str, Any]) -> dict[str, Any]:
+def options_from_spec(spec: TrainingSpec | None) -> dict[str, Any]:
     """What the kwargs artifact says about the data: its length limit, and whether it is pretraining text."""
-    options: dict[str, Any] = {"max_seq_len": spec.get("max_seq_len")}
-    if spec.get("is_pretraining"):
-        options.update(data_format="document", document_column=spec.get("document_column_name") or "document")
+    params = spec.params if spec else {}
+    options: dict[str, Any] = {"max_seq_len": params.get("max_seq_len")}
+    if params.get("is_pretraining"):
+        options.update(data_format="document", document_column=params.get("document_column_name") or "document")
     return options
 
 
@@ -630,8 +632,7 @@ def prepare_step(data_uri: str, model_uri: str, kwargs_path: str | Path | None, 
     """The pipeline's preparation step: the model's tokenizer and the kwargs artifact's limits, then ``prepare``."""
     from kubetune.runtime import resolve_model
 
-    spec = json.loads(Path(kwargs_path).read_text(encoding="utf-8")) if kwargs_path else {}
-    options = options_from_spec(spec)
+    options = options_from_spec(TrainingSpec.read(kwargs_path) if kwargs_path else None)
     if arguments.get("max_seq_len") is None:  # an explicit limit wins over the kwargs artifact's
         arguments.pop("max_seq_len", None)
     else:
@@ -731,13 +732,11 @@ def _dropped(log: Path) -> Iterator[dict]:
 def _write_report(path: Path, summary: dict[str, Any], dropped_log: Path) -> None:
     """``{"summary": ..., "dropped": [every dropped record's where, reason, message]}``, streamed to disk."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.part")
-    with partial.open("w", encoding="utf-8") as f:
+    with replaced(path) as partial, partial.open("w", encoding="utf-8") as f:
         f.write('{"summary": ' + json.dumps(summary, ensure_ascii=False) + ', "dropped": [')
         for i, entry in enumerate(_dropped(dropped_log)):
             f.write(("," if i else "") + "\n  " + json.dumps(entry, ensure_ascii=False))
         f.write("\n]}\n")
-    os.replace(partial, path)
 
 
 def markdown(summary: dict[str, Any], dropped_log: Path, listed: int = 20) -> str:

@@ -8,15 +8,31 @@ The token comes from ``MODEL_REGISTRY_TOKEN`` or the pod's ServiceAccount token,
 
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from kubetune.contract import TrainingSpec
 from kubetune.errors import KubetuneError, Problem
 
 REAL_SCHEMES = ("s3://", "pvc://", "oci://", "hf://", "https://", "gs://")
 SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+
+
+@dataclass(frozen=True)
+class RegisterResult:
+    """The ids the Model Registry gave, and whether an existing version was overwritten."""
+
+    registered_model_id: str
+    model_version_id: str
+    model_artifact_id: str
+    overwritten: bool
+
+    def to_document(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def _token() -> str | None:
@@ -50,7 +66,7 @@ def register(
     model_format_name: str = "safetensors",
     model_format_version: str = "1",
     description: str | None = None,
-) -> dict[str, Any]:
+) -> RegisterResult:
     """Register ``uri`` as ``name:version``; returns the ids the registry gave."""
     problems = []
     if not uri.startswith(REAL_SCHEMES):
@@ -81,12 +97,7 @@ def register(
         existing.custom_properties = {**(existing.custom_properties or {}), **metadata}
         registry.update(existing)
         model = registry.get_registered_model(name)
-        return {
-            "registered_model_id": model.id,
-            "model_version_id": existing.id,
-            "model_artifact_id": artifact.id,
-            "overwritten": True,
-        }
+        return RegisterResult(model.id, existing.id, artifact.id, overwritten=True)
     model = registry.register_model(
         name,
         uri,
@@ -98,12 +109,7 @@ def register(
     )
     version_ = registry.get_model_version(name, version)
     artifact = registry.get_model_artifact(name, version)
-    return {
-        "registered_model_id": model.id,
-        "model_version_id": version_.id,
-        "model_artifact_id": artifact.id,
-        "overwritten": False,
-    }
+    return RegisterResult(model.id, version_.id, artifact.id, overwritten=False)
 
 
 def register_step(
@@ -117,10 +123,12 @@ def register_step(
     overwrite: bool = False,
     provenance: dict[str, str] | None = None,
     **options: Any,
-) -> dict[str, Any]:
-    """The pipeline's registration step: the export's real URI, the run's provenance and the validation loss."""
-    import json
+) -> RegisterResult:
+    """The pipeline's registration step: the export's real URI, the run's provenance and the validation loss.
 
+    ``location``: the exported model artifact's metadata (``ExportResult.metadata``): its URI, kind and the base
+    model the run trained (the model card's), which the spec's ``model_path`` names only when the pipeline did not
+    bind another."""
     uri = published_uri or location.get("uri", "")
     if uri and not uri.startswith(REAL_SCHEMES):
         raise KubetuneError(
@@ -134,13 +142,13 @@ def register_step(
             "cannot register the model",
         )
     curve = json.loads(Path(curve_path).read_text()) if curve_path and Path(curve_path).is_file() else {}
-    spec = json.loads(Path(spec_path).read_text()) if spec_path and Path(spec_path).is_file() else {}
+    spec = TrainingSpec.read(spec_path) if spec_path and Path(spec_path).is_file() else None
     best = curve.get("best") or {}
     metadata = {
         **{f"kfp_{k}": v for k, v in (provenance or {}).items() if v},
-        "algorithm": spec.get("algorithm"),
-        "backend": spec.get("backend"),
-        "base_model": spec.get("model_path"),
+        "algorithm": spec.algorithm if spec else None,
+        "backend": spec.backend if spec else None,
+        "base_model": location.get("base_model") or (spec.model_path if spec else None),
         "best_validation_loss": best.get("loss"),
         "best_checkpoint": best.get("checkpoint"),
         "export_kind": location.get("kind"),

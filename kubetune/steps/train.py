@@ -100,8 +100,7 @@ def train(
         return publish(result, Path(workspace), Path(output_dir))
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    document = json.loads(Path(kwargs_path).read_text(encoding="utf-8"))
-    spec = validate_spec(document, require_paths=False)
+    spec = validate_spec(TrainingSpec.read(kwargs_path).to_document(), require_paths=False)
     require_environment(spec)  # before the model is fetched
     spec = bind(spec, resolve_model(model_uri, output_dir / "base"), train_data, output_dir, validation_data, torchrun)
     backend = get_backend(spec.algorithm)

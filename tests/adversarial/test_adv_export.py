@@ -62,7 +62,7 @@ def test_a_damaged_checkpoint_is_never_exported_and_final_takes_the_newest_compl
     with pytest.raises(KubetuneError, match=r"checkpoint-8: is not a complete checkpoint: "):
         export_step(trained, "checkpoints/checkpoint-8", str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
-    assert export_step(trained, "", str(tmp_path / "out"), select="final")["checkpoint"] == "checkpoints/checkpoint-4"
+    assert export_step(trained, "", str(tmp_path / "out"), select="final").checkpoint == "checkpoints/checkpoint-4"
     assert verify(tmp_path / "out") == []
 
 
@@ -329,8 +329,8 @@ def test_overwrite_replaces_foreign_data_with_exactly_the_export(tmp_path, v1, s
     destination = tmp_path / "m"
     setup(destination, v1)
     result = export(v1, destination, overwrite=True)
-    assert verify(destination) == [] and manifest_of(destination) == result["manifest"]
-    assert set(tree(destination)) == set(result["manifest"]["files"]) | {MANIFEST, "assets"}
+    assert verify(destination) == [] and manifest_of(destination) == result.manifest
+    assert set(tree(destination)) == set(result.manifest["files"]) | {MANIFEST, "assets"}
     assert leftovers(tmp_path) == []
 
 
@@ -344,7 +344,7 @@ def test_the_issue_example_refused_then_a_kubetune_export_replaced_without_overw
     empty.mkdir()
     export(v1, empty)  # an empty folder is fine
     second = export(v2, empty)  # and so is a kubetune export
-    assert verify(empty) == [] and manifest_of(empty) == second["manifest"] and leftovers(tmp_path) == []
+    assert verify(empty) == [] and manifest_of(empty) == second.manifest and leftovers(tmp_path) == []
 
 
 def test_links_named_like_staging_are_cleaned_without_touching_their_targets(tmp_path, v1, v2):
@@ -433,7 +433,7 @@ def test_parent_prefix_and_user_objects_are_refused_and_overwrite_replaces_them(
     assert verify("s3://bkt/models/chat/v1") == ["s3://bkt/models/chat/v1/mine.txt is not in the manifest"]
     result = export(v2, "s3://bkt/models/chat/v1", overwrite=True)
     keys = {k for k in bucket_objects(s3, "bkt") if k.startswith("models/chat/v1/")}
-    assert keys == {f"models/chat/v1/{n}" for n in [*result["manifest"]["files"], MANIFEST]}
+    assert keys == {f"models/chat/v1/{n}" for n in [*result.manifest["files"], MANIFEST]}
     assert verify("s3://bkt/models/chat/v1") == [] and "models/readme.txt" in bucket_objects(s3, "bkt")
 
 
@@ -457,10 +457,10 @@ def test_a_failed_overwrite_puts_the_users_objects_back(s3, v1, faulty_proxy, vi
 def s3_exports(s3, v1, v2):
     """The bucket holding v1's export at s3://bkt/m, its snapshot, and both versions' manifests."""
     s3.create_bucket(Bucket="bkt")
-    new = export(v2, "s3://bkt/scratch")["manifest"]
+    new = export(v2, "s3://bkt/scratch").manifest
     for key in bucket_objects(s3, "bkt"):
         s3.delete_object(Bucket="bkt", Key=key)
-    old = export(v1, "s3://bkt/m")["manifest"]
+    old = export(v1, "s3://bkt/m").manifest
     return bucket_objects(s3, "bkt"), old, new
 
 
@@ -587,7 +587,7 @@ def test_s3_reexport_killed_at_every_step_is_old_or_new_or_marked_and_the_next_r
         seen = s3_reader_sees(s3, "s3://bkt/m", old, new)
         assert seen in ("old", "new", "interrupted"), (k, seen)
         seen_states.add(seen)
-        assert export(v2, "s3://bkt/m")["manifest"] == new  # the next run recovers, then exports
+        assert export(v2, "s3://bkt/m").manifest == new  # the next run recovers, then exports
         assert s3_reader_sees(s3, "s3://bkt/m", old, new) == "new" and staging_keys(s3, "bkt") == []
 
     proxy = faulty_proxy(lambda method, path: None)
@@ -598,7 +598,7 @@ def test_s3_reexport_killed_at_every_step_is_old_or_new_or_marked_and_the_next_r
 def test_s3_first_export_killed_at_every_step_is_absent_or_marked_or_complete(s3, v1, faulty_proxy, fork_server):
     s3.create_bucket(Bucket="bkt")
     s3.put_object(Bucket="bkt", Key="elsewhere/keep.txt", Body=b"not under the prefix")
-    new = export(v1, "s3://bkt/scratch")["manifest"]
+    new = export(v1, "s3://bkt/scratch").manifest
     seen_states = set()
 
     def empty_prefix():
@@ -623,7 +623,7 @@ def test_s3_rerun_of_the_same_export_sends_no_write_at_all(s3, v1, s3_exports, f
     proxy = faulty_proxy(lambda method, path: None)
     via(proxy.url)
     result = export(v1, "s3://bkt/m")
-    assert result["skipped_files"] == len(result["manifest"]["files"])
+    assert result.skipped_files == len(result.manifest["files"])
     assert [r for r in proxy.requests if r[0] in MUTATING] == []
 
 
@@ -637,8 +637,8 @@ def test_local_export_killed_at_every_filesystem_step(tmp_path, v1, v2, fork_ser
     (parent / "notes.txt").write_text("a user's file beside the export")
     (parent / ".m.old-notes").write_text("looks like ours, is not")
     destination = parent / "m"
-    scratch = export(v2, tmp_path / "scratch")["manifest"]
-    old = None if first else export(v1, destination)["manifest"]
+    scratch = export(v2, tmp_path / "scratch").manifest
+    old = None if first else export(v1, destination).manifest
     pristine = tree(parent)
     report = tmp_path / "report"
     fork_server.start(source=str(v2), destination=str(destination), exit_at=0, report=str(report))
@@ -658,7 +658,7 @@ def test_local_export_killed_at_every_filesystem_step(tmp_path, v1, v2, fork_ser
         allowed = ("absent", "new") if first else ("old", "interrupted", "new")
         assert seen in allowed, (k, seen)
         seen_states.add(seen)
-        assert export(v2, destination)["manifest"] == scratch  # the next run recovers, then exports
+        assert export(v2, destination).manifest == scratch  # the next run recovers, then exports
         assert local_reader_sees(destination, old, scratch) == "new" and leftovers(parent) == []
         assert {k: v for k, v in tree(parent).items() if not k.startswith("m")} == {
             k: v for k, v in pristine.items() if not k.startswith("m")
@@ -668,7 +668,7 @@ def test_local_export_killed_at_every_filesystem_step(tmp_path, v1, v2, fork_ser
 
 def test_local_failure_while_staging_or_renaming_keeps_the_old_export(tmp_path, v1, v2, monkeypatch):
     destination = tmp_path / "m"
-    old = export(v1, destination)["manifest"]
+    old = export(v1, destination).manifest
     real_copy = shutil.copy2
 
     def disk_full(source, target, **kwargs):

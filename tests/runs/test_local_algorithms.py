@@ -41,10 +41,10 @@ def test_export_final_is_the_last_regular_save_not_a_best_validation_copy(tmp_pa
     for name in ("samples_16.0", "samples_16.0_best_val_loss", "samples_32.0", "samples_32.0_best_val_loss"):
         shutil.copytree(tiny_model, saves / name)
     final = export_step(tmp_path / "trained", "", str(tmp_path / "a"), select="final")
-    assert final["checkpoint"] == "checkpoints/hf_format/samples_32.0"
+    assert final.checkpoint == "checkpoints/hf_format/samples_32.0"
     shutil.copytree(tiny_model, saves / "samples_40.0_best_val_loss")  # mini-trainer skipped the same final save
     final = export_step(tmp_path / "trained", "", str(tmp_path / "b"), select="final")
-    assert final["checkpoint"] == "checkpoints/hf_format/samples_40.0_best_val_loss"
+    assert final.checkpoint == "checkpoints/hf_format/samples_40.0_best_val_loss"
 
 
 # Shortened through the CLI's own options (--data, --kwargs), to keep CI's time: 80 sample records (72 to train),

@@ -26,7 +26,7 @@ def adapter(tmp_path_factory, tiny_model):
 
 def test_local_export_writes_manifest_last_and_verifies(tmp_path, tiny_model):
     result = export(tiny_model, tmp_path / "exported")
-    assert result["kind"] == "full" and verify(tmp_path / "exported") == []
+    assert result.kind == "full" and verify(tmp_path / "exported") == []
     manifest = json.loads((tmp_path / "exported" / MANIFEST).read_text())
     assert {"model.safetensors", "README.md", "tokenizer.json"} <= set(manifest["files"])
     (tmp_path / "exported" / "config.json").write_text("{}")
@@ -60,8 +60,8 @@ def test_adapter_only_and_merged_exports(tmp_path, tiny_model, adapter):
     from peft import PeftModel
 
     alone = export(adapter, tmp_path / "adapter", merge=False)
-    files = set(alone["manifest"]["files"])
-    assert alone["kind"] == "adapter" and {"adapter_model.safetensors", "adapter_config.json", "tokenizer.json"} <= files
+    files = set(alone.manifest["files"])
+    assert alone.kind == "adapter" and {"adapter_model.safetensors", "adapter_config.json", "tokenizer.json"} <= files
     assert "model.safetensors" not in files
 
     # the adapter's recorded base path is another pod's: the merge takes the base model given here
@@ -70,7 +70,7 @@ def test_adapter_only_and_merged_exports(tmp_path, tiny_model, adapter):
     with pytest.raises(KubetuneError, match="base model '/train-pod/base' is not readable here"):
         export(adapter, tmp_path / "merged")
     merged = export(adapter, tmp_path / "merged", base_model=str(tiny_model))
-    assert merged["kind"] == "merged" and "model.safetensors" in merged["manifest"]["files"]
+    assert merged.kind == "merged" and "model.safetensors" in merged.manifest["files"]
 
     ids = torch.tensor([[1, 5, 9, 42, 7, 3]])
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")  # transformers alone
@@ -88,11 +88,11 @@ def test_s3_export_verifies_and_a_rerun_moves_no_bytes(tmp_path, tiny_model, s3)
         export(tiny_model, "s3://models/chat/v1")
     first = export(tiny_model, "s3://models/chat/v1", overwrite=True)
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket="models")["Contents"]}
-    assert keys == {f"chat/v1/{name}" for name in first["manifest"]["files"]} | {"chat/v1/manifest.json"}
-    assert verify("s3://models/chat/v1") == [] and first["skipped_files"] == 0
+    assert keys == {f"chat/v1/{name}" for name in first.manifest["files"]} | {"chat/v1/manifest.json"}
+    assert verify("s3://models/chat/v1") == [] and first.skipped_files == 0
     second = export(tiny_model, "s3://models/chat/v1")
     # nothing moves again (the model card carries the date: across midnight it alone is uploaded)
-    assert second["skipped_files"] >= len(second["manifest"]["files"]) - 1
+    assert second.skipped_files >= len(second.manifest["files"]) - 1
     s3.put_object(Bucket="models", Key="chat/v1/config.json", Body=b"{}")
     assert verify("s3://models/chat/v1") == ["s3://models/chat/v1/config.json does not match its checksum"]
     assert verify("s3://models/chat/other") == ["s3://models/chat/other/manifest.json is missing: the export is incomplete"]
@@ -158,7 +158,7 @@ def test_export_step_picks_best_or_final_and_writes_card_and_pointer(tmp_path, t
     best = export_step(
         destination="s3://out/m", pointer_dir=tmp_path / "pointer", train_metadata={"samples": 9, "tokens": 99}, **common
     )
-    assert best["checkpoint"] == "checkpoints/checkpoint-4" and verify("s3://out/m") == []
+    assert best.checkpoint == "checkpoints/checkpoint-4" and verify("s3://out/m") == []
     card = s3.get_object(Bucket="out", Key="m/README.md")["Body"].read().decode()
     assert "best validation loss | 5.6000 at `checkpoints/checkpoint-4`" in card and "9 samples, 99 tokens" in card
     assert "| learning_rate | 0.005 |" in card and "lora_sft" in card
@@ -166,6 +166,6 @@ def test_export_step_picks_best_or_final_and_writes_card_and_pointer(tmp_path, t
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket="out")["Contents"]}
     assert {"m/kubetune-spec.json", "m/loss_curve.json"} <= keys
     final = export_step(destination=str(tmp_path / "final"), select="final", **common)
-    assert final["checkpoint"] == "checkpoints/final" and verify(tmp_path / "final") == []
+    assert final.checkpoint == "checkpoints/final" and verify(tmp_path / "final") == []
     with pytest.raises(KubetuneError, match='select: must be "best" or "final"'):
         export_step(destination=str(tmp_path / "x"), select="latest", **common)

@@ -34,7 +34,7 @@ def test_registers_the_real_uri_with_provenance_and_validation_loss(tmp_path, mo
     assert properties["best_validation_loss"] == 5.8878 and properties["kfp_run_id"] == "run-123"
     assert properties["algorithm"] == "lora_sft" and properties["best_checkpoint"] == "checkpoints/checkpoint-72"
     assert {r["auth"] for r in model_registry.requests} == {"Bearer token-from-a-secret"}
-    assert ids["overwritten"] is False and ids["model_artifact_id"] in model_registry.artifacts
+    assert ids.overwritten is False and ids.model_artifact_id in model_registry.artifacts
 
 
 def test_an_existing_version_is_an_error_unless_overwrite(model_registry):
@@ -44,9 +44,7 @@ def test_an_existing_version_is_an_error_unless_overwrite(model_registry):
     result = register(
         "s3://models/chat/v1-retrained", "chat", "v1", model_registry.url, {"best_validation_loss": 5.7}, overwrite=True
     )
-    assert (
-        result["overwritten"] and model_registry.artifacts[result["model_artifact_id"]]["uri"] == "s3://models/chat/v1-retrained"
-    )
+    assert result.overwritten and model_registry.artifacts[result.model_artifact_id]["uri"] == "s3://models/chat/v1-retrained"
     assert len(model_registry.versions) == 1 and len(model_registry.artifacts) == 1
 
 
