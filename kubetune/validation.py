@@ -15,9 +15,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from kubetune.backends.registry import get_backend
-from kubetune.contract.catalog import catalog, choice_problems, value_problems
-from kubetune.contract.params import ALGORITHM_PARAMS, PATH_FIELDS, PATH_PARAMS, REQUIRED
+from kubetune.backends import registry
+from kubetune.contract.catalog import choice_problems, value_problems
+from kubetune.contract.params import PATH_FIELDS, PATH_PARAMS
 from kubetune.contract.rules import checkpoint_problems
 from kubetune.contract.spec import (
     MAX_PROBLEMS,
@@ -85,12 +85,12 @@ def validate_spec(
         problems.append(Problem("schema_version", f"must be an integer from 1 to {SCHEMA_VERSION} (this kubetune)"))
 
     algorithm = document.get("algorithm")
-    if algorithm not in ALGORITHM_PARAMS:
-        hint = suggest(algorithm, set(ALGORITHM_PARAMS)) if isinstance(algorithm, str) else None
-        problems.append(Problem("algorithm", f"must be one of {', '.join(sorted(ALGORITHM_PARAMS))}", hint))
+    if algorithm not in registry.BACKENDS:
+        hint = suggest(algorithm, set(registry.BACKENDS)) if isinstance(algorithm, str) else None
+        problems.append(Problem("algorithm", f"must be one of {', '.join(registry.algorithms())}", hint))
         raise fail()
 
-    backend = get_backend(algorithm)
+    backend = registry.get_backend(algorithm)
     names = (backend.name, *backend.aliases)
     backend_name = document.get("backend", backend.name)
     if backend_name not in names:
@@ -120,7 +120,7 @@ def validate_spec(
         except ValidationError as e:
             problems += _pydantic_problems(e, f"secrets.{env_name}")
 
-    model = ALGORITHM_PARAMS[algorithm]
+    model = backend.params_model
     curated_names = set(model.model_fields)
     curated = {k: v for k, v in document.items() if k in curated_names and v is not None}
     kwargs = {k: v for k, v in document.items() if k not in curated_names and k not in RESERVED}
@@ -148,7 +148,7 @@ def validate_spec(
             curated[curated_name] = kwargs[field]
         del kwargs[field]
 
-    fields = catalog(backend.catalog_name).fields
+    fields = backend.catalog().fields
     unknown = 0
     for key, value in kwargs.items():
         if key in backend.managed:
@@ -180,17 +180,15 @@ def validate_spec(
         problems += _pydantic_problems(e)
 
     problems += checkpoint_problems(params, kwargs)
-    required = REQUIRED[algorithm] + (PATH_PARAMS if require_paths else ())
+    required = backend.required_params + (PATH_PARAMS if require_paths else ())
     problems += [Problem(name, f"is required for {algorithm}") for name in required if name not in curated]
     if params.get("max_seq_len") and params.get("max_tokens_per_gpu") and params["max_seq_len"] > params["max_tokens_per_gpu"]:
         problems.append(Problem("max_seq_len", "must not exceed max_tokens_per_gpu (one sample must fit on a GPU)"))
     rank, nodes = curated.get("node_rank"), curated.get("nnodes", 1)
     if all(isinstance(n, int) and not isinstance(n, bool) for n in (rank, nodes)) and 0 < nodes <= rank:
         problems.append(Problem("node_rank", f"must be less than nnodes ({nodes}): ranks are 0..nnodes-1"))
-    if params.get("is_pretraining") and params.get("block_size") is None and algorithm != "sft":
-        problems.append(Problem("block_size", "is required when is_pretraining is true"))
     if not problems:
-        problems += backend.check(params, kwargs, catalog(backend.catalog_name), pipeline=not require_paths)
+        problems += backend.check(params, kwargs, backend.catalog(), pipeline=not require_paths)
     if not problems:  # the backend's own configuration classes, where installed, have the last word
         problems += backend.config_problems(params, kwargs)
     if problems or repeated:
@@ -222,14 +220,14 @@ def bind(spec: TrainingSpec, **values: Any) -> TrainingSpec:
 def json_schema() -> dict[str, Any]:
     """JSON Schema of the spec: one variant per algorithm; extra keys are backend kwargs."""
     variants = []
-    for algorithm, model in ALGORITHM_PARAMS.items():
-        schema = model.model_json_schema()
+    for algorithm, backend in registry.BACKENDS.items():
+        schema = backend.params_model.model_json_schema()
         schema["properties"] = {
             "schema_version": {"const": SCHEMA_VERSION},
             "algorithm": {"const": algorithm},
-            "backend": {"enum": [get_backend(algorithm).name, *get_backend(algorithm).aliases]},
+            "backend": {"enum": [backend.name, *backend.aliases]},
             **schema["properties"],
-            "backend_kwargs": {"type": "object", "description": f"Fields of {get_backend(algorithm).name}'s config."},
+            "backend_kwargs": {"type": "object", "description": f"Fields of {backend.name}'s config."},
             "secrets": {"type": "object", "additionalProperties": SecretRef.model_json_schema()},
         }
         schema["required"] = ["algorithm"]

@@ -10,13 +10,14 @@ import warnings
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
+from pydantic import BaseModel
+
+from kubetune.backends.metrics import BackendSeries
+from kubetune.contract.catalog import Catalog, catalog
+from kubetune.contract.spec import TrainingSpec
 from kubetune.errors import Problem
-
-if TYPE_CHECKING:
-    from kubetune.contract.catalog import Catalog
-    from kubetune.contract.spec import TrainingSpec
 
 
 @dataclass
@@ -29,10 +30,23 @@ class TrainResult:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class TrainingRun:
+    """What the training step hands a backend besides the bound spec, the same for every backend."""
+
+    validation_data: Path | None = None  # the pipeline's prepared validation split (folder or file), where it made one
+    callbacks: tuple[Any, ...] = ()  # in-process observers of the training loop (TRL ``TrainerCallback``s); others ignore them
+
+
 class Backend:
-    """A training backend. Importing a subclass is cheap: heavy packages load inside ``build``/``train``."""
+    """A training backend: everything that differs per algorithm (parameters, rules, configuration, data binding,
+    launch, metrics files). Importing a subclass is cheap: heavy packages load inside ``build``/``train``.
+    Adding one is a module with a subclass plus an entry in ``registry.BACKENDS``."""
 
     algorithm: ClassVar[str]
+    params_model: ClassVar[type[BaseModel]]  # the curated parameters (``kubetune.contract.params``'s model for the built-ins)
+    required_params: ClassVar[tuple[str, ...]] = ()  # curated parameters a spec must give (paths are bound later)
+    spawns_torchrun: ClassVar[bool] = False  # True: its own launch starts torchrun; else a TrainJob node wraps it in torchrun
     name: ClassVar[str]  # the Training Hub backend name, e.g. "mini-trainer"
     aliases: ClassVar[tuple[str, ...]] = ()  # other accepted values of the spec's "backend"
     catalog_name: ClassVar[str]  # which field catalogue backend kwargs are checked against
@@ -109,11 +123,13 @@ class Backend:
         """Plain-language remarks the validation step prints (not errors)."""
         return []
 
+    def catalog(self) -> Catalog:
+        """The backend's configuration fields: what its backend kwargs are checked against."""
+        return catalog(self.catalog_name)
+
     def by_class(self, spec: TrainingSpec) -> dict[str, dict[str, Any]]:
         """Curated parameters (under the backend's names) and backend kwargs, grouped by backend class."""
-        from kubetune.contract.catalog import catalog
-
-        fields = catalog(self.catalog_name).fields
+        fields = self.catalog().fields
         to_backend = {curated: field for field, curated in self.renames.items()}
         grouped: dict[str, dict[str, Any]] = {}
         for key, value in [*((to_backend.get(k, k), v) for k, v in spec.params.items()), *spec.backend_kwargs.items()]:
@@ -121,14 +137,25 @@ class Backend:
                 grouped.setdefault(fields[key].source, {})[key] = value
         return grouped
 
-    def build(self, spec: TrainingSpec) -> Any:
+    def bind_data(self, spec: TrainingSpec, train_data: Path, output_dir: Path, validation_data: Path | None) -> dict[str, Any]:
+        """What the pipeline binds for this backend beyond model, data and output paths (curated parameters or
+        backend kwargs): ``train_data``/``validation_data`` are the prepared splits, ``output_dir`` the step's."""
+        return {}
+
+    def build(self, spec: TrainingSpec, run: TrainingRun | None = None) -> Any:
         """The backend's own configuration objects for ``spec`` (paths must be bound)."""
         if self.config_source is None:
             raise NotImplementedError
         return self.configs(spec, importlib.import_module(".".join(self.config_source)))
 
-    def train(self, spec: TrainingSpec) -> TrainResult:
+    def train(self, spec: TrainingSpec, run: TrainingRun | None = None) -> TrainResult:
+        """Train on the bound ``spec``; what was saved, read back."""
         raise NotImplementedError
+
+    def read_metrics(self, output_dir: Path) -> BackendSeries | None:
+        """The loss series this backend logged under ``output_dir`` (its own files, rank 0's), or None where
+        ``output_dir`` holds none of its metrics files (another backend wrote it)."""
+        return None
 
 
 PLACEHOLDER_PATHS = {

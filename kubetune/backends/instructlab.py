@@ -6,18 +6,22 @@ import os
 from pathlib import Path
 from typing import Any
 
-from kubetune.backends.base import TrainResult
+from kubetune.backends.base import TrainingRun, TrainResult
 from kubetune.backends.cpu_mode import environment
+from kubetune.backends.metrics import BackendSeries, Point, finite, json_rows
 from kubetune.backends.resume import require_every_sample, resumable_instructlab
-from kubetune.backends.rules import TORCHRUN_NAMES, effective, nproc_notice, torchrun_kwargs
+from kubetune.backends.rules import TORCHRUN_NAMES, effective, pretraining_problems, torchrun_kwargs
 from kubetune.backends.torchrun import TorchrunBackend, flash_attn_missing, say
 from kubetune.backends.tracking import tracking_env
 from kubetune.contract.catalog import Catalog
+from kubetune.contract.params import REQUIRED, SFTParams
 from kubetune.errors import KubetuneError, Problem
 
 
 class InstructLabSFT(TorchrunBackend):
     algorithm = "sft"
+    params_model = SFTParams
+    required_params = REQUIRED["sft"]
     name = "instructlab-training"
     catalog_name = "instructlab-training"
     config_source = ("instructlab.training", "config")
@@ -50,9 +54,12 @@ class InstructLabSFT(TorchrunBackend):
                 problems.append(Problem("validation_split", "must be in [0, 1)"))
             elif split > 0 and not (effective(kwargs, catalog, "validation_frequency") or 0) > 0:
                 problems.append(Problem("validation_frequency", "must be > 0 when validation_split is set"))
-        if params.get("is_pretraining") and params.get("block_size") is None:
-            problems.append(Problem("block_size", "is required when is_pretraining is true"))
-        return problems
+        return problems + pretraining_problems(params)
+
+    def bind_data(self, spec, train_data: Path, output_dir: Path, validation_data: Path | None) -> dict[str, Any]:
+        """instructlab-training reads ``data_output_dir/data.jsonl``: the prepared split, already processed."""
+        bound = super().bind_data(spec, train_data, output_dir, validation_data)
+        return {**bound, "data_output_dir": str(train_data), "process_data": False}
 
     def configs(self, spec, config):
         """instructlab-training's ``TorchrunArgs`` and ``TrainingArgs`` for ``spec``, from its ``config`` module."""
@@ -108,12 +115,36 @@ class InstructLabSFT(TorchrunBackend):
     def output_dir(self, train_args) -> Path:
         return Path(train_args.ckpt_output_dir)
 
-    def train(self, spec) -> TrainResult:
+    def train(self, spec, run: TrainingRun | None = None) -> TrainResult:
         """instructlab-training's own run; it turns trackers on from its parameters and the environment itself."""
-        if notice := nproc_notice(spec.params):
-            say(notice)
         with environment(tracking_env(spec.params, spec.params["ckpt_output_dir"])):
-            return super().train(spec)
+            return super().train(spec, run)
+
+    def read_metrics(self, output_dir: Path) -> BackendSeries | None:
+        found = sorted(Path(output_dir).rglob(METRICS_FILE))
+        return read_instructlab(found[0]) if found else None
+
+
+METRICS_FILE = "training_params_and_metrics_global0.jsonl"  # rank 0's: avg_loss, samples_seen; val_loss rows
+
+
+def read_instructlab(path: Path) -> BackendSeries:
+    """instructlab-training appends to its file: a resumed run continues the steps, a run that started again
+    from scratch in the same folder replaces the rows from its first step on."""
+    series = BackendSeries("instructlab-training")
+    for row in json_rows(path):
+        step = row.get("step")
+        if finite(row.get("avg_loss")):
+            if isinstance(step, int) and series.train and (series.train[-1].step or 0) >= step:  # started again
+                series.train = [p for p in series.train if p.step is None or p.step < step]
+                series.validation = [p for p in series.validation if p.step is None or p.step < step]
+            series.train.append(Point(float(row["avg_loss"]), step, row.get("samples_seen")))
+        if finite(row.get("val_loss")):
+            series.validation = [p for p in series.validation if p.step is None or p.step != step]
+            series.validation.append(Point(float(row["val_loss"]), step))
+    for p in series.validation:
+        p.samples = series.samples_at_step(p.step) if p.step is not None else None
+    return series
 
 
 FLASH_ATTN_HINT = "remove it (kubetune then uses sdpa attention) or train on an image with flash-attn"

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
 from pathlib import Path
 from typing import Any
 
-from kubetune.backends.base import Backend, TrainResult
+from kubetune.backends.base import Backend, TrainingRun, TrainResult
 from kubetune.backends.cpu_mode import environment
+from kubetune.backends.metrics import BackendSeries, Point, finite
 from kubetune.backends.tracking import from_env, trackers, tracking_env, trl_env
 from kubetune.contract.catalog import Catalog
+from kubetune.contract.params import REQUIRED, LoRASFTParams
+from kubetune.data import tokenized_file
 from kubetune.errors import KubetuneError, Problem
 
 log = logging.getLogger(__name__)
@@ -43,6 +47,8 @@ def uses_unsloth(spec) -> bool:
 
 class LoRASFT(Backend):
     algorithm = "lora_sft"
+    params_model = LoRASFTParams
+    required_params = REQUIRED["lora_sft"]
     name = "unsloth"
     aliases = ("peft", "trl")
     catalog_name = "trl"
@@ -77,6 +83,10 @@ class LoRASFT(Backend):
         if params.get("finetune_language_layers") is False:
             problems.append(Problem("finetune_language_layers", "cannot be false: kubetune's LoRA trains the language layers"))
         return problems
+
+    def bind_data(self, spec, train_data: Path, output_dir: Path, validation_data: Path | None) -> dict[str, Any]:
+        """Training Hub's eval set (``eval_data_path``) is, in the pipeline, our prepared validation split."""
+        return {"eval_data_path": str(eval_split(validation_data))} if spec.params.get("eval_data_path") else {}
 
     def validation_configs(self, spec) -> None:
         """TRL's ``SFTConfig`` and PEFT's ``LoraConfig`` built on CPU, always: every lora_sft spec reaches them
@@ -157,11 +167,14 @@ class LoRASFT(Backend):
         args.update(self.by_class(spec).get(LORA_CONFIG, {}))
         return args
 
-    def build(self, spec, has_eval: bool = False):
+    def build(self, spec, run: TrainingRun | None = None):
+        """TRL's ``SFTConfig`` and PEFT's ``LoraConfig``; TRL evaluates during training only where ``run`` has
+        validation data."""
         import torch
         from peft import LoraConfig
         from trl import SFTConfig
 
+        has_eval = run is not None and run.validation_data is not None
         use_cpu = not torch.cuda.is_available()
         return SFTConfig(**self.sft_config_kwargs(spec, has_eval, use_cpu)), LoraConfig(**self.lora_config_kwargs(spec))
 
@@ -212,16 +225,39 @@ class LoRASFT(Backend):
             model = prepare_model_for_kbit_training(model)
         return model, tokenizer, lora_config
 
-    def train(self, spec, validation_data: str | Path | None = None, callbacks: list | None = None) -> TrainResult:
+    def train(self, spec, run: TrainingRun | None = None) -> TrainResult:
+        """TRL's ``SFTTrainer`` in this process; it evaluates during training on ``run``'s validation split when
+        eval_strategy/eval_steps ask, and ``run``'s callbacks observe the loop."""
         if unset := from_env(spec.params):  # tracking parameters left unset: from the environment, as Training Hub
             spec = spec.with_params(**unset)
+        run = run or TrainingRun()
+        if run.validation_data is not None:
+            run = TrainingRun(tokenized_file(run.validation_data), run.callbacks)
         p = spec.params
-        sft_config, lora_config = self.build(spec, has_eval=validation_data is not None)
+        sft_config, lora_config = self.build(spec, run)
         with environment({**trl_env(p), **tracking_env(p, sft_config.output_dir, needs_project=False)}):
             try:
-                return self._train(spec, sft_config, lora_config, validation_data, callbacks)
+                return self._train(spec, sft_config, lora_config, run.validation_data, list(run.callbacks) or None)
             finally:
                 finish_wandb_run(sft_config.report_to)
+
+    def read_metrics(self, output_dir: Path) -> BackendSeries | None:
+        """TRL's ``log_history``: from the ``trainer_state.json`` saved at the end of training (the whole history),
+        else from the newest readable ``checkpoint-N``'s (a damaged newest one: the one before it)."""
+        root = Path(output_dir)
+        finished = sorted(root.rglob("trainer_state.json"), key=lambda p: len(p.parts))
+        whole = finished[0] if finished and not finished[0].parent.name.startswith("checkpoint-") else None
+        if whole and (series := _read_trl_or_none(whole)) is not None:
+            return series
+        states = [
+            p
+            for p in root.rglob("checkpoint-*/trainer_state.json")
+            if p.parent.name.split("-")[-1].isdigit() and "incomplete" not in p.relative_to(root).parts
+        ]
+        for state in sorted(states, key=lambda p: int(p.parent.name.split("-")[-1]), reverse=True):
+            if (series := _read_trl_or_none(state)) is not None:
+                return series
+        return None
 
     def _train(self, spec, sft_config, lora_config, validation_data, callbacks) -> TrainResult:
         from trl import SFTTrainer
@@ -264,6 +300,41 @@ class LoRASFT(Backend):
             "stopped_by": stop.signal,
         }
         return TrainResult(out, final, checkpoints, metrics)
+
+
+def read_trl(path: Path) -> BackendSeries:
+    """TRL's ``trainer_state.json``: ``loss`` and ``eval_loss`` entries of its ``log_history``, by step."""
+    series = BackendSeries("trl")
+    for entry in json.loads(path.read_text(encoding="utf-8")).get("log_history", []):
+        if finite(entry.get("loss")):
+            series.train.append(Point(float(entry["loss"]), entry.get("step")))
+        if finite(entry.get("eval_loss")):
+            series.validation.append(Point(float(entry["eval_loss"]), entry.get("step")))
+    return series
+
+
+def _read_trl_or_none(path: Path) -> BackendSeries | None:
+    try:
+        return read_trl(path)
+    except (OSError, ValueError, UnicodeDecodeError, AttributeError, TypeError):
+        return None
+
+
+def eval_split(validation_data: str | Path | None) -> Path:
+    """The prepared validation split that ``eval_data_path`` names in the pipeline; a missing or empty one is refused."""
+    found = tokenized_file(validation_data) if validation_data else None
+    if found is None or not found.is_file() or found.stat().st_size == 0:
+        raise KubetuneError(
+            [
+                Problem(
+                    "eval_data_path",
+                    "asks TRL to evaluate on validation data, and the pipeline prepared none",
+                    "give the pipeline validation_uri or a validation_ratio above 0, or remove eval_data_path",
+                )
+            ],
+            "cannot train",
+        )
+    return found
 
 
 def finish_wandb_run(report_to) -> None:

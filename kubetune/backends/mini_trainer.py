@@ -8,18 +8,27 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from kubetune.backends.base import TrainResult
+from kubetune.backends.base import TrainingRun, TrainResult
 from kubetune.backends.cpu_mode import environment
+from kubetune.backends.metrics import BackendSeries, Point, finite, json_rows, latest_run
 from kubetune.backends.resume import require_every_sample, resumable_mini_trainer
-from kubetune.backends.rules import TORCHRUN_NAMES, effective, nproc_notice, torchrun_kwargs
+from kubetune.backends.rules import TORCHRUN_NAMES, effective, pretraining_problems, torchrun_kwargs
 from kubetune.backends.torchrun import TorchrunBackend, flash_attn_missing, say
 from kubetune.backends.tracking import from_env, offline_key, tracking_env
+from kubetune.checkpoints import latest_full_state
 from kubetune.contract.catalog import Catalog
+from kubetune.contract.params import REQUIRED, OSFTParams
+from kubetune.data import tokenized_file
 from kubetune.errors import Problem
+
+# mini-trainer fields that ask for in-training validation
+VALIDATION_TRIGGERS = ("validation_frequency", "validate_at_epoch", "min_samples_per_validation", "validate_at_final")
 
 
 class MiniTrainerOSFT(TorchrunBackend):
     algorithm = "osft"
+    params_model = OSFTParams
+    required_params = REQUIRED["osft"]
     name = "mini-trainer"
     catalog_name = "mini-trainer"
     config_source = ("mini_trainer", "training_types")
@@ -58,7 +67,7 @@ class MiniTrainerOSFT(TorchrunBackend):
         if isinstance(min_samples, int) and min_samples < 1:
             problems.append(Problem("min_samples_per_validation", "must be a positive integer when set"))
         validating = has_path or (isinstance(split, (int, float)) and split > 0)
-        triggers = ("validation_frequency", "validate_at_epoch", "min_samples_per_validation", "validate_at_final")
+        triggers = VALIDATION_TRIGGERS
         # in the pipeline, asking for validation binds the prepared validation split (components/train)
         bound_by_pipeline = pipeline and not validating and any(kwargs.get(t) for t in (*triggers, "save_best_val_loss"))
         if validating and not any(effective(kwargs, catalog, t) for t in triggers):
@@ -75,7 +84,20 @@ class MiniTrainerOSFT(TorchrunBackend):
             problems.append(Problem("master_addr", "and rdzv_endpoint exclude each other; give one"))
         if params.get("is_pretraining") and params.get("unmask_messages"):
             problems.append(Problem("unmask_messages", "cannot be combined with is_pretraining"))
-        return problems + scheduler_kwargs_problems(params.get("lr_scheduler_kwargs"))
+        return problems + pretraining_problems(params) + scheduler_kwargs_problems(params.get("lr_scheduler_kwargs"))
+
+    def bind_data(self, spec, train_data: Path, output_dir: Path, validation_data: Path | None) -> dict[str, Any]:
+        """A restarted step resumes from its newest full state (the incomplete ones a kill left are set aside, one line
+        each, when the backend starts); asking for validation without data of its own validates on our split."""
+        bound = super().bind_data(spec, train_data, output_dir, validation_data)
+        kwargs = spec.backend_kwargs
+        if not kwargs.get("resume_from_full_state_checkpoint"):
+            bound["resume_from_full_state_checkpoint"] = latest_full_state(output_dir / "checkpoints", say=lambda _line: None)
+        asks = any(kwargs.get(name) for name in (*VALIDATION_TRIGGERS, "save_best_val_loss"))
+        own_split = kwargs.get("validation_split") or kwargs.get("validation_data_path")
+        if validation_data and asks and not own_split:
+            bound["validation_data_path"] = str(tokenized_file(validation_data))
+        return bound
 
     def notes(self, params: dict[str, Any], kwargs: dict[str, Any]) -> list[str]:
         notes = []
@@ -106,7 +128,7 @@ class MiniTrainerOSFT(TorchrunBackend):
     def output_dir(self, train_args) -> Path:
         return Path(train_args.output_dir)
 
-    def train(self, spec) -> TrainResult:
+    def train(self, spec, run: TrainingRun | None = None) -> TrainResult:
         """mini-trainer's own ``run_training``, made to honour what it would drop: the AdamW settings (its
         launcher never forwards them to ``train.py``), validation losses of every trigger (written by our
         callback), the SIGTERM save (its launcher would write another trigger file than the one its workers
@@ -120,8 +142,6 @@ class MiniTrainerOSFT(TorchrunBackend):
 
         if unset := from_env(spec.params):  # tracking parameters left unset: from the environment, as Training Hub
             spec = spec.with_params(**unset)
-        if notice := nproc_notice(spec.params):
-            say(notice)
         torch_args, train_args = self.launch(spec)
         train_args.callbacks = [KubetuneValidationLog()]
         out = Path(train_args.output_dir)
@@ -149,6 +169,37 @@ class MiniTrainerOSFT(TorchrunBackend):
         if not signals and train_args.training_mode.value == "epoch":
             require_every_sample(result.final_model, Path(train_args.data_path), train_args.max_epochs, train_args)
         return result
+
+    def read_metrics(self, output_dir: Path) -> BackendSeries | None:
+        found = sorted(Path(output_dir).rglob(METRICS_FILE))
+        return read_mini_trainer(found[0]) if found else None
+
+
+METRICS_FILE = "training_metrics_0.jsonl"  # rank 0's: loss, total_samples_accumulated, val_loss
+
+
+def read_mini_trainer(path: Path) -> BackendSeries:
+    """mini-trainer's ``training_metrics_{rank}.jsonl``, with the validation losses our callback wrote beside it
+    (``kubetune_validation_{rank}.jsonl``: every trigger's, where mini-trainer's file holds only
+    ``validation_frequency`` / ``min_samples_per_validation`` ones; a fresh ``val_loss`` there is a row with
+    ``val_num_loss_counted_tokens``, since every row repeats the last one). One point per step: the newest row
+    wins, and a run that started again from scratch in the same folder replaces the rows from its first step on."""
+    train, fresh = [], []
+    for row in json_rows(path):
+        step, samples = row.get("step"), row.get("total_samples_accumulated")
+        if finite(row.get("loss")):
+            train.append(Point(float(row["loss"]), step, samples))
+        if "val_num_loss_counted_tokens" in row and finite(row.get("val_loss")):
+            fresh.append(Point(float(row["val_loss"]), step, samples))
+    logged = path.with_name(path.name.replace("training_metrics_", "kubetune_validation_", 1))
+    ours = [
+        Point(float(row["val_loss"]), row.get("step"), row.get("total_samples_accumulated"))
+        for row in (json_rows(logged) if logged.is_file() else [])
+        if finite(row.get("val_loss"))
+    ]
+    validation = {p.step: p for p in latest_run(fresh)} | {p.step: p for p in latest_run(ours)}
+    ordered = sorted(validation.values(), key=lambda p: (p.step is None, p.step or 0))
+    return BackendSeries("mini-trainer", latest_run(train), ordered)
 
 
 VALIDATION_LOG = "kubetune_validation_0.jsonl"

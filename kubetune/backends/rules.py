@@ -17,6 +17,13 @@ def effective(kwargs: dict[str, Any], catalog: Catalog, name: str, default: Any 
     return info.default if info is not None and info.default is not None else default
 
 
+def pretraining_problems(params: dict[str, Any]) -> list[Problem]:
+    """Document-style pretraining (sft, osft) cuts documents into blocks: it needs their size."""
+    if params.get("is_pretraining") and params.get("block_size") is None:
+        return [Problem("block_size", "is required when is_pretraining is true")]
+    return []
+
+
 def torchrun_kwargs(params: dict[str, Any], names: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
     """torchrun's settings as Training Hub 0.11.2 reads them (``utils.get_torchrun_params``): the spec's parameter,
     else its ``PET_*`` variable (``MASTER_ADDR``/``MASTER_PORT`` too), else one node, rank 0, rendezvous id 0 and

@@ -9,8 +9,9 @@ import re
 from pathlib import Path
 from typing import Any, ClassVar
 
-from kubetune.backends.base import Backend, TrainResult
+from kubetune.backends.base import Backend, TrainingRun, TrainResult
 from kubetune.backends.cpu_mode import free_port, launch_env, wanted
+from kubetune.backends.rules import nproc_notice
 from kubetune.checkpoints import hf_save_problem, set_aside_incomplete
 from kubetune.errors import KubetuneError, Problem
 
@@ -30,6 +31,14 @@ class TorchrunBackend(Backend):
     """A backend whose ``run_training(torch_args, train_args)`` spawns torchrun."""
 
     launcher: ClassVar[str]  # the module whose ``run_training`` starts training
+    spawns_torchrun = True
+
+    def bind_data(self, spec, train_data: Path, output_dir: Path, validation_data: Path | None) -> dict[str, Any]:
+        """SIGTERM (run cancelled, pod pre-empted): save, then stop; Training Hub's enable_jit_checkpoint: false
+        turns it off (the backend's own ``on_demand_checkpointing``, where the spec leaves it out)."""
+        if "on_demand_checkpointing" in spec.backend_kwargs:
+            return {}
+        return {"on_demand_checkpointing": spec.params.get("enable_jit_checkpoint", True)}
 
     def local_params(self, spec) -> dict[str, Any]:
         """Parameters the step sets where the spec leaves them open, so that the launch works here: one process
@@ -48,7 +57,9 @@ class TorchrunBackend(Backend):
         return local
 
     def launch(self, spec) -> tuple[Any, Any]:
-        """The backend's configuration objects for this launch."""
+        """The backend's configuration objects for this launch (after the line on our ``nproc_per_node`` default)."""
+        if notice := nproc_notice(spec.params):
+            say(notice)
         if local := self.local_params(spec):
             spec = spec.with_params(**local)
         return self.build(spec)
@@ -56,7 +67,8 @@ class TorchrunBackend(Backend):
     def output_dir(self, train_args) -> Path:
         raise NotImplementedError
 
-    def train(self, spec) -> TrainResult:
+    def train(self, spec, run: TrainingRun | None = None) -> TrainResult:
+        """The backend's own torchrun launch (it validates on its own split: ``run`` adds nothing)."""
         return self.train_launched(*self.launch(spec))
 
     def set_aside(self, torch_args, train_args) -> None:

@@ -1,8 +1,8 @@
-"""What every node of a TrainJob runs (``kubetune train-node``): the in-pod training step, placed in the job.
+"""What every node of a TrainJob runs (``kubetune-node train``): the in-pod training step, placed in the job.
 
 Kubeflow Trainer's torch runtimes tell each node where it stands through torchrun's ``PET_*`` variables.
-``sft`` and ``osft`` hand them to their backend's own torchrun launch; ``lora_sft`` (TRL in-process) is
-started under torchrun here, one process per GPU. Node 0 writes ``result.json`` for the launcher.
+A backend that spawns torchrun itself (``sft``, ``osft``) gets them for its own launch; one that trains in-process
+(``lora_sft``: TRL) is started under torchrun here, one process per GPU. Node 0 writes ``result.json`` for the launcher.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from kubetune.backends.registry import get_backend
 from kubetune.contract import TrainingSpec
 from kubetune.errors import KubetuneError, Problem
 
@@ -31,7 +32,10 @@ def torchrun_from_env(env: dict[str, str]) -> dict[str, str | int]:
     missing = [var for name, var in PET_VARIABLES.items() if name != "nproc_per_node" and not env.get(var)]
     if missing:
         raise KubetuneError(
-            [Problem(var, "is not set", "train-node runs on a Kubeflow Trainer torch runtime, which sets it") for var in missing],
+            [
+                Problem(var, "is not set", "kubetune-node runs on a Kubeflow Trainer torch runtime, which sets it")
+                for var in missing
+            ],
             "not a TrainJob node",
         )
     out: dict[str, str | int] = {"master_addr": env["PET_MASTER_ADDR"]}
@@ -42,8 +46,9 @@ def torchrun_from_env(env: dict[str, str]) -> dict[str, str | int]:
     return out
 
 
-def lora_command(torchrun: dict[str, str | int], argv: list[str]) -> list[str]:
-    """torchrun around this command's worker mode: TRL runs in every process, DDP across the nodes."""
+def worker_command(torchrun: dict[str, str | int], argv: list[str]) -> list[str]:
+    """torchrun around this command's worker mode, for a backend that trains in-process (``lora_sft``'s TRL):
+    it runs in every process, DDP across the nodes."""
     per_node = torchrun["nproc_per_node"]
     return [
         sys.executable, "-m", "torch.distributed.run",
@@ -52,7 +57,7 @@ def lora_command(torchrun: dict[str, str | int], argv: list[str]) -> list[str]:
         f"--node-rank={torchrun['node_rank']}",
         f"--master-addr={torchrun['master_addr']}",
         f"--master-port={torchrun['master_port']}",
-        "-m", "kubetune.cli", "train-node", "--worker", *argv,
+        "-m", "kubetune.cluster.node_cli", "worker", *argv,
     ]  # fmt: skip
 
 
@@ -69,12 +74,11 @@ def train_node(
 
     env = dict(os.environ if env is None else env)
     torchrun = torchrun_from_env(env)
-    algorithm = TrainingSpec.read(kwargs_path).algorithm
-    if algorithm == "lora_sft":
+    if not get_backend(TrainingSpec.read(kwargs_path).algorithm).spawns_torchrun:
         argv = ["--kwargs", str(kwargs_path), "--model", model, "--train-data", str(train_data), "--output", str(output_dir)]
         if validation_data:
             argv += ["--validation-data", str(validation_data)]
-        return subprocess.run(lora_command(torchrun, argv), env=env, check=False).returncode
+        return subprocess.run(worker_command(torchrun, argv), env=env, check=False).returncode
     result = train(kwargs_path, model, train_data, output_dir, validation_data, torchrun=torchrun)
     if torchrun["node_rank"] == 0:
         write_result(result, output_dir / RESULT_FILE)
@@ -82,7 +86,8 @@ def train_node(
 
 
 def train_worker(kwargs_path: Path, model: str, train_data: Path, validation_data: Path | None, output_dir: Path) -> None:
-    """One torchrun process of a ``lora_sft`` node: TRL reads RANK/WORLD_SIZE itself; global rank 0 reports."""
+    """One torchrun process of an in-process backend's node (``lora_sft``): TRL reads RANK/WORLD_SIZE itself;
+    global rank 0 reports."""
     from kubetune.steps.train import train, write_result
 
     result = train(kwargs_path, model, train_data, output_dir, validation_data)

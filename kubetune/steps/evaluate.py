@@ -19,12 +19,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from kubetune.backends.metrics import BackendSeries
 from kubetune.checkpoints import adapter_base, find_checkpoints, is_adapter, position, problem
 from kubetune.data import tokenized_file
 from kubetune.data.tokenize import IGNORE_INDEX, read_jsonl, tokenize_samples
 from kubetune.errors import KubetuneError, Problem
 from kubetune.files import write_text_atomic
-from kubetune.steps.timeline import BackendSeries, overfitting_point, read_backend_metrics
+from kubetune.steps.timeline import overfitting_point, read_backend_metrics
 
 
 @dataclass

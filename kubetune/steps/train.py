@@ -7,26 +7,18 @@ import shutil
 from pathlib import Path
 
 from kubetune import validation
-from kubetune.backends.base import TrainResult
+from kubetune.backends.base import Backend, TrainingRun, TrainResult
 from kubetune.backends.needs import require_environment
 from kubetune.backends.registry import get_backend
 from kubetune.backends.resume import NOT_RESUMABLE_DIR
-from kubetune.checkpoints import INCOMPLETE_DIR, TRAINING_STATE, latest_full_state
+from kubetune.checkpoints import INCOMPLETE_DIR, TRAINING_STATE
 from kubetune.contract import TrainingSpec
+from kubetune.contract.spec import read_document
 from kubetune.data import tokenized_file
 from kubetune.errors import KubetuneError, Problem, reported
 from kubetune.files import write_text_atomic
 from kubetune.runtime import resolve_model
 from kubetune.validation import validate_spec
-
-# mini-trainer fields that ask for in-training validation
-MINI_TRAINER_VALIDATION = (
-    "validation_frequency",
-    "validate_at_epoch",
-    "min_samples_per_validation",
-    "validate_at_final",
-    "save_best_val_loss",
-)
 
 
 def bind(
@@ -37,48 +29,19 @@ def bind(
     validation_data: str | Path | None = None,
     torchrun: dict | None = None,
 ) -> TrainingSpec:
-    """The spec with the pipeline's paths: prepared data for every backend, our validation split where the
-    backend validates during training and the user asked it to. ``torchrun``: this node's place in a
-    multi-node job (``nnodes``, ``node_rank``, ``master_addr``, ...), set by the launcher, not the user."""
+    """The spec with the pipeline's paths: prepared data for every backend, and what the backend binds itself
+    (``Backend.bind_data``: e.g. our validation split where it validates during training and the user asked it
+    to). ``torchrun``: this node's place in a multi-node job (``nnodes``, ``node_rank``, ``master_addr``, ...),
+    set by the launcher, not the user."""
+    split = Path(validation_data) if validation_data else None
     bound: dict = {
         **(torchrun or {}),
         "model_path": model_path,
         "data_path": str(tokenized_file(train_data)),
         "ckpt_output_dir": str(Path(output_dir) / "checkpoints"),
+        **get_backend(spec.algorithm).bind_data(spec, Path(train_data), Path(output_dir), split),
     }
-    if spec.algorithm == "sft":  # instructlab-training reads data_output_dir/data.jsonl, already processed
-        bound.update(data_output_dir=str(Path(train_data)), process_data=False)
-    kwargs = spec.backend_kwargs
-    if spec.algorithm in ("sft", "osft") and "on_demand_checkpointing" not in kwargs:
-        # SIGTERM (run cancelled, pod pre-empted): save, then stop; Training Hub's enable_jit_checkpoint: false turns it off
-        bound["on_demand_checkpointing"] = spec.params.get("enable_jit_checkpoint", True)
-    if spec.algorithm == "lora_sft" and spec.params.get("eval_data_path"):  # Training Hub's eval set: our validation split
-        bound["eval_data_path"] = str(eval_split(validation_data))
-    if spec.algorithm == "osft" and not kwargs.get("resume_from_full_state_checkpoint"):
-        # a restarted step; the incomplete ones a kill left are set aside, one line each, when the backend starts
-        bound["resume_from_full_state_checkpoint"] = latest_full_state(bound["ckpt_output_dir"], say=lambda _line: None)
-    asks = any(kwargs.get(name) for name in MINI_TRAINER_VALIDATION)
-    own_split = kwargs.get("validation_split") or kwargs.get("validation_data_path")
-    if spec.algorithm == "osft" and validation_data and asks and not own_split:
-        bound["validation_data_path"] = str(tokenized_file(validation_data))
     return validation.bind(spec, **bound)
-
-
-def eval_split(validation_data: str | Path | None) -> Path:
-    """The prepared validation split that ``eval_data_path`` names in the pipeline; a missing or empty one is refused."""
-    found = tokenized_file(validation_data) if validation_data else None
-    if found is None or not found.is_file() or found.stat().st_size == 0:
-        raise KubetuneError(
-            [
-                Problem(
-                    "eval_data_path",
-                    "asks TRL to evaluate on validation data, and the pipeline prepared none",
-                    "give the pipeline validation_uri or a validation_ratio above 0, or remove eval_data_path",
-                )
-            ],
-            "cannot train",
-        )
-    return found
 
 
 def train(
@@ -100,16 +63,13 @@ def train(
         return publish(result, Path(workspace), Path(output_dir))
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    spec = validate_spec(TrainingSpec.read(kwargs_path).to_document(), require_paths=False)
+    document, _ = read_document(kwargs_path)  # the artifact, or (tests, run-local) a user's spec: validated alike
+    spec = validate_spec(document, require_paths=False)
     require_environment(spec)  # before the model is fetched
     spec = bind(spec, resolve_model(model_uri, output_dir / "base"), train_data, output_dir, validation_data, torchrun)
     backend = get_backend(spec.algorithm)
-    if spec.algorithm == "lora_sft":  # TRL evaluates during training on our split when eval_strategy/eval_steps ask
-        validation = tokenized_file(validation_data) if validation_data else None
-        result = backend.train(spec, validation_data=validation)
-    else:
-        result = backend.train(spec)
-    return with_train_loss(result)
+    result = backend.train(spec, TrainingRun(validation_data=Path(validation_data) if validation_data else None))
+    return with_train_loss(result, backend)
 
 
 def require_model(result: TrainResult) -> None:
@@ -129,12 +89,10 @@ def require_model(result: TrainResult) -> None:
     raise KubetuneError([Problem("training", message, hint)], "no trained model")
 
 
-def with_train_loss(result: TrainResult) -> TrainResult:
+def with_train_loss(result: TrainResult, backend: Backend) -> TrainResult:
     """The final train loss from the backend's own metrics files (kept as they are), the same for every backend."""
-    from kubetune.steps.timeline import read_backend_metrics
-
-    series = read_backend_metrics(result.output_dir)
-    if series.train:
+    series = backend.read_metrics(result.output_dir)
+    if series is not None and series.train:
         result.metrics.update(final_train_loss=series.train[-1].loss, logged_train_steps=len(series.train))
     return result
 

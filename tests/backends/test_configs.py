@@ -1,7 +1,10 @@
 """Specs become the backends' real configuration objects, with exactly the values the user gave."""
 
+from pathlib import Path
+
 import pytest
 
+from kubetune.backends.base import TrainingRun
 from kubetune.backends.registry import get_backend
 from kubetune.validation import validate_spec
 
@@ -56,7 +59,7 @@ def test_lora_spec_builds_sft_and_lora_configs():
         **PATHS, "algorithm": "lora_sft", "lora_r": 4, "lora_alpha": 8, "eval_steps": 5, "num_epochs": 1,
         "sample_packing": False, "weight_decay": 0.01, "use_rslora": True, "tensorboard_log_dir": "/tb",
     })  # fmt: skip
-    sft_config, lora_config = get_backend("lora_sft").build(spec, has_eval=True)
+    sft_config, lora_config = get_backend("lora_sft").build(spec, TrainingRun(Path("/validation")))
     assert sft_config.eval_steps == 5 and sft_config.eval_strategy.value == "steps"
     assert sft_config.weight_decay == 0.01 and sft_config.num_train_epochs == 1 and sft_config.packing is False
     assert "tensorboard" in sft_config.report_to

@@ -6,10 +6,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from kubetune.backends.metrics import BackendSeries, Point
 from kubetune.data.tokenize import read_jsonl, tokenize_samples
 from kubetune.embedded.sample_data import SAMPLE_DATA
 from kubetune.steps.evaluate import best, curve, evaluate, evaluate_step, held_out_loss
-from kubetune.steps.timeline import BackendSeries, Point, overfitting_point
+from kubetune.steps.timeline import overfitting_point
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +96,7 @@ def test_sft_and_osft_layouts_and_metrics_files(tmp_path, tiny_model, validation
 
 @pytest.mark.slow
 def test_trl_run_gets_one_point_per_checkpoint_and_a_report_with_both_curves(tmp_path, tiny_model, validation):
+    from kubetune.backends.base import TrainingRun
     from kubetune.backends.lora import LoRASFT
     from kubetune.validation import validate_spec
 
@@ -114,7 +116,7 @@ def test_trl_run_gets_one_point_per_checkpoint_and_a_report_with_both_curves(tmp
             "sample_packing": False,  # one sample per row: the step counts below
         }
     )
-    LoRASFT().train(spec, validation_data=validation / "data.jsonl")
+    LoRASFT().train(spec, TrainingRun(validation / "data.jsonl"))
     points = evaluate(tmp_path / "run", validation)
     assert [p.checkpoint for p in points] == ["checkpoint-3", "checkpoint-6", "checkpoint-9", "final"]
     assert all(math.isfinite(p.loss) and p.tokens > 0 for p in points)

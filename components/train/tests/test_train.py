@@ -2,6 +2,7 @@
 
 import pytest
 
+from kubetune.backends.base import TrainingRun
 from kubetune.backends.registry import get_backend
 from kubetune.steps.train import bind
 from kubetune.validation import validate_spec
@@ -100,7 +101,7 @@ def test_sft_config_kwargs_reach_the_live_trainer(tmp_path, tiny_model):
                 "eval_steps": 2, "max_grad_norm": 0.5, "per_device_eval_batch_size": 3}  # fmt: skip
     spec = validate_spec(document, require_paths=False)
     spec = bind(spec, str(tiny_model), tmp_path / "train", tmp_path / "out", tmp_path / "val")
-    result = get_backend("lora_sft").train(spec, validation_data=tmp_path / "val" / "data.jsonl", callbacks=[ReadBack()])
+    result = get_backend("lora_sft").train(spec, TrainingRun(tmp_path / "val" / "data.jsonl", callbacks=(ReadBack(),)))
     assert seen == {"eval_steps": 2, "eval_strategy": "steps", "max_grad_norm": 0.5, "per_device_eval_batch_size": 3, "lr": 0.003}
     assert (result.final_model / "adapter_model.safetensors").is_file()
 

@@ -21,10 +21,11 @@ from types import SimpleNamespace
 import pytest
 
 from kubetune.backends.cpu_mode import launch_env
+from kubetune.backends.mini_trainer import read_mini_trainer
 from kubetune.backends.torchrun import final_model, saved_models
 from kubetune.checkpoints import full_state_problem
 from kubetune.steps.evaluate import evaluate_step
-from kubetune.steps.timeline import read_backend_metrics, read_mini_trainer
+from kubetune.steps.timeline import read_backend_metrics
 from kubetune.steps.train import train
 
 OSFT = {"algorithm": "osft", "max_tokens_per_gpu": 2048, "max_seq_len": 512, "learning_rate": 1e-3, "unfreeze_rank_ratio": 0.5}

@@ -21,11 +21,12 @@ from kubeflow_trainer_api.models import TrainerV1alpha1TrainJob
 from kubetune.backends.base import TrainResult
 from kubetune.backends.registry import get_backend
 from kubetune.cluster.launch import launch
-from kubetune.cluster.node import RESULT_FILE, lora_command, torchrun_from_env
+from kubetune.cluster.node import RESULT_FILE, torchrun_from_env, worker_command
 from kubetune.cluster.trainjob import TrainJobSettings, trainjob_name
 from kubetune.cluster.watch import KubeApi, Limits, wait
 from kubetune.errors import KubetuneError
 from kubetune.steps.train import bind, write_result
+from kubetune.steps.validate import validate_to_artifact
 from kubetune.validation import validate_spec
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -41,7 +42,8 @@ def kwargs_file(tmp_path: Path, algorithm: str, **extra) -> Path:
     spec = {"algorithm": algorithm, "effective_batch_size": 64, "max_seq_len": 4096, "learning_rate": 1e-5, **SPECS[algorithm]}
     spec["secrets"] = {"WANDB_API_KEY": {"secret": "team-wandb", "key": "api-key"}}
     path = tmp_path / "kwargs.json"
-    path.write_text(json.dumps({**spec, **extra}))
+    document = {**spec, **extra}
+    validate_to_artifact(document.pop("algorithm"), document, path)  # what the pipeline's validation step writes
     return path
 
 
@@ -55,13 +57,13 @@ def prepared(tmp_path: Path) -> tuple[Path, Path]:
 def settings(tmp_path: Path, **changes) -> TrainJobSettings:
     values = {
         "nnodes": 2,
-        "nproc_per_node": 4,
+        "gpus": 4,
         "cpu_per_node": "32",
         "memory_per_node": "256Gi",
-        "image": "registry.example.com/kubetune-cuda:0.1.0",
+        "trainjob_image": "registry.example.com/kubetune-cuda:0.1.0",
         "workspace_pvc": "shared-rwx",
         "workspace_dir": str(tmp_path / "workspace"),
-        "queue": "gpu-queue",
+        "kueue_queue": "gpu-queue",
         "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
         "node_selector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
     }
@@ -110,7 +112,7 @@ def expected_trainjob(algorithm: str, workspace: Path) -> dict:
             "suspend": True,
             "trainer": {
                 "image": "registry.example.com/kubetune-cuda:0.1.0",
-                "command": ["kubetune", "train-node"],
+                "command": ["kubetune-node", "train"],
                 "args": [
                     "--kwargs",
                     f"{run}/inputs/kwargs.json",
@@ -220,10 +222,10 @@ def test_the_trainjob_for_two_nodes_of_four_gpus_is_exact_and_every_node_places_
            "PET_MASTER_ADDR": f"{sent['metadata']['name']}-node-0-0.{sent['metadata']['name']}"}  # fmt: skip
     placed = torchrun_from_env(env)
     if algorithm == "lora_sft":
-        command = lora_command(placed, ["--kwargs", arg["--kwargs"]])
+        command = worker_command(placed, ["--kwargs", arg["--kwargs"]])
         assert command[1:3] == ["-m", "torch.distributed.run"]
         assert {"--nnodes=2", "--nproc-per-node=4", "--node-rank=1", "--master-port=29400"} <= set(command)
-        assert command[-4:-2] == ["train-node", "--worker"]
+        assert command[-5:-2] == ["-m", "kubetune.cluster.node_cli", "worker"]
         return
     spec = validate_spec(json.loads(Path(arg["--kwargs"]).read_text()), require_paths=False)
     bound = bind(spec, arg["--model"], arg["--train-data"], arg["--output"], arg["--validation-data"], placed)
@@ -342,7 +344,7 @@ def test_bad_settings_name_the_parameter():
     from kubetune.cluster.trainjob import settings_from
 
     with pytest.raises(KubetuneError) as error:
-        settings_from(nnodes=0, nproc_per_node=0, image="img", workspace_pvc="")
+        settings_from(nnodes=0, gpus=0, trainjob_image="img", workspace_pvc="")
     report = error.value.report()
     assert report.startswith("invalid TrainJob settings: 3 problem(s)")
     assert "nnodes: Input should be greater than or equal to 1" in report and "workspace_pvc:" in report
@@ -419,7 +421,7 @@ def test_a_two_node_lora_trainjob_runs_its_submitted_command_on_this_cpu(tmp_pat
     api = kube_api(cluster)
     result = launch(
         kwargs, str(tiny_model), tmp_path / "data" / "train", tmp_path / "data" / "val", tmp_path / "out",
-        settings(tmp_path, nproc_per_node=1, queue="", cpu_per_node="", memory_per_node=""), "run-1",
+        settings(tmp_path, gpus=1, kueue_queue="", cpu_per_node="", memory_per_node=""), "run-1",
         api=KubeApi.connect(api.kubeconfig), limits=Limits(poll_s=0.2, running_s=300), logs=False,
     )  # fmt: skip
     state = json.loads((result.output_dir / "checkpoints" / "trainer_state.json").read_text())

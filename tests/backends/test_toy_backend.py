@@ -1,0 +1,58 @@
+"""Adding a backend is one module plus one registry entry: ``toy_sft`` (``tests/support/toy_backend.py``) goes
+through the real steps, validate -> prepare -> train -> evaluate, with nothing else in kubetune changed for it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kubetune.backends import registry
+from kubetune.errors import KubetuneError
+from kubetune.steps.evaluate import evaluate_step
+from kubetune.steps.prepare import prepare_step
+from kubetune.steps.train import train
+from kubetune.steps.validate import validate_to_artifact
+from kubetune.validation import json_schema, validate_spec
+from tests.support.toy_backend import ToyBackend
+
+
+@pytest.fixture
+def toy(monkeypatch):
+    monkeypatch.setitem(registry.BACKENDS, ToyBackend.algorithm, ToyBackend)  # the one registry entry
+
+
+def test_toy_backend_validates_with_its_own_parameters(toy):
+    with pytest.raises(KubetuneError) as refused:
+        validate_spec({"algorithm": "toy_sft", "toy_step": 4, "learning_rate": 0.01}, require_paths=False)
+    problems = {p.where: p for p in refused.value.problems}
+    assert "did you mean `toy_steps`" in (problems["`toy_step`"].hint or ""), refused.value
+    assert problems["`toy_steps`"].message == "is required for toy_sft"
+    with pytest.raises(KubetuneError, match="save_every"):  # its own rule
+        validate_spec({"algorithm": "toy_sft", "toy_steps": 2, "save_every": 3}, require_paths=False)
+    with pytest.raises(KubetuneError, match="must be toy for toy_sft"):
+        validate_spec({"algorithm": "toy_sft", "backend": "trl", "toy_steps": 2}, require_paths=False)
+    variant = next(v for v in json_schema()["oneOf"] if v["properties"]["algorithm"] == {"const": "toy_sft"})
+    assert "toy_steps" in variant["properties"]
+
+
+def test_toy_backend_runs_validate_train_evaluate(toy, tiny_model, tmp_path):
+    kwargs = tmp_path / "kwargs.json"
+    spec = validate_to_artifact("toy_sft", {"toy_steps": 6, "save_every": 2, "learning_rate": 0.01}, kwargs)
+    assert (spec.algorithm, spec.backend, spec.params["toy_steps"]) == ("toy_sft", "toy", 6)
+    train_data, validation_data = tmp_path / "train", tmp_path / "validation"
+    prepare_step(
+        "kubetune://sample-chat", str(tiny_model), kwargs, train_out=train_data, validation_out=validation_data,
+        validation_ratio=0.25, num_proc=1,
+    )  # fmt: skip
+    out = tmp_path / "trained"
+    result = train(kwargs, str(tiny_model), train_data, out, validation_data)
+    assert [c.name for c in result.checkpoints] == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
+    assert result.metrics["logged_train_steps"] == 6  # its metrics file, read back through read_metrics
+    curve = evaluate_step(out, validation_data, tmp_path / "curve.json", tmp_path / "report.html")
+    assert [(p["checkpoint"], p["step"]) for p in curve["points"]] == [
+        ("checkpoints/checkpoint-2", 2), ("checkpoints/checkpoint-4", 4), ("checkpoints/checkpoint-6", 6),
+    ]  # fmt: skip
+    assert all(p["loss"] > 0 and p["tokens"] > 0 for p in curve["points"])
+    assert curve["backend"]["backend"] == "toy" and len(curve["backend"]["train"]) == 6
+    assert json.loads((tmp_path / "curve.json").read_text())["metrics"]["checkpoints_evaluated"] == 3
