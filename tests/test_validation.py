@@ -100,6 +100,7 @@ def test_wrong_type_or_impossible_value_names_the_field(document, field):
         ({"rdzv_endpoint": "h:1", "master_addr": "h"}, "master_addr"),
         ({"callbacks": []}, "callbacks"),
         ({"training_mode": "infinite"}, "lr_scheduler"),  # cosine (the default) needs a number of steps
+        ({"is_pretraining": True}, "block_size"),  # the pretraining rule, in the backends (rules.pretraining_problems)
     ],
 )
 def test_mini_trainer_rules(extra, field):

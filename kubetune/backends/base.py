@@ -15,9 +15,10 @@ from typing import Any, ClassVar
 from pydantic import BaseModel
 
 from kubetune.backends.metrics import BackendSeries
+from kubetune.backends.needs import Need, environment_problems
 from kubetune.contract.catalog import Catalog, catalog
 from kubetune.contract.spec import TrainingSpec
-from kubetune.errors import Problem
+from kubetune.errors import KubetuneError, Problem
 
 
 @dataclass
@@ -54,6 +55,8 @@ class Backend:
     renames: ClassVar[dict[str, str]] = {}
     # backend fields the training step sets itself, with the reason
     managed: ClassVar[dict[str, str]] = {}
+    # options that need a package (and a CUDA GPU) the training image may lack, by field
+    needs: ClassVar[dict[str, Need]] = {}
     # (package, module) holding the backend's configuration classes; ``configs`` builds them from it
     config_source: ClassVar[tuple[str, str] | None] = None
 
@@ -136,6 +139,11 @@ class Backend:
             if key in fields:
                 grouped.setdefault(fields[key].source, {})[key] = value
         return grouped
+
+    def require_environment(self, spec: TrainingSpec) -> None:
+        """Refuse, before any launch, an option the training image or machine cannot honour (exit 2, one line)."""
+        if problems := environment_problems(self.needs, {**spec.params, **spec.backend_kwargs}):
+            raise KubetuneError(problems, f"cannot train {spec.algorithm} here")
 
     def bind_data(self, spec: TrainingSpec, train_data: Path, output_dir: Path, validation_data: Path | None) -> dict[str, Any]:
         """What the pipeline binds for this backend beyond model, data and output paths (curated parameters or

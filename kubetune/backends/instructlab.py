@@ -9,6 +9,7 @@ from typing import Any
 from kubetune.backends.base import TrainingRun, TrainResult
 from kubetune.backends.cpu_mode import environment
 from kubetune.backends.metrics import BackendSeries, Point, finite, json_rows
+from kubetune.backends.needs import DEEPSPEED, LIGER
 from kubetune.backends.resume import require_every_sample, resumable_instructlab
 from kubetune.backends.rules import TORCHRUN_NAMES, effective, pretraining_problems, torchrun_kwargs
 from kubetune.backends.torchrun import TorchrunBackend, flash_attn_missing, say
@@ -26,6 +27,7 @@ class InstructLabSFT(TorchrunBackend):
     catalog_name = "instructlab-training"
     config_source = ("instructlab.training", "config")
     launcher = "instructlab.training"
+    needs = {"use_liger": LIGER, "distributed_backend": DEEPSPEED._replace(asks=lambda v: v == "deepspeed")}
     renames = {
         "max_batch_len": "max_tokens_per_gpu",
         "adamw_eps": "eps",

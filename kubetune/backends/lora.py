@@ -13,6 +13,7 @@ from typing import Any
 from kubetune.backends.base import Backend, TrainingRun, TrainResult
 from kubetune.backends.cpu_mode import environment
 from kubetune.backends.metrics import BackendSeries, Point, finite
+from kubetune.backends.needs import DEEPSPEED, LIGER
 from kubetune.backends.tracking import from_env, trackers, tracking_env, trl_env
 from kubetune.contract.catalog import Catalog
 from kubetune.contract.params import REQUIRED, LoRASFTParams
@@ -52,6 +53,7 @@ class LoRASFT(Backend):
     name = "unsloth"
     aliases = ("peft", "trl")
     catalog_name = "trl"
+    needs = {"use_liger_kernel": LIGER, "deepspeed": DEEPSPEED}
     renames = {
         "output_dir": "ckpt_output_dir",
         "num_train_epochs": "num_epochs",

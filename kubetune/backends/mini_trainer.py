@@ -11,6 +11,7 @@ from typing import Any
 from kubetune.backends.base import TrainingRun, TrainResult
 from kubetune.backends.cpu_mode import environment
 from kubetune.backends.metrics import BackendSeries, Point, finite, json_rows, latest_run
+from kubetune.backends.needs import LIGER
 from kubetune.backends.resume import require_every_sample, resumable_mini_trainer
 from kubetune.backends.rules import TORCHRUN_NAMES, effective, pretraining_problems, torchrun_kwargs
 from kubetune.backends.torchrun import TorchrunBackend, flash_attn_missing, say
@@ -33,6 +34,7 @@ class MiniTrainerOSFT(TorchrunBackend):
     catalog_name = "mini-trainer"
     config_source = ("mini_trainer", "training_types")
     launcher = "mini_trainer"
+    needs = {"use_liger": LIGER}
     renames = {
         "model_name_or_path": "model_path",
         "batch_size": "effective_batch_size",

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from kubetune import validation
 from kubetune.backends.base import Backend, TrainingRun, TrainResult
-from kubetune.backends.needs import require_environment
 from kubetune.backends.registry import get_backend
 from kubetune.backends.resume import NOT_RESUMABLE_DIR
 from kubetune.checkpoints import INCOMPLETE_DIR, TRAINING_STATE
@@ -65,9 +64,9 @@ def train(
     output_dir.mkdir(parents=True, exist_ok=True)
     document, _ = read_document(kwargs_path)  # the artifact, or (tests, run-local) a user's spec: validated alike
     spec = validate_spec(document, require_paths=False)
-    require_environment(spec)  # before the model is fetched
-    spec = bind(spec, resolve_model(model_uri, output_dir / "base"), train_data, output_dir, validation_data, torchrun)
     backend = get_backend(spec.algorithm)
+    backend.require_environment(spec)  # before the model is fetched
+    spec = bind(spec, resolve_model(model_uri, output_dir / "base"), train_data, output_dir, validation_data, torchrun)
     result = backend.train(spec, TrainingRun(validation_data=Path(validation_data) if validation_data else None))
     return with_train_loss(result, backend)
 

@@ -73,13 +73,14 @@ def test_an_option_the_training_image_cannot_honour_is_refused_before_the_model_
 
 def test_an_option_that_needs_cuda_is_refused_without_it(monkeypatch):
     """The package present but no CUDA GPU (liger's kernels and deepspeed are GPU-only): refused by name too."""
-    monkeypatch.setitem(needs.NEEDS, ("osft", "use_liger"), (bool, "json", "liger-kernel", True))  # an installed module
+    osft = get_backend("osft").needs
+    monkeypatch.setitem(osft, "use_liger", needs.Need(bool, "json", "liger-kernel", True))  # an installed module
     monkeypatch.setattr(needs, "cuda_available", lambda: False)
-    [problem] = needs.environment_problems("osft", {"use_liger": True})
+    [problem] = needs.environment_problems(osft, {"use_liger": True})
     assert problem.where == "use_liger" and "CUDA" in problem.message
-    assert needs.environment_problems("osft", {"use_liger": False}) == []
+    assert needs.environment_problems(osft, {"use_liger": False}) == []
     monkeypatch.setattr(needs, "cuda_available", lambda: True)
-    assert needs.environment_problems("osft", {"use_liger": True}) == []
+    assert needs.environment_problems(osft, {"use_liger": True}) == []
 
 
 def test_lora_backend_peft_and_trl_never_use_unsloth(monkeypatch):
