@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from kubetune.errors import KubetuneError, Problem
+from kubetune.files import replaced
 
 _URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):/+")  # also a URL whose "//" a Path() made one "/"
 NO_USERINFO = "holds a user or password: credentials come from the environment only"
@@ -135,9 +136,8 @@ def download(uri: str, destination: str | Path) -> Path:
 
     def fetch(k: str, target: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f".{target.name}.part")
-        s3.download_file(bucket, k, str(partial), Config=config)
-        os.replace(partial, target)
+        with replaced(target) as partial:
+            s3.download_file(bucket, k, str(partial), Config=config)
 
     try:
         if key and not key.endswith("/") and _exists(s3, bucket, key):

@@ -1,6 +1,6 @@
 """The training step as a Kubeflow Trainer TrainJob: the resource every node of a multi-node run is built from.
 
-Every node runs our own entry point (``kubetune train-node``) on the same kwargs artifact, so validation and
+Every node runs our own entry point (``kubetune-node train``) on the same kwargs artifact, so validation and
 the backend mapping are the code that runs in a pod. The object is checked against the ``kubeflow-trainer-api``
 models before it is sent: a field those models do not know is an error here, not a silent drop by the server.
 """
@@ -86,7 +86,7 @@ def node_command(workspace: str, model_path: str) -> tuple[list[str], list[str]]
         "--validation-data", str(ws / "inputs" / "validation"),
         "--output", str(ws),
     ]  # fmt: skip
-    return ["kubetune", "train-node"], args
+    return ["kubetune-node", "train"], args
 
 
 def build_trainjob(

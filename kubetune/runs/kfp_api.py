@@ -50,7 +50,7 @@ def compile_pipeline(name: str, output: str | Path) -> Path:
 
     check_pipeline(name)
     output = Path(output)
-    partial = output.with_name(f".{output.stem}.part-{os.getpid()}{output.suffix}")
+    partial = output.with_name(f".{output.stem}.part-{os.getpid()}{output.suffix}")  # not files.replaced: KFP wants .yaml
     try:
         compiler.Compiler().compile(pipelines()[name], str(partial))
         os.replace(partial, output)

@@ -553,7 +553,6 @@ def _usage(command: str, error: str, arguments: str = " [OPTIONS]") -> list[str]
         (["validate"], _usage("validate", "Missing argument 'spec'.", " [OPTIONS] {spec}")),
         (["prepare"], _usage("prepare", "Missing argument 'data'.", " [OPTIONS] {data}")),
         (["verify"], _usage("verify", "Missing argument 'uri'.", " [OPTIONS] {uri}")),
-        (["train-node", "--kwargs", "/nonexistent"], _usage("train-node", "Missing option '--model'.")),
         (["validate", "--bogus", "ok.json"], _usage("validate", "No such option: --bogus", " [OPTIONS] {spec}")),
         (
             ["prepare", "x", "--seed", "abc"],
@@ -567,7 +566,7 @@ def _usage(command: str, error: str, arguments: str = " [OPTIONS]") -> list[str]
         (["schedule", "create"], _usage("schedule create", "Missing argument 'name'.", " [OPTIONS] {name}")),
         ([TOKEN], _usage("", f"No such command '{TOKEN}'.", "[OPTIONS] COMMAND [ARGS]...")),  # shown redacted
     ],
-    ids=["validate", "prepare", "verify", "train-node", "no-such-option", "bad-int", "no-such-command", "schedule", "token"],
+    ids=["validate", "prepare", "verify", "no-such-option", "bad-int", "no-such-command", "schedule", "token"],
 )
 def test_a_usage_error_is_clicks_usage_message_and_exit_2_with_no_traceback_file(args, lines, monkeypatch, tmp_path):
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))

@@ -1,0 +1,5 @@
+"""``python -m kubetune.cli``: the ``kubetune`` console script."""
+
+from kubetune.cli import app
+
+app()

@@ -1,0 +1,87 @@
+"""``kubetune run-local``: the whole pipeline on this machine, with kfp.local."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def run_local(
+    output: Annotated[Path, typer.Option("-o", "--output", help="The run folder: runs and exports are written here.")] = Path(
+        "kubetune-local"
+    ),
+    algorithm: Annotated[str, typer.Option(help="sft, osft or lora_sft (each with its own embedded kwargs).")] = "lora_sft",
+    kwargs: Annotated[Path | None, typer.Option(help="JSON file of training kwargs (default: embedded).")] = None,
+    data: Annotated[
+        str | None, typer.Option(help="Training data: a local file or folder, s3:// or hf:// (default: the bundled sample).")
+    ] = None,
+    destination: Annotated[str, typer.Option(help="Also publish the model here: a directory or s3://bucket/prefix.")] = "",
+    checkpoint: Annotated[str, typer.Option(help="Export the best checkpoint or the final one.")] = "best",
+    overwrite: Annotated[
+        bool, typer.Option(help="Let the export replace what --destination holds (not a kubetune export).")
+    ] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="Continue the unfinished run in the run folder with its own options: validation and data preparation "
+            "are reused, training resumes from its newest complete checkpoint; evaluation and export run again."
+        ),
+    ] = False,
+    allow_nonempty: Annotated[
+        bool, typer.Option(help="Use a run folder that holds other files (nothing in it is deleted or overwritten).")
+    ] = False,
+) -> None:
+    """Run the whole pipeline locally with kfp.local on the embedded default (tiny model, sample data).
+
+    Every option is checked before anything runs. The run folder's run.json says whether its run finished;
+    Ctrl-C stops the run (training saves a checkpoint first), marks it unfinished and exits with 130.
+
+    Example: kubetune run-local -o /tmp/kubetune
+    Example: kubetune run-local -o /tmp/osft --algorithm osft   (mini-trainer's own loop, in CPU mode without a GPU)
+    Example: kubetune run-local -o /tmp/kubetune --resume   (continue a run that was stopped)
+    Example: kubetune run-local --destination s3://models/chat/v1   (AWS_* variables give endpoint and credentials)
+    """
+    from kubetune.runs import local
+
+    # every option and the run folder, before the pipeline starts
+    arguments = local.check_options(algorithm, checkpoint, data, kwargs, destination, overwrite, output)
+    record = local.check_folder(output, resume, allow_nonempty)
+    if record is not None:
+        local.resumed_arguments(record, arguments, output)
+        typer.echo(f"kubetune run-local: resuming run {record['run_id']} in {output}", err=True)
+    else:
+        record = local.new_record(arguments)
+    output.mkdir(parents=True, exist_ok=True)
+    # a run-local that took the folder since the check above is refused here, by the folder's lock
+    code, record = local.supervise(output, record, say=lambda line: typer.echo(f"\n{line}", err=True))
+    if code >= 128:
+        typer.echo(
+            f"kubetune run-local: interrupted; the run in {output} is unfinished: "
+            f"`kubetune run-local -o {output} --resume` continues it",
+            err=True,
+        )
+        raise typer.Exit(code=code)
+    if code:
+        typer.echo(f"kubetune run-local: the run in {output} failed (see above); --resume retries it", err=True)
+        raise typer.Exit(code=code)
+    show(record)
+
+
+def show(record: dict) -> None:
+    """What a finished run made, and the validation loss of each checkpoint."""
+    result = record["result"]
+    typer.echo("\nkubetune run-local finished")
+    typer.echo(f"  exported model:   {result['exported_model']}")
+    if record["arguments"].get("export_destination"):
+        typer.echo(f"  published to:     {record['arguments']['export_destination']}")
+    typer.echo(f"  kwargs artifact:  {result['kwargs_artifact']}")
+    typer.echo(f"  loss curve:       {result['loss_curve']}")
+    typer.echo(f"  report (HTML):    {result['report']}")
+    for name, loss in result["validation_loss"].items():
+        mark = "  <- best" if name == result["best_checkpoint"] else ""
+        mark += "  (overfitting starts after this one)" if name == result["overfitting_after"] else ""
+        typer.echo(f"  validation loss   {name}: {loss:.4f}{mark}")
+    for line in result.get("skipped", []):
+        typer.echo(f"  {line}")
