@@ -1,11 +1,12 @@
-"""KFP wrapper of the validation-loss evaluation step (logic in ``core.py``)."""
+"""KFP wrapper of the validation-loss evaluation step (logic in ``kubetune.steps.evaluate``)."""
 
+import os
 from typing import NamedTuple
 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
-from kubetune.runtime import RUNTIME_IMAGE
+RUNTIME_IMAGE = os.environ.get("KUBETUNE_RUNTIME_IMAGE", "ghcr.io/kubetune/kubetune-runtime:0.1.0")
 
 
 @dsl.component(base_image=RUNTIME_IMAGE, install_kfp_package=False)
@@ -20,7 +21,20 @@ def evaluate_model(
 ) -> NamedTuple("EvalOutputs", [("best_checkpoint", str), ("best_loss", float)]):
     """Held-out loss of every checkpoint; returns the best checkpoint (relative to the trained model).
 
-    ``base_model_uri`` finds the base model of LoRA adapters when the training output does not hold it.
+    Args:
+        trained_model: A training output with HF checkpoints (full models or LoRA adapters).
+        validation_data: A prepared validation set (``data.jsonl`` with ``input_ids``/``labels``), or chat JSONL.
+        metrics: Final and best validation loss, best step/samples, overfitting detected and its step/samples
+            (-1: none), checkpoints evaluated.
+        loss_curve: JSON: every point (ours), the backend's full train and validation series, best, overfitting,
+            skipped checkpoints.
+        report: Train-vs-validation chart (inline SVG) and a table; the KFP UI renders it.
+        base_model_uri: Base model of LoRA adapters, when the adapters' recorded base path is not readable here.
+        patience: Rises of validation loss in a row that mark overfitting.
+
+    Returns:
+        best_checkpoint: Path of the best checkpoint, relative to ``trained_model`` (the export step takes it).
+        best_loss: Its validation loss.
     """
     from collections import namedtuple
 

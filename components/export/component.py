@@ -1,9 +1,11 @@
-"""KFP wrapper of the export step (logic in ``core.py``, S3 publishing in ``publish.py``)."""
+"""KFP wrapper of the export step (logic in ``kubetune.steps.export``, S3 publishing in ``kubetune.steps.publish``)."""
+
+import os
 
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
-from kubetune.runtime import RUNTIME_IMAGE
+RUNTIME_IMAGE = os.environ.get("KUBETUNE_RUNTIME_IMAGE", "ghcr.io/kubetune/kubetune-runtime:0.1.0")
 
 
 @dsl.component(base_image=RUNTIME_IMAGE, install_kfp_package=False)
@@ -24,12 +26,26 @@ def export_model(
 ):
     """Export a checkpoint with a model card and a checksum manifest written last.
 
-    ``select``: "best" exports ``checkpoint`` (the evaluation step's best one), "final" the last one saved.
-    ``destination``: empty keeps the model in this artifact; a local/PVC path or ``s3://bucket/prefix``
-    publishes it there (S3 credentials come from the environment), and this artifact then holds the model
-    card and a pointer (``metadata["uri"]``).
-    ``overwrite``: a destination holding anything but a kubetune export (files kubetune did not write) is
-    refused before a byte moves unless this is true; then it ends up holding exactly the new export.
+    Args:
+        trained_model: Training output.
+        checkpoint: Relative path, e.g. the evaluation step's ``best_checkpoint``.
+        exported_model: The model, or (with a destination) its model card and ``location.json``;
+            ``metadata["uri"]`` is where it is.
+        metrics: bytes, files, skipped_files, seconds, mb_per_s.
+        kwargs_artifact: Exported as ``kubetune-spec.json``, and facts for the model card.
+        loss_curve: Exported as ``loss_curve.json``, and facts for the model card.
+        train_data: Facts for the model card.
+        validation_data: Facts for the model card.
+        select: ``best`` exports ``checkpoint`` (the evaluation step's best one), ``final`` the last one saved.
+        merge_adapter: LoRA: merge into the base model (``merge_and_unload``, loadable by ``transformers`` alone)
+            or export the adapter alone.
+        destination: Empty keeps the model in this artifact; a local/PVC path or ``s3://bucket/prefix`` publishes
+            it there (S3 credentials come from the environment), and this artifact then holds the model card and
+            a pointer (``metadata["uri"]``).
+        base_model_uri: Base model of an adapter whose recorded base path is another pod's.
+        overwrite: A destination holding anything but a kubetune export (files kubetune did not write) is refused
+            before a byte moves unless this is true; then it ends up holding exactly the new export (pipeline
+            parameter ``export_overwrite``; see below).
     """
     from kubetune.errors import reported
     from kubetune.steps.export import export_step

@@ -1,9 +1,11 @@
-"""KFP wrapper of the data preparation step (logic in ``core.py``)."""
+"""KFP wrapper of the data preparation step (logic in ``kubetune.steps.prepare``)."""
+
+import os
 
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Output
 
-from kubetune.runtime import RUNTIME_IMAGE
+RUNTIME_IMAGE = os.environ.get("KUBETUNE_RUNTIME_IMAGE", "ghcr.io/kubetune/kubetune-runtime:0.1.0")
 
 
 @dsl.component(base_image=RUNTIME_IMAGE, install_kfp_package=False)
@@ -24,9 +26,27 @@ def prepare_data(
     dedup: bool = False,
     max_seq_len: int = 0,
 ):
-    """Check every record, tokenize once with the model's chat template, split train/validation."""
+    """Check every record, tokenize once with the model's chat template, split train/validation.
+
+    Args:
+        data_uri: The training data (see *Sources* below).
+        model_uri: The model whose tokenizer and chat template are used (``kubetune://tiny-llama``: embedded).
+        train_data: Directory of the training split (see *Output layout*).
+        validation_data: Directory of the validation split (see *Output layout*).
+        metrics: Samples, records, dropped (total and by reason), truncated, tokens min/mean/p95/max/total per split.
+        report: JSON: the summary and **every** dropped record with its place and reason.
+        summary: The summary as the KFP UI shows it.
+        kwargs_artifact: The validated kwargs: ``max_seq_len``, ``is_pretraining``, ``document_column_name`` are
+            read from it.
+        validation_uri: A separate validation source; empty: split ``data_uri``.
+        validation_ratio: Share held out, in [0, 1); the same data, ratio and seed give the same split.
+        seed: Seed of the split.
+        on_invalid: ``fail`` (stop and write nothing) or ``skip`` (drop, and list each record in the report).
+        too_long: Samples over ``max_seq_len``: ``drop`` (listed in the report), ``truncate``, or ``fail``.
+        dedup: Drop exact duplicates, and validation samples that repeat a training sample.
+        max_seq_len: Longest sample in tokens; wins over the kwargs artifact's (0: the artifact's, or no limit).
+    """
     from kubetune.errors import reported
-    from kubetune.steps.prepare import metrics as flat_metrics
     from kubetune.steps.prepare import prepare_step
 
     with reported():  # a mistake in the input ends the step with its report, not a traceback
@@ -47,8 +67,6 @@ def prepare_data(
             max_seq_len=max_seq_len or None,
         )
     for part, artifact in (("train", train_data), ("validation", validation_data)):
-        artifact.metadata.update(
-            {"format": "kubetune-tokenized", "samples": result[f"{part}_samples"], "tokens": result[f"{part}_tokens"]["total"]}
-        )
-    for name, value in flat_metrics(result).items():
+        artifact.metadata.update(result.dataset_metadata(part))
+    for name, value in result.metrics().items():
         metrics.log_metric(name, value)

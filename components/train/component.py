@@ -1,10 +1,15 @@
-"""KFP wrappers of the training step (logic in ``core.py``), one per launcher: ``train_model`` trains in its
-own pod (the only step that needs a GPU); ``train_on_trainjob`` runs it as a multi-node Kubeflow Trainer TrainJob."""
+"""KFP wrappers of the training step (logic in ``kubetune.steps.train``), one per launcher: ``train_model`` trains
+in its own pod (the only step that needs a GPU); ``train_on_trainjob`` runs it as a multi-node Kubeflow Trainer
+TrainJob (``kubetune.cluster``). Each TrainJob setting keeps one name from the pipeline parameter to
+``kubetune.cluster.trainjob.TrainJobSettings``."""
+
+import os
 
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
-from kubetune.runtime import RUNTIME_IMAGE, TRAINING_IMAGE
+RUNTIME_IMAGE = os.environ.get("KUBETUNE_RUNTIME_IMAGE", "ghcr.io/kubetune/kubetune-runtime:0.1.0")
+TRAINING_IMAGE = os.environ.get("KUBETUNE_TRAINING_IMAGE", "ghcr.io/kubetune/kubetune-cuda:0.1.0")
 
 
 @dsl.component(base_image=TRAINING_IMAGE, install_kfp_package=False)
@@ -20,8 +25,18 @@ def train_model(
 ):
     """Train with the backend the kwargs artifact names; checkpoints and the final model go to ``trained_model``.
 
-    ``workspace_dir`` (a mounted PVC): checkpoints are kept under ``workspace_dir/run_id``, so that a retried or
-    pre-empted step resumes from the last one instead of starting over.
+    Args:
+        kwargs_artifact: From ``validate_kwargs``.
+        train_data: From ``prepare_data``: tokenized once, read as it is by every backend.
+        validation_data: From ``prepare_data``, like ``train_data``.
+        model_uri: PVC path or hub id of the base model, or ``kubetune://tiny-llama`` (generated offline).
+        trained_model: ``checkpoints/checkpoint-N`` and ``final`` (TRL), or ``hf_format/samples_N``
+            (instructlab-training, mini-trainer), with the backend's own metrics files as they are.
+        metrics: Final train loss (from the backend's metrics files, the same way for every backend), logged
+            steps, samples.
+        workspace_dir: A mounted PVC: checkpoints are kept under ``workspace_dir/run_id`` and survive the pod, so
+            that a retried or pre-empted step resumes from the last one instead of starting over.
+        run_id: The run's folder under ``workspace_dir`` (the pipeline passes KFP's run id).
     """
     import os
 
@@ -47,13 +62,13 @@ def train_on_trainjob(
     workspace_dir: str,
     run_id: str,
     nnodes: int = 2,
-    nproc_per_node: int = 1,
+    gpus: int = 1,
     accelerator_type: str = "nvidia.com/gpu",
     cpu_per_node: str = "",
     memory_per_node: str = "",
-    image: str = TRAINING_IMAGE,
-    runtime: str = "torch-distributed",
-    queue: str = "",
+    trainjob_image: str = TRAINING_IMAGE,
+    trainjob_runtime: str = "torch-distributed",
+    kueue_queue: str = "",
     tolerations: list = [],  # noqa: B006 -- a component parameter's default, never mutated
     node_selector: dict = {},  # noqa: B006
     hf_secret: str = "",
@@ -63,9 +78,39 @@ def train_on_trainjob(
     kubeconfig: str = "",
     namespace: str = "",
 ):
-    """The training step as a Kubeflow Trainer TrainJob (``nnodes`` x ``nproc_per_node`` GPUs); this step
-    itself needs no GPU. Same inputs and outputs as ``train_model``; checkpoints pass through the workspace PVC.
-    Secrets are passed by name and reach the nodes as secret references."""
+    """The training step as a Kubeflow Trainer TrainJob (``nnodes`` x ``gpus`` GPUs); this step itself needs no GPU.
+
+    Same inputs and outputs as ``train_model``; checkpoints pass through the workspace PVC. Secrets are passed by
+    name and reach the nodes as secret references.
+
+    Args:
+        kwargs_artifact: As for ``train_model``.
+        train_data: As for ``train_model``.
+        validation_data: As for ``train_model``.
+        model_uri: As for ``train_model``.
+        trained_model: As for ``train_model``: node 0's checkpoints published from the workspace.
+        metrics: As for ``train_model``.
+        workspace_pvc: A ReadWriteMany PVC, mounted here and on every node.
+        workspace_dir: Where the PVC is mounted; the run works in ``workspace_dir/run_id``.
+        run_id: The run's folder on the PVC, and the TrainJob's name (a restarted step re-attaches to it).
+        nnodes: Training nodes (pods).
+        gpus: GPUs per node, one training process each.
+        accelerator_type: Extended resource name of the GPUs.
+        cpu_per_node: CPU request and limit per node, e.g. "32" (empty: none).
+        memory_per_node: Memory request and limit per node, e.g. "512Gi" (empty: none).
+        trainjob_image: The nodes' image, with kubetune and the training backends installed.
+        trainjob_runtime: The ClusterTrainingRuntime to run on.
+        kueue_queue: A Kueue LocalQueue: the job is submitted suspended, labelled for it.
+        tolerations: Tolerations of the nodes.
+        node_selector: Node selector of the nodes.
+        hf_secret: Secret name; the nodes get its keys as ``secretKeyRef`` env vars (the spec's own ``secrets``
+            references too).
+        tracking_secret: Secret name, as ``hf_secret``.
+        queued_timeout_s: Limit for waiting (Kueue, nodes); 0 = none.
+        running_timeout_s: Limit for training; 0 = none.
+        kubeconfig: A kubeconfig file if it exists, else the pod's ServiceAccount.
+        namespace: The TrainJob's namespace; empty: the run's.
+    """
     from kubetune.cluster.launch import launch
     from kubetune.cluster.trainjob import settings_from
     from kubetune.cluster.watch import KubeApi, Limits
@@ -75,15 +120,15 @@ def train_on_trainjob(
     with reported():
         settings = settings_from(
             nnodes=nnodes,
-            nproc_per_node=nproc_per_node,
+            gpus=gpus,
             accelerator_type=accelerator_type,
             cpu_per_node=cpu_per_node,
             memory_per_node=memory_per_node,
-            image=image,
-            runtime=runtime,
+            trainjob_image=trainjob_image,
+            trainjob_runtime=trainjob_runtime,
             workspace_pvc=workspace_pvc,
             workspace_dir=workspace_dir,
-            queue=queue,
+            kueue_queue=kueue_queue,
             tolerations=tolerations,
             node_selector=node_selector,
         )

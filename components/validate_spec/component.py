@@ -1,14 +1,24 @@
-"""KFP wrapper of the kwargs validation step (logic in ``core.py``): cheap, CPU-only, fails fast."""
+"""KFP wrapper of the kwargs validation step (logic in ``kubetune.steps.validate``): cheap, CPU-only, fails fast."""
+
+import os
 
 from kfp import dsl
 from kfp.dsl import Artifact, Output
 
-from kubetune.runtime import RUNTIME_IMAGE
+RUNTIME_IMAGE = os.environ.get("KUBETUNE_RUNTIME_IMAGE", "ghcr.io/kubetune/kubetune-runtime:0.1.0")
 
 
 @dsl.component(base_image=RUNTIME_IMAGE, install_kfp_package=False)
 def validate_kwargs(algorithm: str, training_kwargs: dict, kwargs_artifact: Output[Artifact]):
-    """Check every kwarg against the backend's real fields and write the normalized kwargs artifact."""
+    """Check every kwarg against the backend's real fields and write the normalized kwargs artifact.
+
+    Args:
+        algorithm: ``sft``, ``osft`` or ``lora_sft``.
+        training_kwargs: The spec: a Training Hub call's arguments as JSON (model, data and output paths are bound
+            by the pipeline).
+        kwargs_artifact: JSON: ``schema_version``, ``algorithm``, ``backend``, curated parameters,
+            ``backend_kwargs``, ``secrets`` (references only).
+    """
     from kubetune.errors import reported
     from kubetune.steps.validate import validate_to_artifact
 

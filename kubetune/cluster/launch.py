@@ -28,7 +28,7 @@ PLACED_BY_TRAINJOB = ("nnodes", "node_rank", "master_addr", "master_port", "rdzv
 NODE_SECRETS = ("hf", "tracking")  # what training reads: the hub token, the trackers' credentials
 
 
-def placement_problems(params: dict, nnodes: int | None = None, nproc_per_node: int | None = None) -> list[Problem]:
+def placement_problems(params: dict, nnodes: int | None = None, gpus: int | None = None) -> list[Problem]:
     """Where the spec contradicts the TrainJob, which places every node itself."""
     problems = [
         Problem(name, f"is set by the TrainJob (nnodes={nnodes or 'the pipeline parameter'}, one node_rank per node); remove it")
@@ -36,15 +36,13 @@ def placement_problems(params: dict, nnodes: int | None = None, nproc_per_node: 
         if params.get(name) is not None
     ]
     per_node = params.get("nproc_per_node")
-    if isinstance(per_node, int) and nproc_per_node is not None and per_node != nproc_per_node:
-        problems.append(
-            Problem("nproc_per_node", f"is {per_node} in the spec but {nproc_per_node} in the TrainJob; give it once")
-        )
+    if isinstance(per_node, int) and gpus is not None and per_node != gpus:
+        problems.append(Problem("nproc_per_node", f"is {per_node} in the spec but {gpus} in the TrainJob (gpus); give it once"))
     return problems
 
 
 def check_placement(spec: TrainingSpec, settings: TrainJobSettings) -> None:
-    if problems := placement_problems(spec.params, settings.nnodes, settings.nproc_per_node):
+    if problems := placement_problems(spec.params, settings.nnodes, settings.gpus):
         raise KubetuneError(problems, "the spec contradicts the TrainJob")
 
 
@@ -119,8 +117,7 @@ def launch(
         )
         api.create(job)
         print(
-            f"[kubetune] submitted TrainJob {api.namespace}/{name}: "
-            f"{settings.nnodes} node(s) x {settings.nproc_per_node} process(es)",
+            f"[kubetune] submitted TrainJob {api.namespace}/{name}: {settings.nnodes} node(s) x {settings.gpus} process(es)",
             flush=True,
         )
     else:

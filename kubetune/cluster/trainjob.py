@@ -35,31 +35,28 @@ class SecretEnv(BaseModel):
 
 
 class TrainJobSettings(BaseModel):
-    """Where and how big the TrainJob is; the pipeline's parameters, checked before anything is submitted."""
+    """Where and how big the TrainJob is: the pipeline's parameters of the same names, checked before anything is
+    submitted (``secret_env`` alone is the launcher's: the pipeline's secret names and the spec's references)."""
 
     model_config = ConfigDict(extra="forbid")
 
     nnodes: Annotated[int, Field(ge=1)] = Field(2, description="Training nodes (pods), each with its own GPUs.")
-    nproc_per_node: Annotated[int, Field(ge=1)] = Field(1, description="Training processes per node (one per GPU).")
-    gpus_per_node: Annotated[int, Field(ge=0)] | None = Field(None, description="GPUs per node; default nproc_per_node.")
+    gpus: Annotated[int, Field(ge=1)] = Field(1, description="GPUs per node, one training process each.")
     accelerator_type: str = Field("nvidia.com/gpu", description="Extended resource name of the GPUs.")
     cpu_per_node: str = Field("", description='CPU request and limit per node, e.g. "32" (empty: none).')
     memory_per_node: str = Field("", description='Memory request and limit per node, e.g. "512Gi" (empty: none).')
-    runtime: str = Field("torch-distributed", description="ClusterTrainingRuntime (or TrainingRuntime) to run on.")
-    runtime_kind: str = Field("ClusterTrainingRuntime", pattern="^(Cluster)?TrainingRuntime$")
-    image: str = Field(..., min_length=1, description="Image with kubetune and the training backends installed.")
+    trainjob_runtime: str = Field("torch-distributed", description="ClusterTrainingRuntime to run on.")
+    trainjob_image: str = Field(..., min_length=1, description="Image with kubetune and the training backends installed.")
     workspace_pvc: str = Field(..., min_length=1, description="ReadWriteMany PVC shared by the launcher and every node.")
     workspace_dir: str = Field("/workspace", description="Where the PVC is mounted, in the launcher and the nodes.")
-    queue: str = Field("", description="Kueue LocalQueue; the job waits there, suspended, until admitted.")
-    service_account: str = Field("", description="ServiceAccount of the node pods (empty: the runtime's).")
+    kueue_queue: str = Field("", description="Kueue LocalQueue; the job waits there, suspended, until admitted.")
     tolerations: list[dict[str, Any]] = Field(default_factory=list)
     node_selector: dict[str, str] = Field(default_factory=dict)
     secret_env: list[SecretEnv] = Field(default_factory=list)
-    shm_size: str = Field("", description="Size limit of the RAM-backed /dev/shm (empty: half the node memory).")
 
 
 def settings_from(**values: Any) -> TrainJobSettings:
-    """The settings, or every problem with them by parameter name (e.g. ``nproc_per_node`` from ``gpus=0``)."""
+    """The settings, or every problem with them by parameter name (e.g. ``gpus`` from ``gpus=0``)."""
     from pydantic import ValidationError
 
     try:
@@ -103,8 +100,7 @@ def build_trainjob(
     ``owner``: the launcher pod (``name``, ``uid``); the TrainJob is then garbage-collected with the run's pods.
     """
     s = settings
-    gpus = s.nproc_per_node if s.gpus_per_node is None else s.gpus_per_node
-    limits = {s.accelerator_type: str(gpus)} if gpus else {}
+    limits = {s.accelerator_type: str(s.gpus)}
     requests: dict[str, str] = {}
     for resource, value in (("cpu", s.cpu_per_node), ("memory", s.memory_per_node)):
         if value:
@@ -115,11 +111,10 @@ def build_trainjob(
         {"name": e.env, "valueFrom": {"secretKeyRef": {"name": e.secret, "key": e.key, "optional": e.optional}}}
         for e in s.secret_env
     ]
-    shm: dict[str, Any] = {"medium": "Memory", **({"sizeLimit": s.shm_size} if s.shm_size else {})}
     pod_spec: dict[str, Any] = {
         "volumes": [
             {"name": "workspace", "persistentVolumeClaim": {"claimName": s.workspace_pvc}},
-            {"name": "dshm", "emptyDir": shm},  # NCCL and data loaders need more than the runtime's 64 MiB
+            {"name": "dshm", "emptyDir": {"medium": "Memory"}},  # NCCL and data loaders need more than the runtime's 64 MiB
         ],
         "containers": [
             {
@@ -135,14 +130,14 @@ def build_trainjob(
         pod_spec["tolerations"] = s.tolerations
     if s.node_selector:
         pod_spec["nodeSelector"] = s.node_selector
-    if s.service_account:
-        pod_spec["serviceAccountName"] = s.service_account
     patch = {"replicatedJobs": [{"name": NODE, "template": {"spec": {"template": {"spec": pod_spec}}}}]}
     metadata: dict[str, Any] = {
         "name": name,
         "namespace": namespace,
-        "labels": {MANAGED_BY_LABEL: "kubetune", **(labels or {}), **({KUEUE_QUEUE_LABEL: s.queue} if s.queue else {})},
+        "labels": {MANAGED_BY_LABEL: "kubetune", **(labels or {})},
     }
+    if s.kueue_queue:
+        metadata["labels"][KUEUE_QUEUE_LABEL] = s.kueue_queue
     if owner:
         metadata["ownerReferences"] = [{"apiVersion": "v1", "kind": "Pod", "name": owner["name"], "uid": owner["uid"]}]
     job = {
@@ -150,20 +145,20 @@ def build_trainjob(
         "kind": "TrainJob",
         "metadata": metadata,
         "spec": {
-            "runtimeRef": {"apiGroup": API_GROUP, "kind": s.runtime_kind, "name": s.runtime},
+            "runtimeRef": {"apiGroup": API_GROUP, "kind": "ClusterTrainingRuntime", "name": s.trainjob_runtime},
             "trainer": {
-                "image": s.image,
+                "image": s.trainjob_image,
                 "command": command,
                 "args": args,
                 "env": env,
                 "numNodes": s.nnodes,
-                "numProcPerNode": s.nproc_per_node,
+                "numProcPerNode": s.gpus,
                 "resourcesPerNode": resources,
             },
             "runtimePatches": [{"manager": PATCH_MANAGER, "trainingRuntimeSpec": {"template": {"spec": patch}}}],
         },
     }
-    if s.queue:
+    if s.kueue_queue:
         job["spec"]["suspend"] = True  # Kueue admits it by resuming it
     return validated(job)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from kubetune.embedded.sample_data import SAMPLE_DATA
-from kubetune.pipelines.finetune import EMBEDDED
+from kubetune.pipelines.parameters import EMBEDDED
 from kubetune.runs.local import check_options, with_embedded_kwargs
 from kubetune.validation import validate_spec
 

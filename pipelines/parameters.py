@@ -1,0 +1,192 @@
+"""Every pipeline parameter, declared once: its type, default and meaning, the pipelines that take it, and the
+component inputs it feeds. The pipelines' signatures and their tasks' inputs are built from this table
+(``signature``, ``inputs_of``), so a name is the same from the pipeline to the component to
+``kubetune.cluster.trainjob.TrainJobSettings``; where a component input has its own name (``export_destination``
+feeds ``export_model.destination``), the table says so.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kubetune.runtime import SAMPLE_DATA_URI, TINY_MODEL_URI, TRAINING_IMAGE
+
+# Small enough for two CPU cores in about a minute, large enough for validation loss to fall.
+EMBEDDED_KWARGS = {
+    "num_epochs": 2,
+    "learning_rate": 0.005,
+    "effective_batch_size": 8,
+    "max_seq_len": 256,
+    "lora_r": 8,
+    "lora_alpha": 16,
+    "sample_packing": False,  # one sample per row (Training Hub packs by default): 36 steps an epoch
+    "save_steps": 24,
+    "eval_steps": 24,
+    "logging_steps": 8,
+    "seed": 42,
+}
+# sft and osft on the same model and data (CPU mode on two cores): a checkpoint every 96 of the 288 training
+# samples of an epoch, so the evaluation step has several to compare; osft also validates on our split each epoch.
+EMBEDDED_SFT_KWARGS = {
+    "num_epochs": 2,
+    "learning_rate": 0.002,
+    "effective_batch_size": 8,
+    "max_seq_len": 256,
+    "max_tokens_per_gpu": 2048,
+    "save_samples": 96,
+    "seed": 42,
+}
+EMBEDDED_OSFT_KWARGS = {
+    "num_epochs": 2,
+    "learning_rate": 0.002,
+    "effective_batch_size": 8,
+    "max_seq_len": 256,
+    "max_tokens_per_gpu": 2048,
+    "unfreeze_rank_ratio": 0.5,
+    "min_samples_per_checkpoint": 96,
+    "validate_at_epoch": True,
+    "seed": 42,
+}
+EMBEDDED = {"lora_sft": EMBEDDED_KWARGS, "sft": EMBEDDED_SFT_KWARGS, "osft": EMBEDDED_OSFT_KWARGS}
+
+REQUIRED = inspect.Parameter.empty  # a parameter without a default
+FINETUNE = ("finetune", "finetune_workspace", "finetune_trainjob")
+ON_A_PVC = ("finetune_workspace", "finetune_trainjob")
+TRAINJOB = ("finetune_trainjob",)
+EVALUATE_EXPORT = ("evaluate_export",)
+PIPELINES = (*FINETUNE, *EVALUATE_EXPORT)
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One pipeline parameter. ``feeds``: the component inputs it is passed to, as ``component.input``; the
+    parameters that set a task rather than feed it (GPUs, secrets, the PVC) say where in ``doc``."""
+
+    name: str
+    type: type
+    default: Any
+    doc: str
+    pipelines: tuple[str, ...]
+    feeds: tuple[str, ...] = ()
+
+
+P = Parameter
+PARAMETERS = (
+    # what is trained, on what
+    P("model_uri", str, TINY_MODEL_URI, "Base model: a PVC path, a hub id, s3://..., or kubetune://tiny-llama.", FINETUNE,
+      ("prepare_data.model_uri", "train_model.model_uri", "train_on_trainjob.model_uri", "evaluate_model.base_model_uri",
+       "export_model.base_model_uri")),
+    P("data_uri", str, SAMPLE_DATA_URI, "Training data (chat JSONL, Parquet, s3://, hf://, kubetune://sample-chat).",
+      FINETUNE, ("prepare_data.data_uri",)),
+    P("algorithm", str, "lora_sft", "sft, osft or lora_sft.", FINETUNE, ("validate_kwargs.algorithm",)),
+    P("training_kwargs", dict, EMBEDDED_KWARGS, "A Training Hub call's arguments as JSON (the spec).", FINETUNE,
+      ("validate_kwargs.training_kwargs",)),
+    P("validation_uri", str, "", "A separate validation source; empty: split data_uri.", FINETUNE,
+      ("prepare_data.validation_uri",)),
+    P("validation_ratio", float, 0.1, "Share of data_uri held out for validation, in [0, 1).", FINETUNE,
+      ("prepare_data.validation_ratio",)),
+    P("seed", int, 42, "Seed of the train/validation split.", FINETUNE, ("prepare_data.seed",)),
+    # the evaluate-export pipeline's inputs
+    P("trained_model_uri", str, REQUIRED, "A directory of checkpoints (or one model) that KFP can import.",
+      EVALUATE_EXPORT),
+    P("validation_data_uri", str, REQUIRED, "Held-out data, evaluated whole.", EVALUATE_EXPORT,
+      ("prepare_data.data_uri",)),
+    P("base_model_uri", str, REQUIRED, "The base model: its tokenizer, and the base of LoRA adapters.", EVALUATE_EXPORT,
+      ("prepare_data.model_uri", "evaluate_model.base_model_uri", "export_model.base_model_uri")),
+    P("max_seq_len", int, 4096, "Longest validation sample in tokens.", EVALUATE_EXPORT, ("prepare_data.max_seq_len",)),
+    # export
+    P("merge_adapter", bool, True, "LoRA: merge the adapter into the base model, or export the adapter alone.",
+      PIPELINES, ("export_model.merge_adapter",)),
+    P("export_checkpoint", str, "best", "best (lowest validation loss) or final.", PIPELINES, ("export_model.select",)),
+    P("export_destination", str, "", "Empty: the Model artifact; a local/PVC path or s3://bucket/prefix.", PIPELINES,
+      ("export_model.destination",)),
+    P("export_overwrite", bool, False, "Replace a destination that holds anything but a kubetune export.", PIPELINES,
+      ("export_model.overwrite",)),
+    # Model Registry (the register step runs only when registry_server is set)
+    P("registry_server", str, "", "Model Registry address; empty: no registration.", FINETUNE,
+      ("register_model.server",)),
+    P("registry_model_name", str, "", "Registered model name.", FINETUNE, ("register_model.name",)),
+    P("registry_model_version", str, "", "Registered version name.", FINETUNE, ("register_model.version",)),
+    P("registry_uri", str, "", "The real URI of a local/PVC export, e.g. pvc://claim/path.", FINETUNE,
+      ("register_model.published_uri",)),
+    P("registry_overwrite", bool, False, "Replace an existing registered version.", FINETUNE,
+      ("register_model.overwrite",)),
+    # placement of the training (the in-pod training task's resources, or the TrainJob's nodes)
+    P("gpus", int, 1, "GPUs of the training task, or of each TrainJob node (one process each).", FINETUNE,
+      ("train_on_trainjob.gpus",)),
+    P("accelerator_type", str, "nvidia.com/gpu", "Extended resource name of the GPUs.", FINETUNE,
+      ("train_on_trainjob.accelerator_type",)),
+    P("tolerations", list, [], "Tolerations of the training pods.", FINETUNE, ("train_on_trainjob.tolerations",)),
+    P("node_selector", dict, {}, "Node selector of the training pods.", FINETUNE, ("train_on_trainjob.node_selector",)),
+    # secrets, by name (mounted as environment variables of the steps that need them; missing ones are skipped)
+    P("s3_secret", str, "kubetune-s3", "Secret with S3 credentials (prepare, export).", PIPELINES),
+    P("hf_secret", str, "kubetune-hf", "Secret with the Hugging Face token (prepare, train, evaluate, export).",
+      PIPELINES, ("train_on_trainjob.hf_secret",)),
+    P("tracking_secret", str, "kubetune-tracking", "Secret with the trackers' credentials (train).", FINETUNE,
+      ("train_on_trainjob.tracking_secret",)),
+    P("registry_secret", str, "kubetune-registry", "Secret with the Model Registry token (register).", FINETUNE),
+    # checkpoints on a PVC
+    P("workspace_pvc", str, "kubetune-workspace", "PVC of the training checkpoints (ReadWriteMany for a TrainJob).",
+      ON_A_PVC, ("train_on_trainjob.workspace_pvc",)),
+    # the TrainJob
+    P("nnodes", int, 2, "Training nodes of the TrainJob.", TRAINJOB, ("train_on_trainjob.nnodes",)),
+    P("cpu_per_node", str, "", 'CPU request and limit per node, e.g. "32" (empty: none).', TRAINJOB,
+      ("train_on_trainjob.cpu_per_node",)),
+    P("memory_per_node", str, "", 'Memory request and limit per node, e.g. "512Gi" (empty: none).', TRAINJOB,
+      ("train_on_trainjob.memory_per_node",)),
+    P("trainjob_runtime", str, "torch-distributed", "ClusterTrainingRuntime of the TrainJob.", TRAINJOB,
+      ("train_on_trainjob.trainjob_runtime",)),
+    P("trainjob_image", str, TRAINING_IMAGE, "Image of the TrainJob's nodes.", TRAINJOB,
+      ("train_on_trainjob.trainjob_image",)),
+    P("kueue_queue", str, "", "Kueue LocalQueue to wait in (empty: none).", TRAINJOB, ("train_on_trainjob.kueue_queue",)),
+    P("queued_timeout_s", float, 86400.0, "Longest wait for Kueue and nodes; 0 = no limit.", TRAINJOB,
+      ("train_on_trainjob.queued_timeout_s",)),
+    P("running_timeout_s", float, 0.0, "Longest training; 0 = no limit.", TRAINJOB,
+      ("train_on_trainjob.running_timeout_s",)),
+    P("kubeconfig_secret", str, "kubetune-kubeconfig", "Optional secret with a kubeconfig, for a launcher outside "
+      "the cluster (mounted on the TrainJob's launcher).", TRAINJOB),
+)  # fmt: skip
+
+
+def parameters_of(pipeline: str) -> tuple[Parameter, ...]:
+    return tuple(p for p in PARAMETERS if pipeline in p.pipelines)
+
+
+def inputs_of(component: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """The inputs of ``component`` that the pipeline's ``arguments`` feed, by the component's names."""
+    inputs = {}
+    for p in PARAMETERS:
+        for target in p.feeds:
+            name, _, input_name = target.partition(".")
+            if name == component and p.name in arguments:
+                inputs[input_name] = arguments[p.name]
+    return inputs
+
+
+def signature(pipeline: str, returns: Any) -> Callable[[Callable[[dict[str, Any]], Any]], Callable[..., Any]]:
+    """Decorate ``body(arguments)`` into ``pipeline``'s function: its signature and docstring (an ``Args:`` section,
+    which KFP turns into the inputs' descriptions) come from the table."""
+    table = parameters_of(pipeline)
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    params = [inspect.Parameter(p.name, kind, default=p.default, annotation=p.type) for p in table]
+    params.sort(key=lambda p: p.default is not REQUIRED)  # required ones first, in table order
+    sig = inspect.Signature(params, return_annotation=returns)
+
+    def decorate(body: Callable[[dict[str, Any]], Any]) -> Callable[..., Any]:
+        def pipeline_function(*args: Any, **kwargs: Any) -> Any:
+            bound = sig.bind(*args, **kwargs)  # KFP passes every parameter, by position
+            bound.apply_defaults()
+            return body(dict(bound.arguments))
+
+        pipeline_function.__name__ = pipeline_function.__qualname__ = pipeline
+        pipeline_function.__module__ = body.__module__
+        pipeline_function.__signature__ = sig  # type: ignore[attr-defined]
+        pipeline_function.__annotations__ = {p.name: p.annotation for p in params} | {"return": returns}
+        args = "\n".join(f"    {p.name}: {p.doc}" for p in table)
+        pipeline_function.__doc__ = f"{inspect.cleandoc(body.__doc__ or '')}\n\nArgs:\n{args}\n"
+        return pipeline_function
+
+    return decorate
