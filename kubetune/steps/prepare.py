@@ -108,6 +108,52 @@ def _start_worker(tokenizer_path: str) -> None:
     _encoder = ChatEncoder.load(tokenizer_path)
 
 
+class TokenStats(BaseModel):
+    """Token lengths of one split's samples."""
+
+    model_config = ConfigDict(frozen=True)
+
+    min: int
+    mean: float
+    p95: float
+    max: int
+    total: int
+
+
+class PrepareSummary(BaseModel):
+    """What a preparation did: sources, counts, token lengths, why records were dropped, and its settings.
+    Written as the report's ``summary``; its numbers are the step's metrics."""
+
+    model_config = ConfigDict(frozen=True)
+
+    source: str
+    validation_source: str
+    records: int
+    train_samples: int
+    validation_samples: int
+    dropped: int
+    dropped_by_reason: dict[str, int]
+    truncated: int
+    train_tokens: TokenStats
+    validation_tokens: TokenStats
+    config: dict[str, Any]
+
+    def metrics(self) -> dict[str, float]:
+        """The summary as flat KFP metrics."""
+        out: dict[str, float] = {
+            k: getattr(self, k) for k in ("records", "train_samples", "validation_samples", "dropped", "truncated")
+        }
+        out.update({f"dropped_{reason}": count for reason, count in self.dropped_by_reason.items()})
+        out.update({f"train_tokens_{k}": v for k, v in self.train_tokens.model_dump().items()})
+        out.update({f"validation_tokens_{k}": v for k, v in self.validation_tokens.model_dump().items()})
+        return out
+
+    def dataset_metadata(self, part: str) -> dict[str, Any]:
+        """The metadata of the ``train`` or ``validation`` dataset artifact (the export's model card reads it)."""
+        tokens = self.train_tokens if part == "train" else self.validation_tokens
+        return {"format": "kubetune-tokenized", "samples": getattr(self, f"{part}_samples"), "tokens": tokens.total}
+
+
 class Batch(NamedTuple):
     """A worker's result for one batch: kept samples in input order (their lines and measures) and bad records."""
 
@@ -317,7 +363,7 @@ def prepare(
     summary_out: str | Path | None = None,
     overwrite: bool = False,
     **options: Any,
-) -> dict[str, Any]:
+) -> PrepareSummary:
     """Prepare ``data_uri`` for training with the tokenizer of ``model_path``; returns the summary (also the metrics).
 
     Each output may already hold what an earlier ``prepare`` wrote (it is replaced whole) or be empty or
@@ -336,7 +382,7 @@ def prepare(
 
 def _staged(
     data_uri: str, model_path: str, outputs: dict[str, Path], validation_uri: str | None, config: PrepareConfig, shown: Path
-) -> dict[str, Any]:
+) -> PrepareSummary:
     """``_prepare`` in a staging directory beside the outputs, removed whatever happens; ``shown`` names the
     output in a failure to write."""
     parent = outputs["train"].parent
@@ -354,7 +400,7 @@ def _staged(
 
 def _prepare(
     data_uri: str, model_path: str, staging: Path, outputs: dict[str, Path], validation_uri: str | None, config: PrepareConfig
-) -> dict[str, Any]:
+) -> PrepareSummary:
     from tqdm.auto import tqdm
 
     collector = _Collector(staging, config)
@@ -386,7 +432,7 @@ def prepare_dir(
     overwrite: bool = False,
     validation_uri: str | None = None,
     **options: Any,
-) -> dict[str, Any]:
+) -> PrepareSummary:
     """``prepare`` into one directory (``kubetune prepare -o``): ``train/``, ``validation/``, ``report.json``,
     ``summary.md``. The directory is built beside ``out`` and renamed into place whole, so a reader (or a
     killed run) sees the previous output, the new one, or none; never a mix. ``out`` must be absent, empty or
@@ -628,7 +674,7 @@ def options_from_spec(spec: TrainingSpec | None) -> dict[str, Any]:
     return options
 
 
-def prepare_step(data_uri: str, model_uri: str, kwargs_path: str | Path | None, **arguments: Any) -> dict[str, Any]:
+def prepare_step(data_uri: str, model_uri: str, kwargs_path: str | Path | None, **arguments: Any) -> PrepareSummary:
     """The pipeline's preparation step: the model's tokenizer and the kwargs artifact's limits, then ``prepare``."""
     from kubetune.runtime import resolve_model
 
@@ -683,44 +729,35 @@ def _publish(files: dict[str, Path], out: Path) -> None:
         shutil.rmtree(staged, ignore_errors=True)
 
 
-def _stats(lengths: array) -> dict[str, float]:
+def _stats(lengths: array) -> TokenStats:
     import numpy as np
 
     if not lengths:
-        return {"min": 0, "mean": 0.0, "p95": 0.0, "max": 0, "total": 0}
+        return TokenStats(min=0, mean=0.0, p95=0.0, max=0, total=0)
     values = np.frombuffer(lengths, dtype=np.uint32)
-    return {
-        "min": int(values.min()),
-        "mean": round(float(values.mean()), 2),
-        "p95": round(float(np.percentile(values, 95)), 2),
-        "max": int(values.max()),
-        "total": int(values.sum(dtype=np.uint64)),
-    }
+    return TokenStats(
+        min=int(values.min()),
+        mean=round(float(values.mean()), 2),
+        p95=round(float(np.percentile(values, 95)), 2),
+        max=int(values.max()),
+        total=int(values.sum(dtype=np.uint64)),
+    )
 
 
-def _summary(data_uri: str, validation_uri: str | None, config: PrepareConfig, collector: _Collector) -> dict[str, Any]:
-    return {
-        "source": data_uri,
-        "validation_source": validation_uri or f"split of {data_uri} (ratio {config.validation_ratio}, seed {config.seed})",
-        "records": collector.records,
-        "train_samples": len(collector.lengths["train"]),
-        "validation_samples": len(collector.lengths["validation"]),
-        "dropped": sum(collector.dropped.values()),
-        "dropped_by_reason": {reason: collector.dropped[reason] for reason in REASONS if collector.dropped[reason]},
-        "truncated": collector.truncated,
-        "train_tokens": _stats(collector.lengths["train"]),
-        "validation_tokens": _stats(collector.lengths["validation"]),
-        "config": config.model_dump(exclude={"num_proc", "batch_size"}),
-    }
-
-
-def metrics(summary: dict[str, Any]) -> dict[str, float]:
-    """The summary as flat KFP metrics."""
-    out = {k: summary[k] for k in ("records", "train_samples", "validation_samples", "dropped", "truncated")}
-    out.update({f"dropped_{reason}": count for reason, count in summary["dropped_by_reason"].items()})
-    out.update({f"train_tokens_{k}": v for k, v in summary["train_tokens"].items()})
-    out.update({f"validation_tokens_{k}": v for k, v in summary["validation_tokens"].items()})
-    return out
+def _summary(data_uri: str, validation_uri: str | None, config: PrepareConfig, collector: _Collector) -> PrepareSummary:
+    return PrepareSummary(
+        source=data_uri,
+        validation_source=validation_uri or f"split of {data_uri} (ratio {config.validation_ratio}, seed {config.seed})",
+        records=collector.records,
+        train_samples=len(collector.lengths["train"]),
+        validation_samples=len(collector.lengths["validation"]),
+        dropped=sum(collector.dropped.values()),
+        dropped_by_reason={reason: collector.dropped[reason] for reason in REASONS if collector.dropped[reason]},
+        truncated=collector.truncated,
+        train_tokens=_stats(collector.lengths["train"]),
+        validation_tokens=_stats(collector.lengths["validation"]),
+        config=config.model_dump(exclude={"num_proc", "batch_size"}),
+    )
 
 
 def _dropped(log: Path) -> Iterator[dict]:
@@ -729,34 +766,34 @@ def _dropped(log: Path) -> Iterator[dict]:
             yield json.loads(line)
 
 
-def _write_report(path: Path, summary: dict[str, Any], dropped_log: Path) -> None:
+def _write_report(path: Path, summary: PrepareSummary, dropped_log: Path) -> None:
     """``{"summary": ..., "dropped": [every dropped record's where, reason, message]}``, streamed to disk."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with replaced(path) as partial, partial.open("w", encoding="utf-8") as f:
-        f.write('{"summary": ' + json.dumps(summary, ensure_ascii=False) + ', "dropped": [')
+        f.write('{"summary": ' + json.dumps(summary.model_dump(), ensure_ascii=False) + ', "dropped": [')
         for i, entry in enumerate(_dropped(dropped_log)):
             f.write(("," if i else "") + "\n  " + json.dumps(entry, ensure_ascii=False))
         f.write("\n]}\n")
 
 
-def markdown(summary: dict[str, Any], dropped_log: Path, listed: int = 20) -> str:
+def markdown(summary: PrepareSummary, dropped_log: Path, listed: int = 20) -> str:
     """The summary the KFP UI shows: counts, token lengths, why records were dropped (first ``listed``)."""
-    t, v = summary["train_tokens"], summary["validation_tokens"]
+    t, v = summary.train_tokens.model_dump(), summary.validation_tokens.model_dump()
     lines = [
         "# Data preparation",
         "",
-        f"Source: `{summary['source']}`; validation: {summary['validation_source']}.",
+        f"Source: `{summary.source}`; validation: {summary.validation_source}.",
         "",
         "| | train | validation |",
         "|---|---|---|",
-        f"| samples | {summary['train_samples']} | {summary['validation_samples']} |",
+        f"| samples | {summary.train_samples} | {summary.validation_samples} |",
         *(f"| tokens {k} | {t[k]} | {v[k]} |" for k in ("min", "mean", "p95", "max", "total")),
         "",
-        f"{summary['records']} records read, {summary['dropped']} dropped, {summary['truncated']} truncated.",
+        f"{summary.records} records read, {summary.dropped} dropped, {summary.truncated} truncated.",
     ]
-    if summary["dropped_by_reason"]:
+    if summary.dropped_by_reason:
         lines += ["", "| dropped because | records |", "|---|---|"]
-        lines += [f"| {REASONS[r]} | {n} |" for r, n in summary["dropped_by_reason"].items()]
+        lines += [f"| {REASONS[r]} | {n} |" for r, n in summary.dropped_by_reason.items()]
         lines += ["", "First dropped records (all are in the report artifact):", ""]
         for i, entry in enumerate(_dropped(dropped_log)):
             if i == listed:

@@ -87,8 +87,8 @@ def test_skip_lists_every_dropped_line_in_report_metrics_and_summary(tmp_path, t
     report = json.loads((out / "report.json").read_text())
     assert [d["where"] for d in report["dropped"]] == [f"{data}:{n}" for n in range(5, 5 + len(bad) + 1)]
     assert report["dropped"][-1]["reason"] == "too_long"
-    assert summary["dropped"] == len(bad) + 1 and summary["dropped_by_reason"]["invalid_json"] == 2
-    assert (summary["train_samples"], summary["validation_samples"]) == (3, 1)
+    assert summary.dropped == len(bad) + 1 and summary.dropped_by_reason["invalid_json"] == 2
+    assert (summary.train_samples, summary.validation_samples) == (3, 1)
     markdown = (out / "summary.md").read_text()
     assert "| samples | 3 | 1 |" in markdown and f"`{data}:5`: invalid JSON" in markdown
 
@@ -100,12 +100,12 @@ def test_outputs_feed_every_backend_and_match_messages(tmp_path, tiny_model):
     train = rows(out / "train")
     assert set(train[0]) == {"input_ids", "labels", "len", "num_loss_counted_tokens"}
     assert all(r["len"] == len(r["input_ids"]) == len(r["labels"]) <= 128 for r in train)
-    assert len(rows(out / "train", "messages.jsonl")) == len(train) == summary["train_samples"]
+    assert len(rows(out / "train", "messages.jsonl")) == len(train) == summary.train_samples
     # mini-trainer reads it as its own pre-tokenized data; instructlab-training reads data_output_dir/data.jsonl
     assert len(JsonlDataset(str(out / "train" / "data.jsonl"), max_seq_len=128)) == len(train)
-    tokens = summary["train_tokens"]
-    assert tokens["min"] <= tokens["mean"] <= tokens["p95"] <= tokens["max"] <= 128
-    assert tokens["total"] == sum(r["len"] for r in train)
+    tokens = summary.train_tokens
+    assert tokens.min <= tokens.mean <= tokens.p95 <= tokens.max <= 128
+    assert tokens.total == sum(r["len"] for r in train)
 
 
 def test_split_is_deterministic_disjoint_and_independent_of_workers(tmp_path, tiny_model):
@@ -114,14 +114,14 @@ def test_split_is_deterministic_disjoint_and_independent_of_workers(tmp_path, ti
     for part in ("train", "validation"):
         for name in ("data.jsonl", "messages.jsonl"):
             assert (out_a / part / name).read_bytes() == (out_b / part / name).read_bytes()
-    assert a["validation_samples"] == 32 and a["train_samples"] + a["validation_samples"] == a["records"] == 320
+    assert a.validation_samples == 32 and a.train_samples + a.validation_samples == a.records == 320
     split = Counter(
         json.dumps(r, sort_keys=True) for part in ("train", "validation") for r in rows(out_a / part, "messages.jsonl")
     )
     assert split == Counter(json.dumps(json.loads(line), sort_keys=True) for line in SAMPLE_DATA.read_text().splitlines())
     deduped, out_d = run(tmp_path / "d", SAMPLE_DATA_URI, tiny_model, seed=7, dedup=True)
     train = {json.dumps(r) for r in rows(out_d / "train", "messages.jsonl")}
-    assert deduped["dropped_by_reason"]["duplicate"] > 0 and len(train) == deduped["train_samples"]
+    assert deduped.dropped_by_reason["duplicate"] > 0 and len(train) == deduped.train_samples
     assert not train & {json.dumps(r) for r in rows(out_d / "validation", "messages.jsonl")}
     _, out_c = run(tmp_path / "c", SAMPLE_DATA_URI, tiny_model, seed=8, num_proc=1)
     assert (out_c / "validation" / "data.jsonl").read_bytes() != (out_a / "validation" / "data.jsonl").read_bytes()
@@ -145,9 +145,9 @@ def test_validation_file_dedup_and_truncation(tmp_path, tiny_model):
         too_long="truncate",
         max_seq_len=64,
     )
-    assert (summary["train_samples"], summary["validation_samples"], summary["truncated"]) == (2, 1, 1)
+    assert (summary.train_samples, summary.validation_samples, summary.truncated) == (2, 1, 1)
     # line 2 of train, line 1 of val (it would leak training data), and LONG: its first 64 tokens hold no answer
-    assert summary["dropped_by_reason"] == {"no_label_tokens": 1, "duplicate": 2}
+    assert summary.dropped_by_reason == {"no_label_tokens": 1, "duplicate": 2}
     long = rows(out / "t")[1]
     assert long["len"] == 64 and long["labels"][-1] != -100
     assert rows(out / "v", "messages.jsonl") == [other]
@@ -171,7 +171,7 @@ def test_alpaca_and_unmask_and_reasoning_records(tmp_path, tiny_model):
         {"role": "user", "content": "Add the numbers.\n\n2 and 3"},
         {"role": "assistant", "content": "5"},
     ]
-    assert messages[1]["unmask"] is True and summary["train_samples"] == 3
+    assert messages[1]["unmask"] is True and summary.train_samples == 3
 
 
 def test_pretraining_documents(tmp_path, tiny_model):
@@ -215,11 +215,11 @@ def test_parquet_json_array_gzip_directory_and_saved_dataset_sources(tmp_path, t
     with pytest.raises(KubetuneError, match=r"shards/b.jsonl.gz:2: no assistant turn"):
         run(tmp_path / "d", shards, tiny_model)
     summary, _ = run(tmp_path / "d2", shards, tiny_model, on_invalid="skip", validation_ratio=0)
-    assert summary["train_samples"] == 4
+    assert summary.train_samples == 4
 
     Dataset.from_list([GOOD] * 5).save_to_disk(str(tmp_path / "saved"))
     summary, _ = run(tmp_path / "s", tmp_path / "saved", tiny_model, validation_ratio=0.2)
-    assert (summary["train_samples"], summary["validation_samples"]) == (4, 1)
+    assert (summary.train_samples, summary.validation_samples) == (4, 1)
 
 
 def test_missing_or_unknown_sources_and_bad_parameters_are_clear_errors(tmp_path, tiny_model):
@@ -254,7 +254,7 @@ def test_s3_object_and_prefix_over_real_http(tmp_path, tiny_model, s3):
     with pytest.raises(KubetuneError, match=r"s3://data/chat/part-1.jsonl:11: `messages` must be a non-empty list"):
         run(tmp_path / "one", "s3://data/chat/part-1.jsonl", tiny_model)
     summary, _ = run(tmp_path / "prefix", "s3://data/chat/", tiny_model, on_invalid="skip", validation_ratio=0.1)
-    assert summary["train_samples"] + summary["validation_samples"] == 20 and summary["dropped"] == 1
+    assert summary.train_samples + summary.validation_samples == 20 and summary.dropped == 1
     assert not list((tmp_path / "prefix" / "out").glob(".prepare-*"))  # the download went away with the staging area
 
 
