@@ -40,16 +40,13 @@ BACKEND_DISTRIBUTIONS: dict[str, list[str]] = {
     "trl": ["trl", "transformers", "peft"],
 }
 
-JSON_TYPES = ("string", "integer", "number", "boolean", "array", "object", "null")
-
-
 @dataclass(frozen=True)
 class FieldInfo:
     """One backend field: the JSON types it accepts, its fixed choices if any, and its JSON default."""
 
     name: str
     source: str
-    types: tuple[str, ...]  # JSON types accepted freely (subset of JSON_TYPES), or ("any",)
+    types: tuple[str, ...]  # JSON types accepted freely ("string", "integer", "number", ...), or ("any",)
     choices: tuple | None = None
     required: bool = False
     default: typing.Any = None

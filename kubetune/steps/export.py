@@ -59,7 +59,6 @@ from kubetune.steps.manifest import (
 )
 from kubetune.steps.publish import check_s3_destination, publish_s3, verify_s3
 
-ADAPTER_FILES = ("adapter_", "tokenizer", "special_tokens", "chat_template")  # what an adapter-only export keeps
 WEIGHTS = ("*.safetensors", "*.safetensors.index.json", "*.bin", "*.pt", "*.pth")  # minus training state below
 STAGED = re.compile(r"\.export-staging-([0-9a-f]{8})-(.+)")  # local staging: .export-staging-<token>-<name>
 FOREIGN_SCANNED = 1000  # a refusal needs only a few: the scan stops here
