@@ -142,6 +142,6 @@ def train_on_trainjob(
             run_id,
             secret_names={"hf": hf_secret, "tracking": tracking_secret},
             api=KubeApi.connect(kubeconfig or None, namespace or None),
-            limits=Limits(queued_s=queued_timeout_s, running_s=running_timeout_s),
+            limits=Limits(queued_timeout_s=queued_timeout_s, running_timeout_s=running_timeout_s),
         )
     record(result, trained_model, metrics)

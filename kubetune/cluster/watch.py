@@ -1,7 +1,7 @@
 """Submitting a TrainJob and following it to the end, through the Kubernetes API.
 
-- Queued by Kueue (suspended) or waiting for nodes is not a failure: it counts against ``Limits.queued_s``.
-- Running counts against ``Limits.running_s``; node 0's log is streamed into this step's log meanwhile.
+- Queued by Kueue (suspended) or waiting for nodes is not a failure: it counts against ``Limits.queued_timeout_s``.
+- Running counts against ``Limits.running_timeout_s``; node 0's log is streamed into this step's log meanwhile.
 - Complete: done. Failed, or suspended again after running (evicted, pre-empted): the step fails with the
   job's own reason and message.
 - SIGTERM (the KFP run is cancelled) deletes the TrainJob before the step ends.
@@ -36,8 +36,8 @@ NODES = "jobset.sigs.k8s.io/jobset-name={name}"
 class Limits:
     """How long the launcher waits; 0 means no limit."""
 
-    queued_s: float = 24 * 3600.0  # queued in Kueue or waiting for nodes
-    running_s: float = 0.0  # training; the job's own activeDeadlineSeconds is another way
+    queued_timeout_s: float = 24 * 3600.0  # queued in Kueue or waiting for nodes
+    running_timeout_s: float = 0.0  # training; the job's own activeDeadlineSeconds is another way
     poll_s: float = 10.0
 
 
@@ -271,18 +271,21 @@ def wait(
                         running_since = time.monotonic()
                         if follower is not None:
                             follower.start()
-                    elif limits.running_s and time.monotonic() - running_since > limits.running_s:
+                    elif limits.running_timeout_s and time.monotonic() - running_since > limits.running_timeout_s:
                         api.delete(name)
                         raise _failure(
-                            name, api.namespace, "TrainJob too long", f"still running after {limits.running_s:g} s (deleted)"
+                            name,
+                            api.namespace,
+                            "TrainJob too long",
+                            f"still running after {limits.running_timeout_s:g} s (deleted)",
                         )
-                elif limits.queued_s and time.monotonic() - waiting_since > limits.queued_s:
+                elif limits.queued_timeout_s and time.monotonic() - waiting_since > limits.queued_timeout_s:
                     api.delete(name)
                     raise _failure(
                         name,
                         api.namespace,
                         "TrainJob never started",
-                        f"still {now} after {limits.queued_s:g} s (deleted)",
+                        f"still {now} after {limits.queued_timeout_s:g} s (deleted)",
                         "raise queued_timeout_s, or free GPUs / quota in its queue",
                     )
                 time.sleep(limits.poll_s)

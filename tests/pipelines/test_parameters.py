@@ -2,6 +2,7 @@
 table's parameters, feed exactly the component inputs it names, and a TrainJob setting has one name end to end."""
 
 import ast
+import dataclasses
 import inspect
 import re
 from pathlib import Path
@@ -11,6 +12,7 @@ import yaml
 from kfp import compiler
 
 from kubetune.cluster.trainjob import TrainJobSettings
+from kubetune.cluster.watch import DEFAULT_LIMITS, Limits
 from kubetune.components.train.component import train_on_trainjob
 from kubetune.pipelines.evaluate_export import evaluate_export
 from kubetune.pipelines.finetune import finetune, finetune_trainjob, finetune_workspace
@@ -111,18 +113,24 @@ def test_the_table_feeds_real_component_inputs_of_its_types():
 
 
 def test_a_trainjob_setting_has_one_name_from_the_pipeline_to_the_trainjob():
-    """Pipeline parameter = component input = ``TrainJobSettings`` field, same default; every setting has a caller."""
+    """Pipeline parameter = component input = ``TrainJobSettings`` (or ``Limits``) field, same default; every setting
+    has a caller."""
     settings = set(TrainJobSettings.model_fields) - {"secret_env"}  # secret_env: the launcher's, from secret names
+    limits = {f.name for f in dataclasses.fields(Limits)} - {"poll_s"}  # poll_s: how often, not how long
     tree = ast.parse(inspect.getsource(train_on_trainjob.python_func))
-    (call,) = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "settings_from"]
-    assert {k.arg for k in call.keywords} == settings
-    assert all(isinstance(k.value, ast.Name) and k.value.id == k.arg for k in call.keywords)  # passed on as named
+    for function, names in (("settings_from", settings), ("Limits", limits)):
+        (call,) = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == function]
+        assert {k.arg for k in call.keywords} == names
+        assert all(isinstance(k.value, ast.Name) and k.value.id == k.arg for k in call.keywords)  # passed on as named
+    settings |= limits
     table = {p.name: p for p in parameters_of("finetune_trainjob")}
     inputs = train_on_trainjob.component_spec.inputs
     for name in settings - {"workspace_dir"}:  # workspace_dir: where the pipeline mounts the PVC, not a parameter
         assert f"train_on_trainjob.{name}" in table[name].feeds
         if inputs[name].optional:  # the component's own default, for a caller other than the pipeline
             assert table[name].default == inputs[name].default, name
-        if not TrainJobSettings.model_fields[name].is_required():
+        if name in limits:
+            assert table[name].default == getattr(DEFAULT_LIMITS, name), name
+        elif not TrainJobSettings.model_fields[name].is_required():
             assert table[name].default == TrainJobSettings.model_fields[name].get_default(call_default_factory=True), name
     assert not [t for p in PARAMETERS for t in p.feeds if t.startswith("train_on_trainjob.") and t.split(".")[1] != p.name]

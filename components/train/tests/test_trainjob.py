@@ -241,9 +241,9 @@ def test_the_trainjob_for_two_nodes_of_four_gpus_is_exact_and_every_node_places_
     [
         (["queued", "running", "failed"], FAST, "TrainJob failed: 1 problem(s)", False),
         (["queued", "running", "evicted"], FAST, "TrainJob evicted", True),
-        (["queued"], Limits(queued_s=0.3, poll_s=0.02), "TrainJob never started", True),
-        (["starting"], Limits(queued_s=0.3, poll_s=0.02), "TrainJob never started", True),
-        (["queued", "running"], Limits(running_s=0.3, poll_s=0.02), "TrainJob too long", True),
+        (["queued"], Limits(queued_timeout_s=0.3, poll_s=0.02), "TrainJob never started", True),
+        (["starting"], Limits(queued_timeout_s=0.3, poll_s=0.02), "TrainJob never started", True),
+        (["queued", "running"], Limits(running_timeout_s=0.3, poll_s=0.02), "TrainJob too long", True),
     ],
 )
 def test_a_job_that_fails_is_evicted_or_overstays_fails_the_step_with_its_reason(
@@ -276,7 +276,7 @@ def test_queued_and_waiting_for_nodes_is_not_a_failure_and_node_zeros_log_is_str
     client.create({"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob", "metadata": {"name": "job"},
                    "spec": {"runtimeRef": {"name": "torch-distributed"}, "trainer": {"numNodes": 2}}})  # fmt: skip
     said = []
-    done = wait(client, "job", Limits(queued_s=30, running_s=0.5, poll_s=0.02), say=said.append)
+    done = wait(client, "job", Limits(queued_timeout_s=30, running_timeout_s=0.5, poll_s=0.02), say=said.append)
     assert done.state == "succeeded"
     assert [line.split(": ", 1)[1].split(" ")[0] for line in said] == ["queued", "starting", "running", "succeeded"]
     assert "rank 0: step 20 loss 1.71" in capfd.readouterr().out
@@ -422,7 +422,7 @@ def test_a_two_node_lora_trainjob_runs_its_submitted_command_on_this_cpu(tmp_pat
     result = launch(
         kwargs, str(tiny_model), tmp_path / "data" / "train", tmp_path / "data" / "val", tmp_path / "out",
         settings(tmp_path, gpus=1, kueue_queue="", cpu_per_node="", memory_per_node=""), "run-1",
-        api=KubeApi.connect(api.kubeconfig), limits=Limits(poll_s=0.2, running_s=300), logs=False,
+        api=KubeApi.connect(api.kubeconfig), limits=Limits(poll_s=0.2, running_timeout_s=300), logs=False,
     )  # fmt: skip
     state = json.loads((result.output_dir / "checkpoints" / "trainer_state.json").read_text())
     assert state["global_step"] == 12 and state["train_batch_size"] == 4  # 8 per step over a world of 2 processes
