@@ -2,7 +2,9 @@
 
 The model is written to a staging directory (full model; LoRA adapter alone or merged into its base, in
 safetensors; tokenizer and chat template; the training spec, loss curve and a model card) with
-``manifest.json`` (SHA-256 and size of every file) written last, then published:
+``manifest.json`` (SHA-256 and size of every file) written last. The model card and the shipped spec
+(``kubetune-spec.json``) name the base model the run trained: the pipeline's ``model_uri`` (``base_model_uri``
+here), whatever the spec's ``model_path`` said (``trained_spec``). The export is then published:
 
 - local/PVC (``publish_local``): the staging directory ``.export-staging-<token>-<name>`` is built beside
   the destination; an older export there is renamed aside to ``.<name>.old-<token>``, the staging
