@@ -23,17 +23,16 @@ Outputs = NamedTuple("Outputs", [("model", Model), ("loss_curve", Artifact), ("e
 @signature("evaluate_export", Outputs)
 def evaluate_export(p: dict) -> Outputs:
     """Import ``trained_model_uri``, evaluate each checkpoint on ``validation_data_uri``, export the best."""
-    secrets = {"s3": p["s3_secret"], "hf": p["hf_secret"]}
     trained = dsl.importer(artifact_uri=p["trained_model_uri"], artifact_class=Model, reimport=False).set_display_name(
         "import model"
     )
     data = prepare_data(**inputs_of("prepare_data", p), validation_ratio=0.0).set_display_name("prepare validation data")
-    use_secrets(data, "prepare", secrets)
+    use_secrets(data, "prepare", p)
     held_out = data.outputs["train_data"]  # everything of validation_data_uri, nothing held back from it
     evaluated = evaluate_model(
         trained_model=trained.output, validation_data=held_out, **inputs_of("evaluate_model", p)
     ).set_display_name("evaluate")
-    use_secrets(evaluated, "evaluate", secrets)
+    use_secrets(evaluated, "evaluate", p)
     exported = (
         export_model(
             trained_model=trained.output,
@@ -45,5 +44,5 @@ def evaluate_export(p: dict) -> Outputs:
         .set_display_name("export")
         .set_caching_options(False)
     )
-    use_secrets(exported, "export", secrets)
+    use_secrets(exported, "export", p)
     return Outputs(exported.outputs["exported_model"], evaluated.outputs["loss_curve"], evaluated.outputs["report"])

@@ -33,12 +33,11 @@ def finetune_dag(p: dict, workspace_pvc=None, launcher: str = "in_pod") -> Outpu
     ``launcher``: ``in_pod`` trains in the training task's own pod (GPUs requested there); ``trainjob`` has
     that task submit a Kubeflow Trainer TrainJob across nodes and follow it (no GPU on the task itself).
     """
-    secrets = {"s3": p["s3_secret"], "hf": p["hf_secret"], "tracking": p["tracking_secret"], "registry": p["registry_secret"]}
     kwargs = validate_kwargs(**inputs_of("validate_kwargs", p)).set_display_name("validate kwargs")
     data = prepare_data(**inputs_of("prepare_data", p), kwargs_artifact=kwargs.outputs["kwargs_artifact"]).set_display_name(
         "prepare data"
     )
-    use_secrets(data, "prepare", secrets)
+    use_secrets(data, "prepare", p)
     if launcher == "trainjob":
         trained = trainjob_task(p, kwargs, data)
     else:
@@ -53,14 +52,14 @@ def finetune_dag(p: dict, workspace_pvc=None, launcher: str = "in_pod") -> Outpu
             kubernetes.mount_pvc(trained, pvc_name=workspace_pvc, mount_path=WORKSPACE)
             trained.set_retry(num_retries=3, backoff_duration="60s")
         on_gpus(trained, p["gpus"], p["accelerator_type"], p["tolerations"], p["node_selector"])
-        use_secrets(trained, "train", secrets)
+        use_secrets(trained, "train", p)
     trained.set_caching_options(False)
     evaluated = evaluate_model(
         trained_model=trained.outputs["trained_model"],
         validation_data=data.outputs["validation_data"],
         **inputs_of("evaluate_model", p),
     ).set_display_name("evaluate")
-    use_secrets(evaluated, "evaluate", secrets)
+    use_secrets(evaluated, "evaluate", p)
     exported = (
         export_model(
             trained_model=trained.outputs["trained_model"],
@@ -74,7 +73,7 @@ def finetune_dag(p: dict, workspace_pvc=None, launcher: str = "in_pod") -> Outpu
         .set_display_name("export")
         .set_caching_options(False)
     )
-    use_secrets(exported, "export", secrets)
+    use_secrets(exported, "export", p)
     with dsl.If(p["registry_server"] != "", name="register-in-model-registry"):
         registered = register_model(
             exported_model=exported.outputs["exported_model"],
@@ -85,7 +84,7 @@ def finetune_dag(p: dict, workspace_pvc=None, launcher: str = "in_pod") -> Outpu
             pipeline_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
         ).set_display_name("register")
         registered.set_caching_options(False)
-        use_secrets(registered, "register", secrets)
+        use_secrets(registered, "register", p)
     return Outputs(
         exported.outputs["exported_model"],
         kwargs.outputs["kwargs_artifact"],

@@ -21,10 +21,11 @@ STEP_SECRETS = {
 }
 
 
-def use_secrets(task, step: str, names: dict) -> None:
-    """Mount the step's secrets (``names``: secret kind -> secret name, a pipeline parameter) as env vars."""
+def use_secrets(task, step: str, parameters: dict) -> None:
+    """Mount the step's secrets as env vars: each kind's secret is named by the pipeline parameter ``<kind>_secret``."""
     for kind in STEP_SECRETS[step]:
-        kubernetes.use_secret_as_env(task, secret_name=names[kind], secret_key_to_env=SECRET_KEYS[kind], optional=True)
+        secret = parameters[f"{kind}_secret"]
+        kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env=SECRET_KEYS[kind], optional=True)
 
 
 def on_gpus(task, gpus, accelerator, tolerations, node_selector) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from kubetune.pipelines.kubernetes import STEP_SECRETS
 from kubetune.runtime import SAMPLE_DATA_URI, TINY_MODEL_URI, TRAINING_IMAGE
 
 # Small enough for two CPU cores in about a minute, large enough for validation loss to fall.
@@ -58,6 +59,11 @@ ON_A_PVC = ("finetune_workspace", "finetune_trainjob")
 TRAINJOB = ("finetune_trainjob",)
 EVALUATE_EXPORT = ("evaluate_export",)
 PIPELINES = (*FINETUNE, *EVALUATE_EXPORT)
+
+
+def steps_needing(secret: str) -> str:
+    """The steps a secret is mounted in (``pipelines/kubernetes.py``), for its parameter's description."""
+    return ", ".join(step for step, kinds in STEP_SECRETS.items() if secret in kinds)
 
 
 @dataclass(frozen=True)
@@ -122,12 +128,13 @@ PARAMETERS = (
     P("tolerations", list, [], "Tolerations of the training pods.", FINETUNE, ("train_on_trainjob.tolerations",)),
     P("node_selector", dict, {}, "Node selector of the training pods.", FINETUNE, ("train_on_trainjob.node_selector",)),
     # secrets, by name (mounted as environment variables of the steps that need them; missing ones are skipped)
-    P("s3_secret", str, "kubetune-s3", "Secret with S3 credentials (prepare, export).", PIPELINES),
-    P("hf_secret", str, "kubetune-hf", "Secret with the Hugging Face token (prepare, train, evaluate, export).",
+    P("s3_secret", str, "kubetune-s3", f"Secret with S3 credentials ({steps_needing('s3')}).", PIPELINES),
+    P("hf_secret", str, "kubetune-hf", f"Secret with the Hugging Face token ({steps_needing('hf')}).",
       PIPELINES, ("train_on_trainjob.hf_secret",)),
-    P("tracking_secret", str, "kubetune-tracking", "Secret with the trackers' credentials (train).", FINETUNE,
-      ("train_on_trainjob.tracking_secret",)),
-    P("registry_secret", str, "kubetune-registry", "Secret with the Model Registry token (register).", FINETUNE),
+    P("tracking_secret", str, "kubetune-tracking", f"Secret with the trackers' credentials ({steps_needing('tracking')}).",
+      FINETUNE, ("train_on_trainjob.tracking_secret",)),
+    P("registry_secret", str, "kubetune-registry", f"Secret with the Model Registry token ({steps_needing('registry')}).",
+      FINETUNE),
     # checkpoints on a PVC
     P("workspace_pvc", str, "kubetune-workspace", "PVC of the training checkpoints (ReadWriteMany for a TrainJob).",
       ON_A_PVC, ("train_on_trainjob.workspace_pvc",)),
