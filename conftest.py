@@ -1,9 +1,11 @@
+import itertools
 import json
 import socket
 
 import pytest
 
 from kubetune.embedded.tiny_model import write_tiny_model
+from tests.support import standins
 
 
 def pytest_collection_modifyitems(config, items):
@@ -24,6 +26,22 @@ def pytest_collection_modifyitems(config, items):
 def tiny_model(tmp_path_factory):
     """The embedded tiny model, generated once per test session (offline, about a second)."""
     return write_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def prepared_validation(tmp_path_factory, tiny_model):
+    """Makes a prepared validation set (the prepare step's layout) of the first ``samples`` bundled samples, half held out."""
+    from kubetune.embedded.sample_data import SAMPLE_DATA
+    from kubetune.steps.prepare import prepare
+
+    def make(samples: int):
+        out = tmp_path_factory.mktemp("prepared")
+        with SAMPLE_DATA.open() as lines:
+            (out / "sample.jsonl").write_text("".join(itertools.islice(lines, samples)))
+        prepare(str(out / "sample.jsonl"), str(tiny_model), out / "train", out / "validation", validation_ratio=0.5, num_proc=1)
+        return out / "validation"
+
+    return make
 
 
 @pytest.fixture(scope="session")
@@ -62,11 +80,10 @@ def s3(moto_endpoint, monkeypatch):
 @pytest.fixture
 def faulty_proxy(moto_endpoint):
     """Make a proxy in front of the moto server that fails chosen requests (tests/support/standins.py)."""
-    module = _load_test_helper("standins")
     proxies = []
 
     def make(fault):
-        proxy = module.FaultyProxy(moto_endpoint, fault).__enter__()
+        proxy = standins.FaultyProxy(moto_endpoint, fault).__enter__()
         proxies.append(proxy)
         return proxy
 
@@ -75,27 +92,17 @@ def faulty_proxy(moto_endpoint):
         proxy.__exit__(None, None, None)
 
 
-def _load_test_helper(name: str):
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).parent / "tests" / "support" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture
 def model_registry():
     """A recording stand-in of the Model Registry REST API (tests/support/standins.py): no real one runs here."""
-    with _load_test_helper("standins").RegistryStandIn() as standin:
+    with standins.RegistryStandIn() as standin:
         yield standin
 
 
 @pytest.fixture
 def kfp_server(monkeypatch):
     """A recording stand-in of the KFP v2beta1 REST API (tests/support/standins.py): no KFP API server runs here."""
-    with _load_test_helper("standins").KfpStandIn() as standin:
+    with standins.KfpStandIn() as standin:
         monkeypatch.setenv("KF_PIPELINES_ENDPOINT", standin.url)
         yield standin
 
@@ -104,7 +111,6 @@ def kfp_server(monkeypatch):
 def kube_api(tmp_path):
     """Starts a recording stand-in of the Kubernetes API (tests/support/standins.py; no cluster runs here) and
     returns it with a kubeconfig that points at it: ``make(states, log)``."""
-    standins = _load_test_helper("standins")
     started = []
 
     def make(states, log: str = ""):

@@ -24,15 +24,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def validation(tmp_path_factory, tiny_model):
-    from kubetune.embedded.sample_data import SAMPLE_DATA
-    from kubetune.steps.prepare import prepare
-
-    out = tmp_path_factory.mktemp("prepared")
-    data = out / "sample.jsonl"
-    data.write_text("".join(line for line, _ in zip(SAMPLE_DATA.open(), range(8), strict=False)))
-    prepare(str(data), str(tiny_model), out / "train", out / "validation", validation_ratio=0.5, num_proc=1)
-    return out / "validation"
+def validation(prepared_validation):
+    return prepared_validation(8)
 
 
 @pytest.fixture(scope="module")

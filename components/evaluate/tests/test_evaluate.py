@@ -14,15 +14,9 @@ from kubetune.steps.timeline import overfitting_point
 
 
 @pytest.fixture(scope="module")
-def validation(tmp_path_factory, tiny_model):
+def validation(prepared_validation):
     """A prepared validation set (the prepare step's layout) of 24 bundled samples."""
-    from kubetune.steps.prepare import prepare
-
-    out = tmp_path_factory.mktemp("prepared")
-    data = out / "sample.jsonl"
-    data.write_text("".join(line for line, _ in zip(SAMPLE_DATA.open(), range(24), strict=False)))
-    prepare(str(data), str(tiny_model), out / "train", out / "validation", validation_ratio=0.5, num_proc=1)
-    return out / "validation"
+    return prepared_validation(24)
 
 
 def test_loss_equals_trainer_evaluate(tiny_model, validation):
