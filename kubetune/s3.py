@@ -27,25 +27,29 @@ def url_scheme(text: str) -> str | None:
     return match.group(1) if match else None
 
 
+def _parts(uri: str) -> tuple[str, str] | None:
+    """The scheme, and what follows it up to a query or fragment; None when ``uri`` is no URL."""
+    match = _URL.match(uri)
+    return (match.group(1), re.split(r"[?#]", uri[match.end() :], maxsplit=1)[0]) if match else None
+
+
 def has_userinfo(uri: str) -> bool:
     """Whether a URL carries a user or password before its host (``scheme://user:password@host/...``)."""
-    match = _URL.match(uri)
-    if not match:
+    parts = _parts(uri)
+    if parts is None:
         return False
-    rest = re.split(r"[?#]", uri[match.end() :], maxsplit=1)[0]
+    rest = parts[1]
     authority = rest.split("/", 1)[0]
     return "@" in authority or (":" in authority and "@" in rest)
 
 
 def public_uri(uri: str) -> str:
     """``uri`` as a message may show it: scheme, host and path; no user, password, query or fragment."""
-    match = _URL.match(uri)
-    if not match:
+    parts = _parts(uri)
+    if parts is None:
         return uri
-    rest = re.split(r"[?#]", uri[match.end() :], maxsplit=1)[0]
-    if has_userinfo(uri):
-        rest = rest.rpartition("@")[2]
-    return f"{match.group(1)}://{rest}"
+    scheme, rest = parts
+    return f"{scheme}://{rest.rpartition('@')[2] if has_userinfo(uri) else rest}"
 
 
 def split_uri(uri: str) -> tuple[str, str]:
@@ -140,7 +144,7 @@ def download(uri: str, destination: str | Path) -> Path:
             s3.download_file(bucket, k, str(partial), Config=config)
 
     try:
-        if key and not key.endswith("/") and _exists(s3, bucket, key):
+        if key and not key.endswith("/") and head(s3, bucket, key) is not None:
             fetch(key, destination / Path(key).name)
             return destination / Path(key).name
         prefix = key.rstrip("/") + "/" if key else ""
@@ -156,14 +160,13 @@ def download(uri: str, destination: str | Path) -> Path:
         raise explain(e, uri) from None
 
 
-def _exists(s3: Any, bucket: str, key: str) -> bool:
-    """Whether ``key`` is an object (False when it is only a prefix)."""
+def head(s3: Any, bucket: str, key: str) -> dict | None:
+    """The object's metadata (``head_object``); None when ``key`` is no object (or only a prefix)."""
     from botocore.exceptions import ClientError
 
     try:
-        s3.head_object(Bucket=bucket, Key=key)
-        return True
+        return s3.head_object(Bucket=bucket, Key=key)
     except ClientError as e:
         if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
-            return False
+            return None
         raise

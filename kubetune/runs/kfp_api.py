@@ -320,15 +320,16 @@ def experiment_id(kfp_client, name: str) -> str:
     return kfp_client.create_experiment(name).experiment_id  # returns the existing one when the name is taken
 
 
-def run(kfp_client, pipeline: str, arguments: dict, experiment: str, run_name: str | None = None) -> dict[str, str]:
+def _placed(kfp_client, pipeline: str, experiment: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The pipeline uploaded (if needed), and the ids a run or a recurring run names: experiment, pipeline, version."""
     uploaded = upload(kfp_client, pipeline)
-    created = kfp_client.run_pipeline(
-        experiment_id=experiment_id(kfp_client, experiment),
-        job_name=run_name or f"{pipeline}-{uploaded['version']}",
-        params=arguments,
-        pipeline_id=uploaded["pipeline_id"],
-        version_id=uploaded["version_id"],
-    )
+    ids = {"pipeline_id": uploaded["pipeline_id"], "version_id": uploaded["version_id"]}
+    return uploaded, {"experiment_id": experiment_id(kfp_client, experiment), **ids}
+
+
+def run(kfp_client, pipeline: str, arguments: dict, experiment: str, run_name: str | None = None) -> dict[str, str]:
+    uploaded, ids = _placed(kfp_client, pipeline, experiment)
+    created = kfp_client.run_pipeline(job_name=run_name or f"{pipeline}-{uploaded['version']}", params=arguments, **ids)
     return {"run_id": created.run_id, **uploaded}
 
 
@@ -347,9 +348,8 @@ def schedule(
 ) -> dict[str, str]:
     """A recurring run: a 6-field cron expression (seconds first, as KFP's scheduler reads it) or an interval."""
     check_schedule(cron, interval_seconds, max_concurrency, start, end)
-    uploaded = upload(kfp_client, pipeline)
+    uploaded, ids = _placed(kfp_client, pipeline, experiment)
     created = kfp_client.create_recurring_run(
-        experiment_id=experiment_id(kfp_client, experiment),
         job_name=name,
         cron_expression=cron,
         interval_second=interval_seconds,
@@ -358,8 +358,7 @@ def schedule(
         start_time=start,
         end_time=end,
         params=arguments,
-        pipeline_id=uploaded["pipeline_id"],
-        version_id=uploaded["version_id"],
+        **ids,
     )
     return {"recurring_run_id": created.recurring_run_id, **uploaded}
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from kubetune.errors import KubetuneError, Problem
-from kubetune.s3 import client, explain, split_uri
+from kubetune.s3 import client, explain, head, split_uri
 from kubetune.steps.manifest import (
     MANIFEST,
     OVERWRITE_HINT,
@@ -163,15 +163,8 @@ def _transfer_config():
 
 
 def _remote(s3: Any, bucket: str, key: str) -> dict | None:
-    from botocore.exceptions import ClientError
-
-    try:
-        head = s3.head_object(Bucket=bucket, Key=key)
-    except ClientError as e:
-        if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
-            return None
-        raise
-    return {"bytes": head["ContentLength"], "sha256": head.get("Metadata", {}).get("sha256")}
+    found = head(s3, bucket, key)
+    return None if found is None else {"bytes": found["ContentLength"], "sha256": found.get("Metadata", {}).get("sha256")}
 
 
 def _check(s3: Any, bucket: str, key: str, entry: dict) -> str | None:
