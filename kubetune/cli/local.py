@@ -43,19 +43,21 @@ def run_local(
     Example: kubetune run-local -o /tmp/kubetune --resume   (continue a run that was stopped)
     Example: kubetune run-local --destination s3://models/chat/v1   (AWS_* variables give endpoint and credentials)
     """
-    from kubetune.runs import local
+    from kubetune.runs.local_options import check_options, resumed_arguments
+    from kubetune.runs.run_folder import check_folder, new_record
+    from kubetune.runs.supervise import supervise
 
     # every option and the run folder, before the pipeline starts
-    arguments = local.check_options(algorithm, checkpoint, data, kwargs, destination, overwrite, output)
-    record = local.check_folder(output, resume, allow_nonempty)
+    arguments = check_options(algorithm, checkpoint, data, kwargs, destination, overwrite, output)
+    record = check_folder(output, resume, allow_nonempty)
     if record is not None:
-        local.resumed_arguments(record, arguments, output)
+        resumed_arguments(record, arguments, output)
         typer.echo(f"kubetune run-local: resuming run {record['run_id']} in {output}", err=True)
     else:
-        record = local.new_record(arguments)
+        record = new_record(arguments)
     output.mkdir(parents=True, exist_ok=True)
     # a run-local that took the folder since the check above is refused here, by the folder's lock
-    code, record = local.supervise(output, record, say=lambda line: typer.echo(f"\n{line}", err=True))
+    code, record = supervise(output, record, say=lambda line: typer.echo(f"\n{line}", err=True))
     if code >= 128:
         typer.echo(
             f"kubetune run-local: interrupted; the run in {output} is unfinished: "

@@ -472,7 +472,8 @@ def test_run_local_refuses_a_destination_that_would_wreck_or_fail_after_training
 
 
 def test_run_json_holds_absolute_paths_and_an_older_relative_one_is_refused_from_another_directory(tmp_path, monkeypatch):
-    from kubetune.runs.local import check_options, new_record
+    from kubetune.runs.local_options import check_options
+    from kubetune.runs.run_folder import new_record
 
     (tmp_path / "d.jsonl").write_text('{"messages": []}\n')
     monkeypatch.chdir(tmp_path)

@@ -17,7 +17,8 @@ import pytest
 
 from kubetune.embedded.sample_data import SAMPLE_DATA
 from kubetune.pipelines.parameters import EMBEDDED
-from kubetune.runs.local import check_options, with_embedded_kwargs
+from kubetune.runs.local import with_embedded_kwargs
+from kubetune.runs.local_options import check_options
 from kubetune.validation import validate_spec
 
 LOSS_LINE = re.compile(r"^  validation loss   (\S+): (\d+\.\d{4})(  <- best)?")

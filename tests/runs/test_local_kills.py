@@ -18,7 +18,7 @@ import pytest
 
 from kubetune.checkpoints import resume_checkpoint
 from kubetune.embedded.sample_data import SAMPLE_DATA
-from kubetune.runs.local import _kill_tree, _processes, _start, _tree
+from kubetune.runs.processes import kill_tree, process_table, process_tree, start_time
 
 
 def _until(condition, seconds: float = 240) -> bool:
@@ -41,7 +41,7 @@ def _lock_free(folder: Path) -> bool:
 
 def _running(processes: dict[int, str]) -> dict[int, str]:
     """Those of ``processes`` (pid -> start time) still running, and their descendants."""
-    return _tree(_processes(), processes)
+    return process_tree(process_table(), processes)
 
 
 @pytest.mark.slow
@@ -65,7 +65,7 @@ def test_a_sigkilled_run_local_stops_its_pipeline_frees_its_folder_and_resumes_f
         f"  - -o {folder}: is in use by kubetune run-local (pid {first.pid})",
     ]
 
-    run = _tree(_processes(), {first.pid: _start(first.pid)})
+    run = process_tree(process_table(), {first.pid: start_time(first.pid)})
     assert len(run) >= 3  # run-local, its pipeline process (another session) and the training step
     os.killpg(first.pid, signal.SIGKILL)  # run-local's own session; its pipeline runs in another
     first.wait()
@@ -107,12 +107,12 @@ def test_a_run_that_does_not_stop_is_killed_whole_in_every_session_orphans_inclu
     and their descendants, those that ignore SIGTERM, sit in sessions of their own or lost their parent."""
     root = subprocess.Popen([sys.executable, "-c", ROOT], stdout=subprocess.PIPE, text=True)
     session_child, middle, orphan = (int(p) for p in root.stdout.readline().split())
-    seen = _tree(_processes(), {root.pid: _start(root.pid)})
+    seen = process_tree(process_table(), {root.pid: start_time(root.pid)})
     assert {root.pid, session_child, middle, orphan} <= set(seen)
     assert os.getsid(session_child) != os.getsid(root.pid) and os.getsid(orphan) != os.getsid(root.pid)
     os.kill(middle, signal.SIGKILL)  # the orphan's parent dies: it is no longer a descendant of the root
-    assert _until(lambda: orphan not in _tree(_processes(), {root.pid: seen[root.pid]}), 10)
-    assert _kill_tree(seen) == 3  # root, session_child, orphan (middle is gone)
+    assert _until(lambda: orphan not in process_tree(process_table(), {root.pid: seen[root.pid]}), 10)
+    assert kill_tree(seen) == 3  # root, session_child, orphan (middle is gone)
     root.wait(timeout=10)
     assert _until(lambda: not _running(seen), 10), _running(seen)
 
@@ -122,26 +122,28 @@ def test_run_local_waits_for_a_stopping_run_no_longer_than_its_grace_period_then
     stopped (SIGSTOP) first, so it hangs as a stuck step would."""
     import threading
 
-    from kubetune.runs import local
+    from kubetune.runs import supervise
+    from kubetune.runs.local_options import check_options
+    from kubetune.runs.run_folder import new_record
 
-    monkeypatch.setattr(local, "GRACE_S", 1.0)
+    monkeypatch.setattr(supervise, "GRACE_S", 1.0)
     folder = tmp_path / "run"
     folder.mkdir()
-    record = local.new_record(local.check_options("lora_sft", "best", None, None, "", False, folder))
-    me = {os.getpid(): _start(os.getpid())}
+    record = new_record(check_options("lora_sft", "best", None, None, "", False, folder))
+    me = {os.getpid(): start_time(os.getpid())}
     run: dict[int, str] = {}
 
     def signal_it() -> None:
         _until(lambda: any((folder / "kfp-root").glob("*/validate-kwargs")), 120)
-        run.update({p: t for p, t in _tree(_processes(), me).items() if p not in me})
-        pipeline = [p for p in run if _processes()[p][0] == os.getpid()]
+        run.update({p: t for p, t in process_tree(process_table(), me).items() if p not in me})
+        pipeline = [p for p in run if process_table()[p][0] == os.getpid()]
         for pid in set(run) - set(pipeline):
             os.kill(pid, signal.SIGSTOP)  # the steps hang
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=signal_it, daemon=True).start()
     lines: list[str] = []
-    code, record = local.supervise(folder, record, say=lines.append)
+    code, record = supervise.supervise(folder, record, say=lines.append)
     assert code == 143 and record["state"] == "interrupted" and _lock_free(folder)
     assert len(run) >= 2  # the pipeline process and its step
     assert lines[-1] == f"kubetune run-local: the run did not stop within 1 s: killed the run's {len(run)} processes"
