@@ -1,4 +1,7 @@
-"""Where components run: the one place that names the container images and resolves embedded URIs."""
+"""Where components run: the container images and the embedded URIs.
+
+Component modules import only the standard library and kfp, so each repeats its image's default and environment
+variable; components/tests/test_component_conventions.py keeps them equal to these."""
 
 from __future__ import annotations
 
