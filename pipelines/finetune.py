@@ -26,13 +26,15 @@ Outputs = NamedTuple(
 )
 
 
-def finetune_dag(p: dict, workspace_pvc=None, launcher: str = "in_pod") -> Outputs:
+def finetune_dag(p: dict, launcher: str = "in_pod") -> Outputs:
     """The tasks of the finetune pipelines; ``p`` holds the pipeline's parameters by name, and each task takes
     the inputs they feed (``pipelines/parameters.py``) plus its upstream tasks' outputs.
 
     ``launcher``: ``in_pod`` trains in the training task's own pod (GPUs requested there); ``trainjob`` has
     that task submit a Kubeflow Trainer TrainJob across nodes and follow it (no GPU on the task itself).
+    Checkpoints go to the PVC ``workspace_pvc`` where the pipeline has that parameter.
     """
+    workspace_pvc = p.get("workspace_pvc")
     kwargs = validate_kwargs(**inputs_of("validate_kwargs", p)).set_display_name("validate kwargs")
     data = prepare_data(**inputs_of("prepare_data", p), kwargs_artifact=kwargs.outputs["kwargs_artifact"]).set_display_name(
         "prepare data"
@@ -133,7 +135,7 @@ def finetune(p: dict) -> Outputs:
 def finetune_workspace(p: dict) -> Outputs:
     """``finetune`` with the training step's checkpoints on the PersistentVolumeClaim ``workspace_pvc``
     (mounted at /workspace, under the run's id); the step is retried up to 3 times and resumes where it stopped."""
-    return finetune_dag(p, p["workspace_pvc"])
+    return finetune_dag(p)
 
 
 @dsl.pipeline(
@@ -146,4 +148,4 @@ def finetune_trainjob(p: dict) -> Outputs:
     each) per node, on the ClusterTrainingRuntime ``trainjob_runtime``. ``workspace_pvc`` must be
     ReadWriteMany: the nodes read their inputs and write checkpoints there. ``kueue_queue``: a Kueue
     LocalQueue to wait in. ``queued_timeout_s``/``running_timeout_s``: 0 = no limit."""
-    return finetune_dag(p, p["workspace_pvc"], launcher="trainjob")
+    return finetune_dag(p, launcher="trainjob")
