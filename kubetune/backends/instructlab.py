@@ -8,7 +8,7 @@ from typing import Any
 
 from kubetune.backends.base import TrainingRun, TrainResult
 from kubetune.backends.cpu_mode import environment
-from kubetune.backends.metrics import BackendSeries, Point, finite, json_rows
+from kubetune.backends.metrics import BackendSeries, Point, finite, json_rows, metrics_file
 from kubetune.backends.needs import DEEPSPEED, LIGER
 from kubetune.backends.resume import require_every_sample, resumable_instructlab
 from kubetune.backends.rules import TORCHRUN_NAMES, effective, pretraining_problems, torchrun_kwargs
@@ -123,8 +123,8 @@ class InstructLabSFT(TorchrunBackend):
             return super().train(spec, run)
 
     def read_metrics(self, output_dir: Path) -> BackendSeries | None:
-        found = sorted(Path(output_dir).rglob(METRICS_FILE))
-        return read_instructlab(found[0]) if found else None
+        found = metrics_file(output_dir, METRICS_FILE)
+        return read_instructlab(found) if found else None
 
 
 METRICS_FILE = "training_params_and_metrics_global0.jsonl"  # rank 0's: avg_loss, samples_seen; val_loss rows

@@ -37,6 +37,11 @@ class BackendSeries:
         }
 
 
+def metrics_file(output_dir: Path, name: str) -> Path | None:
+    """The first file called ``name`` anywhere under ``output_dir`` (path order), or None."""
+    return next(iter(sorted(Path(output_dir).rglob(name))), None)
+
+
 def json_rows(path: Path) -> list[dict]:
     """The JSON objects of a JSON-lines metrics file; a line cut by a kill mid-write is skipped."""
     rows = []

@@ -10,7 +10,7 @@ from typing import Any
 
 from kubetune.backends.base import TrainingRun, TrainResult
 from kubetune.backends.cpu_mode import environment
-from kubetune.backends.metrics import BackendSeries, Point, finite, json_rows, latest_run
+from kubetune.backends.metrics import BackendSeries, Point, finite, json_rows, latest_run, metrics_file
 from kubetune.backends.needs import LIGER
 from kubetune.backends.resume import require_every_sample, resumable_mini_trainer
 from kubetune.backends.rules import TORCHRUN_NAMES, effective, pretraining_problems, torchrun_kwargs
@@ -173,8 +173,8 @@ class MiniTrainerOSFT(TorchrunBackend):
         return result
 
     def read_metrics(self, output_dir: Path) -> BackendSeries | None:
-        found = sorted(Path(output_dir).rglob(METRICS_FILE))
-        return read_mini_trainer(found[0]) if found else None
+        found = metrics_file(output_dir, METRICS_FILE)
+        return read_mini_trainer(found) if found else None
 
 
 METRICS_FILE = "training_metrics_0.jsonl"  # rank 0's: loss, total_samples_accumulated, val_loss

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import Field
 
 from kubetune.backends.base import Backend, TrainingRun, TrainResult
-from kubetune.backends.metrics import BackendSeries, Point, finite, json_rows
+from kubetune.backends.metrics import BackendSeries, Point, finite, json_rows, metrics_file
 from kubetune.contract.catalog import Catalog
 from kubetune.contract.params import CommonParams, PositiveInt
 from kubetune.data.tokenize import read_jsonl
@@ -74,8 +74,7 @@ class ToyBackend(Backend):
         return TrainResult(out, checkpoints[-1], checkpoints)
 
     def read_metrics(self, output_dir: Path) -> BackendSeries | None:
-        found = sorted(Path(output_dir).rglob(METRICS_FILE))
-        if not found:
+        if (found := metrics_file(output_dir, METRICS_FILE)) is None:
             return None
-        rows = json_rows(found[0])
+        rows = json_rows(found)
         return BackendSeries(self.name, [Point(float(r["loss"]), r["step"], r["samples"]) for r in rows if finite(r.get("loss"))])
