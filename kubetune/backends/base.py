@@ -47,6 +47,8 @@ class Backend:
     algorithm: ClassVar[str]
     params_model: ClassVar[type[BaseModel]]  # the curated parameters (``kubetune.contract.params``'s model for the built-ins)
     required_params: ClassVar[tuple[str, ...]] = ()  # curated parameters a spec must give (paths are bound later)
+    # (the module it trains with, kubetune's pip extra that installs it): run-local checks it before anything runs
+    installs: ClassVar[tuple[str, str] | None] = None
     spawns_torchrun: ClassVar[bool] = False  # True: its own launch starts torchrun; else a TrainJob node wraps it in torchrun
     name: ClassVar[str]  # the Training Hub backend name, e.g. "mini-trainer"
     aliases: ClassVar[tuple[str, ...]] = ()  # other accepted values of the spec's "backend"

@@ -24,6 +24,7 @@ class InstructLabSFT(TorchrunBackend):
     params_model = SFTParams
     required_params = REQUIRED["sft"]
     name = "instructlab-training"
+    installs = ("instructlab.training", "sft")
     catalog_name = "instructlab-training"
     config_source = ("instructlab.training", "config")
     launcher = "instructlab.training"

@@ -51,6 +51,7 @@ class LoRASFT(Backend):
     params_model = LoRASFTParams
     required_params = REQUIRED["lora_sft"]
     name = "unsloth"
+    installs = ("trl", "lora")
     aliases = ("peft", "trl")
     catalog_name = "trl"
     needs = {"use_liger_kernel": LIGER, "deepspeed": DEEPSPEED}

@@ -31,6 +31,7 @@ class MiniTrainerOSFT(TorchrunBackend):
     params_model = OSFTParams
     required_params = REQUIRED["osft"]
     name = "mini-trainer"
+    installs = ("mini_trainer", "osft")
     catalog_name = "mini-trainer"
     config_source = ("mini_trainer", "training_types")
     launcher = "mini_trainer"

@@ -82,7 +82,7 @@ def with_embedded_kwargs(arguments: dict[str, Any]) -> dict[str, Any]:
     from kubetune.pipelines.parameters import EMBEDDED
 
     algorithm = arguments.get("algorithm", "lora_sft")
-    return {"training_kwargs": EMBEDDED[algorithm], **arguments}
+    return {**({"training_kwargs": EMBEDDED[algorithm]} if algorithm in EMBEDDED else {}), **arguments}
 
 
 def _stable_cache_keys() -> None:

@@ -6,11 +6,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from kubetune.backends.registry import algorithms, get_backend
 from kubetune.errors import KubetuneError, Problem
+from kubetune.pipelines.parameters import EMBEDDED
 
-ALGORITHMS = ("lora_sft", "osft", "sft")
-# the module each algorithm trains with, and kubetune's extra that installs it
-BACKENDS = {"lora_sft": ("trl", "lora"), "osft": ("mini_trainer", "osft"), "sft": ("instructlab.training", "sft")}
 CHECKPOINTS = ("best", "final")
 URI_SCHEMES = ("s3", "hf", "kubetune")
 OPTION = {  # pipeline argument -> the run-local option that sets it
@@ -27,7 +26,9 @@ def backend_problem(algorithm: str) -> Problem | None:
     """The algorithm's training backend must be installed here (the training step would fail after data preparation)."""
     import importlib.util
 
-    module, extra = BACKENDS[algorithm]
+    if (installs := get_backend(algorithm).installs) is None:
+        return None
+    module, extra = installs
     try:
         found = importlib.util.find_spec(module) is not None
     except ModuleNotFoundError:
@@ -102,10 +103,12 @@ def check_options(
     Local paths become absolute (run.json holds them so, for a resume from any directory)."""
     problems: list[Problem] = []
     arguments: dict[str, Any] = {"algorithm": algorithm, "export_checkpoint": checkpoint}
-    if algorithm not in ALGORITHMS:
-        problems.append(Problem("--algorithm", f"must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}"))
+    if algorithm not in algorithms():
+        problems.append(Problem("--algorithm", f"must be one of {', '.join(algorithms())}, got {algorithm!r}"))
     elif found := backend_problem(algorithm):
         problems.append(found)
+    elif kwargs is None and algorithm not in EMBEDDED:
+        problems.append(Problem("--kwargs", f"is needed for {algorithm}: it has no embedded kwargs"))
     if checkpoint not in CHECKPOINTS:
         problems.append(Problem("--checkpoint", f"must be best or final, got {checkpoint!r}"))
     if data is not None and not data.strip():
@@ -118,7 +121,7 @@ def check_options(
         message = "is empty: give a JSON file" if str(kwargs) == "." else f"{kwargs}: is a folder, not a JSON file"
         problems.append(Problem("--kwargs", message))
     elif kwargs is not None:
-        document, found = kwargs_problems(kwargs, algorithm if algorithm in ALGORITHMS else "lora_sft")
+        document, found = kwargs_problems(kwargs, algorithm if algorithm in algorithms() else "lora_sft")
         problems += found
         if document is not None:
             arguments["training_kwargs"] = document

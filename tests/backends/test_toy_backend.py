@@ -1,5 +1,6 @@
 """Adding a backend is one module plus one registry entry: ``toy_sft`` (``tests/support/toy_backend.py``) goes
-through the real steps, validate -> prepare -> train -> evaluate, with nothing else in kubetune changed for it."""
+through the real steps, validate -> prepare -> train -> evaluate -> export, and run-local takes it, with nothing
+else in kubetune changed for it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import pytest
 
 from kubetune.backends import registry
 from kubetune.errors import KubetuneError
+from kubetune.runs.local_options import check_options
 from kubetune.steps.evaluate import evaluate_step
+from kubetune.steps.export import export_step, verify
 from kubetune.steps.prepare import prepare_step
 from kubetune.steps.train import train
 from kubetune.steps.validate import validate_to_artifact
@@ -56,3 +59,23 @@ def test_toy_backend_runs_validate_train_evaluate(toy, tiny_model, tmp_path):
     assert all(p["loss"] > 0 and p["tokens"] > 0 for p in curve["points"])
     assert curve["backend"]["backend"] == "toy" and len(curve["backend"]["train"]) == 6
     assert json.loads((tmp_path / "curve.json").read_text())["metrics"]["checkpoints_evaluated"] == 3
+    exported = export_step(
+        out, curve["best"]["checkpoint"], str(tmp_path / "exported"), spec_path=kwargs,
+        curve_path=tmp_path / "curve.json", base_model_uri=str(tiny_model),
+    )  # fmt: skip
+    assert exported.checkpoint == curve["best"]["checkpoint"] and verify(tmp_path / "exported") == []
+    assert "toy_sft" in (tmp_path / "exported" / "README.md").read_text()
+
+
+def test_run_local_takes_a_registered_backend_with_its_kwargs(toy, tmp_path):
+    kwargs = tmp_path / "toy.json"
+    kwargs.write_text(json.dumps({"toy_steps": 2, "learning_rate": 0.01}))
+    arguments = check_options("toy_sft", "best", None, kwargs, "", False)
+    assert arguments["algorithm"] == "toy_sft" and arguments["training_kwargs"]["toy_steps"] == 2
+    with pytest.raises(KubetuneError, match="--kwargs.*is needed for toy_sft: it has no embedded kwargs"):
+        check_options("toy_sft", "best", None, None, "", False)
+
+
+def test_run_local_refuses_an_algorithm_nobody_registered(tmp_path):
+    with pytest.raises(KubetuneError, match="must be one of lora_sft, osft, sft, got 'toy_sft'"):
+        check_options("toy_sft", "best", None, None, "", False)
