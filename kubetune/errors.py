@@ -24,6 +24,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from kubetune.secrets import redact as scan
+
 INPUT, BUG, INTERRUPTED = 2, 1, 130  # exit codes
 
 
@@ -78,12 +80,6 @@ def hide(value: str | None) -> None:
 
 def redact(text: str) -> str:
     """``text`` with every suspected credential and every hidden value replaced."""
-    try:
-        from kubetune.secrets import redact as scan
-    except ImportError:  # no secret scanner: hidden values only
-        for value in sorted(_HIDDEN, key=len, reverse=True):
-            text = text.replace(value, "<redacted>")
-        return text
     return scan(text, _HIDDEN)
 
 

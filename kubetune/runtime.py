@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from kubetune import __version__
+from kubetune.embedded.sample_data import SAMPLE_DATA
 
 # Images with the project installed (images/Containerfile.*). Override at compile time for your registry.
 RUNTIME_IMAGE = os.environ.get("KUBETUNE_RUNTIME_IMAGE", f"ghcr.io/kubetune/kubetune-runtime:{__version__}")
@@ -29,7 +30,5 @@ def resolve_model(uri: str, workdir: str | Path) -> str:
 
 def resolve_data(uri: str) -> str:
     if uri == SAMPLE_DATA_URI:
-        from kubetune.embedded.sample_data import SAMPLE_DATA
-
         return str(SAMPLE_DATA)
     return uri

@@ -14,6 +14,7 @@ from typing import Any
 
 from kubetune.errors import KubetuneError, Problem
 from kubetune.files import replaced
+from kubetune.secrets import redact
 
 _URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):/+")  # also a URL whose "//" a Path() made one "/"
 NO_USERINFO = "holds a user or password: credentials come from the environment only"
@@ -92,8 +93,6 @@ def client() -> Any:
 
 def explain(error: Exception, uri: str) -> KubetuneError:
     """A boto3/botocore error as a one-line user-facing problem that names the URI (never the credentials)."""
-    from kubetune.secrets import redact
-
     problem = _explained(error)
     return KubetuneError([Problem(public_uri(uri), redact(" ".join(problem.split())))], "S3 request failed")
 

@@ -74,8 +74,6 @@ class Backend:
         is importable without a GPU: what they refuse is a problem naming the field, the value not shown.
         What cannot be judged here (the backend or an optional package missing, no GPU) is left to the
         training step."""
-        from kubetune.contract.spec import TrainingSpec
-
         bound = {**PLACEHOLDER_PATHS, **params}
         spec = TrainingSpec(algorithm=self.algorithm, backend=self.name, params=bound, backend_kwargs=kwargs)
         try:

@@ -15,9 +15,11 @@ from kubetune.backends.cpu_mode import environment
 from kubetune.backends.metrics import BackendSeries, Point, finite
 from kubetune.backends.needs import DEEPSPEED, LIGER
 from kubetune.backends.tracking import from_env, trackers, tracking_env, trl_env
+from kubetune.checkpoints import resume_checkpoint
 from kubetune.contract.catalog import Catalog
 from kubetune.contract.params import REQUIRED, LoRASFTParams
 from kubetune.data import tokenized_file
+from kubetune.data.tokenize import read_jsonl, tokenize_samples
 from kubetune.errors import KubetuneError, Problem
 
 log = logging.getLogger(__name__)
@@ -265,8 +267,6 @@ class LoRASFT(Backend):
     def _train(self, spec, sft_config, lora_config, validation_data, callbacks) -> TrainResult:
         from trl import SFTTrainer
 
-        from kubetune.checkpoints import resume_checkpoint
-
         p = spec.params
         model, tokenizer, peft_config = self._load(spec, lora_config)
         out = Path(sft_config.output_dir)
@@ -386,8 +386,6 @@ def stop_on_signal():
 def _dataset(path: str | Path, tokenizer, max_seq_len: int | None, output_dir: Path):
     """TRL's pre-tokenized dataset: prepared data is memory-mapped as it is; raw chat records are tokenized here."""
     from datasets import Dataset
-
-    from kubetune.data.tokenize import read_jsonl, tokenize_samples
 
     first = next(read_jsonl(path), {})
     if "input_ids" in first:

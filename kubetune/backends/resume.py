@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kubetune.checkpoints import latest_full_state
 from kubetune.errors import KubetuneError, Problem
 
 NOT_RESUMABLE_DIR = "not-resumable"  # skipped by evaluation and export (checkpoints.SKIPPED_DIRS), not published
@@ -98,8 +99,6 @@ def resumable_mini_trainer(resume: str | None, output_dir: Path, say: Say) -> st
     """The full state mini-trainer may resume (``resume`` or an older one in ``output_dir``), after setting aside each
     newer one it would resume wrongly (and the models saved after the point it then starts from); None: start from
     the beginning."""
-    from kubetune.checkpoints import latest_full_state
-
     moved = False
     while resume and (reason := mini_trainer_skip(Path(resume))):
         if not Path(resume).is_relative_to(output_dir):

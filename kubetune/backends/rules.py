@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from kubetune.backends.cpu_mode import wanted
 from kubetune.contract.catalog import Catalog
 from kubetune.errors import KubetuneError, Problem
 
@@ -52,8 +53,6 @@ def torchrun_kwargs(params: dict[str, Any], names: list[str], env: dict[str, str
 
 def nproc_notice(params: dict[str, Any], env: dict[str, str] | None = None) -> str | None:
     """The line the training step prints where our default for ``nproc_per_node`` differs from Training Hub's."""
-    from kubetune.backends.cpu_mode import wanted
-
     env = os.environ if env is None else env
     if params.get("nproc_per_node") is not None or (env.get("PET_NPROC_PER_NODE") or "").strip() or wanted():
         return None

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from kubetune.errors import KubetuneError, Problem
+from kubetune.secrets import find
 
 WANDB = ("wandb_project", "wandb_entity", "wandb_run_name")
 MLFLOW = ("mlflow_tracking_uri", "mlflow_experiment_name", "mlflow_run_name")
@@ -41,8 +42,6 @@ OFFLINE = ("offline", "dryrun", "disabled")
 def from_env(params: dict[str, Any]) -> dict[str, str]:
     """Tracking parameters ``params`` leaves unset, from the environment, as Training Hub fills them for osft and
     lora_sft. A value holding a credential is refused: the backend would write it to its logs."""
-    from kubetune.secrets import find
-
     values = {key: os.environ[env] for key, env in FROM_ENV.items() if not params.get(key) and os.environ.get(env)}
     if leaked := [FROM_ENV[key] for key, value in values.items() if find(value, key)]:
         hint = "keep credentials in MLFLOW_TRACKING_TOKEN / MLFLOW_TRACKING_PASSWORD / WANDB_API_KEY"

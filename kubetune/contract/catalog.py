@@ -20,6 +20,8 @@ from functools import cache
 from importlib import metadata
 from pathlib import Path
 
+from kubetune.errors import Problem
+
 SNAPSHOT_DIR = Path(__file__).resolve().parent / "snapshots"
 
 # backend name -> the classes whose fields are its kwargs, and the distributions that define them.
@@ -304,8 +306,6 @@ RANGES: dict[str, dict[str, Range]] = {
 
 def value_problems(backend: str, name: str, value: typing.Any) -> list:
     """Range and fixed-list checks of one backend kwarg already of an accepted type (values never shown)."""
-    from kubetune.errors import Problem
-
     allowed = RANGES.get(backend, {}).get(name)
     items = value if isinstance(value, list) else [value]
     problems = []
@@ -320,8 +320,6 @@ def value_problems(backend: str, name: str, value: typing.Any) -> list:
 def choice_problems(backend: str, name: str, value: typing.Any, shown_as: str | None = None) -> list:
     """The fixed-list checks of backend field ``name`` for ``value`` (shown as ``shown_as``, the curated name
     when the spec used it): its choices when it has no free type, and the list its strings come from."""
-    from kubetune.errors import Problem
-
     info = catalog(backend).fields.get(name)
     shown_as = shown_as or name
     if info is None:

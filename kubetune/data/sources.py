@@ -28,7 +28,7 @@ from typing import Any, BinaryIO
 from kubetune.data.records import BadRecord
 from kubetune.errors import KubetuneError, Problem
 from kubetune.runtime import SAMPLE_DATA_URI, resolve_data
-from kubetune.s3 import CREDENTIALS_HINT, NO_QUERY, NO_USERINFO, has_userinfo, public_uri, url_scheme
+from kubetune.s3 import CREDENTIALS_HINT, NO_QUERY, NO_USERINFO, download, has_userinfo, public_uri, url_scheme
 
 Item = tuple[str, Any]  # payload: JSON text (bytes or str), a decoded record (dict), or a BadRecord found while reading
 MAX_RECORD_BYTES = 16 * 2**20  # one record's text (a line, an array element, a Parquet row): larger ones are refused
@@ -87,8 +87,6 @@ def open_source(uri: str, workdir: str | Path) -> Source:
     """Resolve ``uri`` to a readable source; s3:// objects are downloaded into ``workdir`` first."""
     shown_root = uri
     if uri.startswith("s3://"):
-        from kubetune.s3 import download
-
         path = download(uri, Path(workdir) / "download")
     elif uri.startswith("hf://"):
         return _hub(uri)

@@ -25,6 +25,8 @@ from kubetune.data import tokenized_file
 from kubetune.data.tokenize import IGNORE_INDEX, read_jsonl, tokenize_samples
 from kubetune.errors import KubetuneError, Problem
 from kubetune.files import write_text_atomic
+from kubetune.runtime import resolve_model
+from kubetune.steps.report import html_report
 from kubetune.steps.timeline import overfitting_point, read_backend_metrics
 
 
@@ -254,9 +256,6 @@ def evaluate_step(
 ) -> dict[str, Any]:
     """The pipeline's evaluation step: every checkpoint's loss, the curve as JSON and the HTML report."""
     import tempfile
-
-    from kubetune.runtime import resolve_model
-    from kubetune.steps.report import html_report
 
     with tempfile.TemporaryDirectory(prefix="kubetune-base-") as workdir:
         base = resolve_model(base_model_uri, workdir) if base_model_uri else None

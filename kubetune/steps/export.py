@@ -44,12 +44,13 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from kubetune.checkpoints import TRAINING_STATE, adapter_base, is_adapter
+from kubetune.checkpoints import TRAINING_STATE, adapter_base, find_checkpoints, is_adapter
 from kubetune.checkpoints import problem as checkpoint_problem
 from kubetune.contract import TrainingSpec
 from kubetune.errors import KubetuneError, Problem
-from kubetune.files import SYSTEM_FOLDERS, umask_modes
-from kubetune.s3 import public_uri
+from kubetune.files import SYSTEM_FOLDERS, staging_dir, umask_modes
+from kubetune.runtime import resolve_model
+from kubetune.s3 import client, public_uri
 from kubetune.steps.manifest import (
     MANIFEST,
     OVERWRITE_HINT,
@@ -441,8 +442,6 @@ def export(
     to_s3 = destination.startswith("s3://")
     s3 = remote = None
     if to_s3:  # one client and one listing for the whole export
-        from kubetune.s3 import client
-
         s3 = client()
         remote = check_s3_destination(destination, overwrite, s3)
     else:
@@ -454,8 +453,6 @@ def export(
     start = time.perf_counter()
     run_id = run_id or secrets.token_hex(4)
     if to_s3:
-        from kubetune.files import staging_dir
-
         staging = staging_dir(tempfile.gettempdir(), ".export-staging-")
     else:
         target = Path(destination).resolve()
@@ -532,9 +529,6 @@ def export_step(
 
     ``overwrite``: replace a destination that holds something other than a kubetune export (see
     ``check_destination``); the destination is checked before the base model is fetched."""
-    from kubetune.checkpoints import find_checkpoints
-    from kubetune.runtime import resolve_model
-
     if select not in ("best", "final"):
         raise KubetuneError([Problem("select", f'must be "best" or "final", got {select!r}')], "cannot export")
     root = Path(trained_model)

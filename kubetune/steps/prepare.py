@@ -45,9 +45,11 @@ from kubetune.contract.spec import _pydantic_problems
 from kubetune.data import DATA_FILE, MESSAGES_FILE
 from kubetune.data.records import REASONS, BadRecord, DataFormat, normalize
 from kubetune.data.sources import check_source, open_source
+from kubetune.data.tokenize import ChatEncoder
 from kubetune.data.tokenize import sample as make_sample
 from kubetune.errors import KubetuneError, Problem
 from kubetune.files import SYSTEM_FOLDERS, replaced, staging_dir, swap_into_place, write_text_atomic
+from kubetune.runtime import resolve_model
 from kubetune.s3 import public_uri, url_scheme
 
 MAX_LISTED_PROBLEMS = 100
@@ -103,8 +105,6 @@ _encoder = None
 def _start_worker(tokenizer_path: str) -> None:
     global _encoder
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # parallel across processes, not inside each
-    from kubetune.data.tokenize import ChatEncoder
-
     _encoder = ChatEncoder.load(tokenizer_path)
 
 
@@ -643,8 +643,6 @@ def writing(out: Path) -> Iterator[None]:
 
 def check_model(model_path: str, data_format: str = "chat") -> None:
     """The model's tokenizer (and, for chat data, its chat template) loads: checked once, before any worker."""
-    from kubetune.data.tokenize import ChatEncoder
-
     path = Path(model_path)
     if path.is_dir() and not any((path / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
         raise KubetuneError([Problem(model_path, "has no tokenizer (tokenizer.json, tokenizer_config.json)")], "invalid model")
@@ -676,8 +674,6 @@ def options_from_spec(spec: TrainingSpec | None) -> dict[str, Any]:
 
 def prepare_step(data_uri: str, model_uri: str, kwargs_path: str | Path | None, **arguments: Any) -> PrepareSummary:
     """The pipeline's preparation step: the model's tokenizer and the kwargs artifact's limits, then ``prepare``."""
-    from kubetune.runtime import resolve_model
-
     options = options_from_spec(TrainingSpec.read(kwargs_path) if kwargs_path else None)
     if arguments.get("max_seq_len") is None:  # an explicit limit wins over the kwargs artifact's
         arguments.pop("max_seq_len", None)

@@ -163,6 +163,7 @@ def one_client_per_endpoint(monkeypatch):
 
     monkeypatch.setattr(kubetune.s3, "client", client)
     monkeypatch.setattr(publish, "client", client)
+    monkeypatch.setattr("kubetune.steps.export.client", client)
 
 
 @pytest.fixture

@@ -148,6 +148,7 @@ def test_cpu_mode_only_without_cuda_and_it_says_so_loudly(monkeypatch):
 
     monkeypatch.setattr(cpu_mode, "wanted", lambda: False)  # what a CUDA machine answers (no GPU in CI)
     monkeypatch.setattr("kubetune.backends.torchrun.wanted", lambda: False)
+    monkeypatch.setattr("kubetune.backends.rules.wanted", lambda: False)
     said.clear()
     with launch_env("instructlab-training", said.append):
         assert ENV_FLAG not in os.environ and str(SITE_DIR) not in os.environ.get("PYTHONPATH", "")
