@@ -54,3 +54,11 @@ def test_an_upward_import_or_a_circle_is_caught(tmp_path, module, planted, caugh
     result = lint(layout)
     assert result.returncode != 0
     assert caught in result.stdout
+
+
+def test_a_new_top_level_module_must_be_given_a_layer(tmp_path):
+    layout = shipped_layout(tmp_path)
+    (layout / "kubetune" / "helpers.py").write_text('"""A module nobody placed."""\n')
+    result = lint(layout)
+    assert result.returncode != 0
+    assert "kubetune.helpers" in result.stdout
