@@ -22,13 +22,13 @@ Outputs = NamedTuple("Outputs", [("model", Model), ("loss_curve", Artifact), ("e
 @dsl.pipeline(name="kubetune-evaluate-export", description="Evaluate every checkpoint of a trained model, export the best.")
 @signature("evaluate_export", Outputs)
 def evaluate_export(p: dict) -> Outputs:
-    """Import ``trained_model_uri``, evaluate each checkpoint on ``validation_data_uri``, export the best."""
+    """Import ``trained_model_uri``, evaluate each checkpoint on ``data_uri``, export the best."""
     trained = dsl.importer(artifact_uri=p["trained_model_uri"], artifact_class=Model, reimport=False).set_display_name(
         "import model"
     )
     data = prepare_data(**inputs_of("prepare_data", p), validation_ratio=0.0).set_display_name("prepare validation data")
     use_secrets(data, "prepare", p)
-    held_out = data.outputs["train_data"]  # everything of validation_data_uri, nothing held back from it
+    held_out = data.outputs["train_data"]  # everything of data_uri, nothing held back from it
     evaluated = evaluate_model(
         trained_model=trained.output, validation_data=held_out, **inputs_of("evaluate_model", p)
     ).set_display_name("evaluate")

@@ -1,8 +1,7 @@
 """Every pipeline parameter, declared once: its type, default and meaning, the pipelines that take it, and the
-component inputs it feeds. The pipelines' signatures and their tasks' inputs are built from this table
-(``signature``, ``inputs_of``), so a name is the same from the pipeline to the component to
-``kubetune.cluster.trainjob.TrainJobSettings``; where a component input has its own name (``export_destination``
-feeds ``export_model.destination``), the table says so.
+components it feeds. The pipelines' signatures and their tasks' inputs are built from this table
+(``signature``, ``inputs_of``): a parameter feeds the component input of its own name, so a name is the same from
+the pipeline to the component to ``kubetune.cluster.trainjob.TrainJobSettings``.
 """
 
 from __future__ import annotations
@@ -68,7 +67,7 @@ def steps_needing(secret: str) -> str:
 
 @dataclass(frozen=True)
 class Parameter:
-    """One pipeline parameter. ``feeds``: the component inputs it is passed to, as ``component.input``; the
+    """One pipeline parameter. ``feeds``: the components it is passed to, as their input of the same name; the
     parameters that set a task rather than feed it (GPUs, secrets, the PVC) say where in ``doc``."""
 
     name: str
@@ -83,76 +82,75 @@ P = Parameter
 PARAMETERS = (
     # what is trained, on what
     P("model_uri", str, TINY_MODEL_URI, "Base model: a PVC path, a hub id, s3://..., or kubetune://tiny-llama.", FINETUNE,
-      ("prepare_data.model_uri", "train_model.model_uri", "train_on_trainjob.model_uri", "evaluate_model.base_model_uri",
-       "export_model.base_model_uri")),
+      ("prepare_data", "train_model", "train_on_trainjob", "evaluate_model", "export_model")),
     P("data_uri", str, SAMPLE_DATA_URI, "Training data (chat JSONL, Parquet, s3://, hf://, kubetune://sample-chat).",
-      FINETUNE, ("prepare_data.data_uri",)),
-    P("algorithm", str, "lora_sft", "sft, osft or lora_sft.", FINETUNE, ("validate_kwargs.algorithm",)),
+      FINETUNE, ("prepare_data",)),
+    P("algorithm", str, "lora_sft", "sft, osft or lora_sft.", FINETUNE, ("validate_kwargs",)),
     P("training_kwargs", dict, EMBEDDED_KWARGS, "A Training Hub call's arguments as JSON (the spec).", FINETUNE,
-      ("validate_kwargs.training_kwargs",)),
+      ("validate_kwargs",)),
     P("validation_uri", str, "", "A separate validation source; empty: split data_uri.", FINETUNE,
-      ("prepare_data.validation_uri",)),
+      ("prepare_data",)),
     P("validation_ratio", float, 0.1, "Share of data_uri held out for validation, in [0, 1).", FINETUNE,
-      ("prepare_data.validation_ratio",)),
-    P("seed", int, 42, "Seed of the train/validation split.", FINETUNE, ("prepare_data.seed",)),
+      ("prepare_data",)),
+    P("seed", int, 42, "Seed of the train/validation split.", FINETUNE, ("prepare_data",)),
     # the evaluate-export pipeline's inputs
     P("trained_model_uri", str, REQUIRED, "A directory of checkpoints (or one model) that KFP can import.",
       EVALUATE_EXPORT),
-    P("validation_data_uri", str, REQUIRED, "Held-out data, evaluated whole.", EVALUATE_EXPORT,
-      ("prepare_data.data_uri",)),
-    P("base_model_uri", str, REQUIRED, "The base model: its tokenizer, and the base of LoRA adapters.", EVALUATE_EXPORT,
-      ("prepare_data.model_uri", "evaluate_model.base_model_uri", "export_model.base_model_uri")),
-    P("max_seq_len", int, 4096, "Longest validation sample in tokens.", EVALUATE_EXPORT, ("prepare_data.max_seq_len",)),
+    P("data_uri", str, REQUIRED, "Held-out data, evaluated whole (nothing is split off).", EVALUATE_EXPORT,
+      ("prepare_data",)),
+    P("model_uri", str, REQUIRED, "The model that was fine-tuned: its tokenizer, and the base of LoRA adapters.",
+      EVALUATE_EXPORT, ("prepare_data", "evaluate_model", "export_model")),
+    P("max_seq_len", int, 4096, "Longest validation sample in tokens.", EVALUATE_EXPORT, ("prepare_data",)),
     # export
     P("merge_adapter", bool, True, "LoRA: merge the adapter into the base model, or export the adapter alone.",
-      PIPELINES, ("export_model.merge_adapter",)),
-    P("export_checkpoint", str, "best", "best (lowest validation loss) or final.", PIPELINES, ("export_model.select",)),
+      PIPELINES, ("export_model",)),
+    P("export_checkpoint", str, "best", "best (lowest validation loss) or final.", PIPELINES, ("export_model",)),
     P("export_destination", str, "", "Empty: the Model artifact; a local/PVC path or s3://bucket/prefix.", PIPELINES,
-      ("export_model.destination",)),
+      ("export_model",)),
     P("export_overwrite", bool, False, "Replace a destination that holds anything but a kubetune export.", PIPELINES,
-      ("export_model.overwrite",)),
+      ("export_model",)),
     # Model Registry (the register step runs only when registry_server is set)
     P("registry_server", str, "", "Model Registry address; empty: no registration.", FINETUNE,
-      ("register_model.server",)),
-    P("registry_model_name", str, "", "Registered model name.", FINETUNE, ("register_model.name",)),
-    P("registry_model_version", str, "", "Registered version name.", FINETUNE, ("register_model.version",)),
+      ("register_model",)),
+    P("registry_model_name", str, "", "Registered model name.", FINETUNE, ("register_model",)),
+    P("registry_model_version", str, "", "Registered version name.", FINETUNE, ("register_model",)),
     P("registry_uri", str, "", "The real URI of a local/PVC export, e.g. pvc://claim/path.", FINETUNE,
-      ("register_model.published_uri",)),
+      ("register_model",)),
     P("registry_overwrite", bool, False, "Replace an existing registered version.", FINETUNE,
-      ("register_model.overwrite",)),
+      ("register_model",)),
     # placement of the training (the in-pod training task's resources, or the TrainJob's nodes)
     P("gpus", int, 1, "GPUs of the training task, or of each TrainJob node (one process each).", FINETUNE,
-      ("train_on_trainjob.gpus",)),
+      ("train_on_trainjob",)),
     P("accelerator_type", str, "nvidia.com/gpu", "Extended resource name of the GPUs.", FINETUNE,
-      ("train_on_trainjob.accelerator_type",)),
-    P("tolerations", list, [], "Tolerations of the training pods.", FINETUNE, ("train_on_trainjob.tolerations",)),
-    P("node_selector", dict, {}, "Node selector of the training pods.", FINETUNE, ("train_on_trainjob.node_selector",)),
+      ("train_on_trainjob",)),
+    P("tolerations", list, [], "Tolerations of the training pods.", FINETUNE, ("train_on_trainjob",)),
+    P("node_selector", dict, {}, "Node selector of the training pods.", FINETUNE, ("train_on_trainjob",)),
     # secrets, by name (mounted as environment variables of the steps that need them; missing ones are skipped)
     P("s3_secret", str, "kubetune-s3", f"Secret with S3 credentials ({steps_needing('s3')}).", PIPELINES),
     P("hf_secret", str, "kubetune-hf", f"Secret with the Hugging Face token ({steps_needing('hf')}).",
-      PIPELINES, ("train_on_trainjob.hf_secret",)),
+      PIPELINES, ("train_on_trainjob",)),
     P("tracking_secret", str, "kubetune-tracking", f"Secret with the trackers' credentials ({steps_needing('tracking')}).",
-      FINETUNE, ("train_on_trainjob.tracking_secret",)),
+      FINETUNE, ("train_on_trainjob",)),
     P("registry_secret", str, "kubetune-registry", f"Secret with the Model Registry token ({steps_needing('registry')}).",
       FINETUNE),
     # checkpoints on a PVC
     P("workspace_pvc", str, "kubetune-workspace", "PVC of the training checkpoints (ReadWriteMany for a TrainJob).",
-      ON_A_PVC, ("train_on_trainjob.workspace_pvc",)),
+      ON_A_PVC, ("train_on_trainjob",)),
     # the TrainJob
-    P("nnodes", int, 2, "Training nodes of the TrainJob.", TRAINJOB, ("train_on_trainjob.nnodes",)),
+    P("nnodes", int, 2, "Training nodes of the TrainJob.", TRAINJOB, ("train_on_trainjob",)),
     P("cpu_per_node", str, "", 'CPU request and limit per node, e.g. "32" (empty: none).', TRAINJOB,
-      ("train_on_trainjob.cpu_per_node",)),
+      ("train_on_trainjob",)),
     P("memory_per_node", str, "", 'Memory request and limit per node, e.g. "512Gi" (empty: none).', TRAINJOB,
-      ("train_on_trainjob.memory_per_node",)),
+      ("train_on_trainjob",)),
     P("trainjob_runtime", str, "torch-distributed", "ClusterTrainingRuntime of the TrainJob.", TRAINJOB,
-      ("train_on_trainjob.trainjob_runtime",)),
+      ("train_on_trainjob",)),
     P("trainjob_image", str, TRAINING_IMAGE, "Image of the TrainJob's nodes.", TRAINJOB,
-      ("train_on_trainjob.trainjob_image",)),
-    P("kueue_queue", str, "", "Kueue LocalQueue to wait in (empty: none).", TRAINJOB, ("train_on_trainjob.kueue_queue",)),
+      ("train_on_trainjob",)),
+    P("kueue_queue", str, "", "Kueue LocalQueue to wait in (empty: none).", TRAINJOB, ("train_on_trainjob",)),
     P("queued_timeout_s", float, 86400.0, "Longest wait for Kueue and nodes; 0 = no limit.", TRAINJOB,
-      ("train_on_trainjob.queued_timeout_s",)),
+      ("train_on_trainjob",)),
     P("running_timeout_s", float, 0.0, "Longest training; 0 = no limit.", TRAINJOB,
-      ("train_on_trainjob.running_timeout_s",)),
+      ("train_on_trainjob",)),
     P("kubeconfig_secret", str, "kubetune-kubeconfig", "Optional secret with a kubeconfig, for a launcher outside "
       "the cluster (mounted on the TrainJob's launcher).", TRAINJOB),
 )  # fmt: skip
@@ -163,14 +161,8 @@ def parameters_of(pipeline: str) -> tuple[Parameter, ...]:
 
 
 def inputs_of(component: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    """The inputs of ``component`` that the pipeline's ``arguments`` feed, by the component's names."""
-    inputs = {}
-    for p in PARAMETERS:
-        for target in p.feeds:
-            name, _, input_name = target.partition(".")
-            if name == component and p.name in arguments:
-                inputs[input_name] = arguments[p.name]
-    return inputs
+    """The inputs of ``component`` that the pipeline's ``arguments`` feed (same names)."""
+    return {p.name: arguments[p.name] for p in PARAMETERS if component in p.feeds and p.name in arguments}
 
 
 def signature(pipeline: str, returns: Any) -> Callable[[Callable[[dict[str, Any]], Any]], Callable[..., Any]]:

@@ -16,7 +16,7 @@ def evaluate_model(
     metrics: Output[Metrics],
     loss_curve: Output[Artifact],
     report: Output[HTML],
-    base_model_uri: str = "",
+    model_uri: str = "",
     patience: int = 2,
 ) -> NamedTuple("EvalOutputs", [("best_checkpoint", str), ("best_loss", float)]):
     """Held-out loss of every checkpoint; returns the best checkpoint (relative to the trained model).
@@ -29,7 +29,8 @@ def evaluate_model(
         loss_curve: JSON: every point (ours), the backend's full train and validation series, best, overfitting,
             skipped checkpoints.
         report: Train-vs-validation chart (inline SVG) and a table; the KFP UI renders it.
-        base_model_uri: Base model of LoRA adapters, when the adapters' recorded base path is not readable here.
+        model_uri: The model that was fine-tuned: the base of LoRA adapters, when the adapters' recorded base path
+            is not readable here.
         patience: Rises of validation loss in a row that mark overfitting.
 
     Returns:
@@ -43,7 +44,7 @@ def evaluate_model(
 
     with reported():  # a mistake in the input ends the step with its report, not a traceback
         result = evaluate_step(
-            trained_model.path, validation_data.path, loss_curve.path, report.path, base_model_uri or None, patience
+            trained_model.path, validation_data.path, loss_curve.path, report.path, model_uri or None, patience
         )
     for name, value in result["metrics"].items():
         metrics.log_metric(name, value)

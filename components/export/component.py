@@ -18,11 +18,11 @@ def export_model(
     loss_curve: Input[Artifact] = None,
     train_data: Input[Dataset] = None,
     validation_data: Input[Dataset] = None,
-    select: str = "best",
+    export_checkpoint: str = "best",
     merge_adapter: bool = True,
-    destination: str = "",
-    base_model_uri: str = "",
-    overwrite: bool = False,
+    export_destination: str = "",
+    model_uri: str = "",
+    export_overwrite: bool = False,
 ):
     """Export a checkpoint with a model card and a checksum manifest written last.
 
@@ -36,16 +36,15 @@ def export_model(
         loss_curve: Exported as ``loss_curve.json``, and facts for the model card.
         train_data: Facts for the model card.
         validation_data: Facts for the model card.
-        select: ``best`` exports ``checkpoint`` (the evaluation step's best one), ``final`` the last one saved.
+        export_checkpoint: ``best`` exports ``checkpoint`` (the evaluation step's best one), ``final`` the last one saved.
         merge_adapter: LoRA: merge into the base model (``merge_and_unload``, loadable by ``transformers`` alone)
             or export the adapter alone.
-        destination: Empty keeps the model in this artifact; a local/PVC path or ``s3://bucket/prefix`` publishes
+        export_destination: Empty keeps the model in this artifact; a local/PVC path or ``s3://bucket/prefix`` publishes
             it there (S3 credentials come from the environment), and this artifact then holds the model card and
             a pointer (``metadata["uri"]``).
-        base_model_uri: Base model of an adapter whose recorded base path is another pod's.
-        overwrite: A destination holding anything but a kubetune export (files kubetune did not write) is refused
-            before a byte moves unless this is true; then it ends up holding exactly the new export (pipeline
-            parameter ``export_overwrite``; see below).
+        model_uri: The model that was fine-tuned: the base of an adapter whose recorded base path is another pod's.
+        export_overwrite: A destination holding anything but a kubetune export (files kubetune did not write) is refused
+            before a byte moves unless this is true; then it ends up holding exactly the new export (see below).
     """
     from kubetune.errors import reported
     from kubetune.steps.export import export_step
@@ -54,16 +53,16 @@ def export_model(
         result = export_step(
             trained_model=trained_model.path,
             checkpoint=checkpoint,
-            select=select,
-            destination=destination or exported_model.path,
-            pointer_dir=exported_model.path if destination else None,
+            select=export_checkpoint,
+            destination=export_destination or exported_model.path,
+            pointer_dir=exported_model.path if export_destination else None,
             merge=merge_adapter,
             spec_path=kwargs_artifact.path if kwargs_artifact else None,
             curve_path=loss_curve.path if loss_curve else None,
             train_metadata=train_data.metadata if train_data else None,
             validation_metadata=validation_data.metadata if validation_data else None,
-            base_model_uri=base_model_uri or None,
-            overwrite=overwrite or not destination,  # this step's own output artifact is ours to fill
+            base_model_uri=model_uri or None,
+            overwrite=export_overwrite or not export_destination,  # this step's own output artifact is ours to fill
         )
     exported_model.metadata.update(result.metadata())
     for name, value in result.metrics().items():

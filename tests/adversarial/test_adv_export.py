@@ -842,7 +842,7 @@ def test_export_component_refuses_foreign_data_with_exit_2_and_replaces_it_with_
     step = {
         "trained_model": Artifact(v1.parent.parent),
         "checkpoint": "checkpoints/checkpoint-4",
-        "destination": str(destination),
+        "export_destination": str(destination),
     }
     with pytest.raises(SystemExit) as stopped:
         export_model.python_func(exported_model=Artifact(tmp_path / "a"), metrics=Artifact(tmp_path / "x"), **step)
@@ -852,7 +852,7 @@ def test_export_component_refuses_foreign_data_with_exit_2_and_replaces_it_with_
         in capsys.readouterr().err
     )
     pointer = Artifact(tmp_path / "pointer")
-    export_model.python_func(exported_model=pointer, metrics=Artifact(tmp_path / "x"), overwrite=True, **step)
+    export_model.python_func(exported_model=pointer, metrics=Artifact(tmp_path / "x"), export_overwrite=True, **step)
     assert verify(destination) == [] and pointer.metadata["uri"] == str(destination)
 
 
@@ -868,7 +868,7 @@ def test_export_overwrite_is_a_pipeline_parameter_wired_to_the_export_step(tmp_p
     for pipeline in (finetune, evaluate_export):
         compiler.Compiler().compile(pipeline, str(tmp_path / "p.yaml"))
         text = (tmp_path / "p.yaml").read_text()
-        assert re.search(r"\n +overwrite:\n +componentInputParameter: export_overwrite\n", text)
+        assert re.search(r"\n +export_overwrite:\n +componentInputParameter: export_overwrite\n", text)
         assert re.search(r"\n +export_overwrite:\n +defaultValue: false\n", text)
 
 

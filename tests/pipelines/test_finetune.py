@@ -119,7 +119,7 @@ def test_evaluate_export_pipeline_runs_locally_on_an_imported_model(tmp_path, ti
         shutil.copytree(tiny_model, tmp_path / "trained" / name)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
     run = evaluate_export(
-        trained_model_uri=str(tmp_path / "trained"), validation_data_uri="kubetune://sample-chat", base_model_uri=str(tiny_model)
+        trained_model_uri=str(tmp_path / "trained"), data_uri="kubetune://sample-chat", model_uri=str(tiny_model)
     )
     curve = json.loads(Path(run.outputs["loss_curve"].path).read_text())
     assert [p["checkpoint"] for p in curve["points"]] == ["checkpoint-1", "checkpoint-2"]

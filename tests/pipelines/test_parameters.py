@@ -1,5 +1,6 @@
 """Each pipeline parameter is declared once, in ``pipelines/parameters.py``: the compiled pipelines take exactly the
-table's parameters, feed exactly the component inputs it names, and a TrainJob setting has one name end to end."""
+table's parameters, feed exactly the components it names, each through the input of the parameter's own name (one
+name end to end, no exceptions), and a TrainJob setting has that one name down to the TrainJob."""
 
 import ast
 import dataclasses
@@ -82,8 +83,15 @@ def test_a_pipeline_takes_exactly_the_tables_parameters_with_their_types_default
 def test_the_tasks_take_exactly_the_inputs_the_table_says_each_parameter_feeds(tmp_path, name):
     spec = compiled(name, tmp_path)
     components = {c.removeprefix("comp-").replace("-", "_") for c in spec["components"]}
-    declared = {(p.name, target) for p in parameters_of(name) for target in p.feeds if target.split(".")[0] in components}
+    declared = {(p.name, f"{c}.{p.name}") for p in parameters_of(name) for c in p.feeds if c in components}
     assert fed_inputs(spec) == declared
+
+
+@pytest.mark.parametrize("name", list(PIPELINES))
+def test_a_pipeline_parameter_feeds_only_component_inputs_of_its_own_name(tmp_path, name):
+    """Read from the compiled YAML alone: what a user passes with ``-p NAME`` arrives as the input ``NAME``."""
+    fed = fed_inputs(compiled(name, tmp_path))
+    assert fed and [(p, target) for p, target in fed if target.split(".")[1] != p] == []
 
 
 @pytest.mark.parametrize("name", list(PIPELINES))
@@ -107,9 +115,8 @@ def test_the_table_feeds_real_component_inputs_of_its_types():
         for c in (evaluate_model, export_model, prepare_data, register_model, train_model, train_on_trainjob, validate_kwargs)
     }
     for p in PARAMETERS:
-        for target in p.feeds:
-            component, _, name = target.partition(".")
-            assert specs[component].inputs[name].type == COMPONENT_TYPES[p.type], target
+        for component in p.feeds:
+            assert specs[component].inputs[p.name].type == COMPONENT_TYPES[p.type], f"{component}.{p.name}"
 
 
 def test_a_trainjob_setting_has_one_name_from_the_pipeline_to_the_trainjob():
@@ -126,11 +133,10 @@ def test_a_trainjob_setting_has_one_name_from_the_pipeline_to_the_trainjob():
     table = {p.name: p for p in parameters_of("finetune_trainjob")}
     inputs = train_on_trainjob.component_spec.inputs
     for name in settings - {"workspace_dir"}:  # workspace_dir: where the pipeline mounts the PVC, not a parameter
-        assert f"train_on_trainjob.{name}" in table[name].feeds
+        assert "train_on_trainjob" in table[name].feeds
         if inputs[name].optional:  # the component's own default, for a caller other than the pipeline
             assert table[name].default == inputs[name].default, name
         if name in limits:
             assert table[name].default == getattr(DEFAULT_LIMITS, name), name
         elif not TrainJobSettings.model_fields[name].is_required():
             assert table[name].default == TrainJobSettings.model_fields[name].get_default(call_default_factory=True), name
-    assert not [t for p in PARAMETERS for t in p.feeds if t.startswith("train_on_trainjob.") and t.split(".")[1] != p.name]
