@@ -54,11 +54,12 @@ def swap_into_place(staged: Path, destination: Path) -> None:
 
 
 @contextmanager
-def replaced(path: str | Path) -> Iterator[Path]:
+def replaced(path: str | Path, suffix: str = "") -> Iterator[Path]:
     """A partial file beside ``path`` for the block to write; renamed over ``path`` when the block ends, removed
-    when it fails: a reader finds the old file or the whole new one, never half of one."""
+    when it fails: a reader finds the old file or the whole new one, never half of one. ``suffix`` ends the
+    partial's name, for a writer that insists on one (KFP's compiler writes only ``.yaml``/``.json`` files)."""
     path = Path(path)
-    partial = path.with_name(f".{path.name}.part-{os.getpid()}")
+    partial = path.with_name(f".{path.name}.part-{os.getpid()}{suffix}")
     try:
         yield partial
         os.replace(partial, path)

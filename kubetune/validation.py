@@ -27,7 +27,7 @@ from kubetune.contract.spec import (
     TrainingSpec,
     _hide,
     _json_values,
-    _pydantic_problems,
+    pydantic_problems,
     read_document,
     suggest,
 )
@@ -118,7 +118,7 @@ def validate_spec(
         try:
             secrets[env_name] = SecretRef.model_validate(ref)
         except ValidationError as e:
-            problems += _pydantic_problems(e, f"secrets.{env_name}")
+            problems += pydantic_problems(e, f"secrets.{env_name}")
 
     model = backend.params_model
     curated_names = set(model.model_fields)
@@ -177,7 +177,7 @@ def validate_spec(
     try:
         params = model.model_validate(curated).model_dump(exclude_none=True)
     except ValidationError as e:
-        problems += _pydantic_problems(e)
+        problems += pydantic_problems(e)
 
     problems += checkpoint_problems(params, kwargs)
     required = backend.required_params + (PATH_PARAMS if require_paths else ())

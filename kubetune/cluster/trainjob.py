@@ -12,8 +12,9 @@ import re
 from pathlib import PurePosixPath
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from kubetune.contract.spec import pydantic_problems
 from kubetune.errors import KubetuneError, Problem
 
 API_GROUP = "trainer.kubeflow.org"
@@ -57,13 +58,10 @@ class TrainJobSettings(BaseModel):
 
 def settings_from(**values: Any) -> TrainJobSettings:
     """The settings, or every problem with them by parameter name (e.g. ``gpus`` from ``gpus=0``)."""
-    from pydantic import ValidationError
-
     try:
         return TrainJobSettings(**values)
     except ValidationError as error:
-        problems = [Problem(".".join(map(str, e["loc"])) or "settings", e["msg"]) for e in error.errors()]
-        raise KubetuneError(problems, "invalid TrainJob settings") from None
+        raise KubetuneError(pydantic_problems(error, empty="settings"), "invalid TrainJob settings") from None
 
 
 def trainjob_name(run_id: str, algorithm: str) -> str:
@@ -166,14 +164,11 @@ def build_trainjob(
 def validated(job: dict[str, Any]) -> dict[str, Any]:
     """``job`` unchanged if the ``kubeflow-trainer-api`` models take every field of it, else every problem."""
     from kubeflow_trainer_api.models import TrainerV1alpha1TrainJob
-    from pydantic import ValidationError
 
     try:
         parsed = TrainerV1alpha1TrainJob.from_dict(job).to_dict()
     except ValidationError as error:
-        raise KubetuneError(
-            [Problem(".".join(map(str, e["loc"])), e["msg"]) for e in error.errors()], "invalid TrainJob"
-        ) from None
+        raise KubetuneError(pydantic_problems(error, empty="TrainJob"), "invalid TrainJob") from None
     dropped = list(_unknown(job, parsed, "TrainJob"))
     if dropped:
         raise KubetuneError([Problem(where, "is not a TrainJob field") for where in dropped], "invalid TrainJob")

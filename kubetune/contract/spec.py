@@ -66,7 +66,7 @@ class TrainingSpec(BaseModel):
         try:
             return cls.model_validate({**{k: document[k] for k in RESERVED if k in document}, "params": params})
         except ValidationError as e:
-            first = _pydantic_problems(e)[0]
+            first = pydantic_problems(e)[0]
             raise _not_an_artifact(source, f"`{first.where}` {first.message.lower()}") from None
 
     @classmethod
@@ -157,7 +157,7 @@ def suggest(name: str, candidates: set[str]) -> str | None:
     return "did you mean " + " or ".join(f"`{m}`" for m in matches) + "?" if matches else None
 
 
-def _pydantic_problems(error: ValidationError, prefix: str = "", empty: str = "spec") -> list[Problem]:
+def pydantic_problems(error: ValidationError, prefix: str = "", empty: str = "spec") -> list[Problem]:
     """The one conversion of a pydantic error into problems, each at its field (``empty``: the whole input's name).
     ``msg`` never contains the input value (include_input=False), so a value cannot leak through it."""
     problems = []

@@ -15,13 +15,14 @@ import re
 import tempfile
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager, redirect_stdout, suppress
+from contextlib import contextmanager, redirect_stdout
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from kubetune.errors import Failure, KubetuneError, Problem, hide, public_url, redact, talking_to
+from kubetune.files import replaced
 
 
 def pipelines() -> dict[str, Any]:
@@ -50,15 +51,11 @@ def compile_pipeline(name: str, output: str | Path) -> Path:
 
     check_pipeline(name)
     output = Path(output)
-    partial = output.with_name(f".{output.stem}.part-{os.getpid()}{output.suffix}")  # not files.replaced: KFP wants .yaml
     try:
-        compiler.Compiler().compile(pipelines()[name], str(partial))
-        os.replace(partial, output)
+        with replaced(output, suffix=output.suffix) as partial:
+            compiler.Compiler().compile(pipelines()[name], str(partial))
     except OSError as e:
         raise Failure(str(output), f"cannot be written: {e.strerror or e}") from None
-    finally:
-        with suppress(OSError):
-            partial.unlink(missing_ok=True)
     return output
 
 

@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import PydanticCustomError
 
 from kubetune.contract import TrainingSpec
-from kubetune.contract.spec import _pydantic_problems
+from kubetune.contract.spec import pydantic_problems
 from kubetune.data import DATA_FILE, MESSAGES_FILE
 from kubetune.data.records import REASONS, BadRecord, DataFormat, normalize
 from kubetune.data.sources import check_source, open_source
@@ -94,7 +94,7 @@ class PrepareConfig(BaseModel):
         try:
             return cls(**values)
         except ValidationError as e:
-            raise KubetuneError(_pydantic_problems(e, empty="config"), "invalid data preparation parameters") from None
+            raise KubetuneError(pydantic_problems(e, empty="config"), "invalid data preparation parameters") from None
 
 
 # ---------------------------------------------------------------- worker side (one process per core)
