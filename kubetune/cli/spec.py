@@ -58,9 +58,11 @@ def prepare(
     import tempfile
 
     from kubetune.runtime import resolve_model
-    from kubetune.steps.prepare import check_places, prepare_dir
+    from kubetune.steps.prepare import check_places, prepare_dir, refuse_foreign
 
-    check_places(data, validation, [output])  # before the model is resolved
+    check_places(data, validation, [output])  # the data and the output before the model is fetched or written
+    if not overwrite:
+        refuse_foreign({"output": Path(output)})
     with tempfile.TemporaryDirectory(prefix="kubetune-model-") as workdir:
         summary = prepare_dir(
             data,

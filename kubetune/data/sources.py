@@ -63,9 +63,11 @@ class Source:
 
 
 def check_source(uri: str, what: str = "data") -> None:
-    """Refuse, before anything runs, a source that is a URL kubetune does not read, or one that carries a
-    credential (a user or password) or, for s3://, a query: shown without its user, password or query."""
+    """Refuse, before anything runs, a local path that does not exist, a URL kubetune does not read, or one that
+    carries a credential (a user or password) or, for s3://, a query: shown without its user, password or query."""
     scheme = url_scheme(uri)
+    if scheme is None and not Path(uri).exists():
+        raise KubetuneError([Problem(uri, "does not exist")], f"invalid {what}")
     if scheme is None or uri == SAMPLE_DATA_URI:
         return
     where, problem = public_uri(uri), None

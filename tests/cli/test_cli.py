@@ -76,3 +76,16 @@ def test_run_local_with_bad_data_ends_with_the_steps_report_not_a_traceback(tmp_
     assert result.returncode == 2 and "Traceback" not in output
     assert f"{data}:2: messages[0].role must be one of system, user, assistant, tool, got 'bot'" in output
     assert "Inner task failed: 'prepare-data'. The step's report is printed above." in result.stderr
+
+
+def test_prepare_checks_the_data_and_the_output_before_it_writes_the_model(tmp_path):
+    result = kubetune("prepare", str(tmp_path / "missing.jsonl"), "-o", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == ["invalid data: 1 problem(s)", f"  - {tmp_path / 'missing.jsonl'}: does not exist"]
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    result = kubetune("prepare", "kubetune://sample-chat", "-o", str(tmp_path / "mine"))
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[0] == "refusing to replace data kubetune did not prepare: 1 problem(s)"
+    assert len(result.stderr.splitlines()) == 2  # no model written first (its progress bar would be here)
+    assert not (tmp_path / "out").exists() and (tmp_path / "mine" / "notes.txt").read_text() == "keep"
