@@ -52,6 +52,14 @@ SECRET_KEYS = {
     kind: {name: name for name, (of, _) in SECRET_VARIABLES.items() if of == kind}
     for kind in ("s3", "hf", "tracking", "registry")
 }
+# The secrets each step needs, by kind: mounted on the pipelines' tasks, and on every node of a TrainJob ("train")
+STEP_SECRETS = {
+    "prepare": ("s3", "hf"),
+    "train": ("hf", "tracking"),  # the hub token, the trackers' credentials
+    "evaluate": ("hf",),
+    "export": ("s3", "hf"),
+    "register": ("registry",),
+}
 
 REDACTED = "<redacted>"
 HINT = 'put a reference under "secrets" instead, e.g. "secrets": {"HF_TOKEN": {"secret": "hf-token", "key": "token"}}'

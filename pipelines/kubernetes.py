@@ -9,16 +9,7 @@ from __future__ import annotations
 
 from kfp import kubernetes
 
-from kubetune.secrets import SECRET_KEYS
-
-# which secrets each step needs
-STEP_SECRETS = {
-    "prepare": ("s3", "hf"),
-    "train": ("hf", "tracking"),
-    "evaluate": ("hf",),
-    "export": ("s3", "hf"),
-    "register": ("registry",),
-}
+from kubetune.secrets import SECRET_KEYS, STEP_SECRETS
 
 
 def use_secrets(task, step: str, parameters: dict) -> None:

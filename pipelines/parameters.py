@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kubetune.pipelines.kubernetes import STEP_SECRETS
 from kubetune.runtime import SAMPLE_DATA_URI, TINY_MODEL_URI, TRAINING_IMAGE
+from kubetune.secrets import STEP_SECRETS
 
 # Small enough for two CPU cores in about a minute, large enough for validation loss to fall.
 EMBEDDED_KWARGS = {
@@ -61,7 +61,7 @@ PIPELINES = (*FINETUNE, *EVALUATE_EXPORT)
 
 
 def steps_needing(secret: str) -> str:
-    """The steps a secret is mounted in (``pipelines/kubernetes.py``), for its parameter's description."""
+    """The steps a secret is mounted in (``kubetune.secrets.STEP_SECRETS``), for its parameter's description."""
     return ", ".join(step for step, kinds in STEP_SECRETS.items() if secret in kinds)
 
 

@@ -33,7 +33,7 @@ def torchrun_kwargs(params: dict[str, Any], names: list[str], env: dict[str, str
     env = os.environ if env is None else env
     given = {k: params[k] for k in names if params.get(k) is not None}
     unprefixed = ("master_addr", "master_port")  # Training Hub also reads MASTER_ADDR and MASTER_PORT
-    found = {k: env.get(f"PET_{k.upper()}") or (env.get(k.upper()) if k in unprefixed else None) for k in names}
+    found = {k: env.get(pet_variable(k)) or (env.get(k.upper()) if k in unprefixed else None) for k in names}
     found = {k: v.strip() for k, v in found.items() if v and v.strip() and k not in given}
     out: dict[str, Any] = {"nproc_per_node": "gpu", "nnodes": 1, "node_rank": 0, "rdzv_id": 0, **found, **given}
     for name in ("nnodes", "node_rank", "master_port"):
@@ -54,7 +54,7 @@ def torchrun_kwargs(params: dict[str, Any], names: list[str], env: dict[str, str
 def nproc_notice(params: dict[str, Any], env: dict[str, str] | None = None) -> str | None:
     """The line the training step prints where our default for ``nproc_per_node`` differs from Training Hub's."""
     env = os.environ if env is None else env
-    if params.get("nproc_per_node") is not None or (env.get("PET_NPROC_PER_NODE") or "").strip() or wanted():
+    if params.get("nproc_per_node") is not None or (env.get(pet_variable("nproc_per_node")) or "").strip() or wanted():
         return None
     return (
         "[kubetune] nproc_per_node is not given: one process per GPU of this pod (the pipeline's gpus), "
@@ -66,7 +66,16 @@ def _integer(name: str, value: Any) -> int:
     try:
         return int(value)
     except ValueError:
-        raise KubetuneError([Problem(name, f"must be an integer, got {value!r} (from PET_{name.upper()})")], "torchrun") from None
+        problem = Problem(name, f"must be an integer, got {value!r} (from {pet_variable(name)})")
+        raise KubetuneError([problem], "torchrun") from None
 
 
 TORCHRUN_NAMES = ["nproc_per_node", "nnodes", "node_rank", "rdzv_id", "rdzv_endpoint", "master_addr", "master_port"]
+# what a TrainJob decides for every node: a spec that sets one contradicts it
+PLACED_BY_TRAINJOB = tuple(name for name in TORCHRUN_NAMES if name != "nproc_per_node")
+
+
+def pet_variable(name: str) -> str:
+    """The variable a torchrun parameter is read from (``PET_NNODES``): a Kubeflow Trainer torch runtime sets them
+    on every node, Training Hub reads them."""
+    return f"PET_{name.upper()}"

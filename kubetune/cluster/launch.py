@@ -13,19 +13,16 @@ import shutil
 from pathlib import Path
 
 from kubetune.backends.base import TrainResult
+from kubetune.backends.rules import PLACED_BY_TRAINJOB
 from kubetune.cluster.node import RESULT_FILE
 from kubetune.cluster.trainjob import SecretEnv, TrainJobSettings, build_trainjob, node_command, trainjob_name
 from kubetune.cluster.watch import DEFAULT_LIMITS, KubeApi, Limits, phase, wait
 from kubetune.contract import TrainingSpec
 from kubetune.errors import KubetuneError, Problem
 from kubetune.runtime import resolve_model
-from kubetune.secrets import SECRET_KEYS
+from kubetune.secrets import SECRET_KEYS, STEP_SECRETS
 from kubetune.steps.train import publish, read_result
 from kubetune.validation import validate_spec
-
-# torchrun parameters the TrainJob decides for every node; a spec that sets them contradicts it
-PLACED_BY_TRAINJOB = ("nnodes", "node_rank", "master_addr", "master_port", "rdzv_endpoint", "rdzv_id")
-NODE_SECRETS = ("hf", "tracking")  # what training reads: the hub token, the trackers' credentials
 
 
 def placement_problems(params: dict, nnodes: int | None = None, gpus: int | None = None) -> list[Problem]:
@@ -51,7 +48,7 @@ def secret_env(spec: TrainingSpec, secret_names: dict[str, str]) -> list[SecretE
     the spec's own ``secrets`` references, which win for the variable they name."""
     env = {
         variable: SecretEnv(env=variable, secret=secret_names[kind], key=key)
-        for kind in NODE_SECRETS
+        for kind in STEP_SECRETS["train"]
         if secret_names.get(kind)
         for key, variable in SECRET_KEYS[kind].items()
     }

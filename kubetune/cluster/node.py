@@ -13,23 +13,17 @@ import sys
 from pathlib import Path
 
 from kubetune.backends.registry import get_backend
+from kubetune.backends.rules import pet_variable, torchrun_kwargs
 from kubetune.contract import TrainingSpec
 from kubetune.errors import KubetuneError, Problem
 
 RESULT_FILE = "result.json"
-# torchrun parameter -> variable set by the Trainer's torch plugin on every node
-PET_VARIABLES = {
-    "nnodes": "PET_NNODES",
-    "nproc_per_node": "PET_NPROC_PER_NODE",
-    "node_rank": "PET_NODE_RANK",
-    "master_addr": "PET_MASTER_ADDR",
-    "master_port": "PET_MASTER_PORT",
-}
+SET_ON_EVERY_NODE = ("nnodes", "node_rank", "master_addr", "master_port")  # by the Trainer's torch plugin
 
 
 def torchrun_from_env(env: dict[str, str]) -> dict[str, str | int]:
-    """This node's torchrun parameters, from the ``PET_*`` variables."""
-    missing = [var for name, var in PET_VARIABLES.items() if name != "nproc_per_node" and not env.get(var)]
+    """This node's torchrun parameters, from the ``PET_*`` variables (read as the backends read them)."""
+    missing = [pet_variable(name) for name in SET_ON_EVERY_NODE if not env.get(pet_variable(name))]
     if missing:
         raise KubetuneError(
             [
@@ -38,12 +32,7 @@ def torchrun_from_env(env: dict[str, str]) -> dict[str, str | int]:
             ],
             "not a TrainJob node",
         )
-    out: dict[str, str | int] = {"master_addr": env["PET_MASTER_ADDR"]}
-    for name in ("nnodes", "node_rank", "master_port"):
-        out[name] = int(env[PET_VARIABLES[name]])
-    per_node = env.get("PET_NPROC_PER_NODE", "auto")
-    out["nproc_per_node"] = int(per_node) if per_node.isdigit() else "gpu"  # "auto": one per visible GPU
-    return out
+    return torchrun_kwargs({}, [*SET_ON_EVERY_NODE, "nproc_per_node"], env)  # "auto": one process per visible GPU
 
 
 def worker_command(torchrun: dict[str, str | int], argv: list[str]) -> list[str]:
