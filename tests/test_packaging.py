@@ -43,6 +43,7 @@ def test_the_wheel_ships_the_leaves_inside_kubetune_and_no_test_helpers(tmp_path
     assert "kubetune/pipelines/finetune.py" in names
     assert "kubetune/steps/train.py" in names
     assert not [n for n in names if n.startswith("tests/") or "/test_" in n or "standins" in n or "conftest" in n]
+    assert not [n for n in names if "readme" in n.lower() and n.endswith(".py")]  # the README generator is a dev tool
     (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
     scripts = zipfile.ZipFile(wheel).read(entry_points).decode().split("[console_scripts]")[1].split()
     assert scripts == ["kubetune", "=", "kubetune.cli:app", "kubetune-node", "=", "kubetune.cluster.node_cli:app"]

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kubetune.components.readme import MARKER, components_of, folders, render
+from tests.support.component_readmes import MARKER, components_of, folders, render
 
 ROOT = Path(__file__).resolve().parents[2]
 FOLDERS = folders(ROOT / "components")
 ALLOWED = set(sys.stdlib_module_names) | {"kfp", "__future__"}
-REGENERATE = "run `python -m kubetune.components.readme` to regenerate the READMEs"
+REGENERATE = "run `python -m tests.support.component_readmes` to regenerate the READMEs"
 
 
 def test_there_are_component_folders():
@@ -115,7 +115,7 @@ def test_the_readme_is_generated_from_the_component_and_its_metadata(folder):
 def test_the_generator_keeps_the_hand_written_text_and_follows_the_docstring(tmp_path, monkeypatch):
     import shutil
 
-    from kubetune.components import readme
+    from tests.support import component_readmes as readme
 
     folder = tmp_path / "components" / "evaluate"
     shutil.copytree(ROOT / "components" / "evaluate", folder, ignore=shutil.ignore_patterns("tests", "__pycache__"))
@@ -123,5 +123,5 @@ def test_the_generator_keeps_the_hand_written_text_and_follows_the_docstring(tmp
     text = render(folder)
     assert text.endswith(f"{MARKER}\n\nmine, kept\n") and "stale" not in text
     assert "| `patience` | int | `2` | Rises of validation loss in a row that mark overfitting. |" in text
-    monkeypatch.setattr(readme, "HERE", tmp_path / "components")
+    monkeypatch.setattr(readme, "COMPONENTS", tmp_path / "components")
     assert readme.main() == 0 and (folder / "README.md").read_text() == text

@@ -2,7 +2,8 @@
 kubeflow/pipelines-components convention): the components' docstrings, their inputs and outputs as the KFP
 component spec declares them, and the metadata; the hand-written text below ``MARKER`` is kept as it is.
 
-Regenerate every README: ``python -m kubetune.components.readme`` (components/tests checks they are current).
+Regenerate every README, from the repository's root: ``python -m tests.support.component_readmes``
+(components/tests checks they are current). A development tool: not in the wheel.
 """
 
 from __future__ import annotations
@@ -18,16 +19,16 @@ import yaml
 
 MARKER = "<!-- custom-content -->"
 HEAD = (
-    "<!-- generated from component.py and metadata.yaml by `python -m kubetune.components.readme`: "
+    "<!-- generated from component.py and metadata.yaml by `python -m tests.support.component_readmes`: "
     "edit those, or the hand-written text below the custom-content marker -->"
 )
-HERE = Path(__file__).resolve().parent
+COMPONENTS = Path(__file__).resolve().parents[2] / "components"  # the repository's component folders
 TYPES = {"String": "str", "Integer": "int", "Float": "float", "Boolean": "bool", "Struct": "dict", "List": "list"}
 
 
 def folders(root: Path | None = None) -> list[Path]:
-    """The component folders (those with a ``component.py``) of ``root``, this package's folder by default."""
-    return sorted(p.parent for p in (root or HERE).glob("*/component.py"))
+    """The component folders (those with a ``component.py``) of ``root``, the repository's by default."""
+    return sorted(p.parent for p in (root or COMPONENTS).glob("*/component.py"))
 
 
 def components_of(folder: Path) -> list[Any]:
