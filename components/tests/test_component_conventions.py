@@ -88,12 +88,29 @@ def test_a_component_folder_has_metadata_a_readme_and_its_tests(folder):
     assert metadata["tags"] and all(isinstance(t, str) for t in metadata["tags"])
     verified = metadata["lastVerified"]
     assert isinstance(verified, datetime.datetime) and verified <= datetime.datetime.now(datetime.UTC)
-    kubeflow = {d["name"]: d["version"] for d in metadata["dependencies"]["kubeflow"]}
-    requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    (kfp,) = [re.match(r"kfp(>=[\d.]+)", r).group(1) for r in requires if re.match(r"kfp>=", r)]
-    assert kubeflow["Pipelines"] == kfp  # the KFP version the project requires
-    if folder.name == "train":  # train_on_trainjob submits a Kubeflow Trainer v2 TrainJob
-        assert kubeflow["Trainer"].startswith(">=2")
+    text = (folder / "metadata.yaml").read_text(encoding="utf-8")
+    assert "tests last passed against the KFP SDK" in text and "not a run on a Kubeflow cluster" in text  # what it claims
+    kubeflow = {d["name"] for d in metadata["dependencies"]["kubeflow"]}
+    assert "Pipelines" in kubeflow and ("Trainer" in kubeflow) == (folder.name == "train")  # train_on_trainjob
+
+
+# the Kubeflow dependency of a metadata.yaml -> the package of pyproject.toml whose requirement it repeats
+KUBEFLOW_PACKAGES = {"Pipelines": "kfp", "Trainer": "kubeflow-trainer-api", "Model Registry": "model-registry"}
+
+
+def required_versions(pyproject: dict) -> dict[str, str]:
+    """package -> its lower bound as pyproject requires it (``>=2.14``), from the dependencies and the extras."""
+    project = pyproject["project"]
+    requirements = [*project["dependencies"], *(r for extra in project["optional-dependencies"].values() for r in extra)]
+    return {m.group(1): m.group(2) for r in requirements if (m := re.match(r"([A-Za-z0-9_.-]+)\s*(>=[\d.]+)", r))}
+
+
+@pytest.mark.parametrize("folder", FOLDERS, ids=lambda f: f.name)
+def test_metadata_dependency_versions_are_the_ones_pyproject_requires(folder):
+    required = required_versions(tomllib.loads((ROOT / "pyproject.toml").read_text()))
+    metadata = yaml.safe_load((folder / "metadata.yaml").read_text(encoding="utf-8"))
+    declared = {d["name"]: d["version"] for d in metadata["dependencies"]["kubeflow"]}
+    assert {name: required[KUBEFLOW_PACKAGES[name]] for name in declared} == declared
 
 
 @pytest.mark.parametrize("folder", FOLDERS, ids=lambda f: f.name)

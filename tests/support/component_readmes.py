@@ -81,7 +81,8 @@ def metadata_section(metadata: dict[str, Any]) -> str:
         f"- **Stability**: {metadata['stability']}",
         f"- **Dependencies**: Kubeflow {kubeflow}" + (f"; external services: {services}" if services else ""),
         f"- **Tags**: {', '.join(metadata.get('tags', []))}",
-        f"- **Last verified**: {verified.date() if hasattr(verified, 'date') else verified}",
+        f"- **Last verified**: {verified.date() if hasattr(verified, 'date') else verified} "
+        "(its tests, against the KFP SDK pyproject requires; not on a cluster)",
     ]
     return "\n".join(lines)
 
