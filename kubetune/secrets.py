@@ -432,8 +432,3 @@ def scan_spec(document: Any, path: str = "") -> tuple[list[Suspect], set[str]]:
     suspects, hidden = scan_document({k: v for k, v in document.items() if k != "secrets"}, path)
     refs, more = scan_document(document["secrets"], f"{path}.secrets" if path else "secrets", names=False)
     return suspects + refs, hidden | more
-
-
-def looks_like_secret(key: str, value: Any) -> bool:
-    """Whether ``value`` under ``key`` is or looks like a credential (the scanner's verdict on one pair)."""
-    return bool(scan_document({str(key): value})[0])

@@ -1,7 +1,7 @@
 """Training Hub's named parameters of ``sft()``, ``osft()`` and ``lora_sft()``, read from its source with ``ast``
 (importing training-hub would load torch and every backend).
 
-``snapshots/training-hub.json`` holds them for the release ``params.TRAINING_HUB`` matches;
+``snapshots/training-hub.json`` holds them for the release ``params`` curates (its version is in the snapshot);
 ``tests/contract/test_hub.py`` reads the installed training-hub instead when there is one. Regenerate the
 snapshot from a wheel or an installed training-hub with ``python -m kubetune.contract.hub [WHEEL]``.
 """

@@ -1,8 +1,8 @@
 """Curated parameters per algorithm, under Training Hub's names: these models are the documentation.
 
-Every named parameter of training-hub's ``sft()``, ``osft()`` and ``lora_sft()`` (release ``TRAINING_HUB``)
-is here or in ``NOT_FIELDS``, so an existing call becomes a kubetune spec unchanged
-(``tests/contract/test_hub.py`` holds it to the release's signatures). Experiment tracking and torchrun
+Every named parameter of training-hub's ``sft()``, ``osft()`` and ``lora_sft()`` (the release in
+``snapshots/training-hub.json``) is here or means something else a spec says, so an existing call becomes a kubetune
+spec unchanged (``tests/contract/test_hub.py`` holds it to the release's signatures). Experiment tracking and torchrun
 settings are first-class on every algorithm. Anything not named here is a backend kwarg, checked against
 the backend's own fields.
 """
@@ -14,8 +14,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
-
-TRAINING_HUB = "0.11.2"  # the training-hub release whose named parameters are matched here
 
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
@@ -202,11 +200,6 @@ class LoRASFTParams(CommonParams):
     trust_remote_code: bool | None = Field(None, description="Allow custom model code when loading the model.")
 
 
-ALGORITHM_PARAMS: dict[str, type[CommonParams]] = {
-    "sft": SFTParams,
-    "osft": OSFTParams,
-    "lora_sft": LoRASFTParams,
-}
 # Parameters a Training Hub call must give (paths are bound by the pipeline when it runs the step).
 REQUIRED: dict[str, tuple[str, ...]] = {
     "sft": ("max_seq_len", "effective_batch_size", "learning_rate"),
@@ -216,10 +209,3 @@ REQUIRED: dict[str, tuple[str, ...]] = {
 PATH_PARAMS = ("model_path", "data_path", "ckpt_output_dir")
 # curated parameters that name a file or directory: an empty or blank string is refused, never "given"
 PATH_FIELDS = (*PATH_PARAMS, "data_output_dir", "eval_data_path")
-# Named parameters of Training Hub's functions that are not fields above, and what becomes of them.
-NOT_FIELDS = {
-    "backend": "the spec's `backend` key: Training Hub's backend name for the algorithm (or an alias)",
-    "callbacks": "refused: Python callbacks cannot travel in a JSON artifact (null, its default, is left out)",
-    # lora_sft's: Training Hub hands it to TRL's SFTConfig as it is, so it is that backend kwarg (checked as TRL's)
-    "per_device_eval_batch_size": "TRL's own SFTConfig field (default here as there: the train micro-batch size)",
-}

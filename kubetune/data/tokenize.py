@@ -267,14 +267,6 @@ def sample(input_ids: list[int], labels: list[int]) -> dict[str, Any]:
     }
 
 
-def tokenize_sample(tokenizer, record: dict[str, Any]) -> dict[str, Any]:
-    """``input_ids`` and ``labels`` for one normalized record (raises ``BadRecord`` when unusable)."""
-    result = ChatEncoder.from_tokenizer(tokenizer).encode([record])[0]
-    if isinstance(result, BadRecord):
-        raise result
-    return result
-
-
 def read_jsonl(path: str | Path) -> Iterator[dict]:
     with open(path, encoding="utf-8") as f:
         for line in f:

@@ -2,7 +2,7 @@
 call of Training Hub's README, docs and examples that runs there validates here with the same meaning.
 
 The named parameters come from the installed training-hub when there is one, else from the committed snapshot
-of the release ``params.TRAINING_HUB`` (``kubetune/contract/snapshots/training-hub.json``, read from its wheel).
+of the release ``TRAINING_HUB`` (``kubetune/contract/snapshots/training-hub.json``, read from its wheel).
 The calls are ``tests/support/training_hub_calls.json``, collected from that release's sdist by
 ``tests/support/training_hub_calls.py``.
 """
@@ -15,10 +15,17 @@ import pytest
 
 from kubetune.backends.registry import get_backend
 from kubetune.contract import hub
-from kubetune.contract.params import ALGORITHM_PARAMS, NOT_FIELDS, TRAINING_HUB
 from kubetune.errors import KubetuneError
 from kubetune.validation import validate_spec
 
+TRAINING_HUB = "0.11.2"  # the training-hub release whose named parameters kubetune/contract/params.py matches
+# Named parameters of Training Hub's functions that are no params field, and what becomes of them.
+NOT_FIELDS = {
+    "backend": "the spec's `backend` key: Training Hub's backend name for the algorithm (or an alias)",
+    "callbacks": "refused: Python callbacks cannot travel in a JSON artifact (null, its default, is left out)",
+    # lora_sft's: Training Hub hands it to TRL's SFTConfig as it is, so it is that backend kwarg (checked as TRL's)
+    "per_device_eval_batch_size": "TRL's own SFTConfig field (default here as there: the train micro-batch size)",
+}
 CALLS = json.loads((Path(__file__).parents[1] / "support" / "training_hub_calls.json").read_text())
 INSTALLED = hub.read_installed()
 NAMED = (INSTALLED or hub.load_snapshot())["functions"]
@@ -43,7 +50,7 @@ def refused(algorithm: str, **kwargs) -> dict[str, str]:
 
 @pytest.mark.parametrize("function", sorted(NAMED))
 def test_every_named_parameter_of_training_hub_is_curated(function):
-    fields = set(ALGORITHM_PARAMS[function].model_fields)
+    fields = set(get_backend(function).params_model.model_fields)
     missing = [name for name in NAMED[function] if name not in fields and name not in NOT_FIELDS]
     assert not missing, f"training-hub's {function}() names {missing}: curate them in kubetune/contract/params.py"
 
@@ -180,12 +187,13 @@ def prepared(tmp_path_factory, tiny_model) -> tuple[Path, Path]:
 @pytest.mark.slow
 def test_eval_data_path_makes_trl_evaluate_during_training(tmp_path, tiny_model, prepared):
     from kubetune.steps.train import train
+    from kubetune.validation import load_spec
 
     train_dir, val_dir = prepared
     kwargs = tmp_path / "kwargs.json"
     kwargs.write_text(json.dumps({"algorithm": "lora_sft", "max_steps": 2, "micro_batch_size": 4, "eval_data_path": "eval.jsonl",
                                   "eval_steps": 1, "per_device_eval_batch_size": 16}))  # fmt: skip
-    result = train(kwargs, str(tiny_model), train_dir, tmp_path / "out", val_dir)
+    result = train(load_spec(kwargs, require_paths=False), str(tiny_model), train_dir, tmp_path / "out", val_dir)
     history = json.loads((result.output_dir / "trainer_state.json").read_text())["log_history"]
     assert [entry["step"] for entry in history if "eval_loss" in entry] == [1, 2]
 
@@ -202,7 +210,10 @@ def test_enable_jit_checkpoint_false_lets_sigterm_stop_lora_without_a_save(tmp_p
     kwargs = tmp_path / "kwargs.json"
     kwargs.write_text(json.dumps({"algorithm": "lora_sft", "max_steps": 5000, "micro_batch_size": 4, "save_steps": 2,
                                   "enable_jit_checkpoint": False}))  # fmt: skip
-    script = "import sys; from kubetune.steps.train import train; train(*sys.argv[1:6])"
+    script = (
+        "import sys; from kubetune.steps.train import train; from kubetune.validation import load_spec; "
+        "train(load_spec(sys.argv[1], require_paths=False), *sys.argv[2:6])"
+    )
     out = tmp_path / "out" / "checkpoints"
     args = [sys.executable, "-c", script, str(kwargs), str(tiny_model), str(train_dir), str(tmp_path / "out"), str(val_dir)]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -5,7 +5,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from kubetune.data.records import BadRecord
-from kubetune.data.tokenize import IGNORE_INDEX, ChatEncoder, read_jsonl, tokenize_sample
+from kubetune.data.tokenize import IGNORE_INDEX, ChatEncoder, read_jsonl, tokenize_samples
 from kubetune.embedded.sample_data import SAMPLE_DATA
 
 SAMPLE = {
@@ -25,6 +25,12 @@ REASONING_TEMPLATE = (
     "{{ message['content'] + '<|im_end|>\n' }}"
     "{%- endfor -%}"
 )
+
+
+def tokenize_sample(tokenizer, record: dict) -> dict:
+    """One raw record through ``tokenize_samples``, as the LoRA backend and the evaluation tokenize rows."""
+    (tokens,), _ = tokenize_samples(tokenizer, [record])
+    return tokens
 
 
 def learned(tokenizer, tokens) -> str:
