@@ -110,12 +110,12 @@ def test_evaluation_skips_a_damaged_checkpoint_says_why_and_picks_the_best_of_th
     result = evaluate_step(run, validation, tmp_path / "curve.json", tmp_path / "report.html", str(tiny_model))
     size = weights.stat().st_size if weights.exists() else 0
     line = f"skipped: {damaged}: {reason.format(size=size, full=full)}"
-    assert result["skipped"] == [line]
+    assert result.skipped == [line]
     assert json.loads((tmp_path / "curve.json").read_text())["skipped"] == [line]
     assert line in (tmp_path / "report.html").read_text()
-    evaluated = [p["checkpoint"] for p in result["points"]]
+    evaluated = [p.checkpoint for p in result.points]
     assert damaged not in evaluated and len(evaluated) == 2
-    assert result["best"]["checkpoint"] in evaluated and result["metrics"]["checkpoints_skipped"] == 1
+    assert result.best.checkpoint in evaluated and result.metrics["checkpoints_skipped"] == 1
 
 
 def test_evaluation_of_only_damaged_checkpoints_is_one_error_naming_each(tmp_path, pristine, validation, tiny_model):
@@ -224,8 +224,9 @@ def test_a_sigkill_during_a_checkpoint_save_resumes_from_the_previous_complete_o
         "t.Trainer._save_rng_state = save\n"
     )
     script = hang + (
-        "import json; from kubetune.steps.train import train\n"
-        "r = train(*sys.argv[1:6], workspace=sys.argv[6]); print(json.dumps(r.metrics))"
+        "import json; from kubetune.steps.train import train; from kubetune.validation import load_spec\n"
+        "r = train(load_spec(sys.argv[1], require_paths=False), *sys.argv[2:6], workspace=sys.argv[6])\n"
+        "print(json.dumps(r.metrics))"
     )
     args = [sys.executable, "-c", script, str(kwargs), str(tiny_model), str(tmp_path / "data" / "train"), str(tmp_path / "out"),
             str(tmp_path / "data" / "val"), str(tmp_path / "pvc" / "run-1")]  # fmt: skip

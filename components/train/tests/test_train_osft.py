@@ -27,6 +27,7 @@ from kubetune.checkpoints import full_state_problem
 from kubetune.steps.evaluate import evaluate_step
 from kubetune.steps.timeline import read_backend_metrics
 from kubetune.steps.train import train
+from kubetune.validation import load_spec
 
 OSFT = {"algorithm": "osft", "max_tokens_per_gpu": 2048, "max_seq_len": 512, "learning_rate": 1e-3, "unfreeze_rank_ratio": 0.5}
 MAX_STEPS, BATCH = 16, 8
@@ -39,7 +40,8 @@ STEP_RUN = {**OSFT, "effective_batch_size": BATCH, "training_mode": "step", "max
 INFINITE_RUN = {**OSFT, "osft": False, "effective_batch_size": BATCH, "training_mode": "infinite", "lr_scheduler": "constant",
                 "validate_at_epoch": True, "save_best_val_loss": True}  # fmt: skip
 STEP = (
-    "import sys, json; from kubetune.steps.train import train; r = train(*sys.argv[1:6]); "
+    "import sys, json; from kubetune.steps.train import train; from kubetune.validation import load_spec; "
+    "r = train(load_spec(sys.argv[1], require_paths=False), *sys.argv[2:6]); "
     "print(json.dumps({'metrics': r.metrics, 'final_model': r.final_model.name, 'saved': [c.name for c in r.checkpoints]}))"
 )
 
@@ -188,7 +190,8 @@ def stopped(prepared, tmp_path_factory) -> SimpleNamespace:
                 process.wait()
     with pytest.MonkeyPatch.context() as env:
         env.setenv("OMP_NUM_THREADS", "1")
-        facts.resumed = train(step_out / "kwargs.json", prepared.model, prepared.train, step_out, prepared.val)
+        spec = load_spec(step_out / "kwargs.json", require_paths=False)
+        facts.resumed = train(spec, prepared.model, prepared.train, step_out, prepared.val)
     return facts
 
 
@@ -243,16 +246,16 @@ def test_final_model_is_the_last_regular_save_not_the_newer_best_validation_copy
 @pytest.mark.slow
 def test_evaluation_gives_a_loss_per_checkpoint_and_mini_trainers_validation_points(stopped, prepared, tmp_path):
     curve = evaluate_step(stopped.step_out, prepared.val, tmp_path / "curve.json", tmp_path / "report.html")
-    checkpoints = {p["checkpoint"]: p["loss"] for p in curve["points"]}
+    checkpoints = curve.losses()
     saved = {str(c.relative_to(stopped.step_out)) for c in stopped.resumed.checkpoints}
     assert set(checkpoints) == saved and all(math.isfinite(loss) for loss in checkpoints.values())
-    backend = curve["backend"]
-    assert [p["step"] for p in backend["train"]] == list(range(1, MAX_STEPS + 1))
+    backend = curve.backend
+    assert [p.step for p in backend.train] == list(range(1, MAX_STEPS + 1))
     # validation_frequency 4 and validate_at_final (the last step twice in our log, once in mini-trainer's): one point a step
-    assert [p["step"] for p in backend["validation"]] == list(range(4, MAX_STEPS + 1, 4))
+    assert [p.step for p in backend.validation] == list(range(4, MAX_STEPS + 1, 4))
     # our held-out loss of the last save is mini-trainer's own validation loss at that point (same weights, same data)
     final = str(stopped.resumed.final_model.relative_to(stopped.step_out))
-    assert checkpoints[final] == pytest.approx(backend["validation"][-1]["loss"], rel=1e-3)
+    assert checkpoints[final] == pytest.approx(backend.validation[-1].loss, rel=1e-3)
 
 
 @pytest.mark.slow
@@ -263,15 +266,15 @@ def test_validate_at_epoch_losses_reach_the_evaluation(stopped, prepared, tmp_pa
     assert not [row for row in own if "val_num_loss_counted_tokens" in row]  # mini-trainer's own file: no validation
     epoch_ends = [(r["step"], r["total_samples_accumulated"]) for r in own if r["step"] % r["steps_per_epoch"] == 0]
     curve = evaluate_step(stopped.infinite_out, prepared.val, tmp_path / "curve.json", tmp_path / "report.html")
-    points = [(p["step"], p["samples"]) for p in curve["backend"]["validation"]]
+    points = [(p.step, p.samples) for p in curve.backend.validation]
     # every epoch end, but the last logged step's when the SIGTERM came before that epoch's validation
     assert points and (points == epoch_ends or (points == epoch_ends[:-1] and epoch_ends[-1][0] == own[-1]["step"]))
     # each improvement wrote a best-validation copy, the only models saved: the newest is the final model, and
     # our evaluation of each gives the validation loss mini-trainer computed for it
     saved = stopped.infinite["saved"]
     assert saved and all(name.endswith("_best_val_loss") for name in saved) and stopped.infinite["final_model"] == saved[-1]
-    by_samples = {p["samples"]: p["loss"] for p in curve["backend"]["validation"]}
-    evaluated = {Path(p["checkpoint"]).name: p["loss"] for p in curve["points"]}
+    by_samples = {p.samples: p.loss for p in curve.backend.validation}
+    evaluated = {Path(p.checkpoint).name: p.loss for p in curve.points}
     assert set(evaluated) == set(saved)
     for name, loss in evaluated.items():
         assert loss == pytest.approx(by_samples[float(name.removeprefix("samples_").removesuffix("_best_val_loss"))], rel=1e-3)
