@@ -46,10 +46,9 @@ def evaluate_model(
         result = evaluate_step(
             trained_model.path, validation_data.path, loss_curve.path, report.path, model_uri or None, patience
         )
-    for name, value in result["metrics"].items():
+    for name, value in result.metrics.items():
         metrics.log_metric(name, value)
-    loss_curve.metadata.update({"axis": result["axis"], "best": result["best"]["checkpoint"]})
-    for p in result["points"]:
-        print(f"{p['checkpoint']}: validation loss {p['loss']:.4f} (perplexity {p['perplexity']:.2f}, {p['tokens']} tokens)")
-    best = result["best"]
-    return namedtuple("EvalOutputs", ["best_checkpoint", "best_loss"])(best["checkpoint"], best["loss"])
+    loss_curve.metadata.update({"axis": result.axis, "best": result.best.checkpoint})
+    for p in result.points:
+        print(f"{p.checkpoint}: validation loss {p.loss:.4f} (perplexity {p.perplexity:.2f}, {p.tokens} tokens)")
+    return namedtuple("EvalOutputs", ["best_checkpoint", "best_loss"])(result.best.checkpoint, result.best.loss)

@@ -44,11 +44,12 @@ def register_model(
     import json
 
     from kubetune.errors import reported
+    from kubetune.steps.export import ExportedModel
     from kubetune.steps.register import register_step
 
     with reported():  # a mistake in the input ends the step with its report, not a traceback
         result = register_step(
-            dict(exported_model.metadata),
+            ExportedModel.from_metadata(exported_model.metadata),
             loss_curve.path if loss_curve else None,
             kwargs_artifact.path if kwargs_artifact else None,
             server=registry_server,

@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -38,6 +37,7 @@ from kubetune.runs.processes import (
 )
 from kubetune.runs.run_folder import RECORD, read_record, write_record
 from kubetune.runs.supervise import GRACE_S
+from kubetune.steps.curve import LossCurve
 
 WORKSPACE_ENV = "KUBETUNE_LOCAL_WORKSPACE"  # read by the training step: where its checkpoints live
 
@@ -63,16 +63,16 @@ def run_local(output_dir: str | Path, run_id: str | None = None, **arguments: An
     if run_id:
         os.environ[WORKSPACE_ENV] = str(output_dir / "workspace" / run_id)
     run = finetune(**with_embedded_kwargs(arguments))
-    curve = json.loads(Path(run.outputs["loss_curve"].path).read_text())
+    curve = LossCurve.read(run.outputs["loss_curve"].path)
     return {
         "exported_model": run.outputs["model"].path,
         "kwargs_artifact": run.outputs["kwargs"].path,
         "loss_curve": run.outputs["loss_curve"].path,
         "report": run.outputs["eval_report"].path,
-        "best_checkpoint": curve["best"]["checkpoint"],
-        "validation_loss": {p["checkpoint"]: p["loss"] for p in curve["points"]},
-        "overfitting_after": (curve["overfitting"] or {}).get("checkpoint"),
-        "skipped": curve.get("skipped", []),
+        "best_checkpoint": curve.best.checkpoint,
+        "validation_loss": curve.losses(),
+        "overfitting_after": curve.overfitting.checkpoint if curve.overfitting else None,
+        "skipped": curve.skipped,
     }
 
 

@@ -13,20 +13,18 @@ chosen among the rest, and only when every checkpoint is damaged does the step f
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
-from kubetune.backends.metrics import BackendSeries
-from kubetune.backends.training_record import trained_by
-from kubetune.checkpoints import Position, adapter_base, find_checkpoints, is_adapter, position, problem
+from kubetune.backends.metrics import BackendSeries, Point
+from kubetune.checkpoints import adapter_base, find_checkpoints, is_adapter, position, problem
 from kubetune.data import tokenized_file
 from kubetune.data.tokenize import IGNORE_INDEX, read_jsonl, tokenize_samples
 from kubetune.errors import KubetuneError, Problem
 from kubetune.files import write_text_atomic
 from kubetune.runtime import resolve_model
+from kubetune.steps.curve import BackendLosses, CurvePoint, LossCurve, LossPoint, SeriesPoint
 from kubetune.steps.report import html_report
 from kubetune.steps.timeline import overfitting_point, read_backend_metrics
 
@@ -38,16 +36,6 @@ class Skipped:
 
     def __str__(self) -> str:
         return f"skipped: {self.checkpoint}: {self.reason}"
-
-
-@dataclass
-class LossPoint:
-    checkpoint: str  # path relative to the training output
-    step: int | None
-    samples: int | None
-    loss: float
-    perplexity: float
-    tokens: int
 
 
 class _Models:
@@ -133,12 +121,9 @@ def evaluate(
 ) -> list[LossPoint]:
     """One loss point per complete checkpoint under ``output_dir``, in training order (unnamed ones last).
 
-    Damaged checkpoints are left out and appended to ``skipped`` (when given) with the reason. Checkpoints are named
-    as the backend that trained ``output_dir`` names them (its record; both built-in namings without one)."""
+    Damaged checkpoints are left out and appended to ``skipped`` (when given) with the reason."""
     root = Path(output_dir)
-    backend = trained_by(root)
-    position_of = backend.checkpoint_position if backend else position
-    found = find_checkpoints(root, named=True, position_of=position_of)
+    found = find_checkpoints(root, named=True)
     if not found:
         raise KubetuneError(
             [Problem(str(root), "holds no checkpoint (no config.json or adapter_config.json)")], "cannot evaluate"
@@ -172,7 +157,7 @@ def evaluate(
             continue
         loss, tokens = held_out_loss(model, samples, pad, batch_size or (32 if models.device == "cuda" else 8), models.device)
         models.release(model)
-        step, seen = position_of(path) or Position()
+        step, seen = position(path)
         points.append(LossPoint(str(path.relative_to(root)), step, seen, loss, math.exp(min(loss, 50)), tokens))
     if not points:
         raise _all_damaged(root, left_out)
@@ -198,27 +183,27 @@ def best(points: list[LossPoint]) -> LossPoint:
 
 def curve(
     output_dir: str | Path, points: list[LossPoint], patience: int = 2, skipped: list[Skipped] | None = None
-) -> dict[str, Any]:
+) -> LossCurve:
     """Our points with the backend's own series on one axis, the best checkpoint and the overfitting point;
     ``skipped``: the damaged checkpoints left out, each as ``skipped: <checkpoint>: <reason>``."""
     series = read_backend_metrics(output_dir)
     _place(points, series)
     axis = "samples" if all(p.samples is not None for p in points) else "step"
-    xs = [getattr(p, axis) for p in points]
-    winner = best(points)
-    over = overfitting_point([p.loss for p in points], xs, series, axis, patience)
-    backend = series.to_dict()
-    for entry in (*backend["train"], *backend["validation"]):
-        entry["x"] = entry.get(axis)
-    return {
-        "axis": axis,
-        "patience": patience,
-        "points": [{**asdict(p), "x": getattr(p, axis)} for p in points],
-        "best": asdict(winner),
-        "overfitting": asdict(points[over]) if over is not None else None,
-        "backend": backend,
-        "skipped": [str(s) for s in skipped or []],
-    }
+    over = overfitting_point([p.loss for p in points], [getattr(p, axis) for p in points], series, axis, patience)
+
+    def on_axis(logged: list[Point]) -> list[SeriesPoint]:
+        return [SeriesPoint(p.loss, p.step, p.samples, getattr(p, axis)) for p in logged]
+
+    result = LossCurve(
+        axis=axis,
+        patience=patience,
+        points=[CurvePoint(**asdict(p), x=getattr(p, axis)) for p in points],
+        best=best(points),
+        overfitting=points[over] if over is not None else None,
+        backend=BackendLosses(series.backend, on_axis(series.train), on_axis(series.validation)),
+        skipped=[str(s) for s in skipped or []],
+    )
+    return result.model_copy(update={"metrics": result.kfp_metrics()})
 
 
 def _place(points: list[LossPoint], series: BackendSeries) -> None:
@@ -234,22 +219,6 @@ def _place(points: list[LossPoint], series: BackendSeries) -> None:
             p.samples = series.samples_at_step(p.step)
 
 
-def metrics(result: dict[str, Any]) -> dict[str, float]:
-    """The curve as flat KFP metrics (numbers only; -1 where there is none)."""
-    points, winner, over = result["points"], result["best"], result["overfitting"]
-    out = {
-        "checkpoints_evaluated": len(points),
-        "final_validation_loss": points[-1]["loss"],
-        "best_validation_loss": winner["loss"],
-        "overfitting_detected": int(over is not None),
-        "checkpoints_skipped": len(result.get("skipped", [])),
-    }
-    for key in ("step", "samples"):
-        out[f"best_{key}"] = winner[key] if winner[key] is not None else -1
-        out[f"overfitting_{key}"] = over[key] if over and over[key] is not None else -1
-    return out
-
-
 def evaluate_step(
     trained_model: str | Path,
     validation_data: str | Path,
@@ -257,7 +226,7 @@ def evaluate_step(
     report_out: str | Path,
     base_model_uri: str | None = None,
     patience: int = 2,
-) -> dict[str, Any]:
+) -> LossCurve:
     """The pipeline's evaluation step: every checkpoint's loss, the curve as JSON and the HTML report."""
     import tempfile
 
@@ -268,7 +237,6 @@ def evaluate_step(
     for note in skipped:
         print(f"[kubetune] {note}", flush=True)
     result = curve(trained_model, points, patience, skipped)
-    result["metrics"] = metrics(result)
-    write_text_atomic(curve_out, json.dumps(result, indent=2))
+    write_text_atomic(curve_out, result.to_json())
     write_text_atomic(report_out, html_report(result))
     return result

@@ -39,10 +39,13 @@ import shutil
 import stat
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict
 
 from kubetune.checkpoints import TRAINING_STATE, adapter_base, find_checkpoints, is_adapter
 from kubetune.checkpoints import problem as checkpoint_problem
@@ -51,6 +54,7 @@ from kubetune.errors import KubetuneError, Problem
 from kubetune.files import SYSTEM_FOLDERS, staging_dir, umask_modes
 from kubetune.runtime import resolve_model
 from kubetune.s3 import client, public_uri
+from kubetune.steps.curve import LossCurve
 from kubetune.steps.manifest import (
     MANIFEST,
     OVERWRITE_HINT,
@@ -341,8 +345,26 @@ class CardFacts:
 
     base_model: str | None = None
     spec: TrainingSpec | None = None
-    curve: dict[str, Any] | None = None
+    curve: LossCurve | None = None
     data: dict[str, Any] | None = None
+
+
+class ExportedModel(BaseModel):
+    """The exported model artifact's metadata: where the model is and what it is (``ExportResult.metadata`` writes it,
+    the registration step reads it back with ``from_metadata``)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    uri: str
+    kind: str | None = None  # "full", "merged" or "adapter"
+    checkpoint: str | None = None
+    files: int | None = None
+    bytes: int | None = None
+    base_model: str | None = None  # the base model the card names, where known
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, Any]) -> ExportedModel:
+        return cls.model_validate(dict(metadata))
 
 
 @dataclass(frozen=True)
@@ -361,10 +383,12 @@ class ExportResult:
     checkpoint: str  # relative to the trained model's root in ``export_step``
     base_model: str | None = None  # the base model the card names, where known
 
+    def location(self) -> ExportedModel:
+        return ExportedModel(**{name: getattr(self, name) for name in ExportedModel.model_fields})
+
     def metadata(self) -> dict[str, Any]:
-        """The exported model artifact's metadata: its location and what it is (the registration step reads it)."""
-        keys = ("uri", "kind", "checkpoint", "files", "bytes", *(("base_model",) if self.base_model else ()))
-        return {k: getattr(self, k) for k in keys}
+        """The exported model artifact's metadata (``ExportedModel``): its location and what it is."""
+        return self.location().model_dump(exclude_none=True)
 
     def metrics(self) -> dict[str, float]:
         return {k: getattr(self, k) for k in ("bytes", "files", "skipped_files", "seconds", "mb_per_s")}
@@ -372,9 +396,8 @@ class ExportResult:
 
 def model_card(facts: CardFacts, kind: str, checkpoint: str) -> str:
     """A README.md for the exported model: where it came from, on what data, how well it does."""
-    spec, curve, data = facts.spec, facts.curve or {}, facts.data or {}
+    spec, curve, data = facts.spec, facts.curve, facts.data or {}
     params = spec.params if spec else {}
-    best = curve.get("best") or {}
     lines = [
         "---",
         f"base_model: {facts.base_model or 'unknown'}",
@@ -390,17 +413,17 @@ def model_card(facts: CardFacts, kind: str, checkpoint: str) -> str:
         "| | |",
         "|---|---|",
     ]
-    if best:
-        lines.append(f"| best validation loss | {best['loss']:.4f} at `{best['checkpoint']}` |")
+    if curve:
+        lines.append(f"| best validation loss | {curve.best.loss:.4f} at `{curve.best.checkpoint}` |")
     if data:
         lines.append(f"| training data | {data.get('train_samples', '?')} samples, {data.get('train_tokens', '?')} tokens |")
         lines.append(f"| validation data | {data.get('validation_samples', '?')} samples |")
     for key in ("learning_rate", "num_epochs", "effective_batch_size", "max_seq_len", "lora_r", "unfreeze_rank_ratio"):
         if params.get(key) is not None:
             lines.append(f"| {key} | {params[key]} |")
-    if curve.get("points"):
+    if curve and curve.points:
         lines += ["", "## Validation loss per checkpoint", "", "| checkpoint | loss | perplexity |", "|---|---|---|"]
-        lines += [f"| {p['checkpoint']} | {p['loss']:.4f} | {p['perplexity']:.2f} |" for p in curve["points"]]
+        lines += [f"| {p.checkpoint} | {p.loss:.4f} | {p.perplexity:.2f} |" for p in curve.points]
     lines += ["", f"`{MANIFEST}` lists the SHA-256 of every file; the model is complete only when it matches."]
     return "\n".join(lines) + "\n"
 
@@ -539,20 +562,22 @@ def export_step(
     inputs = {"the trained model": root, "the training kwargs": spec_path, "the loss curve": curve_path}
     check_destination(destination, overwrite, source, {name: Path(p) for name, p in inputs.items() if p})
     spec = trained_spec(TrainingSpec.read(spec_path), base_model_uri) if spec_path else None
-    curve = json.loads(Path(curve_path).read_text()) if curve_path and Path(curve_path).is_file() else None
+    curve = LossCurve.read_if_present(curve_path)
     train, validation = train_metadata or {}, validation_metadata or {}
     data = {
         "train_samples": train.get("samples"),
         "train_tokens": train.get("tokens"),
         "validation_samples": validation.get("samples"),
     }
-    card = CardFacts(spec.model_path if spec else base_model_uri, spec, curve, data if train else None)
+    trained = spec.model_path if spec else base_model_uri  # as a message may show it: no user, password or query
+    card = CardFacts(public_uri(trained) if trained else None, spec, curve, data if train else None)
     with tempfile.TemporaryDirectory(prefix="kubetune-base-") as workdir:
         extra: dict[str, str | Path | None] = {"loss_curve.json": curve_path}
         if spec:  # the artifact as the run used it: bound to the base model it trained
             extra["kubetune-spec.json"] = Path(workdir, "kubetune-spec.json")
             extra["kubetune-spec.json"].write_text(spec.to_json())
-        base = resolve_model(base_model_uri, workdir) if base_model_uri else None
+        merging = merge and is_adapter(source)  # only a merge loads the base model: fetched (s3://) only then
+        base = resolve_model(base_model_uri, workdir) if base_model_uri and merging else None
         result = export(source, destination, merge, extra, card, base_model=base, training_root=root, overwrite=overwrite)
     result = replace(result, checkpoint=str(source.relative_to(root)) if source != root else ".")
     if pointer_dir:  # the model lives at the destination; this artifact says where, and what it is

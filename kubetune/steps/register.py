@@ -8,7 +8,6 @@ The token comes from ``MODEL_REGISTRY_TOKEN`` or the pod's ServiceAccount token,
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,6 +16,8 @@ from urllib.parse import urlsplit
 
 from kubetune.contract import TrainingSpec
 from kubetune.errors import KubetuneError, Problem
+from kubetune.steps.curve import LossCurve
+from kubetune.steps.export import ExportedModel
 
 REAL_SCHEMES = ("s3://", "pvc://", "oci://", "hf://", "https://", "gs://")
 SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
@@ -113,7 +114,7 @@ def register(
 
 
 def register_step(
-    location: dict[str, Any],
+    location: ExportedModel,
     curve_path: str | Path | None,
     spec_path: str | Path | None,
     server: str,
@@ -126,10 +127,10 @@ def register_step(
 ) -> RegisterResult:
     """The pipeline's registration step: the export's real URI, the run's provenance and the validation loss.
 
-    ``location``: the exported model artifact's metadata (``ExportResult.metadata``): its URI, kind and the base
+    ``location``: the exported model artifact's metadata (``ExportedModel.from_metadata``): its URI, kind and the base
     model the run trained (the model card's), which the spec's ``model_path`` names only when the pipeline did not
     bind another."""
-    uri = published_uri or location.get("uri", "")
+    uri = published_uri or location.uri
     if uri and not uri.startswith(REAL_SCHEMES):
         raise KubetuneError(
             [
@@ -141,17 +142,16 @@ def register_step(
             ],
             "cannot register the model",
         )
-    curve = json.loads(Path(curve_path).read_text()) if curve_path and Path(curve_path).is_file() else {}
+    curve = LossCurve.read_if_present(curve_path)
     spec = TrainingSpec.read(spec_path) if spec_path and Path(spec_path).is_file() else None
-    best = curve.get("best") or {}
     metadata = {
         **{f"kfp_{k}": v for k, v in (provenance or {}).items() if v},
         "algorithm": spec.algorithm if spec else None,
         "backend": spec.backend if spec else None,
-        "base_model": location.get("base_model") or (spec.model_path if spec else None),
-        "best_validation_loss": best.get("loss"),
-        "best_checkpoint": best.get("checkpoint"),
-        "export_kind": location.get("kind"),
+        "base_model": location.base_model or (spec.model_path if spec else None),
+        "best_validation_loss": curve.best.loss if curve else None,
+        "best_checkpoint": curve.best.checkpoint if curve else None,
+        "export_kind": location.kind,
         "exported_by": "kubetune",
     }
     return register(

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from html import escape
-from typing import Any
+
+from kubetune.steps.curve import LossCurve
 
 WIDTH, HEIGHT, PAD = 720, 380, 56
 CSS = "body{font-family:sans-serif;margin:24px} table{border-collapse:collapse} td,th{border:1px solid #ddd;padding:4px 10px}"
@@ -62,40 +63,33 @@ def svg_chart(lines: dict[str, list[tuple[float, float]]], x_label: str, marks: 
     return "\n".join(parts)
 
 
-def html_report(curve: dict[str, Any]) -> str:
+def html_report(curve: LossCurve) -> str:
     """The whole page: verdict, chart, and one table row per evaluated checkpoint."""
-    axis = curve["axis"]
-    points = curve["points"]
-    best = curve["best"]
-    over = curve.get("overfitting")
-
-    def at(entry: dict) -> float | None:
-        return entry.get(axis)
-
+    best, over, at = curve.best, curve.overfitting, curve.at
     lines = {
-        "train loss": [(p["x"], p["loss"]) for p in curve["backend"]["train"] if p.get("x") is not None],
-        "validation loss": [(at(p), p["loss"]) for p in points if at(p) is not None],
-        "backend validation loss": [(p["x"], p["loss"]) for p in curve["backend"]["validation"] if p.get("x") is not None],
+        "train loss": [(p.x, p.loss) for p in curve.backend.train if p.x is not None],
+        "validation loss": [(at(p), p.loss) for p in curve.points if at(p) is not None],
+        "backend validation loss": [(p.x, p.loss) for p in curve.backend.validation if p.x is not None],
     }
     marks = {}
     if at(best) is not None:
-        marks[f"best: {best['checkpoint']}"] = at(best)
+        marks[f"best: {best.checkpoint}"] = at(best)
     if over and at(over) is not None:
-        marks[f"overfitting after {over['checkpoint']}"] = at(over)
-    verdict = f"Best checkpoint: <b>{escape(best['checkpoint'])}</b>, validation loss {best['loss']:.4f}."
+        marks[f"overfitting after {over.checkpoint}"] = at(over)
+    verdict = f"Best checkpoint: <b>{escape(best.checkpoint)}</b>, validation loss {best.loss:.4f}."
     verdict += (
-        f" Overfitting starts after <b>{escape(over['checkpoint'])}</b>: validation loss rose for {curve['patience']}"
+        f" Overfitting starts after <b>{escape(over.checkpoint)}</b>: validation loss rose for {curve.patience}"
         " evaluations in a row while train loss kept falling."
         if over
         else " No overfitting seen."
     )
     rows = "\n".join(
-        f"<tr><td>{escape(p['checkpoint'])}</td><td>{p.get('step') if p.get('step') is not None else ''}</td>"
-        f"<td>{p.get('samples') if p.get('samples') is not None else ''}</td><td>{p['loss']:.4f}</td>"
-        f"<td>{p['perplexity']:.2f}</td><td>{p['tokens']}</td></tr>"
-        for p in points
+        f"<tr><td>{escape(p.checkpoint)}</td><td>{p.step if p.step is not None else ''}</td>"
+        f"<td>{p.samples if p.samples is not None else ''}</td><td>{p.loss:.4f}</td>"
+        f"<td>{p.perplexity:.2f}</td><td>{p.tokens}</td></tr>"
+        for p in curve.points
     )
-    skipped = "\n".join(f'<p class="skipped">{escape(line)}</p>' for line in curve.get("skipped", []))
+    skipped = "\n".join(f'<p class="skipped">{escape(line)}</p>' for line in curve.skipped)
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>kubetune validation loss</title>
 <style>{CSS}</style>
@@ -103,10 +97,10 @@ def html_report(curve: dict[str, Any]) -> str:
 <h2>Validation loss per checkpoint</h2>
 <p>{verdict}</p>
 {skipped}
-{svg_chart(lines, axis, marks)}
+{svg_chart(lines, curve.axis, marks)}
 <p>Validation loss: mean cross-entropy over learned (assistant) tokens of the held-out set, measured by kubetune
 on every checkpoint the same way for every backend. Train loss and backend validation loss come from the
-backend's own metrics ({escape(curve["backend"]["backend"] or "none found")}).</p>
+backend's own metrics ({escape(curve.backend.backend or "none found")}).</p>
 <table><tr><th>checkpoint</th><th>step</th><th>samples</th><th>validation loss</th><th>perplexity</th><th>tokens</th></tr>
 {rows}
 </table></body></html>

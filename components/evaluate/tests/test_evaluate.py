@@ -9,6 +9,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from kubetune.backends.metrics import BackendSeries, Point
 from kubetune.data.tokenize import read_jsonl, tokenize_samples
 from kubetune.embedded.sample_data import SAMPLE_DATA
+from kubetune.steps.curve import LossCurve
 from kubetune.steps.evaluate import best, curve, evaluate, evaluate_step, held_out_loss
 from kubetune.steps.timeline import overfitting_point
 
@@ -75,17 +76,17 @@ def test_sft_and_osft_layouts_and_metrics_files(tmp_path, tiny_model, validation
         (run / "training_metrics_0.jsonl").open("a").write('{"step": 21, "lo')  # a row cut by a kill
 
     result = evaluate_step(run, validation, tmp_path / "curve.json", tmp_path / "report.html")
-    points = result["points"]
-    assert [p["checkpoint"] for p in points] == [f"hf_format/samples_{s}" for s in SCALES]
-    assert [p["samples"] for p in points] == list(SCALES) and [p["step"] for p in points] == [4, 8, 12, 16, 20]
-    losses = [p["loss"] for p in points]
+    points = result.points
+    assert [p.checkpoint for p in points] == [f"hf_format/samples_{s}" for s in SCALES]
+    assert [p.samples for p in points] == list(SCALES) and [p.step for p in points] == [4, 8, 12, 16, 20]
+    losses = [p.loss for p in points]
     assert losses[2] == min(losses) and losses[2] < losses[3] < losses[4]
-    assert result["axis"] == "samples" and result["best"]["checkpoint"] == "hf_format/samples_300"
-    assert result["overfitting"]["checkpoint"] == "hf_format/samples_300"
-    assert result["metrics"]["best_samples"] == 300 and result["metrics"]["overfitting_detected"] == 1
-    assert result["backend"]["backend"] == backend and len(result["backend"]["train"]) == 20
-    assert [(v["step"], v["samples"], v["loss"]) for v in result["backend"]["validation"]] == [(8, 200, 4.5)]
-    assert json.loads((tmp_path / "curve.json").read_text())["points"] == points
+    assert result.axis == "samples" and result.best.checkpoint == "hf_format/samples_300"
+    assert result.overfitting and result.overfitting.checkpoint == "hf_format/samples_300"
+    assert result.metrics["best_samples"] == 300 and result.metrics["overfitting_detected"] == 1
+    assert result.backend.backend == backend and len(result.backend.train) == 20
+    assert [(v.step, v.samples, v.loss) for v in result.backend.validation] == [(8, 200, 4.5)]
+    assert LossCurve.read(tmp_path / "curve.json").points == points
 
 
 @pytest.mark.slow
@@ -116,18 +117,18 @@ def test_trl_run_gets_one_point_per_checkpoint_and_a_report_with_both_curves(tmp
     assert all(math.isfinite(p.loss) and p.tokens > 0 for p in points)
     assert best(points).loss == min(p.loss for p in points)
     result = curve(tmp_path / "run", points)
-    assert result["axis"] == "step" and [p["x"] for p in result["points"]] == [3, 6, 9, 9]
-    assert [v["step"] for v in result["backend"]["validation"]] == [3, 6, 9]  # TRL's own eval_loss, on our split
+    assert result.axis == "step" and [p.x for p in result.points] == [3, 6, 9, 9]
+    assert [v.step for v in result.backend.validation] == [3, 6, 9]  # TRL's own eval_loss, on our split
     # TRL's eval_loss is a mean of per-batch means; ours weighs every learned token alike: close, not equal
-    for ours, theirs in zip(result["points"], result["backend"]["validation"], strict=False):
-        assert math.isclose(ours["loss"], theirs["loss"], rel_tol=0.05)
+    for ours, theirs in zip(result.points, result.backend.validation, strict=False):
+        assert math.isclose(ours.loss, theirs.loss, rel_tol=0.05)
 
     from kubetune.steps.report import html_report
 
     html = html_report(result)
     assert '<polyline class="train-loss"' in html and '<polyline class="validation-loss"' in html
     assert '<polyline class="backend-validation-loss"' in html and html.count("<circle") == 4
-    assert f"best: {result['best']['checkpoint']}" in html
+    assert f"best: {result.best.checkpoint}" in html
 
     # the adapter's recorded base path is gone (another pod): the base model is found from the parameter
     config = tmp_path / "run" / "checkpoint-3" / "adapter_config.json"

@@ -7,6 +7,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from kubetune.errors import KubetuneError
 from kubetune.steps.export import MANIFEST, export, export_step, verify
+from tests.support.curves import write_loss_curve
 
 
 @pytest.fixture(scope="module")
@@ -145,9 +146,7 @@ def test_export_step_picks_best_or_final_and_writes_card_and_pointer(tmp_path, t
         shutil.copytree(tiny_model, run / name)
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps({"algorithm": "lora_sft", "backend": "unsloth", "learning_rate": 0.005, "model_path": "tiny"}))
-    curve = tmp_path / "curve.json"
-    points = [{"checkpoint": f"checkpoints/checkpoint-{n}", "loss": 6 - n / 10, "perplexity": 300.0} for n in (2, 4)]
-    curve.write_text(json.dumps({"points": points, "best": points[1]}))
+    curve = write_loss_curve(tmp_path / "curve.json", {f"checkpoints/checkpoint-{n}": 6 - n / 10 for n in (2, 4)})
     s3.create_bucket(Bucket="out")
     common = {
         "trained_model": tmp_path / "trained",

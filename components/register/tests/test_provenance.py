@@ -13,9 +13,10 @@ from pathlib import Path
 
 from kubetune.contract import TrainingSpec
 from kubetune.runs.kfp_api import parameters
-from kubetune.steps.export import export_step
+from kubetune.steps.export import ExportedModel, export_step
 from kubetune.steps.register import register_step
 from kubetune.steps.validate import validate_to_artifact
+from tests.support.curves import write_loss_curve
 
 EXAMPLE = Path(__file__).parents[3] / "examples" / "osft.json"
 MODEL_URI = "s3://models/granite-3b"
@@ -29,14 +30,12 @@ def test_model_card_and_registry_entry_name_the_trained_model_uri(tmp_path, tiny
     artifact = tmp_path / "kwargs" / "artifact.json"
     validate_to_artifact(arguments["algorithm"], arguments["training_kwargs"], artifact)
     shutil.copytree(tiny_model, tmp_path / "trained" / "checkpoints" / "checkpoint-4")  # what the train step left
-    curve = tmp_path / "loss_curve.json"
-    best = {"checkpoint": "checkpoints/checkpoint-4", "loss": 5.6, "perplexity": 270.4}
-    curve.write_text(json.dumps({"points": [best], "best": best}))
+    curve = write_loss_curve(tmp_path / "loss_curve.json", {"checkpoints/checkpoint-4": 5.6})
     s3.create_bucket(Bucket="out")
 
     exported = export_step(
         trained_model=tmp_path / "trained",
-        checkpoint=best["checkpoint"],
+        checkpoint="checkpoints/checkpoint-4",
         destination="s3://out/chat/v1",
         pointer_dir=tmp_path / "pointer",
         spec_path=artifact,
@@ -49,7 +48,7 @@ def test_model_card_and_registry_entry_name_the_trained_model_uri(tmp_path, tiny
     shipped = json.loads(s3.get_object(Bucket="out", Key="chat/v1/kubetune-spec.json")["Body"].read())
     assert shipped["model_path"] == MODEL_URI and shipped["algorithm"] == "osft"  # the artifact as the run used it
 
-    register_step(dict(exported.metadata()), curve, artifact, model_registry.url, "chat", "v1")
+    register_step(ExportedModel.from_metadata(exported.metadata()), curve, artifact, model_registry.url, "chat", "v1")
     (version,) = [r["body"] for r in model_registry.requests if r["method"] == "POST" and r["path"].endswith("/model_versions")]
     properties = {k: next(v for key, v in p.items() if key.endswith("_value")) for k, p in version["customProperties"].items()}
     assert properties["base_model"] == MODEL_URI and properties["algorithm"] == "osft"
@@ -63,3 +62,19 @@ def test_without_a_bound_model_the_spec_model_path_is_named(tmp_path, tiny_model
     exported = export_step(tmp_path / "trained", "checkpoints/checkpoint-4", str(tmp_path / "out"), spec_path=artifact)
     spec_model = TrainingSpec.read(artifact).model_path
     assert f"base_model: {spec_model}\n" in exported.card and exported.metadata()["base_model"] == spec_model
+
+
+def test_the_card_and_the_metadata_never_show_credentials_in_the_base_model_uri(tmp_path, tiny_model):
+    """evaluate_export has no spec: the card names ``base_model_uri`` itself, as a message may show it."""
+    shutil.copytree(tiny_model, tmp_path / "trained" / "checkpoint-1")
+    secret_uri, shown = "https://alice:hf_x@example.com/m?token=hf_y", "https://example.com/m"
+    bare = export_step(tmp_path / "trained", "checkpoint-1", str(tmp_path / "bare"), base_model_uri=secret_uri)
+    artifact = tmp_path / "artifact.json"
+    validate_to_artifact("osft", {k: v for k, v in json.loads(EXAMPLE.read_text()).items() if k != "algorithm"}, artifact)
+    bound = export_step(
+        tmp_path / "trained", "checkpoint-1", str(tmp_path / "bound"), spec_path=artifact, base_model_uri=secret_uri
+    )
+    for exported, out in ((bare, tmp_path / "bare"), (bound, tmp_path / "bound")):
+        assert f"base_model: {shown}\n" in exported.card and exported.metadata()["base_model"] == shown
+        written = "".join(p.read_text() for p in out.iterdir() if p.suffix in (".md", ".json"))
+        assert "hf_x" not in written and "hf_y" not in written and "alice" not in written

@@ -9,7 +9,9 @@ import json
 import pytest
 
 from kubetune.errors import KubetuneError
+from kubetune.steps.export import ExportedModel
 from kubetune.steps.register import register, register_step
+from tests.support.curves import write_loss_curve
 
 
 def _bodies(standin, method, suffix):
@@ -18,11 +20,10 @@ def _bodies(standin, method, suffix):
 
 def test_registers_the_real_uri_with_provenance_and_validation_loss(tmp_path, model_registry, monkeypatch):
     monkeypatch.setenv("MODEL_REGISTRY_TOKEN", "token-from-a-secret")
-    curve = tmp_path / "curve.json"
-    curve.write_text(json.dumps({"best": {"checkpoint": "checkpoints/checkpoint-72", "loss": 5.8878}}))
+    curve = write_loss_curve(tmp_path / "curve.json", {"checkpoints/checkpoint-36": 5.9, "checkpoints/checkpoint-72": 5.8878})
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps({"algorithm": "lora_sft", "backend": "unsloth", "model_path": "kubetune://tiny-llama"}))
-    location = {"uri": "s3://models/chat/v1", "kind": "merged"}
+    location = ExportedModel(uri="s3://models/chat/v1", kind="merged")
     ids = register_step(
         location, curve, spec, model_registry.url, "chat", "v1", provenance={"run_id": "run-123", "pipeline": "finetune"}
     )
@@ -50,11 +51,11 @@ def test_an_existing_version_is_an_error_unless_overwrite(model_registry):
 
 def test_a_container_local_path_is_refused_before_any_request(model_registry):
     with pytest.raises(KubetuneError, match="published_uri: the model was exported to '/mnt/models/chat'"):
-        register_step({"uri": "/mnt/models/chat"}, None, None, model_registry.url, "chat", "v1")
+        register_step(ExportedModel(uri="/mnt/models/chat"), None, None, model_registry.url, "chat", "v1")
     with pytest.raises(KubetuneError) as info:
         register("/tmp/model", "", "v1", model_registry.url, {})
     assert {p.where for p in info.value.problems} == {"uri", "name"} and model_registry.requests == []
     register_step(
-        {"uri": "/mnt/models/chat"}, None, None, model_registry.url, "chat", "v1", published_uri="pvc://models-pvc/chat"
+        ExportedModel(uri="/mnt/models/chat"), None, None, model_registry.url, "chat", "v1", published_uri="pvc://models-pvc/chat"
     )
     assert _bodies(model_registry, "POST", "/artifacts")[0]["uri"] == "pvc://models-pvc/chat"
