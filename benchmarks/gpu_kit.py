@@ -201,6 +201,7 @@ def run_case(name: str, work: Path, epochs: int = 2) -> dict[str, Any]:
 
     from kubetune.steps.evaluate import evaluate
     from kubetune.steps.train import train
+    from kubetune.validation import load_spec
 
     document = {"effective_batch_size": 8, "max_seq_len": 512, "num_epochs": epochs, **CASES[name]}
     kwargs = work / f"{name}.json"
@@ -209,7 +210,7 @@ def run_case(name: str, work: Path, epochs: int = 2) -> dict[str, Any]:
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    result = train(kwargs, str(work / "model"), work / "train", out, work / "val")
+    result = train(load_spec(kwargs, require_paths=False), str(work / "model"), work / "train", out, work / "val")
     seconds = time.perf_counter() - start
     points = evaluate(result.output_dir, work / "val", base_model=str(work / "model"))
     unsloth = "unsloth" in sys.modules  # lora_sft imports it only on its Unsloth path

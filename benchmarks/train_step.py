@@ -131,9 +131,11 @@ def clock() -> Iterator[dict[str, float]]:
 def ours(kwargs_path: Path, model: Path, train: Path, out: Path) -> tuple[dict[str, float], dict]:
     """Our training step, timed whole; the TRL log history it saved (empty for the torchrun backends)."""
     from kubetune.steps.train import train as train_step
+    from kubetune.validation import load_spec
 
+    spec = load_spec(kwargs_path, require_paths=False)  # what the validation step hands the training step
     with clock() as times:
-        train_step(kwargs_path, str(model), train, out)
+        train_step(spec, str(model), train, out)
     state = out / "checkpoints" / "trainer_state.json"
     return times, json.loads(state.read_text()) if state.is_file() else {}
 

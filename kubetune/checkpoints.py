@@ -43,6 +43,7 @@ import struct
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 from kubetune.errors import KubetuneError, Problem
 
@@ -51,38 +52,56 @@ SKIPPED_DIRS = {"base", "full_state", "full_state_checkpoints", ".datasets-cache
 INCOMPLETE_DIR = "incomplete"
 # files of a checkpoint that only resuming needs (an export or a copy leaves them out)
 TRAINING_STATE = ("optimizer.pt", "scheduler.pt", "rng_state*.pth", "trainer_state.json", "training_args.bin")
-NAMED = re.compile(r"checkpoint-\d+|samples_\d+(\.\d+)?")
 MAX_HEADER = 100 << 20  # a safetensors header larger than this is not one
 
 
-def position(path: Path) -> tuple[int | None, int | None]:
-    """(step, samples) from a checkpoint's name: TRL counts steps, the others samples seen."""
-    if match := re.fullmatch(r"checkpoint-(\d+)", path.name):
-        return int(match.group(1)), None
-    if match := re.match(r"samples_(\d+)", path.name):
-        return None, int(match.group(1))
-    return None, None
+class Position(NamedTuple):
+    """Where a checkpoint stands in its training run: the optimizer step and/or the samples seen."""
+
+    step: int | None = None
+    samples: int | None = None
 
 
-def _order(path: Path) -> tuple:
-    step, samples = position(path)
+PositionOf = Callable[[Path], Position | None]
+
+
+def step_position(path: Path) -> Position | None:
+    """TRL's ``checkpoint-N``: step N."""
+    match = re.fullmatch(r"checkpoint-(\d+)", path.name)
+    return Position(step=int(match.group(1))) if match else None
+
+
+def samples_position(path: Path) -> Position | None:
+    """instructlab-training's and mini-trainer's ``samples_N`` (``samples_N.0``, ``samples_N.0_best_val_loss``): N samples."""
+    match = re.fullmatch(r"samples_(\d+)(?:\.\d+)?(?:_best_val_loss)?", path.name)
+    return Position(samples=int(match.group(1))) if match else None
+
+
+def position(path: Path) -> Position | None:
+    """A checkpoint's place from its name in either built-in naming (a folder no backend is recorded for), else None."""
+    return step_position(path) or samples_position(path)
+
+
+def _order(path: Path, position_of: PositionOf) -> tuple:
+    step, samples = position_of(path) or Position()
     known = step if step is not None else samples
     return (known is None, known or 0, str(path))
 
 
-def find_checkpoints(output_dir: str | Path, named: bool = False) -> list[Path]:
+def find_checkpoints(output_dir: str | Path, named: bool = False, position_of: PositionOf = position) -> list[Path]:
     """Every model directory under ``output_dir`` in training order, unnamed ones (``final``) last.
 
-    ``named``: also directories named as a backend names its checkpoints (``checkpoint-N``, ``samples_N``)
-    that hold no model at all (an empty or half-written one), so that a caller can say why it skips them.
+    ``position_of``: the backend's naming of its checkpoints (``Backend.checkpoint_position``); ``named``: also
+    directories so named that hold no model at all (an empty or half-written one), so that a caller can say why it
+    skips them.
     """
     root = Path(output_dir)
     found = {p.parent for name in ("config.json", "adapter_config.json") for p in root.rglob(name)}
     if named:
-        found |= {p for p in root.rglob("*") if NAMED.fullmatch(p.name) and p.is_dir()}
+        found |= {p for p in root.rglob("*") if p.is_dir() and position_of(p) is not None}
     found = {p for p in found if not SKIPPED_DIRS & set(p.relative_to(root).parts)}
     found = {p for p in found if not any(q != p and p in q.parents for q in found)}
-    return sorted(found, key=_order)
+    return sorted(found, key=lambda p: _order(p, position_of))
 
 
 def is_adapter(path: Path) -> bool:
@@ -320,7 +339,7 @@ def resume_checkpoint(output_dir: str | Path, say: Say = print, own: bool = True
     ``own``: ``output_dir`` is kubetune's training output, so incomplete checkpoints found on the way are moved
     to ``output_dir/incomplete`` (TRL would otherwise save into them again, or count them when rotating)."""
     root = Path(output_dir)
-    found = [(step, p) for p in root.glob("checkpoint-*") if p.is_dir() and (step := position(p)[0]) is not None]
+    found = [(at.step, p) for p in root.glob("checkpoint-*") if p.is_dir() and (at := step_position(p)) is not None]
     return _newest_complete(found, resume_problem, say, root / INCOMPLETE_DIR if own else None)
 
 

@@ -40,13 +40,15 @@ def train_model(
     """
     import os
 
+    from kubetune.contract import TrainingSpec
     from kubetune.errors import reported
     from kubetune.steps.train import record, train
 
     workspace = os.path.join(workspace_dir, run_id or "run") if workspace_dir else None
     workspace = workspace or os.environ.get("KUBETUNE_LOCAL_WORKSPACE") or None  # set by `kubetune run-local`
     with reported():  # a mistake in the input ends the step with its report, not a traceback
-        result = train(kwargs_artifact.path, model_uri, train_data.path, trained_model.path, validation_data.path, workspace)
+        spec = TrainingSpec.read(kwargs_artifact.path)  # the artifact, read once
+        result = train(spec, model_uri, train_data.path, trained_model.path, validation_data.path, workspace)
     record(result, trained_model, metrics)
 
 
@@ -114,6 +116,7 @@ def train_on_trainjob(
     from kubetune.cluster.launch import launch
     from kubetune.cluster.trainjob import settings_from
     from kubetune.cluster.watch import KubeApi, Limits
+    from kubetune.contract import TrainingSpec
     from kubetune.errors import reported
     from kubetune.steps.train import record
 
@@ -133,7 +136,7 @@ def train_on_trainjob(
             node_selector=node_selector,
         )
         result = launch(
-            kwargs_artifact.path,
+            TrainingSpec.read(kwargs_artifact.path),
             model_uri,
             train_data.path,
             validation_data.path,

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from kubetune.backends.metrics import BackendSeries
 from kubetune.backends.needs import Need, environment_problems
+from kubetune.checkpoints import Position, position
 from kubetune.contract.catalog import Catalog, catalog
 from kubetune.contract.spec import TrainingSpec
 from kubetune.errors import KubetuneError, Problem
@@ -164,6 +165,12 @@ class Backend:
         """The loss series this backend logged under ``output_dir`` (its own files, rank 0's), or None where
         ``output_dir`` holds none of its metrics files (another backend wrote it)."""
         return None
+
+    def checkpoint_position(self, path: Path) -> Position | None:
+        """Where the checkpoint ``path`` stands in the run (step and/or samples seen), from the name this backend
+        gives its checkpoints; None for a folder it does not name so (``final``). The default knows both
+        built-in namings (TRL's ``checkpoint-N``, ``samples_N``)."""
+        return position(path)
 
 
 PLACEHOLDER_PATHS = {

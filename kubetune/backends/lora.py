@@ -15,7 +15,7 @@ from kubetune.backends.cpu_mode import environment
 from kubetune.backends.metrics import BackendSeries, Point, finite
 from kubetune.backends.needs import DEEPSPEED, LIGER
 from kubetune.backends.tracking import from_env, trackers, tracking_env, trl_env
-from kubetune.checkpoints import resume_checkpoint
+from kubetune.checkpoints import Position, resume_checkpoint, step_position
 from kubetune.contract.catalog import Catalog
 from kubetune.contract.params import REQUIRED, LoRASFTParams
 from kubetune.data import tokenized_file
@@ -245,6 +245,10 @@ class LoRASFT(Backend):
                 return self._train(spec, sft_config, lora_config, run.validation_data, list(run.callbacks) or None)
             finally:
                 finish_wandb_run(sft_config.report_to)
+
+    def checkpoint_position(self, path: Path) -> Position | None:
+        """TRL's ``checkpoint-N``: step N."""
+        return step_position(path)
 
     def read_metrics(self, output_dir: Path) -> BackendSeries | None:
         """TRL's ``log_history``: from the ``trainer_state.json`` saved at the end of training (the whole history),

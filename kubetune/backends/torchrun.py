@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 from kubetune.backends.base import Backend, TrainingRun, TrainResult
 from kubetune.backends.cpu_mode import free_port, launch_env, wanted
 from kubetune.backends.rules import nproc_notice
-from kubetune.checkpoints import hf_save_problem, set_aside_incomplete
+from kubetune.checkpoints import Position, hf_save_problem, samples_position, set_aside_incomplete
 from kubetune.errors import KubetuneError, Problem
 
 # hf_format/samples_1200, samples_1200.0 (mini-trainer), samples_1200.0_best_val_loss (a best-validation copy)
@@ -66,6 +66,10 @@ class TorchrunBackend(Backend):
 
     def output_dir(self, train_args) -> Path:
         raise NotImplementedError
+
+    def checkpoint_position(self, path: Path) -> Position | None:
+        """``hf_format/samples_N``: N samples seen."""
+        return samples_position(path)
 
     def train(self, spec, run: TrainingRun | None = None) -> TrainResult:
         """The backend's own torchrun launch (it validates on its own split: ``run`` adds nothing)."""

@@ -1,9 +1,10 @@
 """The ``trainjob`` launcher: the training step's work done by a Kubeflow Trainer TrainJob across nodes.
 
-The launcher pod needs no GPU and no credential of its own: it validates the spec (every kwarg, before any
-GPU is requested), stages the inputs on the shared workspace PVC, submits the TrainJob with the pod's
-ServiceAccount, follows it, then publishes node 0's result from the workspace into the step's output,
-exactly as the in-pod step with a workspace does. A restarted launcher re-attaches to the run's TrainJob.
+The launcher pod needs no GPU and no credential of its own: it checks the artifact (which the validation step
+wrote, every kwarg checked) against the TrainJob's placement before any GPU is requested, stages the inputs on
+the shared workspace PVC, submits the TrainJob with the pod's ServiceAccount, follows it, then publishes node 0's
+result from the workspace into the step's output, exactly as the in-pod step with a workspace does.
+A restarted launcher re-attaches to the run's TrainJob.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from kubetune.backends.base import TrainResult
 from kubetune.backends.rules import PLACED_BY_TRAINJOB
+from kubetune.backends.training_record import write_training_record
 from kubetune.cluster.node import RESULT_FILE
 from kubetune.cluster.trainjob import SecretEnv, TrainJobSettings, build_trainjob, node_command, trainjob_name
 from kubetune.cluster.watch import DEFAULT_LIMITS, KubeApi, Limits, phase, wait
@@ -22,7 +24,6 @@ from kubetune.errors import KubetuneError, Problem
 from kubetune.runtime import resolve_model
 from kubetune.secrets import SECRET_KEYS, STEP_SECRETS
 from kubetune.steps.train import publish, read_result
-from kubetune.validation import validate_spec
 
 
 def placement_problems(params: dict, nnodes: int | None = None, gpus: int | None = None) -> list[Problem]:
@@ -58,13 +59,14 @@ def secret_env(spec: TrainingSpec, secret_names: dict[str, str]) -> list[SecretE
     return [env[name] for name in sorted(env)]
 
 
-def stage_inputs(workspace: Path, kwargs_path: Path, train_data: Path, validation_data: Path | None) -> None:
-    """Copy what the nodes read onto the shared workspace (the step's own inputs live in this pod only)."""
+def stage_inputs(workspace: Path, spec: TrainingSpec, train_data: Path, validation_data: Path | None) -> None:
+    """Put what the nodes read on the shared workspace (the step's own inputs live in this pod only): the
+    artifact as ``kwargs.json``, the prepared splits."""
     inputs = workspace / "inputs"
     staging = workspace / ".inputs.staging"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    shutil.copy2(kwargs_path, staging / "kwargs.json")
+    (staging / "kwargs.json").write_text(spec.to_json(), encoding="utf-8")
     shutil.copytree(train_data, staging / "train")
     if validation_data and Path(validation_data).is_dir():
         shutil.copytree(validation_data, staging / "validation")
@@ -73,7 +75,7 @@ def stage_inputs(workspace: Path, kwargs_path: Path, train_data: Path, validatio
 
 
 def launch(
-    kwargs_path: str | Path,
+    spec: TrainingSpec,
     model_uri: str,
     train_data: str | Path,
     validation_data: str | Path | None,
@@ -85,8 +87,8 @@ def launch(
     limits: Limits = DEFAULT_LIMITS,
     logs: bool = True,
 ) -> TrainResult:
-    """Train on a TrainJob and return the result as the in-pod step does (checkpoints in ``output_dir``)."""
-    spec = validate_spec(TrainingSpec.read(kwargs_path).to_document(), require_paths=False)
+    """Train ``spec`` (the kwargs artifact, read once by the caller) on a TrainJob and return the result as the
+    in-pod step does: checkpoints in ``output_dir``, with the record of the backend that trained them."""
     check_placement(spec, settings)
     api = api or KubeApi.connect()
     workspace = Path(settings.workspace_dir) / (run_id or "run")
@@ -98,7 +100,7 @@ def launch(
         existing = None
     if existing is None:
         (workspace / RESULT_FILE).unlink(missing_ok=True)
-        stage_inputs(workspace, Path(kwargs_path), Path(train_data), Path(validation_data) if validation_data else None)
+        stage_inputs(workspace, spec, Path(train_data), Path(validation_data) if validation_data else None)
         model = resolve_model(model_uri, workspace / "base")  # the embedded tiny model is written once, here
         settings = settings.model_copy(update={"secret_env": secret_env(spec, secret_names or {})})
         command, args = node_command(str(workspace), model)
@@ -125,4 +127,6 @@ def launch(
         raise KubetuneError(
             [Problem(str(result_file), "is missing: node 0 ended without writing its result")], "TrainJob output missing"
         )
-    return publish(read_result(result_file), workspace, Path(output_dir))
+    result = publish(read_result(result_file), workspace, Path(output_dir))
+    write_training_record(output_dir, spec)
+    return result

@@ -58,17 +58,19 @@ def train_node(
     output_dir: Path,
     env: dict[str, str] | None = None,
 ) -> int:
-    """Run this node's share of the training; returns the exit code of the training processes."""
+    """Run this node's share of the training; returns the exit code of the training processes. The artifact is
+    read here, once per process that trains."""
     from kubetune.steps.train import train, write_result
 
     env = dict(os.environ if env is None else env)
     torchrun = torchrun_from_env(env)
-    if not get_backend(TrainingSpec.read(kwargs_path).algorithm).spawns_torchrun:
+    spec = TrainingSpec.read(kwargs_path)
+    if not get_backend(spec.algorithm).spawns_torchrun:
         argv = ["--kwargs", str(kwargs_path), "--model", model, "--train-data", str(train_data), "--output", str(output_dir)]
         if validation_data:
             argv += ["--validation-data", str(validation_data)]
         return subprocess.run(worker_command(torchrun, argv), env=env, check=False).returncode
-    result = train(kwargs_path, model, train_data, output_dir, validation_data, torchrun=torchrun)
+    result = train(spec, model, train_data, output_dir, validation_data, torchrun=torchrun)
     if torchrun["node_rank"] == 0:
         write_result(result, output_dir / RESULT_FILE)
     return 0
@@ -79,6 +81,6 @@ def train_worker(kwargs_path: Path, model: str, train_data: Path, validation_dat
     global rank 0 reports."""
     from kubetune.steps.train import train, write_result
 
-    result = train(kwargs_path, model, train_data, output_dir, validation_data)
+    result = train(TrainingSpec.read(kwargs_path), model, train_data, output_dir, validation_data)
     if int(os.environ.get("RANK", "0")) == 0:
         write_result(result, output_dir / RESULT_FILE)

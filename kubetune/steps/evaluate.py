@@ -18,7 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from kubetune.backends.metrics import BackendSeries, Point
-from kubetune.checkpoints import adapter_base, find_checkpoints, is_adapter, position, problem
+from kubetune.backends.training_record import trained_by
+from kubetune.checkpoints import Position, adapter_base, find_checkpoints, is_adapter, position, problem
 from kubetune.data import tokenized_file
 from kubetune.data.tokenize import IGNORE_INDEX, read_jsonl, tokenize_samples
 from kubetune.errors import KubetuneError, Problem
@@ -121,9 +122,12 @@ def evaluate(
 ) -> list[LossPoint]:
     """One loss point per complete checkpoint under ``output_dir``, in training order (unnamed ones last).
 
-    Damaged checkpoints are left out and appended to ``skipped`` (when given) with the reason."""
+    Damaged checkpoints are left out and appended to ``skipped`` (when given) with the reason. Checkpoints are named
+    as the backend that trained ``output_dir`` names them (its record; both built-in namings without one)."""
     root = Path(output_dir)
-    found = find_checkpoints(root, named=True)
+    backend = trained_by(root)
+    position_of = backend.checkpoint_position if backend else position
+    found = find_checkpoints(root, named=True, position_of=position_of)
     if not found:
         raise KubetuneError(
             [Problem(str(root), "holds no checkpoint (no config.json or adapter_config.json)")], "cannot evaluate"
@@ -157,7 +161,7 @@ def evaluate(
             continue
         loss, tokens = held_out_loss(model, samples, pad, batch_size or (32 if models.device == "cuda" else 8), models.device)
         models.release(model)
-        step, seen = position(path)
+        step, seen = position_of(path) or Position()
         points.append(LossPoint(str(path.relative_to(root)), step, seen, loss, math.exp(min(loss, 50)), tokens))
     if not points:
         raise _all_damaged(root, left_out)

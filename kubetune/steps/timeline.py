@@ -8,15 +8,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kubetune.backends.base import Backend
 from kubetune.backends.metrics import BackendSeries
 from kubetune.backends.registry import BACKENDS
+from kubetune.backends.training_record import trained_by
 
 
-def read_backend_metrics(output_dir: str | Path) -> BackendSeries:
-    """The training run's own series (rank 0's files), from whichever registered backend wrote ``output_dir``
-    (asked in registry order; an empty series where none did)."""
-    for backend in BACKENDS.values():
-        if (series := backend().read_metrics(Path(output_dir))) is not None:
+def read_backend_metrics(output_dir: str | Path, backend: Backend | None = None) -> BackendSeries:
+    """The training run's own series (rank 0's files), read by ``backend``, else by the backend that trained
+    ``output_dir`` (its record, ``kubetune-training.json``); an empty series where it logged none.
+
+    Only a folder without the record (a model kubetune did not train: the evaluate_export pipeline evaluates an
+    imported one) is asked of every registered backend in registry order, the first that finds its files wins."""
+    backend = backend or trained_by(output_dir)
+    for candidate in [backend] if backend else [cls() for cls in BACKENDS.values()]:
+        if (series := candidate.read_metrics(Path(output_dir))) is not None:
             return series
     return BackendSeries()
 

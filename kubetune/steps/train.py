@@ -10,14 +10,13 @@ from kubetune import validation
 from kubetune.backends.base import Backend, TrainingRun, TrainResult
 from kubetune.backends.registry import get_backend
 from kubetune.backends.resume import NOT_RESUMABLE_DIR
+from kubetune.backends.training_record import write_training_record
 from kubetune.checkpoints import INCOMPLETE_DIR, TRAINING_STATE
 from kubetune.contract import TrainingSpec
-from kubetune.contract.spec import read_document
 from kubetune.data import tokenized_file
 from kubetune.errors import KubetuneError, Problem, reported
 from kubetune.files import write_text_atomic
 from kubetune.runtime import resolve_model
-from kubetune.validation import validate_spec
 
 
 def bind(
@@ -44,7 +43,7 @@ def bind(
 
 
 def train(
-    kwargs_path: str | Path,
+    spec: TrainingSpec,
     model_uri: str,
     train_data: str | Path,
     output_dir: str | Path,
@@ -52,18 +51,30 @@ def train(
     workspace: str | Path | None = None,
     torchrun: dict | None = None,
 ) -> TrainResult:
-    """Run the backend named by the artifact; model, data and output paths come from the pipeline.
+    """Run the backend of ``spec`` (the kwargs artifact, read once by the caller: ``TrainingSpec.read``); model,
+    data and output paths come from the pipeline. The trained-model folder records which backend trained it
+    (``kubetune-training.json``, written whole once training has ended).
 
     ``workspace``: a directory that outlives the pod (a PVC), where checkpoints are written. A restarted
     step (retry, pre-emption, kill) finds them there and resumes; the result is then copied to ``output_dir``.
     """
     if workspace:
-        result = train(kwargs_path, model_uri, train_data, workspace, validation_data)
-        return publish(result, Path(workspace), Path(output_dir))
-    output_dir = Path(output_dir)
+        result = publish(_train(spec, model_uri, train_data, Path(workspace), validation_data), Path(workspace), Path(output_dir))
+    else:
+        result = _train(spec, model_uri, train_data, Path(output_dir), validation_data, torchrun)
+    write_training_record(output_dir, spec)
+    return result
+
+
+def _train(
+    spec: TrainingSpec,
+    model_uri: str,
+    train_data: str | Path,
+    output_dir: Path,
+    validation_data: str | Path | None = None,
+    torchrun: dict | None = None,
+) -> TrainResult:
     output_dir.mkdir(parents=True, exist_ok=True)
-    document, _ = read_document(kwargs_path)  # the artifact, or (tests, run-local) a user's spec: validated alike
-    spec = validate_spec(document, require_paths=False)
     backend = get_backend(spec.algorithm)
     backend.require_environment(spec)  # before the model is fetched
     spec = bind(spec, resolve_model(model_uri, output_dir / "base"), train_data, output_dir, validation_data, torchrun)

@@ -224,8 +224,9 @@ def test_a_sigkill_during_a_checkpoint_save_resumes_from_the_previous_complete_o
         "t.Trainer._save_rng_state = save\n"
     )
     script = hang + (
-        "import json; from kubetune.steps.train import train\n"
-        "r = train(*sys.argv[1:6], workspace=sys.argv[6]); print(json.dumps(r.metrics))"
+        "import json; from kubetune.steps.train import train; from kubetune.validation import load_spec\n"
+        "r = train(load_spec(sys.argv[1], require_paths=False), *sys.argv[2:6], workspace=sys.argv[6])\n"
+        "print(json.dumps(r.metrics))"
     )
     args = [sys.executable, "-c", script, str(kwargs), str(tiny_model), str(tmp_path / "data" / "train"), str(tmp_path / "out"),
             str(tmp_path / "data" / "val"), str(tmp_path / "pvc" / "run-1")]  # fmt: skip

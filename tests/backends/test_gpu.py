@@ -15,6 +15,7 @@ import pytest
 
 from kubetune.steps.timeline import read_backend_metrics
 from kubetune.steps.train import train
+from kubetune.validation import load_spec
 
 pytestmark = [pytest.mark.gpu, pytest.mark.slow]
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
@@ -40,7 +41,7 @@ def gpu_work(tmp_path_factory) -> Path:
 def _train(work: Path, name: str, document: dict):
     kwargs = work / f"{name}.json"
     kwargs.write_text(json.dumps({"effective_batch_size": 8, "max_seq_len": 512, "num_epochs": 2, **document}))
-    return train(kwargs, str(work / "model"), work / "train", work / f"out-{name}", work / "val")
+    return train(load_spec(kwargs, require_paths=False), str(work / "model"), work / "train", work / f"out-{name}", work / "val")
 
 
 def _rows(path: Path) -> list[dict]:
@@ -95,7 +96,8 @@ UNSLOTH_RUN = """
 import json, sys
 import torch
 from kubetune.steps.train import train
-result = train(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5])
+from kubetune.validation import load_spec
+result = train(load_spec(sys.argv[1], require_paths=False), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5])
 print(json.dumps({"unsloth": "unsloth" in sys.modules, "peak_gb": torch.cuda.max_memory_allocated() / 2**30,
                   "final": str(result.final_model)}))
 """

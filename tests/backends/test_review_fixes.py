@@ -1,7 +1,6 @@
 """Review findings on the training step: CPU mode's one process, options the training image cannot honour,
 lora_sft's backend names, stale trigger files, and the CPU-mode ``sitecustomize`` on ``PYTHONPATH``."""
 
-import json
 import os
 import subprocess
 import sys
@@ -63,10 +62,8 @@ def test_an_option_the_training_image_cannot_honour_is_refused_before_the_model_
     if __import__("importlib.util").util.find_spec(module) is not None:
         pytest.skip(f"{module} is installed here: nothing to refuse")
     document = {**{"sft": SFT, "osft": OSFT, "lora_sft": {"algorithm": "lora_sft"}}[algorithm], **option}
-    validate_spec(document, require_paths=False)  # validation accepts it: it cannot know the training image
-    kwargs = tmp_path / "kwargs.json"
-    kwargs.write_text(json.dumps(document))
-    err = one_line_exit_2(lambda: train(kwargs, str(tmp_path / "no-model"), tmp_path / "train", tmp_path / "out"), capsys)
+    spec = validate_spec(document, require_paths=False)  # validation accepts it: it cannot know the training image
+    err = one_line_exit_2(lambda: train(spec, str(tmp_path / "no-model"), tmp_path / "train", tmp_path / "out"), capsys)
     assert f"- {field}: needs" in err and "not installed" in err and "no-model" not in err, err
     assert err.count("\n") == 1  # the title and the one problem
 

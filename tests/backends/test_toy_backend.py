@@ -9,6 +9,7 @@ import json
 import pytest
 
 from kubetune.backends import registry
+from kubetune.backends.training_record import RECORD_FILE
 from kubetune.errors import KubetuneError
 from kubetune.runs.local_options import check_options
 from kubetune.steps.evaluate import evaluate_step
@@ -49,21 +50,22 @@ def test_toy_backend_runs_validate_train_evaluate(toy, tiny_model, tmp_path):
         validation_ratio=0.25, num_proc=1,
     )  # fmt: skip
     out = tmp_path / "trained"
-    result = train(kwargs, str(tiny_model), train_data, out, validation_data)
-    assert [c.name for c in result.checkpoints] == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
+    result = train(spec, str(tiny_model), train_data, out, validation_data)
+    assert [c.name for c in result.checkpoints] == ["step-2", "step-4", "step-6"]  # its own naming
     assert result.metrics["logged_train_steps"] == 6  # its metrics file, read back through read_metrics
+    assert json.loads((out / RECORD_FILE).read_text()) == {"algorithm": "toy_sft", "backend": "toy"}
     curve = evaluate_step(out, validation_data, tmp_path / "curve.json", tmp_path / "report.html")
-    assert [(p["checkpoint"], p["step"]) for p in curve["points"]] == [
-        ("checkpoints/checkpoint-2", 2), ("checkpoints/checkpoint-4", 4), ("checkpoints/checkpoint-6", 6),
-    ]  # fmt: skip
-    assert all(p["loss"] > 0 and p["tokens"] > 0 for p in curve["points"])
-    assert curve["backend"]["backend"] == "toy" and len(curve["backend"]["train"]) == 6
+    assert [(p.checkpoint, p.step) for p in curve.points] == [
+        ("checkpoints/step-2", 2), ("checkpoints/step-4", 4), ("checkpoints/step-6", 6),
+    ]  # fmt: skip  (placed by the recorded backend's checkpoint_position)
+    assert all(p.loss > 0 and p.tokens > 0 for p in curve.points)
+    assert curve.backend.backend == "toy" and len(curve.backend.train) == 6  # read by the recorded backend
     assert json.loads((tmp_path / "curve.json").read_text())["metrics"]["checkpoints_evaluated"] == 3
     exported = export_step(
-        out, curve["best"]["checkpoint"], str(tmp_path / "exported"), spec_path=kwargs,
+        out, curve.best.checkpoint, str(tmp_path / "exported"), spec_path=kwargs,
         curve_path=tmp_path / "curve.json", base_model_uri=str(tiny_model),
     )  # fmt: skip
-    assert exported.checkpoint == curve["best"]["checkpoint"] and verify(tmp_path / "exported") == []
+    assert exported.checkpoint == curve.best.checkpoint and verify(tmp_path / "exported") == []
     assert "toy_sft" in (tmp_path / "exported" / "README.md").read_text()
 
 

@@ -16,7 +16,7 @@ from kubetune.backends import tracking
 from kubetune.errors import KubetuneError
 from kubetune.steps.timeline import read_backend_metrics
 from kubetune.steps.train import bind, train
-from kubetune.validation import validate_spec
+from kubetune.validation import load_spec, validate_spec
 
 SHORT = {
     "sft": {"num_epochs": 1, "effective_batch_size": 8, "max_tokens_per_gpu": 2048},
@@ -102,7 +102,8 @@ def run(request, tmp_path_factory, tiny_model, prepared, connections):
         env.chdir(root)  # where a tracker would fall back to (./wandb, ./mlruns, ./mlflow.db)
         connections.on = True
         try:
-            result = train(root / "kwargs.json", str(tiny_model), prepared / "train", root / "out", prepared / "val")
+            spec = load_spec(root / "kwargs.json", require_paths=False)
+            result = train(spec, str(tiny_model), prepared / "train", root / "out", prepared / "val")
         finally:
             connections.on = False
     losses = [point.loss for point in read_backend_metrics(result.output_dir).train]

@@ -1,5 +1,6 @@
 """The kwargs artifact has one reader, ``TrainingSpec.read``: every step gets the typed spec from it, and a file
-that is not an artifact is one line naming it. No module outside ``kubetune/contract`` parses the artifact itself."""
+that is not an artifact is one line naming it. No module outside ``kubetune/contract`` parses the artifact itself,
+and no step, launcher or component validates it again (the validation step did; binding paths is ``validation.bind``)."""
 
 import ast
 from pathlib import Path
@@ -30,6 +31,52 @@ def raw_artifact_reads(root: Path = ROOT) -> list[str]:
                     if any(word in argument for word in ARTIFACT_WORDS):
                         found.append(f"{relative}:{node.lineno}: {ast.unparse(node)}")
     return found
+
+
+# who may read a user's spec raw or validate one: the validation step, the validation module, the command lines
+SPEC_READERS = {"read_document", "validate_spec", "load_spec"}
+ARTIFACT_USERS = ("kubetune/steps", "kubetune/cluster", "components")
+MAY_VALIDATE = {"kubetune/steps/validate.py"}
+
+
+def artifact_revalidations(root: Path = ROOT) -> list[str]:
+    """Calls of ``read_document``/``validate_spec``/``load_spec`` in the steps, the launcher and the components:
+    each gets the artifact as a ``TrainingSpec`` (``TrainingSpec.read``) and validates nothing again."""
+    found = []
+    for folder in ARTIFACT_USERS:
+        for path in sorted((root / folder).rglob("*.py")):
+            relative = path.relative_to(root)
+            if "tests" in relative.parts or relative.as_posix() in MAY_VALIDATE:
+                continue
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Call) and ast.unparse(node.func).split(".")[-1] in SPEC_READERS:
+                    found.append(f"{relative}:{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_no_step_launcher_or_component_validates_the_artifact_again():
+    assert artifact_revalidations() == [], "take the TrainingSpec (TrainingSpec.read once); bind paths with validation.bind"
+
+
+def test_the_scan_finds_a_revalidation(tmp_path):
+    """The scan itself: a launcher that validates the artifact again, or reads it raw, is reported; the validation
+    step is not."""
+    launcher = tmp_path / "kubetune" / "cluster" / "launch.py"
+    launcher.parent.mkdir(parents=True)
+    launcher.write_text(
+        "from kubetune import validation\nfrom kubetune.contract.spec import read_document\n\n"
+        "def launch(path):\n    return validation.validate_spec(read_document(path)[0], require_paths=False)\n"
+    )
+    (tmp_path / "kubetune" / "steps").mkdir()
+    (tmp_path / "kubetune" / "steps" / "validate.py").write_text("validate_spec(document, require_paths=False)\n")
+    (tmp_path / "components" / "train" / "tests").mkdir(parents=True)
+    (tmp_path / "components" / "train" / "tests" / "test_x.py").write_text("load_spec(path)\n")
+    assert artifact_revalidations(tmp_path) == [
+        "kubetune/cluster/launch.py:5: validation.validate_spec(read_document(path)[0], require_paths=False)",
+        "kubetune/cluster/launch.py:5: read_document(path)",
+    ]
+    launcher.write_text("from kubetune.contract import TrainingSpec\n\ndef launch(path):\n    return TrainingSpec.read(path)\n")
+    assert artifact_revalidations(tmp_path) == []
 
 
 def test_no_step_parses_the_artifact_itself():

@@ -1,5 +1,6 @@
 """A fourth backend in one file, for ``tests/backends/test_toy_backend.py``: ``toy_sft``, a few steps of a plain
-torch loop over the prepared data, saving Hugging Face checkpoints and a metrics file it reads back.
+torch loop over the prepared data, saving Hugging Face checkpoints under its own naming (``step-N``) and a metrics
+file it reads back.
 
 Registering it is one entry in ``kubetune.backends.registry.BACKENDS``; nothing else in kubetune knows it.
 """
@@ -7,6 +8,7 @@ Registering it is one entry in ``kubetune.backends.registry.BACKENDS``; nothing 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from pydantic import Field
 
 from kubetune.backends.base import Backend, TrainingRun, TrainResult
 from kubetune.backends.metrics import BackendSeries, Point, finite, json_rows, metrics_file
+from kubetune.checkpoints import Position
 from kubetune.contract.catalog import Catalog
 from kubetune.contract.params import CommonParams, PositiveInt
 from kubetune.data.tokenize import read_jsonl
@@ -68,10 +71,15 @@ class ToyBackend(Backend):
                 optimizer.zero_grad()
                 log.write(json.dumps({"step": step, "samples": step, "loss": loss.item()}) + "\n")
                 if step % every == 0:
-                    checkpoints.append(out / f"checkpoint-{step}")
+                    checkpoints.append(out / f"step-{step}")
                     model.save_pretrained(checkpoints[-1])
                     tokenizer.save_pretrained(checkpoints[-1])
         return TrainResult(out, checkpoints[-1], checkpoints)
+
+    def checkpoint_position(self, path: Path) -> Position | None:
+        """Its own naming: ``step-N`` after N optimizer steps."""
+        match = re.fullmatch(r"step-(\d+)", path.name)
+        return Position(step=int(match.group(1))) if match else None
 
     def read_metrics(self, output_dir: Path) -> BackendSeries | None:
         if (found := metrics_file(output_dir, METRICS_FILE)) is None:

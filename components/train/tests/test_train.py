@@ -56,8 +56,9 @@ def test_a_killed_lora_run_resumes_from_its_last_checkpoint_in_the_workspace(tmp
                                   "save_steps": 10, "logging_steps": 5, "seed": 0,
                                   "sample_packing": False}))  # fmt: skip  (unpacked: enough steps to be killed after step 10)
     script = (
-        "import sys, json; from kubetune.steps.train import train; "
-        "r = train(*sys.argv[1:6], workspace=sys.argv[6]); print(json.dumps(r.metrics))"
+        "import sys, json; from kubetune.steps.train import train; from kubetune.validation import load_spec; "
+        "r = train(load_spec(sys.argv[1], require_paths=False), *sys.argv[2:6], workspace=sys.argv[6]); "
+        "print(json.dumps(r.metrics))"
     )
     args = [sys.executable, "-c", script, str(kwargs), str(tiny_model), str(tmp_path / "data" / "train"), str(tmp_path / "out"),
             str(tmp_path / "data" / "val"), str(tmp_path / "pvc" / "run-1")]  # fmt: skip
@@ -180,7 +181,8 @@ def test_sigterm_saves_stops_and_completes_the_step(tmp_path, tiny_model):
     kwargs = tmp_path / "kwargs.json"
     kwargs.write_text(json.dumps({"algorithm": "lora_sft", "max_steps": 5000, "micro_batch_size": 4, "save_steps": 10}))
     script = (
-        "import sys, json; from kubetune.steps.train import train; print(json.dumps(train(*sys.argv[1:6]).metrics))"
+        "import sys, json; from kubetune.steps.train import train; from kubetune.validation import load_spec; "
+        "print(json.dumps(train(load_spec(sys.argv[1], require_paths=False), *sys.argv[2:6]).metrics))"
     )
     args = [sys.executable, "-c", script, str(kwargs), str(tiny_model), str(tmp_path / "data" / "train"), str(tmp_path / "out"),
             str(tmp_path / "data" / "val")]  # fmt: skip

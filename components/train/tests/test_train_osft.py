@@ -27,6 +27,7 @@ from kubetune.checkpoints import full_state_problem
 from kubetune.steps.evaluate import evaluate_step
 from kubetune.steps.timeline import read_backend_metrics
 from kubetune.steps.train import train
+from kubetune.validation import load_spec
 
 OSFT = {"algorithm": "osft", "max_tokens_per_gpu": 2048, "max_seq_len": 512, "learning_rate": 1e-3, "unfreeze_rank_ratio": 0.5}
 MAX_STEPS, BATCH = 16, 8
@@ -39,7 +40,8 @@ STEP_RUN = {**OSFT, "effective_batch_size": BATCH, "training_mode": "step", "max
 INFINITE_RUN = {**OSFT, "osft": False, "effective_batch_size": BATCH, "training_mode": "infinite", "lr_scheduler": "constant",
                 "validate_at_epoch": True, "save_best_val_loss": True}  # fmt: skip
 STEP = (
-    "import sys, json; from kubetune.steps.train import train; r = train(*sys.argv[1:6]); "
+    "import sys, json; from kubetune.steps.train import train; from kubetune.validation import load_spec; "
+    "r = train(load_spec(sys.argv[1], require_paths=False), *sys.argv[2:6]); "
     "print(json.dumps({'metrics': r.metrics, 'final_model': r.final_model.name, 'saved': [c.name for c in r.checkpoints]}))"
 )
 
@@ -188,7 +190,8 @@ def stopped(prepared, tmp_path_factory) -> SimpleNamespace:
                 process.wait()
     with pytest.MonkeyPatch.context() as env:
         env.setenv("OMP_NUM_THREADS", "1")
-        facts.resumed = train(step_out / "kwargs.json", prepared.model, prepared.train, step_out, prepared.val)
+        spec = load_spec(step_out / "kwargs.json", require_paths=False)
+        facts.resumed = train(spec, prepared.model, prepared.train, step_out, prepared.val)
     return facts
 
 

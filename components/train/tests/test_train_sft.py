@@ -21,9 +21,11 @@ import pytest
 
 from kubetune.backends.registry import get_backend
 from kubetune.backends.torchrun import final_model, flash_attn_missing, saved_models
+from kubetune.contract import TrainingSpec
 from kubetune.errors import KubetuneError
 from kubetune.steps.timeline import read_backend_metrics
 from kubetune.steps.train import train
+from kubetune.steps.validate import validate_to_artifact
 from kubetune.validation import validate_spec
 
 pytest.importorskip("instructlab.training", reason="instructlab-training is the `sft` extra")
@@ -34,7 +36,8 @@ SPEC = {
     "learning_rate": 1e-3, "num_epochs": 1, "save_samples": 16, "validation_split": 0.25, "validation_frequency": 3,
 }  # fmt: skip
 STEP = (
-    "import json, sys\nfrom kubetune.steps.train import train\nr = train(*sys.argv[1:6])\n"
+    "import json, sys\nfrom kubetune.steps.train import train\nfrom kubetune.validation import load_spec\n"
+    "r = train(load_spec(sys.argv[1], require_paths=False), *sys.argv[2:6])\n"
     "print('RESULT ' + json.dumps({'final_model': str(r.final_model.relative_to(r.output_dir)), 'metrics': r.metrics}))"
 )
 METRICS = "checkpoints/training_params_and_metrics_global0.jsonl"
@@ -227,9 +230,9 @@ def test_flash_attn_missing_means_sdpa_and_an_explicit_false_is_refused_not_over
     assert "disable_flash_attn" not in backend.local_params(given) and "sdpa" not in capsys.readouterr().out
 
     kwargs = prepared / "flash.json"
-    kwargs.write_text(json.dumps({**SPEC, "disable_flash_attn": False}))
+    validate_to_artifact("sft", {**SPEC, "disable_flash_attn": False}, kwargs)  # validation cannot know the image
     with pytest.raises(KubetuneError) as refused:
-        train(kwargs, str(tiny_model), prepared / "small", prepared / "flash", prepared / "val")
+        train(TrainingSpec.read(kwargs), str(tiny_model), prepared / "small", prepared / "flash", prepared / "val")
     assert [(p.where, p.message) for p in refused.value.problems] == [
         ("disable_flash_attn", "is false but flash-attn is not installed here")
     ]
@@ -246,7 +249,8 @@ def test_a_training_time_chat_template_is_refused(prepared, tiny_model, field):
         assert [p.where for p in refused.value.problems] == [f"`{field}`"]
         assert "model's own chat template" in refused.value.problems[0].message
     kwargs = prepared / f"{field}.json"
-    kwargs.write_text(json.dumps({**SPEC, field: value}))  # a hand-edited artifact reaching the training step
+    artifact = {**validate_spec(SPEC, require_paths=False).to_document(), field: value}
+    kwargs.write_text(json.dumps(artifact))  # a hand-edited artifact reaching the training step
     with pytest.raises(KubetuneError):
-        train(kwargs, str(tiny_model), prepared / "small", prepared / field, prepared / "val")
+        train(TrainingSpec.read(kwargs), str(tiny_model), prepared / "small", prepared / field, prepared / "val")
     assert not (prepared / field / "checkpoints").exists()

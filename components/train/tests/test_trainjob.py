@@ -24,6 +24,7 @@ from kubetune.cluster.launch import launch
 from kubetune.cluster.node import RESULT_FILE, torchrun_from_env, worker_command
 from kubetune.cluster.trainjob import TrainJobSettings, trainjob_name
 from kubetune.cluster.watch import KubeApi, Limits, wait
+from kubetune.contract import TrainingSpec
 from kubetune.errors import KubetuneError
 from kubetune.steps.train import bind, write_result
 from kubetune.steps.validate import validate_to_artifact
@@ -201,7 +202,7 @@ def test_the_trainjob_for_two_nodes_of_four_gpus_is_exact_and_every_node_places_
     api = kube_api(node_zero(["queued", "running", "succeeded"]))
     train, validation = prepared(tmp_path)
     result = launch(
-        kwargs_file(tmp_path, algorithm), "/models/granite-3.3-8b", train, validation, tmp_path / "out",
+        TrainingSpec.read(kwargs_file(tmp_path, algorithm)), "/models/granite-3.3-8b", train, validation, tmp_path / "out",
         settings(tmp_path), "run-7", {"hf": "kubetune-hf", "tracking": "kubetune-tracking"},
         KubeApi.connect(api.kubeconfig), FAST, logs=False,
     )  # fmt: skip
@@ -309,7 +310,7 @@ def test_cancelling_the_run_deletes_the_trainjob(kube_api):
 
 def test_a_restarted_launcher_follows_its_running_job_and_restarts_a_failed_one(tmp_path, kube_api):
     train, validation = prepared(tmp_path)
-    kwargs = kwargs_file(tmp_path, "lora_sft")
+    kwargs = TrainingSpec.read(kwargs_file(tmp_path, "lora_sft"))
     name = trainjob_name("run-7", "lora_sft")
     running = kube_api(node_zero(["running", "succeeded"]))
     running.jobs[name] = {
@@ -332,7 +333,7 @@ def test_a_restarted_launcher_follows_its_running_job_and_restarts_a_failed_one(
 def test_a_spec_that_places_itself_is_refused_before_any_api_call(tmp_path, kube_api):
     api = kube_api(["running"])
     train, validation = prepared(tmp_path)
-    kwargs = kwargs_file(tmp_path, "osft", nnodes=4, nproc_per_node=8, master_addr="10.0.0.1")
+    kwargs = TrainingSpec.read(kwargs_file(tmp_path, "osft", nnodes=4, nproc_per_node=8, master_addr="10.0.0.1"))
     with pytest.raises(KubetuneError) as error:
         launch(kwargs, "/m", train, validation, tmp_path / "out", settings(tmp_path), "r", api=KubeApi.connect(api.kubeconfig))
     report = error.value.report()
@@ -365,7 +366,8 @@ def test_the_role_in_the_repo_grants_exactly_the_calls_the_launcher_makes(tmp_pa
     api = kube_api(["queued", "running", "running", "evicted"], log="step 1\n")
     train, validation = prepared(tmp_path)
     with pytest.raises(KubetuneError, match="evicted"):
-        launch(kwargs_file(tmp_path, "sft"), "/m", train, validation, tmp_path / "out", settings(tmp_path), "r",
+        spec = TrainingSpec.read(kwargs_file(tmp_path, "sft"))
+        launch(spec, "/m", train, validation, tmp_path / "out", settings(tmp_path), "r",
                api=KubeApi.connect(api.kubeconfig), limits=Limits(poll_s=0.1))  # fmt: skip
     assert api.calls() == granted
 
@@ -420,7 +422,7 @@ def test_a_two_node_lora_trainjob_runs_its_submitted_command_on_this_cpu(tmp_pat
 
     api = kube_api(cluster)
     result = launch(
-        kwargs, str(tiny_model), tmp_path / "data" / "train", tmp_path / "data" / "val", tmp_path / "out",
+        TrainingSpec.read(kwargs), str(tiny_model), tmp_path / "data" / "train", tmp_path / "data" / "val", tmp_path / "out",
         settings(tmp_path, gpus=1, kueue_queue="", cpu_per_node="", memory_per_node=""), "run-1",
         api=KubeApi.connect(api.kubeconfig), limits=Limits(poll_s=0.2, running_timeout_s=300), logs=False,
     )  # fmt: skip
