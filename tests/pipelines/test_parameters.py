@@ -140,3 +140,21 @@ def test_a_trainjob_setting_has_one_name_from_the_pipeline_to_the_trainjob():
             assert table[name].default == getattr(DEFAULT_LIMITS, name), name
         elif not TrainJobSettings.model_fields[name].is_required():
             assert table[name].default == TrainJobSettings.model_fields[name].get_default(call_default_factory=True), name
+
+
+def test_the_trainjob_nodes_get_the_secrets_the_in_pod_training_step_mounts(tmp_path):
+    """One list of the training step's secrets: mounted on the in-pod training task, passed by name to the
+    TrainJob launcher, and given to every node."""
+    from kubetune.cluster.launch import secret_env
+    from kubetune.pipelines.parameters import EMBEDDED
+    from kubetune.secrets import SECRET_KEYS
+    from kubetune.validation import validate_spec
+
+    compiler.Compiler().compile(finetune, str(tmp_path / "p.yaml"))
+    _, platform = yaml.safe_load_all((tmp_path / "p.yaml").read_text())
+    mounts = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train-model"]["secretAsEnv"]
+    mounted = {m["secretNameParameter"]["componentInputParameter"] for m in mounts}
+    assert mounted == {name for name in train_on_trainjob.component_spec.inputs if name.endswith("_secret")}
+    spec = validate_spec({"algorithm": "lora_sft", **EMBEDDED["lora_sft"]}, require_paths=False)
+    nodes = secret_env(spec, {kind: f"{kind}-secret" for kind in SECRET_KEYS})
+    assert {e.secret for e in nodes} == {name.replace("_", "-") for name in mounted}
