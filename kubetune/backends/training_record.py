@@ -8,6 +8,7 @@ from pathlib import Path
 
 from kubetune.backends.base import Backend
 from kubetune.backends.registry import BACKENDS
+from kubetune.checkpoints import PositionOf, position
 from kubetune.contract import TrainingSpec
 from kubetune.errors import KubetuneError, Problem
 from kubetune.files import write_text_atomic
@@ -36,6 +37,13 @@ def trained_by(output_dir: str | Path) -> Backend | None:
     if algorithm not in BACKENDS:
         raise _refused(path, f"names algorithm {algorithm!r}, which no registered backend trains")
     return BACKENDS[algorithm]()
+
+
+def checkpoint_naming(output_dir: str | Path) -> PositionOf:
+    """How the checkpoints under ``output_dir`` are named: by the recorded backend (``Backend.checkpoint_position``),
+    else by both built-in namings (``checkpoints.position``)."""
+    backend = trained_by(output_dir)
+    return backend.checkpoint_position if backend else position
 
 
 def _refused(path: Path, message: str) -> KubetuneError:

@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from kubetune.backends.metrics import BackendSeries, Point
-from kubetune.backends.training_record import trained_by
-from kubetune.checkpoints import Position, adapter_base, find_checkpoints, is_adapter, position, problem
+from kubetune.backends.training_record import checkpoint_naming
+from kubetune.checkpoints import Position, adapter_base, find_checkpoints, is_adapter, problem
 from kubetune.data import tokenized_file
 from kubetune.data.tokenize import IGNORE_INDEX, read_jsonl, tokenize_samples
 from kubetune.errors import KubetuneError, Problem
@@ -125,8 +125,7 @@ def evaluate(
     Damaged checkpoints are left out and appended to ``skipped`` (when given) with the reason. Checkpoints are named
     as the backend that trained ``output_dir`` names them (its record; both built-in namings without one)."""
     root = Path(output_dir)
-    backend = trained_by(root)
-    position_of = backend.checkpoint_position if backend else position
+    position_of = checkpoint_naming(root)
     found = find_checkpoints(root, named=True, position_of=position_of)
     if not found:
         raise KubetuneError(

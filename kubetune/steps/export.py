@@ -47,6 +47,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from kubetune.backends.training_record import checkpoint_naming
 from kubetune.checkpoints import TRAINING_STATE, adapter_base, find_checkpoints, is_adapter
 from kubetune.checkpoints import problem as checkpoint_problem
 from kubetune.contract import TrainingSpec
@@ -555,7 +556,8 @@ def export_step(
     if select not in ("best", "final"):
         raise KubetuneError([Problem("select", f'must be "best" or "final", got {select!r}')], "cannot export")
     root = Path(trained_model)
-    complete = [p for p in find_checkpoints(root) if checkpoint_problem(p) is None]  # the newest complete one
+    ordered = find_checkpoints(root, position_of=checkpoint_naming(root))  # in the order of the backend's naming
+    complete = [p for p in ordered if checkpoint_problem(p) is None]  # the newest complete one
     newest = (complete or [root])[-1]  # at mini-trainer's last point, its regular save rather than a best-validation copy
     regular = newest.with_name(newest.name.removesuffix("_best_val_loss"))
     source = root / checkpoint if select == "best" else (regular if regular in complete else newest)

@@ -42,8 +42,8 @@ def test_toy_backend_validates_with_its_own_parameters(toy):
 
 def test_toy_backend_runs_validate_train_evaluate(toy, tiny_model, tmp_path):
     kwargs = tmp_path / "kwargs.json"
-    spec = validate_to_artifact("toy_sft", {"toy_steps": 6, "save_every": 2, "learning_rate": 0.01}, kwargs)
-    assert (spec.algorithm, spec.backend, spec.params["toy_steps"]) == ("toy_sft", "toy", 6)
+    spec = validate_to_artifact("toy_sft", {"toy_steps": 10, "save_every": 5, "learning_rate": 0.01}, kwargs)
+    assert (spec.algorithm, spec.backend, spec.params["toy_steps"]) == ("toy_sft", "toy", 10)
     train_data, validation_data = tmp_path / "train", tmp_path / "validation"
     prepare_step(
         "kubetune://sample-chat", str(tiny_model), kwargs, train_out=train_data, validation_out=validation_data,
@@ -51,22 +51,23 @@ def test_toy_backend_runs_validate_train_evaluate(toy, tiny_model, tmp_path):
     )  # fmt: skip
     out = tmp_path / "trained"
     result = train(spec, str(tiny_model), train_data, out, validation_data)
-    assert [c.name for c in result.checkpoints] == ["step-2", "step-4", "step-6"]  # its own naming
-    assert result.metrics["logged_train_steps"] == 6  # its metrics file, read back through read_metrics
+    assert [c.name for c in result.checkpoints] == ["step-5", "step-10"]  # its own naming (step-10 sorts first as text)
+    assert result.metrics["logged_train_steps"] == 10  # its metrics file, read back through read_metrics
     assert json.loads((out / RECORD_FILE).read_text()) == {"algorithm": "toy_sft", "backend": "toy"}
     curve = evaluate_step(out, validation_data, tmp_path / "curve.json", tmp_path / "report.html")
-    assert [(p.checkpoint, p.step) for p in curve.points] == [
-        ("checkpoints/step-2", 2), ("checkpoints/step-4", 4), ("checkpoints/step-6", 6),
-    ]  # fmt: skip  (placed by the recorded backend's checkpoint_position)
+    assert [(p.checkpoint, p.step) for p in curve.points] == [("checkpoints/step-5", 5), ("checkpoints/step-10", 10)]
+    # ^ found, ordered and placed by the recorded backend's checkpoint_position
     assert all(p.loss > 0 and p.tokens > 0 for p in curve.points)
-    assert curve.backend.backend == "toy" and len(curve.backend.train) == 6  # read by the recorded backend
-    assert json.loads((tmp_path / "curve.json").read_text())["metrics"]["checkpoints_evaluated"] == 3
+    assert curve.backend.backend == "toy" and len(curve.backend.train) == 10  # read by the recorded backend
+    assert json.loads((tmp_path / "curve.json").read_text())["metrics"]["checkpoints_evaluated"] == 2
     exported = export_step(
         out, curve.best.checkpoint, str(tmp_path / "exported"), spec_path=kwargs,
         curve_path=tmp_path / "curve.json", base_model_uri=str(tiny_model),
     )  # fmt: skip
     assert exported.checkpoint == curve.best.checkpoint and verify(tmp_path / "exported") == []
     assert "toy_sft" in (tmp_path / "exported" / "README.md").read_text()
+    final = export_step(out, "", str(tmp_path / "final"), select="final", base_model_uri=str(tiny_model))
+    assert final.checkpoint.endswith("step-10")  # the newest by the backend's naming, not by the folder name's text
 
 
 def test_run_local_takes_a_registered_backend_with_its_kwargs(toy, tmp_path):
