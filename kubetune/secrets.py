@@ -55,8 +55,8 @@ SECRET_KEYS = {
 # The secrets each step needs, by kind: mounted on the pipelines' tasks, and on every node of a TrainJob ("train")
 STEP_SECRETS = {
     "prepare": ("s3", "hf"),
-    "train": ("hf", "tracking"),  # the hub token, the trackers' credentials
-    "evaluate": ("hf",),
+    "train": ("s3", "hf", "tracking"),  # an s3:// or hub model, the trackers' credentials
+    "evaluate": ("s3", "hf"),  # an s3:// or hub base model
     "export": ("s3", "hf"),
     "register": ("registry",),
 }
