@@ -89,3 +89,20 @@ def test_the_cli_refuses_a_missing_s3_model_with_exit_2(s3, tmp_path):
     assert result.returncode == 2, result.stderr
     assert "s3://models/missing: no such object or prefix" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_every_task_that_loads_the_model_gets_the_s3_secret(tmp_path):
+    """A pipeline's model_uri may be s3://: each in-pod task given it has the S3 credentials (by reference)."""
+    import yaml
+    from kfp import compiler
+
+    from kubetune.pipelines.finetune import finetune
+
+    compiler.Compiler().compile(finetune, str(tmp_path / "finetune.yaml"))
+    spec, platform = yaml.safe_load_all((tmp_path / "finetune.yaml").read_text())
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    loading = [name for name, task in spec["root"]["dag"]["tasks"].items() if "model_uri" in task["inputs"]["parameters"]]
+    assert sorted(loading) == ["evaluate-model", "export-model", "prepare-data", "train-model"]
+    for name in loading:
+        names = {key["envVar"] for ref in executors[f"exec-{name}"]["secretAsEnv"] for key in ref["keyToEnv"]}
+        assert "AWS_SECRET_ACCESS_KEY" in names, name
