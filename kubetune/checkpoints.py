@@ -2,6 +2,8 @@
 
 ``hf_format/samples_N`` (instructlab-training, mini-trainer; N samples seen), ``checkpoint-N`` (TRL; step N),
 and unnamed model directories such as ``final``. Optimizer state and the base model copy are not checkpoints.
+Each backend says how it names its checkpoints (``Backend.checkpoint_position``, found through the training record
+``kubetune-training.json``); ``position`` knows both built-in namings, for a folder without that record.
 
 A checkpoint counts only when it is complete. Completeness is a check of each layout's files, not a marker:
 every backend writes one file last (TRL ``trainer_state.json``, mini-trainer ``training_state.pt``; a
