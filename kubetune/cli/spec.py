@@ -36,7 +36,9 @@ def validate(
 
 def prepare(
     data: Annotated[str, typer.Argument(help="JSONL/JSON/Parquet file, directory, s3://bucket/key, hf://org/name.")],
-    model: Annotated[str, typer.Option(help="Model whose tokenizer and chat template are used.")] = "kubetune://tiny-llama",
+    model: Annotated[
+        str, typer.Option(help="Model whose tokenizer and chat template are used: a directory, hub id or s3://bucket/prefix.")
+    ] = "kubetune://tiny-llama",
     output: Annotated[str, typer.Option("-o", "--output", help="Local directory for train/, validation/, ...")] = "prepared",
     validation: Annotated[str | None, typer.Option(help="A separate validation source (no split then).")] = None,
     validation_ratio: Annotated[float, typer.Option(help="Share held out for validation.")] = 0.1,
