@@ -9,6 +9,7 @@ import yaml
 from kfp import compiler
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from kubetune.runtime import TINY_MODEL_URI
 from kubetune.secrets import scan_document
 from kubetune.steps.export import verify
 
@@ -75,6 +76,24 @@ def test_pipelines_compile_deterministically_with_gpu_shm_and_secrets_only_where
     assert not [k for k, v in _walk([spec, platform]) if looks_like_secret(k, v)]
 
 
+@pytest.mark.parametrize("pipeline", ["finetune", "finetune_workspace", "finetune_trainjob", "evaluate_export"])
+def test_the_export_and_the_evaluation_are_given_the_pipelines_model_uri(tmp_path, pipeline):
+    """The model card and the registry entry name the base model the run trained, and a LoRA adapter is evaluated
+    and merged on it: the export and evaluation tasks take the pipeline parameter ``model_uri`` (whatever their input
+    is called). Without it the export would name the spec's ``model_path``, which the run did not train."""
+    import importlib
+
+    module = "evaluate_export" if pipeline == "evaluate_export" else "finetune"
+    function = getattr(importlib.import_module(f"kubetune.pipelines.{module}"), pipeline)
+    compiler.Compiler().compile(function, str(tmp_path / "p.yaml"))
+    spec, _ = yaml.safe_load_all((tmp_path / "p.yaml").read_text())
+    tasks = spec["root"]["dag"]["tasks"]
+    assert "model_uri" in spec["root"]["inputDefinitions"]["parameters"]
+    for task in ("export-model", "evaluate-model"):
+        fed = [name for name, v in tasks[task]["inputs"]["parameters"].items() if v.get("componentInputParameter") == "model_uri"]
+        assert len(fed) == 1, f"{task} is not given the pipeline's model_uri"
+
+
 @pytest.mark.slow
 def test_local_run_end_to_end(tmp_path):
     from kubetune.runs.local import run_local
@@ -105,11 +124,13 @@ def test_local_run_exports_to_s3_and_registers_when_asked(tmp_path, s3, model_re
     assert pointer["uri"] == "s3://models/finetuned/tiny" and pointer["manifest"]["kind"] == "merged"
     card = s3.get_object(Bucket="models", Key="finetuned/tiny/README.md")["Body"].read().decode()
     assert "checkpoint `final`" in card and "best validation loss" in card
+    assert f"base_model: {TINY_MODEL_URI}\n" in card  # the pipeline's model_uri: the spec names no model_path
     (artifact,) = [r["body"] for r in model_registry.requests if r["method"] == "POST" and r["path"].endswith("/artifacts")]
     assert artifact["uri"] == "s3://models/finetuned/tiny"
     (version,) = model_registry.versions.values()
     assert version["name"] == "1" and "best_validation_loss" in version["customProperties"]
     assert version["customProperties"]["kfp_run_id"]["string_value"]  # the run's provenance
+    assert version["customProperties"]["base_model"]["string_value"] == TINY_MODEL_URI
 
 
 @pytest.mark.slow
