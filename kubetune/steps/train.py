@@ -10,7 +10,7 @@ from kubetune import validation
 from kubetune.backends.base import Backend, TrainingRun, TrainResult
 from kubetune.backends.registry import get_backend
 from kubetune.backends.resume import NOT_RESUMABLE_DIR
-from kubetune.backends.training_record import write_training_record
+from kubetune.backends.training_record import RECORD_FILE, write_training_record
 from kubetune.checkpoints import INCOMPLETE_DIR, TRAINING_STATE
 from kubetune.contract import TrainingSpec
 from kubetune.data import tokenized_file
@@ -58,6 +58,7 @@ def train(
     ``workspace``: a directory that outlives the pod (a PVC), where checkpoints are written. A restarted
     step (retry, pre-emption, kill) finds them there and resumes; the result is then copied to ``output_dir``.
     """
+    (Path(output_dir) / RECORD_FILE).unlink(missing_ok=True)  # an earlier run's record: not this run's until it ends
     if workspace:
         result = publish(_train(spec, model_uri, train_data, Path(workspace), validation_data), Path(workspace), Path(output_dir))
     else:

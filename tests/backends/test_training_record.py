@@ -4,6 +4,7 @@ guesses (registry order, both built-in namings) only for a folder without the re
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -97,3 +98,17 @@ def test_a_folder_without_a_record_is_placed_by_both_built_in_namings():
     assert [position(Path(n)) for n in ("checkpoint-40", "samples_1200.0", "final", "step-3")] == [
         Position(step=40), Position(samples=1200), None, None
     ]
+
+
+def test_a_training_run_that_fails_leaves_no_record_of_an_earlier_one(tmp_path):
+    from kubetune.steps.train import train
+    from kubetune.validation import validate_spec
+
+    out = tmp_path / "out"
+    write_training_record(out, TrainingSpec(algorithm="sft", backend="instructlab-training", params={}))
+    if importlib.util.find_spec("liger_kernel") is not None:
+        pytest.skip("liger-kernel is installed here: nothing to refuse")
+    spec = validate_spec({"algorithm": "lora_sft", "use_liger_kernel": True}, require_paths=False)
+    with pytest.raises(KubetuneError, match="use_liger_kernel"):  # refused before the model is fetched
+        train(spec, str(tmp_path / "no-model"), tmp_path / "data", out)
+    assert not (out / RECORD_FILE).exists()
