@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +28,6 @@ class BackendSeries:
 
     def samples_at_step(self, step: int) -> int | None:
         return next((p.samples for p in self.train if p.step == step), None)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "backend": self.backend,
-            "train": [asdict(p) for p in self.train],
-            "validation": [asdict(p) for p in self.validation],
-        }
 
 
 def metrics_file(output_dir: Path, name: str) -> Path | None:
