@@ -126,7 +126,8 @@ PARAMETERS = (
     P("tolerations", list, [], "Tolerations of the training pods.", FINETUNE, ("train_on_trainjob",)),
     P("node_selector", dict, {}, "Node selector of the training pods.", FINETUNE, ("train_on_trainjob",)),
     # secrets, by name (mounted as environment variables of the steps that need them; missing ones are skipped)
-    P("s3_secret", str, "kubetune-s3", f"Secret with S3 credentials ({steps_needing('s3')}).", PIPELINES),
+    P("s3_secret", str, "kubetune-s3", f"Secret with S3 credentials ({steps_needing('s3')}).", PIPELINES,
+      ("train_on_trainjob",)),
     P("hf_secret", str, "kubetune-hf", f"Secret with the Hugging Face token ({steps_needing('hf')}).",
       PIPELINES, ("train_on_trainjob",)),
     P("tracking_secret", str, "kubetune-tracking", f"Secret with the trackers' credentials ({steps_needing('tracking')}).",

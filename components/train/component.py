@@ -73,6 +73,7 @@ def train_on_trainjob(
     kueue_queue: str = "",
     tolerations: list = [],  # noqa: B006 -- a component parameter's default, never mutated
     node_selector: dict = {},  # noqa: B006
+    s3_secret: str = "",
     hf_secret: str = "",
     tracking_secret: str = "",
     queued_timeout_s: float = 86400.0,
@@ -105,9 +106,10 @@ def train_on_trainjob(
         kueue_queue: A Kueue LocalQueue: the job is submitted suspended, labelled for it.
         tolerations: Tolerations of the nodes.
         node_selector: Node selector of the nodes.
-        hf_secret: Secret name; the nodes get its keys as ``secretKeyRef`` env vars (the spec's own ``secrets``
+        s3_secret: Secret name; the nodes get its keys as ``secretKeyRef`` env vars (the spec's own ``secrets``
             references too).
-        tracking_secret: Secret name, as ``hf_secret``.
+        hf_secret: Secret name, as ``s3_secret``.
+        tracking_secret: Secret name, as ``s3_secret``.
         queued_timeout_s: Limit for waiting (Kueue, nodes); 0 = none.
         running_timeout_s: Limit for training; 0 = none.
         kubeconfig: A kubeconfig file if it exists, else the pod's ServiceAccount.
@@ -143,7 +145,7 @@ def train_on_trainjob(
             trained_model.path,
             settings,
             run_id,
-            secret_names={"hf": hf_secret, "tracking": tracking_secret},
+            secret_names={"s3": s3_secret, "hf": hf_secret, "tracking": tracking_secret},
             api=KubeApi.connect(kubeconfig or None, namespace or None),
             limits=Limits(queued_timeout_s=queued_timeout_s, running_timeout_s=running_timeout_s),
         )
