@@ -24,6 +24,7 @@ from types import SimpleNamespace
 import pytest
 
 from kubetune.checkpoints import accelerate_state_problem, full_state_problem, hf_save_problem, set_aside_incomplete
+from kubetune.steps.validate import validate_to_artifact
 
 KILL_HOOK = r'''
 """Kills its own process (and the group KILL_GROUP) at the KILL_AT-th file write under KILL_UNDER."""
@@ -333,7 +334,7 @@ class Step:
 
     def __init__(self, out: Path, spec: dict, data: SimpleNamespace, kill: tuple[str, int, str] | None = None):
         self.out, self.log = out, out.parent / f"{out.name}.log"
-        (out.parent / f"{out.name}.json").write_text(json.dumps(spec))
+        validate_to_artifact(spec["algorithm"], spec, out.parent / f"{out.name}.json")  # the validation step's artifact
         env = {
             **os.environ,
             "OMP_NUM_THREADS": "1",
