@@ -4,6 +4,7 @@ holds its folder against another run-local; a run that does not stop is killed w
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -135,10 +136,19 @@ def test_run_local_waits_for_a_stopping_run_no_longer_than_its_grace_period_then
 
     def signal_it() -> None:
         _until(lambda: any((folder / "kfp-root").glob("*/validate-kwargs")), 120)
-        run.update({p: t for p, t in process_tree(process_table(), me).items() if p not in me})
-        pipeline = [p for p in run if process_table()[p][0] == os.getpid()]
-        for pid in set(run) - set(pipeline):
-            os.kill(pid, signal.SIGSTOP)  # the steps hang
+        stopped: set[int] = set()
+        for _ in range(240):  # the steps hang: stop every process below the pipeline's, again until no new one starts
+            table = process_table()
+            tree = {p: t for p, t in process_tree(table, me).items() if p not in me}
+            steps = {p for p in tree if table[p][0] != os.getpid()}
+            if steps and steps <= stopped:
+                run.update(tree)  # what is left to kill: the pipeline's process and its stopped steps
+                break
+            for pid in steps - stopped:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGSTOP)
+            stopped |= steps
+            time.sleep(0.5)
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=signal_it, daemon=True).start()
