@@ -7,6 +7,7 @@ cluster (or in-cluster config); ``namespace`` for multi-user installs; a bearer 
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import io
 import json
@@ -54,9 +55,35 @@ def compile_pipeline(name: str, output: str | Path) -> Path:
     try:
         with replaced(output, suffix=output.suffix) as partial:
             compiler.Compiler().compile(pipelines()[name], str(partial))
+            partial.write_text(stable_header(partial.read_text()))
     except OSError as e:
         raise Failure(str(output), f"cannot be written: {e.strerror or e}") from None
     return output
+
+
+_DEFAULT_LINE = re.compile(r"(?m)^(#    \w+: (?:dict|list) \[Default: )(.*)(\])$")
+
+
+def _sorted(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _sorted(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(v) for v in value]
+    return value
+
+
+def stable_header(text: str) -> str:
+    """KFP's header comment with every dict default's keys sorted: KFP prints them in an order that changes from one
+    process to the next (the YAML body below is stable), which would make the same code compile to other bytes."""
+
+    def line(match: re.Match) -> str:
+        try:
+            value = ast.literal_eval(match[2])
+        except (ValueError, SyntaxError):
+            return match[0]
+        return f"{match[1]}{_sorted(value)!r}{match[3]}"
+
+    return _DEFAULT_LINE.sub(line, text)
 
 
 def client(host: str | None = None, namespace: str | None = None, token: str | None = None) -> Guarded:
