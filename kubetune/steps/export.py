@@ -554,7 +554,7 @@ def export_step(
     ``overwrite``: replace a destination that holds something other than a kubetune export (see
     ``check_destination``); the destination is checked before the base model is fetched."""
     if select not in ("best", "final"):
-        raise KubetuneError([Problem("select", f'must be "best" or "final", got {select!r}')], "cannot export")
+        raise KubetuneError([Problem("export_checkpoint", f'must be "best" or "final", got {select!r}')], "cannot export")
     root = Path(trained_model)
     ordered = find_checkpoints(root, position_of=checkpoint_naming(root))  # in the order of the backend's naming
     complete = [p for p in ordered if checkpoint_problem(p) is None]  # the newest complete one

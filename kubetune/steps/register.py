@@ -71,8 +71,10 @@ def register(
     """Register ``uri`` as ``name:version``; returns the ids the registry gave."""
     problems = []
     if not uri.startswith(REAL_SCHEMES):
-        problems.append(Problem("uri", f"{uri!r} is not a location the serving stack can read (use {', '.join(REAL_SCHEMES)})"))
-    for field, value in (("name", name), ("version", version), ("server", server)):
+        problems.append(
+            Problem("registry_uri", f"{uri!r} is not a location the serving stack can read (use {', '.join(REAL_SCHEMES)})")
+        )
+    for field, value in (("registry_model_name", name), ("registry_model_version", version), ("registry_server", server)):
         if not value:
             problems.append(Problem(field, "is required to register a model"))
     if problems:
@@ -87,7 +89,13 @@ def register(
         existing = None
     if existing is not None and not overwrite:
         raise KubetuneError(
-            [Problem("version", f"{name}:{version} is already in the Model Registry", "set overwrite to replace its artifact")],
+            [
+                Problem(
+                    "registry_model_version",
+                    f"{name}:{version} is already in the Model Registry",
+                    "set registry_overwrite to replace its artifact",
+                )
+            ],
             "cannot register the model",
         )
     if existing is not None:
@@ -135,7 +143,7 @@ def register_step(
         raise KubetuneError(
             [
                 Problem(
-                    "published_uri",
+                    "registry_uri",
                     f"the model was exported to {uri!r}, a path in the pipeline's pods",
                     "give its pvc://claim/path",
                 )

@@ -166,5 +166,5 @@ def test_export_step_picks_best_or_final_and_writes_card_and_pointer(tmp_path, t
     assert {"m/kubetune-spec.json", "m/loss_curve.json"} <= keys
     final = export_step(destination=str(tmp_path / "final"), select="final", **common)
     assert final.checkpoint == "checkpoints/final" and verify(tmp_path / "final") == []
-    with pytest.raises(KubetuneError, match='select: must be "best" or "final"'):
+    with pytest.raises(KubetuneError, match='export_checkpoint: must be "best" or "final"'):
         export_step(destination=str(tmp_path / "x"), select="latest", **common)

@@ -40,7 +40,8 @@ def test_registers_the_real_uri_with_provenance_and_validation_loss(tmp_path, mo
 
 def test_an_existing_version_is_an_error_unless_overwrite(model_registry):
     register("s3://models/chat/v1", "chat", "v1", model_registry.url, {"best_validation_loss": 5.9})
-    with pytest.raises(KubetuneError, match=r"version: chat:v1 is already in the Model Registry \(set overwrite"):
+    already = r"registry_model_version: chat:v1 is already in the Model Registry \(set registry_overwrite"
+    with pytest.raises(KubetuneError, match=already):
         register("s3://models/chat/v1-retrained", "chat", "v1", model_registry.url, {})
     result = register(
         "s3://models/chat/v1-retrained", "chat", "v1", model_registry.url, {"best_validation_loss": 5.7}, overwrite=True
@@ -50,11 +51,11 @@ def test_an_existing_version_is_an_error_unless_overwrite(model_registry):
 
 
 def test_a_container_local_path_is_refused_before_any_request(model_registry):
-    with pytest.raises(KubetuneError, match="published_uri: the model was exported to '/mnt/models/chat'"):
+    with pytest.raises(KubetuneError, match="registry_uri: the model was exported to '/mnt/models/chat'"):
         register_step(ExportedModel(uri="/mnt/models/chat"), None, None, model_registry.url, "chat", "v1")
     with pytest.raises(KubetuneError) as info:
         register("/tmp/model", "", "v1", model_registry.url, {})
-    assert {p.where for p in info.value.problems} == {"uri", "name"} and model_registry.requests == []
+    assert {p.where for p in info.value.problems} == {"registry_uri", "registry_model_name"} and model_registry.requests == []
     register_step(
         ExportedModel(uri="/mnt/models/chat"), None, None, model_registry.url, "chat", "v1", published_uri="pvc://models-pvc/chat"
     )
