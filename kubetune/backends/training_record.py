@@ -8,7 +8,7 @@ from pathlib import Path
 
 from kubetune.backends.base import Backend
 from kubetune.backends.registry import BACKENDS
-from kubetune.checkpoints import PositionOf, position
+from kubetune.checkpoints import Position, PositionOf
 from kubetune.contract import TrainingSpec
 from kubetune.errors import KubetuneError, Problem
 from kubetune.files import write_text_atomic
@@ -41,9 +41,15 @@ def trained_by(output_dir: str | Path) -> Backend | None:
 
 def checkpoint_naming(output_dir: str | Path) -> PositionOf:
     """How the checkpoints under ``output_dir`` are named: by the recorded backend (``Backend.checkpoint_position``),
-    else by both built-in namings (``checkpoints.position``)."""
-    backend = trained_by(output_dir)
-    return backend.checkpoint_position if backend else position
+    else by the first registered backend that recognises a name (a folder kubetune did not train)."""
+    if backend := trained_by(output_dir):
+        return backend.checkpoint_position
+    backends = [cls() for cls in BACKENDS.values()]
+
+    def any_registered(path: Path) -> Position | None:
+        return next((found for b in backends if (found := b.checkpoint_position(path)) is not None), None)
+
+    return any_registered
 
 
 def _refused(path: Path, message: str) -> KubetuneError:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from kubetune.backends import registry
-from kubetune.backends.training_record import RECORD_FILE, trained_by, write_training_record
+from kubetune.backends.training_record import RECORD_FILE, checkpoint_naming, trained_by, write_training_record
 from kubetune.checkpoints import Position, find_checkpoints, position
 from kubetune.contract import TrainingSpec
 from kubetune.errors import KubetuneError
@@ -97,6 +97,17 @@ def test_the_built_in_backends_name_checkpoints_as_before(algorithm, name, expec
 def test_a_folder_without_a_record_is_placed_by_both_built_in_namings():
     assert [position(Path(n)) for n in ("checkpoint-40", "samples_1200.0", "final", "step-3")] == [
         Position(step=40), Position(samples=1200), None, None
+    ]
+
+
+def test_a_folder_without_a_record_is_named_by_the_first_registered_backend_that_knows_a_name(tmp_path, toy):
+    """An imported folder of a registered fourth backend: its ``step-N`` checkpoints are ordered by number, not text."""
+    for name in ("step-10", "step-5", "checkpoint-7"):
+        (tmp_path / "checkpoints" / name).mkdir(parents=True)
+        (tmp_path / "checkpoints" / name / "config.json").write_text("{}")
+    naming = checkpoint_naming(tmp_path)
+    assert [naming(p) for p in find_checkpoints(tmp_path, position_of=naming)] == [
+        Position(step=5), Position(step=7), Position(step=10)
     ]
 
 
