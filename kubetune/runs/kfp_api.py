@@ -266,6 +266,8 @@ def parameters(spec: Path | None, params: list[str], pipeline: str = "finetune")
     problems += [Problem(f"argument `{s.where}`", s.reason, HINT) for s in suspects]
     if not suspects:  # a credential is told first (and alone): a name or a type is not worth echoing it
         problems += _argument_problems(pipeline, given, arguments, spec is not None)
+        if not problems:
+            problems += _value_problems(pipeline, arguments)
     spec_ok = not suspects and not {p.where for p in problems} & {"-p algorithm", "-p training_kwargs"}
     if spec_ok and validated is None and {"algorithm", "training_kwargs"} & given.keys():
         defaults = _inputs(pipeline)
@@ -333,6 +335,44 @@ def _argument_problems(pipeline: str, given: dict[str, str], arguments: dict[str
             problems.append(Problem(f"-p {key}", f"is {_kind_of(value)}; {pipeline} takes {what} ({kind})"))
     missing = [k for k, spec in inputs.items() if not getattr(spec, "optional", True) and k not in arguments]
     problems += [Problem(f"-p {k}", f"is required by {pipeline}") for k in missing]
+    return problems
+
+
+def _value_problems(pipeline: str, arguments: dict[str, Any]) -> list[Problem]:
+    """Values the steps after training would refuse, refused before the run starts: an export checkpoint other
+    than best/final, a registration without its model name or version, a local export registered without its
+    real URI; and an s3:// base model for the TrainJob (its launcher pod holds no S3 credential)."""
+    from kubetune.steps.register import REAL_SCHEMES
+
+    defaults = {k: getattr(spec, "default", None) for k, spec in _inputs(pipeline).items()}
+    value = {**defaults, **arguments}.get
+    problems = []
+    if "export_checkpoint" in defaults and value("export_checkpoint") not in ("best", "final"):
+        problems.append(Problem("-p export_checkpoint", f'must be "best" or "final", got {value("export_checkpoint")!r}'))
+    if value("registry_server"):
+        for name in ("registry_model_name", "registry_model_version"):
+            if not value(name):
+                problems.append(Problem(f"-p {name}", "is required when registry_server is set"))
+        destination, uri = value("export_destination") or "", value("registry_uri") or ""
+        if destination and not destination.startswith("s3://") and not uri:
+            problems.append(
+                Problem(
+                    "-p registry_uri",
+                    f"is required to register a model exported to a local path ({destination})",
+                    "give its real URI, e.g. pvc://claim/path",
+                )
+            )
+        elif uri and not uri.startswith(REAL_SCHEMES):
+            readable = ", ".join(REAL_SCHEMES)
+            problems.append(Problem("-p registry_uri", f"{uri!r} is not a location the serving stack can read (use {readable})"))
+    if pipeline == "finetune-trainjob" and str(value("model_uri") or "").startswith("s3://"):
+        problems.append(
+            Problem(
+                "-p model_uri",
+                "an s3:// model cannot be used by finetune-trainjob (its launcher resolves the model and holds no S3 credential)",
+                "give a path on the workspace PVC or a Hugging Face hub id",
+            )
+        )
     return problems
 
 

@@ -113,3 +113,24 @@ def test_schedule_needs_one_six_field_trigger(kfp_server):
     assert five.exit_code == 2 and "KFP wants 6, seconds first" in five.output
     both = kubetune("schedule", "create", "x", "--cron", "0 0 3 * * 1", "--interval", "60")
     assert both.exit_code == 2 and "exactly one of --cron or --interval" in both.output
+
+
+def test_values_the_steps_after_training_would_refuse_stop_the_run_up_front(kfp_server):
+    def refused(*args):
+        result = kubetune("run", *args)
+        assert result.exit_code == 2 and kfp_server.requests == [], result.output
+        return " ".join(result.output.split())
+
+    assert '-p export_checkpoint: must be "best" or "final", got \'latest\'' in refused("-p", "export_checkpoint=latest")
+    output = refused("-p", "registry_server=http://mr:8080")
+    assert "-p registry_model_name: is required when registry_server is set" in output
+    assert "-p registry_model_version: is required when registry_server is set" in output
+    named = ("-p", "registry_server=http://mr:8080", "-p", "registry_model_name=chat", "-p", "registry_model_version=v1")
+    output = refused(*named, "-p", "export_destination=/mnt/models/chat")
+    assert "-p registry_uri: is required to register a model exported to a local path" in output
+    assert "not a location the serving stack can read" in refused(*named, "-p", "registry_uri=/mnt/models/chat")
+    output = refused("finetune-trainjob", "-p", "model_uri=s3://models/granite")
+    assert "-p model_uri: an s3:// model cannot be used by finetune-trainjob" in output and "hub id" in output
+    local = ("-p", "export_destination=/mnt/models/chat", "-p", "registry_uri=pvc://models/chat")
+    assert kubetune("run", *named, *local, "-p", "export_checkpoint=final").exit_code == 0
+    assert kubetune("run", "-p", "model_uri=s3://models/granite").exit_code == 0  # the in-pod training step has the secret
