@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from kubetune.backends.registry import DEFAULT_ALGORITHM, algorithms
 from kubetune.runtime import SAMPLE_DATA_URI, TINY_MODEL_URI, TRAINING_IMAGE
 from kubetune.secrets import STEP_SECRETS
 
@@ -50,7 +51,7 @@ EMBEDDED_OSFT_KWARGS = {
     "validate_at_epoch": True,
     "seed": 42,
 }
-EMBEDDED = {"lora_sft": EMBEDDED_KWARGS, "sft": EMBEDDED_SFT_KWARGS, "osft": EMBEDDED_OSFT_KWARGS}
+EMBEDDED = {"lora_sft": EMBEDDED_KWARGS, "sft": EMBEDDED_SFT_KWARGS, "osft": EMBEDDED_OSFT_KWARGS}  # one per algorithm
 
 REQUIRED = inspect.Parameter.empty  # a parameter without a default
 FINETUNE = ("finetune", "finetune_workspace", "finetune_trainjob")
@@ -85,7 +86,8 @@ PARAMETERS = (
       ("prepare_data", "train_model", "train_on_trainjob", "evaluate_model", "export_model")),
     P("data_uri", str, SAMPLE_DATA_URI, "Training data (chat JSONL, Parquet, s3://, hf://, kubetune://sample-chat).",
       FINETUNE, ("prepare_data",)),
-    P("algorithm", str, "lora_sft", "sft, osft or lora_sft.", FINETUNE, ("validate_kwargs",)),
+    P("algorithm", str, DEFAULT_ALGORITHM, f"The training algorithm: {', '.join(algorithms())}.", FINETUNE,
+      ("validate_kwargs",)),
     P("training_kwargs", dict, EMBEDDED_KWARGS, "A Training Hub call's arguments as JSON (the spec).", FINETUNE,
       ("validate_kwargs",)),
     P("validation_uri", str, "", "A separate validation source; empty: split data_uri.", FINETUNE,

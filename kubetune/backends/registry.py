@@ -8,6 +8,7 @@ from kubetune.backends.lora import LoRASFT
 from kubetune.backends.mini_trainer import MiniTrainerOSFT
 
 BACKENDS: dict[str, type[Backend]] = {cls.algorithm: cls for cls in (InstructLabSFT, MiniTrainerOSFT, LoRASFT)}
+DEFAULT_ALGORITHM = LoRASFT.algorithm  # the pipelines' and run-local's default: it trains on a CPU
 
 
 def get_backend(algorithm: str) -> Backend:

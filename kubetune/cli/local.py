@@ -7,12 +7,16 @@ from typing import Annotated
 
 import typer
 
+from kubetune.backends.registry import DEFAULT_ALGORITHM, algorithms
+
 
 def run_local(
     output: Annotated[Path, typer.Option("-o", "--output", help="The run folder: runs and exports are written here.")] = Path(
         "kubetune-local"
     ),
-    algorithm: Annotated[str, typer.Option(help="sft, osft or lora_sft (each with its own embedded kwargs).")] = "lora_sft",
+    algorithm: Annotated[
+        str, typer.Option(help=f"{', '.join(algorithms())} (each with its own embedded kwargs).")
+    ] = DEFAULT_ALGORITHM,
     kwargs: Annotated[Path | None, typer.Option(help="JSON file of training kwargs (default: embedded).")] = None,
     data: Annotated[
         str | None, typer.Option(help="Training data: a local file or folder, s3:// or hf:// (default: the bundled sample).")

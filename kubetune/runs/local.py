@@ -78,10 +78,11 @@ def run_local(output_dir: str | Path, run_id: str | None = None, **arguments: An
 
 def with_embedded_kwargs(arguments: dict[str, Any]) -> dict[str, Any]:
     """The pipeline arguments with the algorithm's embedded kwargs where none are given (the pipeline's own
-    default is lora_sft's); a run's record keeps only what was given, so a resume picks the same ones again."""
+    default is ``DEFAULT_ALGORITHM``'s); a run's record keeps only what was given, so a resume picks the same ones again."""
+    from kubetune.backends.registry import DEFAULT_ALGORITHM
     from kubetune.pipelines.parameters import EMBEDDED
 
-    algorithm = arguments.get("algorithm", "lora_sft")
+    algorithm = arguments.get("algorithm", DEFAULT_ALGORITHM)
     return {**({"training_kwargs": EMBEDDED[algorithm]} if algorithm in EMBEDDED else {}), **arguments}
 
 

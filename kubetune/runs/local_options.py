@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from kubetune.backends.registry import algorithms, get_backend
+from kubetune.backends.registry import DEFAULT_ALGORITHM, algorithms, get_backend
 from kubetune.errors import KubetuneError, Problem
 from kubetune.pipelines.parameters import EMBEDDED
 
@@ -121,7 +121,7 @@ def check_options(
         message = "is empty: give a JSON file" if str(kwargs) == "." else f"{kwargs}: is a folder, not a JSON file"
         problems.append(Problem("--kwargs", message))
     elif kwargs is not None:
-        document, found = kwargs_problems(kwargs, algorithm if algorithm in algorithms() else "lora_sft")
+        document, found = kwargs_problems(kwargs, algorithm if algorithm in algorithms() else DEFAULT_ALGORITHM)
         problems += found
         if document is not None:
             arguments["training_kwargs"] = document
@@ -155,7 +155,7 @@ def resumed_arguments(record: dict[str, Any], given: dict[str, Any], run_folder:
     options set away from their defaults). A relative path of an older record is refused from another
     working directory (it would name another file or folder there)."""
     recorded = record.get("arguments") or {}
-    defaults = {"algorithm": "lora_sft", "export_checkpoint": "best"}
+    defaults = {"algorithm": DEFAULT_ALGORITHM, "export_checkpoint": "best"}
     problems = [
         Problem(OPTION.get(key, key), f"differs from the run being resumed ({recorded.get(key, defaults.get(key))!r})",
                 "--resume continues with the run's own options: leave it out")

@@ -158,3 +158,13 @@ def test_the_trainjob_nodes_get_the_secrets_the_in_pod_training_step_mounts(tmp_
     spec = validate_spec({"algorithm": "lora_sft", **EMBEDDED["lora_sft"]}, require_paths=False)
     nodes = secret_env(spec, {kind: f"{kind}-secret" for kind in SECRET_KEYS})
     assert {e.secret for e in nodes} == {name.replace("_", "-") for name in mounted}
+
+
+def test_the_algorithm_list_and_default_come_from_the_backend_registry(tmp_path):
+    from kubetune.backends.registry import DEFAULT_ALGORITHM, algorithms
+    from kubetune.pipelines.parameters import EMBEDDED
+
+    (algorithm,) = (p for p in PARAMETERS if p.name == "algorithm")
+    assert algorithm.default == DEFAULT_ALGORITHM in algorithms() and sorted(EMBEDDED) == algorithms()
+    described = compiled("finetune", tmp_path)["root"]["inputDefinitions"]["parameters"]["algorithm"]["description"]
+    assert all(name in described for name in algorithms()), described
