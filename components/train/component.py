@@ -29,7 +29,8 @@ def train_model(
         kwargs_artifact: From ``validate_kwargs``.
         train_data: From ``prepare_data``: tokenized once, read as it is by every backend.
         validation_data: From ``prepare_data``, like ``train_data``.
-        model_uri: PVC path or hub id of the base model, or ``kubetune://tiny-llama`` (generated offline).
+        model_uri: PVC path, hub id or ``s3://bucket/prefix`` of the base model, or ``kubetune://tiny-llama`` (generated
+            offline).
         trained_model: ``checkpoints/checkpoint-N`` and ``final`` (TRL), or ``hf_format/samples_N``
             (instructlab-training, mini-trainer), with the backend's own metrics files as they are.
         metrics: Final train loss (from the backend's metrics files, the same way for every backend), logged
@@ -90,7 +91,8 @@ def train_on_trainjob(
         kwargs_artifact: As for ``train_model``.
         train_data: As for ``train_model``.
         validation_data: As for ``train_model``.
-        model_uri: As for ``train_model``.
+        model_uri: PVC path or hub id of the base model, or ``kubetune://tiny-llama``; not s3:// (the launcher
+            resolves it and holds no S3 credential).
         trained_model: As for ``train_model``: node 0's checkpoints published from the workspace.
         metrics: As for ``train_model``.
         workspace_pvc: A ReadWriteMany PVC, mounted here and on every node.
