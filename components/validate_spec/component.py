@@ -13,7 +13,7 @@ def validate_kwargs(algorithm: str, training_kwargs: dict, kwargs_artifact: Outp
     """Check every kwarg against the backend's real fields and write the normalized kwargs artifact.
 
     Args:
-        algorithm: ``sft``, ``osft`` or ``lora_sft``.
+        algorithm: One of the registered algorithms (``sft``, ``osft``, ``lora_sft`` built in).
         training_kwargs: The spec: a Training Hub call's arguments as JSON (model, data and output paths are bound
             by the pipeline).
         kwargs_artifact: JSON: ``schema_version``, ``algorithm``, ``backend``, curated parameters,
