@@ -156,5 +156,6 @@ def test_run_local_waits_for_a_stopping_run_no_longer_than_its_grace_period_then
     code, record = supervise.supervise(folder, record, say=lines.append)
     assert code == 143 and record["state"] == "interrupted" and _lock_free(folder)
     assert len(run) >= 2  # the pipeline process and its step
-    assert lines[-1] == f"kubetune run-local: the run did not stop within 1 s: killed the run's {len(run)} processes"
+    said = re.fullmatch(r"kubetune run-local: the run did not stop within 1 s: killed the run's (\d+) processes", lines[-1])
+    assert said and 2 <= int(said[1]) <= len(run), lines[-1]  # one of those seen may have been exiting already
     assert _until(lambda: not _running(run), 10), _running(run)
