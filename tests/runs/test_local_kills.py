@@ -132,6 +132,7 @@ def test_run_local_waits_for_a_stopping_run_no_longer_than_its_grace_period_then
     folder.mkdir()
     record = new_record(check_options("lora_sft", "best", None, None, "", False, folder))
     me = {os.getpid(): start_time(os.getpid())}
+    before = set(process_tree(process_table(), me))  # leftovers of earlier tests (this process may be a subreaper)
     run: dict[int, str] = {}
 
     def signal_it() -> None:
@@ -139,7 +140,7 @@ def test_run_local_waits_for_a_stopping_run_no_longer_than_its_grace_period_then
         stopped: set[int] = set()
         for _ in range(240):  # the steps hang: stop every process below the pipeline's, again until no new one starts
             table = process_table()
-            tree = {p: t for p, t in process_tree(table, me).items() if p not in me}
+            tree = {p: t for p, t in process_tree(table, me).items() if p not in me and p not in before}
             steps = {p for p in tree if table[p][0] != os.getpid()}
             if steps and steps <= stopped:
                 run.update(tree)  # what is left to kill: the pipeline's process and its stopped steps
