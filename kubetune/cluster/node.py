@@ -14,10 +14,12 @@ from pathlib import Path
 
 from kubetune.backends.registry import get_backend
 from kubetune.backends.rules import pet_variable, torchrun_kwargs
+from kubetune.checkpoint_mirror import DEFAULT_RETENTION, mirrored, storage_uri
 from kubetune.contract import TrainingSpec
 from kubetune.errors import KubetuneError, Problem
 
 RESULT_FILE = "result.json"
+RETENTION_ENV = "KUBETUNE_CHECKPOINT_RETENTION"  # the pipeline's checkpoint_retention, set by the launcher
 SET_ON_EVERY_NODE = ("nnodes", "node_rank", "master_addr", "master_port")  # by the Trainer's torch plugin
 
 
@@ -60,17 +62,22 @@ def train_node(
 ) -> int:
     """Run this node's share of the training; returns the exit code of the training processes. The artifact is
     read here, once per process that trains."""
-    from kubetune.steps.train import train, write_result
+    from kubetune.steps.train import checkpoints_dir, train, write_result
 
     env = dict(os.environ if env is None else env)
     torchrun = torchrun_from_env(env)
+    retention = int(env.get(RETENTION_ENV, DEFAULT_RETENTION))
     spec = TrainingSpec.read(kwargs_path)
     if not get_backend(spec.algorithm).spawns_torchrun:
         argv = ["--kwargs", str(kwargs_path), "--model", model, "--train-data", str(train_data), "--output", str(output_dir)]
         if validation_data:
             argv += ["--validation-data", str(validation_data)]
-        return subprocess.run(worker_command(torchrun, argv), env=env, check=False).returncode
-    result = train(spec, model, train_data, output_dir, validation_data, torchrun=torchrun)
+        # the workers never mirror: node 0's process does, around all of them (restore before any starts)
+        uri = storage_uri(spec.params) if torchrun["node_rank"] == 0 else None
+        with mirrored(uri, checkpoints_dir(output_dir), spec.algorithm, retention):
+            code = subprocess.run(worker_command(torchrun, argv), env=env, check=False).returncode
+        return code
+    result = train(spec, model, train_data, output_dir, validation_data, torchrun=torchrun, retention=retention)
     if torchrun["node_rank"] == 0:
         write_result(result, output_dir / RESULT_FILE)
     return 0
@@ -81,6 +88,6 @@ def train_worker(kwargs_path: Path, model: str, train_data: Path, validation_dat
     global rank 0 reports."""
     from kubetune.steps.train import train, write_result
 
-    result = train(TrainingSpec.read(kwargs_path), model, train_data, output_dir, validation_data)
+    result = train(TrainingSpec.read(kwargs_path), model, train_data, output_dir, validation_data, mirror=False)
     if int(os.environ.get("RANK", "0")) == 0:
         write_result(result, output_dir / RESULT_FILE)

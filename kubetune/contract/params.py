@@ -97,8 +97,9 @@ class CheckpointParams(_Params):
     )
     checkpoint_storage: CheckpointStorage | None = Field(
         None,
-        description='"pvc": checkpoints stay on the filesystem (the default). An s3:// or gs:// URI '
-        "(mirroring to object storage) is validated, then refused: not yet supported.",
+        description='"pvc": checkpoints stay on the filesystem (the default). s3://bucket/prefix: every complete '
+        "save is mirrored there (an .upload_complete marker written last) and a fresh pod restores the newest "
+        "before training. gs:// is refused (no GCS layer).",
     )
 
 

@@ -8,15 +8,17 @@ from kubetune.errors import Problem
 
 
 def checkpoint_problems(params: dict[str, Any], kwargs: dict[str, Any]) -> list[Problem]:
-    """Training Hub's checkpointing switches (every algorithm): object storage is not built yet, and
-    ``enable_jit_checkpoint`` must not contradict the backend's own ``on_demand_checkpointing``."""
+    """Training Hub's checkpointing switches (every algorithm): ``checkpoint_storage`` mirrors to ``s3://`` only
+    (kubetune has no GCS layer), and ``enable_jit_checkpoint`` must not contradict the backend's own
+    ``on_demand_checkpointing``."""
     problems = []
-    if params.get("checkpoint_storage", "pvc") != "pvc":
+    if str(params.get("checkpoint_storage") or "").startswith("gs://"):
         problems.append(
             Problem(
                 "checkpoint_storage",
-                "is not yet supported: kubetune does not mirror checkpoints to object storage yet",
-                'leave it out (or "pvc"): checkpoints stay on the step\'s disk, or on a PVC with the finetune-workspace pipeline',
+                "is gs://, which kubetune cannot mirror to: it has no GCS layer",
+                "give an s3://bucket/prefix URI (GCS's S3-compatible endpoint with HMAC keys works through "
+                "AWS_ENDPOINT_URL_S3), or leave it out",
             )
         )
     jit, native = params.get("enable_jit_checkpoint"), kwargs.get("on_demand_checkpointing")

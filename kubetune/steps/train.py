@@ -11,6 +11,7 @@ from kubetune.backends.base import Backend, TrainingRun, TrainResult
 from kubetune.backends.registry import get_backend
 from kubetune.backends.resume import NOT_RESUMABLE_DIR
 from kubetune.backends.training_record import RECORD_FILE, write_training_record
+from kubetune.checkpoint_mirror import DEFAULT_RETENTION, mirrored, storage_uri
 from kubetune.checkpoints import INCOMPLETE_DIR, TRAINING_STATE
 from kubetune.contract import TrainingSpec
 from kubetune.data import tokenized_file
@@ -36,7 +37,7 @@ def bind(
         **(torchrun or {}),
         "model_path": model_path,
         "data_path": str(tokenized_file(train_data)),
-        "ckpt_output_dir": str(Path(output_dir) / "checkpoints"),
+        "ckpt_output_dir": str(checkpoints_dir(output_dir)),
         **get_backend(spec.algorithm).bind_data(spec, Path(train_data), Path(output_dir), split),
     }
     return validation.bind(spec, **bound)
@@ -50,6 +51,8 @@ def train(
     validation_data: str | Path | None = None,
     workspace: str | Path | None = None,
     torchrun: dict | None = None,
+    retention: int = DEFAULT_RETENTION,
+    mirror: bool = True,
 ) -> TrainResult:
     """Run the backend of ``spec`` (the kwargs artifact, read once by the caller: ``TrainingSpec.read``); model,
     data and output paths come from the pipeline. The trained-model folder records which backend trained it
@@ -57,12 +60,16 @@ def train(
 
     ``workspace``: a directory that outlives the pod (a PVC), where checkpoints are written. A restarted
     step (retry, pre-emption, kill) finds them there and resumes; the result is then copied to ``output_dir``.
+    ``retention``, ``mirror``: the spec's ``checkpoint_storage`` mirror (``kubetune.checkpoint_mirror``): saves kept
+    there per folder (0: all); False where another process of this node mirrors (a TrainJob's TRL workers).
     """
     (Path(output_dir) / RECORD_FILE).unlink(missing_ok=True)  # an earlier run's record: not this run's until it ends
+    mirror = mirror and (torchrun or {}).get("node_rank", 0) in (0, "0")  # node 0 mirrors (it holds the S3 secret)
     if workspace:
-        result = publish(_train(spec, model_uri, train_data, Path(workspace), validation_data), Path(workspace), Path(output_dir))
+        trained = _train(spec, model_uri, train_data, Path(workspace), validation_data, None, retention, mirror)
+        result = publish(trained, Path(workspace), Path(output_dir))
     else:
-        result = _train(spec, model_uri, train_data, Path(output_dir), validation_data, torchrun)
+        result = _train(spec, model_uri, train_data, Path(output_dir), validation_data, torchrun, retention, mirror)
     write_training_record(output_dir, spec)
     return result
 
@@ -74,13 +81,22 @@ def _train(
     output_dir: Path,
     validation_data: str | Path | None = None,
     torchrun: dict | None = None,
+    retention: int = DEFAULT_RETENTION,
+    mirror: bool = True,
 ) -> TrainResult:
     output_dir.mkdir(parents=True, exist_ok=True)
     backend = get_backend(spec.algorithm)
     backend.require_environment(spec)  # before the model is fetched
-    spec = bind(spec, resolve_model(model_uri, output_dir / "base"), train_data, output_dir, validation_data, torchrun)
-    result = backend.train(spec, TrainingRun(validation_data=Path(validation_data) if validation_data else None))
+    # checkpoint_storage: access probed and the newest mirrored save restored first, mirrored while training, synced after
+    with mirrored(storage_uri(spec.params) if mirror else None, checkpoints_dir(output_dir), spec.algorithm, retention):
+        spec = bind(spec, resolve_model(model_uri, output_dir / "base"), train_data, output_dir, validation_data, torchrun)
+        result = backend.train(spec, TrainingRun(validation_data=Path(validation_data) if validation_data else None))
     return with_train_loss(result, backend)
+
+
+def checkpoints_dir(output_dir: str | Path) -> Path:
+    """Where a backend writes its saves and metrics files (``ckpt_output_dir``) in the step's output."""
+    return Path(output_dir) / "checkpoints"
 
 
 def require_model(result: TrainResult) -> None:

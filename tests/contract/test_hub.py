@@ -113,13 +113,14 @@ def test_nproc_per_node_is_read_as_training_hub_reads_it():
         assert refused("sft", nproc_per_node=bad) == {"nproc_per_node": 'must be a positive count (2 or "2"), "auto" or "gpu"'}
 
 
-def test_checkpoint_storage_is_checked_then_refused_as_not_yet_supported():
+def test_checkpoint_storage_takes_s3_and_refuses_gs_in_one_line():
     for algorithm in ("sft", "osft", "lora_sft"):
         assert spec(algorithm, checkpoint_storage="pvc").params["checkpoint_storage"] == "pvc"
-        for uri in ("s3://bucket/experiments/run1", "gs://bucket"):
-            problems = refused(algorithm, checkpoint_storage=uri, enable_jit_checkpoint=True)
-            assert list(problems) == ["checkpoint_storage"]
-            assert problems["checkpoint_storage"].startswith("is not yet supported")
+        given = spec(algorithm, checkpoint_storage="s3://bucket/experiments/run1", enable_jit_checkpoint=True)
+        assert given.params["checkpoint_storage"] == "s3://bucket/experiments/run1"
+        assert refused(algorithm, checkpoint_storage="gs://bucket") == {
+            "checkpoint_storage": "is gs://, which kubetune cannot mirror to: it has no GCS layer"
+        }
     for bad in ("file:///tmp/x", "s3://bucket/x?versionId=1", " ", "s3://", "abfs://c/p"):
         assert refused("sft", checkpoint_storage=bad)["checkpoint_storage"].startswith('must be "pvc" or an s3://')
     with pytest.raises(KubetuneError) as info:  # a credential in the URI: refused and never shown

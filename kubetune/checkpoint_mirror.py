@@ -1,0 +1,503 @@
+"""Checkpoints that survive pre-emption without a shared volume: ``checkpoint_storage="s3://bucket/prefix"``.
+
+Training Hub's meaning and layout: every save in the backend's output (``ckpt_output_dir``) is mirrored to
+``<uri>/<its path relative to the output>/...`` and an ``.upload_complete`` marker is written last; only marked
+prefixes are ever restored. kubetune's marker is JSON naming kubetune as writer with the save's files and sizes
+(a restore checks the download against it; a marker kubetune did not write is never restored, replaced or pruned).
+
+- mirror: while the backend trains, a watcher thread finds each complete save (``kubetune.checkpoints``' checks:
+  TRL ``checkpoint-N``, mini-trainer ``full_state_checkpoints/step_N``, instructlab-training ``full_state/epoch_N``,
+  ``hf_format/*`` models) not mirrored yet (or changed since) and uploads it through ``kubetune.s3`` with a small
+  pool; a full state the backend would resume wrongly (``kubetune.backends.resume``) is not mirrored. The backends'
+  metrics files (``training_metrics_*.jsonl``, ``training_params_and_metrics_global*.jsonl``) are mirrored as they
+  grow. After the backend returns (a SIGTERM save included), a last synchronous pass mirrors what is left.
+- restore: before training, when the output holds no complete resumable state, the newest marked, verified
+  resumable state is downloaded, with the model saves up to it and the metrics files, each prefix into a temporary
+  folder renamed into place; the backend's own resume then picks it up.
+- retention: the newest ``retention`` mirrored saves per folder are kept (0: all); older kubetune-marked ones are
+  pruned (marker first, then the files its manifest names), never the newest.
+- failures: an upload that fails after retries leaves its save unmarked and ends the step with one line naming
+  the S3 prefix and the cause; access is probed (write, delete) before training starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from kubetune import s3
+from kubetune.backends.resume import instructlab_skip, mini_trainer_skip
+from kubetune.checkpoints import (
+    INCOMPLETE_DIR,
+    accelerate_state_problem,
+    full_state_problem,
+    hf_save_problem,
+    resume_problem,
+    samples_position,
+    set_aside,
+)
+from kubetune.errors import KubetuneError, Problem
+
+MARKER = ".upload_complete"  # Training Hub's name
+WRITER = "kubetune"
+LOGS = ("training_metrics_*.jsonl", "training_params_and_metrics_global*.jsonl")
+DEFAULT_RETENTION = 3
+WORKERS = 2  # saves uploaded at once; one more may wait, later ones are found by the next scan
+ATTEMPTS = 3  # per file, on top of boto3's own retries
+INTERVAL_S = 2.0
+RESTORE_TMP = ".restore-tmp"
+# the resumable layout each algorithm's backend consumes: (folder, name pattern)
+RESUMABLE = {"sft": ("full_state", r"epoch_(\d+)"), "osft": ("full_state_checkpoints", r"step_(\d+)")}
+TRL = ("", r"checkpoint-(\d+)")
+Say = Callable[[str], None]
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+@dataclass(frozen=True)
+class Save:
+    """A complete save in the output: its path relative to it (posix), its folder, and its place in that folder."""
+
+    prefix: str
+    folder: str
+    order: tuple[int, str]
+    resumable: bool
+
+
+def _number(name: str, pattern: str) -> int | None:
+    found = re.fullmatch(pattern, name)
+    return int(found.group(1)) if found else None
+
+
+def _folder(rel: str) -> str:
+    """The folder of a save's prefix (``""`` for TRL's ``checkpoint-N`` at the top)."""
+    parent = str(PurePosixPath(rel).parent)
+    return "" if parent == "." else parent
+
+
+def _order(rel: str) -> tuple[int, str]:
+    """A save's place in its folder: samples seen (``hf_format``), else the number in its name."""
+    name = PurePosixPath(rel).name
+    at = samples_position(Path(name)) if _folder(rel) == "hf_format" else None
+    number = at.samples if at else _number(name, r"\D*(\d+)")
+    return (-1 if number is None else number, name)
+
+
+def _state_problem(path: Path) -> str | None:
+    """Why a resumable save cannot be resumed (incomplete, or a full state its backend resumes wrongly), else None."""
+    if path.parent.name == "full_state":
+        return accelerate_state_problem(path) or instructlab_skip(path)
+    if path.parent.name == "full_state_checkpoints":
+        return full_state_problem(path) or mini_trainer_skip(path)
+    return resume_problem(path)
+
+
+def candidates(root: Path) -> list[tuple[Path, str, tuple[int, str], bool]]:
+    """Every save folder of the layouts kubetune knows under ``root``: (path, folder, order, resumable)."""
+    found = []
+    for folder, pattern in (TRL, *RESUMABLE.values()):
+        for path in (root / folder).glob("*") if (root / folder).is_dir() else []:
+            if path.is_dir() and (n := _number(path.name, pattern)) is not None:
+                found.append((path, folder, (n, path.name), True))
+    for path in (root / "hf_format").glob("*") if (root / "hf_format").is_dir() else []:
+        if path.is_dir() and not path.name.startswith("."):
+            at = samples_position(path)
+            found.append((path, "hf_format", (at.samples if at else -1, path.name), False))
+    return found
+
+
+def complete_saves(root: Path) -> list[Save]:
+    """The complete saves under ``root`` (resumable ones only where their backend resumes them correctly)."""
+    saves = []
+    for path, folder, order, resumable in candidates(root):
+        if (_state_problem(path) if resumable else hf_save_problem(path)) is None:
+            saves.append(Save(path.relative_to(root).as_posix(), folder, order, resumable))
+    return sorted(saves, key=lambda s: (s.folder, s.order))
+
+
+def manifest(path: Path) -> dict[str, int]:
+    """Every file of a save (relative posix path -> size)."""
+    return {p.relative_to(path).as_posix(): p.stat().st_size for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def fingerprint(path: Path) -> str:
+    """Files, sizes and modification times of a save: it changes when the save is written again."""
+    files = sorted(
+        (p.relative_to(path).as_posix(), p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*") if p.is_file()
+    )
+    return hashlib.sha256(json.dumps(files).encode()).hexdigest()
+
+
+def newest(saves: list[Save], retention: int) -> list[Save]:
+    """The saves retention keeps, per folder: the newest ``retention`` (0: all)."""
+    kept = []
+    for folder in {s.folder for s in saves}:
+        ordered = sorted((s for s in saves if s.folder == folder), key=lambda s: s.order)
+        kept += ordered[-retention:] if retention else ordered
+    return kept
+
+
+class Mirror:
+    """The mirror of one training output (``root``: the backend's ``ckpt_output_dir``) at ``uri``."""
+
+    def __init__(self, uri: str, root: Path, retention: int = DEFAULT_RETENTION, say: Say = say):
+        self.uri, self.root, self.retention, self.say = uri.rstrip("/"), Path(root), retention, say
+        self.bucket, key = s3.split_uri(self.uri)
+        self.base = key.strip("/")
+        self.s3 = s3.client()
+        self.done: dict[str, str] = {}  # prefix (or log file) -> fingerprint mirrored by this process
+        self.busy: set[str] = set()
+        self.errors: list[KubetuneError] = []
+        self.lock = threading.Lock()
+        self.pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="kubetune-mirror")
+        self.stop = threading.Event()
+        self.watcher: threading.Thread | None = None
+
+    # ---- S3 ----
+    def key(self, rel: str) -> str:
+        return f"{self.base}/{rel}" if self.base else rel
+
+    def where(self, rel: str = "") -> str:
+        return f"s3://{self.bucket}/{self.key(rel)}".rstrip("/")
+
+    def _failure(self, error: Exception, rel: str) -> KubetuneError:
+        if isinstance(error, KubetuneError):
+            return error
+        return s3.explain(error, self.where(rel))
+
+    def check_access(self) -> None:
+        """Write and delete a probe object: a bad bucket, endpoint or credential fails before training starts."""
+        probe = self.key(f".kubetune-access-probe-{uuid.uuid4().hex}")
+        try:
+            self.s3.put_object(Bucket=self.bucket, Key=probe, Body=b"ok")
+            self.s3.delete_object(Bucket=self.bucket, Key=probe)
+        except Exception as error:  # noqa: BLE001 - boto3's and the network's errors, explained in one line
+            raise self._failure(error, "") from None
+
+    def keys(self, rel: str = "") -> list[str]:
+        """Every object key under ``rel`` (relative to the mirror's prefix)."""
+        prefix = self.key(rel).rstrip("/") + "/" if (self.base or rel) else ""
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+    def relative(self, key: str) -> str:
+        return key[len(self.base) + 1 :] if self.base else key
+
+    def marker(self, rel: str) -> dict | None:
+        """The marker of the prefix ``rel``: its JSON, ``{}`` for one kubetune did not write, None where there is none."""
+        if s3.head(self.s3, self.bucket, self.key(f"{rel}/{MARKER}")) is None:
+            return None
+        body = self.s3.get_object(Bucket=self.bucket, Key=self.key(f"{rel}/{MARKER}"))["Body"].read()
+        try:
+            document = json.loads(body)
+        except ValueError:
+            return {}
+        return document if isinstance(document, dict) and document.get("writer") == WRITER else {}
+
+    def markers(self) -> dict[str, dict]:
+        """Every marked prefix under the mirror and its marker (``{}``: not kubetune's); unsafe names are left out."""
+        found = {}
+        for key in self.keys():
+            rel = self.relative(key)
+            if rel.endswith("/" + MARKER):
+                prefix = rel[: -len(MARKER) - 1]
+                if prefix and ".." not in PurePosixPath(prefix).parts:
+                    found[prefix] = self.marker(prefix) or {}
+        return found
+
+    # ---- mirror ----
+    def put(self, path: Path, rel: str) -> None:
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                self.s3.upload_file(str(path), self.bucket, self.key(rel))
+                return
+            except FileNotFoundError:
+                raise
+            except Exception:
+                if attempt == ATTEMPTS:
+                    raise
+                time.sleep(attempt)
+
+    def upload(self, save: Save) -> None:
+        """Upload one save, its marker last; a save that changed or vanished meanwhile stays unmarked."""
+        path, rel = self.root / save.prefix, save.prefix
+        before = fingerprint(path)
+        found = self.marker(rel)
+        if found == {}:
+            raise KubetuneError(
+                [Problem(self.where(rel), "holds a save kubetune did not write", "give checkpoint_storage a prefix of its own")],
+                "checkpoint mirror failed",
+            )
+        if found and found.get("fingerprint") == before:
+            self.done[rel] = before
+            return
+        if found:  # an older upload of the same save: unmarked before a byte of the new one lands
+            self.s3.delete_object(Bucket=self.bucket, Key=self.key(f"{rel}/{MARKER}"))
+        files = manifest(path)
+        try:
+            for name in files:
+                self.put(path / name, f"{rel}/{name}")
+        except FileNotFoundError:  # the backend deleted the save (rotation): what was uploaded of it goes too
+            self.delete(rel, files)
+            return
+        if not path.is_dir() or fingerprint(path) != before:
+            return  # written again meanwhile: the next scan uploads it
+        document = {"writer": WRITER, "version": 1, "resumable": save.resumable, "fingerprint": before, "files": files}
+        self.s3.put_object(Bucket=self.bucket, Key=self.key(f"{rel}/{MARKER}"), Body=json.dumps(document).encode())
+        self.done[rel] = before
+        self.say(f"[kubetune] mirrored {rel} to {self.where(rel)}")
+        self.prune(save.folder)
+
+    def delete(self, rel: str, files: dict[str, int]) -> None:
+        """Unmark ``rel`` (marker first), then delete the files kubetune wrote there (its manifest)."""
+        self.s3.delete_object(Bucket=self.bucket, Key=self.key(f"{rel}/{MARKER}"))
+        names = [self.key(f"{rel}/{name}") for name in files]
+        for start in range(0, len(names), 1000):
+            chunk = [{"Key": k} for k in names[start : start + 1000]]
+            self.s3.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True})
+
+    def prune(self, folder: str | None = None) -> None:
+        """Retention: kubetune-marked saves of ``folder`` (None: of every folder) older than the newest ``retention``
+        are deleted."""
+        if not self.retention:
+            return
+        with self.lock:
+            marked: dict[str, list] = {}
+            for rel, document in self.markers().items():
+                if document and folder in (None, _folder(rel)) and isinstance(document.get("files"), dict):
+                    marked.setdefault(_folder(rel), []).append((_order(rel), rel, document["files"]))
+            for saves in marked.values():
+                for _, rel, files in sorted(saves)[: -self.retention]:
+                    self.delete(rel, files)
+                    self.say(f"[kubetune] pruned {self.where(rel)} (checkpoint_retention={self.retention})")
+
+    def upload_logs(self) -> None:
+        for pattern in LOGS:
+            for path in sorted(self.root.glob(pattern)):
+                stat = path.stat()
+                stamp = f"{stat.st_size}:{stat.st_mtime_ns}"
+                if self.done.get(path.name) != stamp:
+                    self.put(path, path.name)
+                    self.done[path.name] = stamp
+
+    def pending(self) -> list[Save]:
+        """Complete saves retention keeps that this process has not mirrored as they are now, newest first."""
+        saves = newest(complete_saves(self.root), self.retention)
+        return sorted(
+            (s for s in saves if s.prefix not in self.busy and self.done.get(s.prefix) != fingerprint(self.root / s.prefix)),
+            key=lambda s: s.order,
+            reverse=True,
+        )
+
+    def _guarded(self, work: Callable[[], None], rel: str) -> None:
+        try:
+            work()
+        except Exception as error:  # noqa: BLE001 - reported by the step (finish), and said now
+            failure = self._failure(error, rel)
+            self.say(f"[kubetune] checkpoint mirror failed: {failure.problems[0].where}: {failure.problems[0].message}")
+            with self.lock:
+                self.errors.append(failure)
+        finally:
+            with self.lock:
+                self.busy.discard(rel)
+
+    def scan(self) -> list[Future]:
+        """Queue the saves to mirror (a bounded pool) and mirror the metrics files."""
+        futures = []
+        for save in self.pending():
+            with self.lock:
+                if len(self.busy) > WORKERS:
+                    break
+                self.busy.add(save.prefix)
+            futures.append(self.pool.submit(self._guarded, lambda s=save: self.upload(s), save.prefix))
+        self._guarded(self.upload_logs, "")
+        return futures
+
+    def _watch(self) -> None:
+        while not self.stop.wait(INTERVAL_S):
+            try:
+                self.scan()
+            except Exception as error:  # noqa: BLE001 - a scan of a folder the backend is writing: the next one retries
+                self.say(f"[kubetune] checkpoint mirror scan: {error}")
+
+    def start(self) -> None:
+        self.watcher = threading.Thread(target=self._watch, name="kubetune-mirror-watch", daemon=True)
+        self.watcher.start()
+
+    def finish(self, raising: bool = True) -> None:
+        """Stop watching, wait for the uploads under way, mirror what is left; an upload that failed is raised."""
+        self.stop.set()
+        if self.watcher:
+            self.watcher.join()
+        self.pool.shutdown(wait=True)
+        self.pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="kubetune-mirror")
+        while not self.errors and (futures := self.scan()):  # a bounded pool: round by round until nothing is left
+            for future in futures:
+                future.result()
+        if not self.errors:
+            self._guarded(self.prune, "")
+        self.pool.shutdown(wait=True)
+        if self.errors and raising:
+            first = self.errors[0]
+            more = f" (and {len(self.errors) - 1} more)" if len(self.errors) > 1 else ""
+            raise KubetuneError(
+                [Problem(first.problems[0].where, f"{first.problems[0].message}{more}; that save is not marked complete",
+                         "check the bucket, the endpoint and the credentials, then run the step again: it resumes from "
+                         "the newest save the mirror holds")],
+                "checkpoint mirror failed",
+            )  # fmt: skip
+
+    # ---- restore ----
+    def download(self, rel: str, files: dict[str, int]) -> Path:
+        """The files of the marked prefix ``rel``, checked against its manifest, in a temporary folder."""
+        tmp = self.root / RESTORE_TMP / rel
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for name, size in files.items():
+            parts = PurePosixPath(name).parts
+            if PurePosixPath(name).is_absolute() or ".." in parts:
+                raise ValueError(f"a file named {name!r}")
+            target = tmp.joinpath(*parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self.s3.download_file(self.bucket, self.key(f"{rel}/{name}"), str(target))
+            if target.stat().st_size != size:
+                raise ValueError(f"{name} is {target.stat().st_size} bytes, its marker says {size}")
+        stamp = time.time_ns()  # one time for all: the layout checks compare which file a save wrote last
+        for target in tmp.rglob("*"):
+            os.utime(target, ns=(stamp, stamp))
+        return tmp
+
+    def take(self, rel: str, document: dict, check: Callable[[Path], str | None]) -> bool:
+        """Download ``rel``, verify it, rename it into place; False (one line) where it does not verify."""
+        try:
+            tmp = self.download(rel, document["files"])
+            problem = check(tmp)
+        except (ValueError, TypeError, KeyError, AttributeError) as error:
+            problem = str(error)
+        if problem:
+            self.say(f"[kubetune] not restoring {self.where(rel)}: {problem}")
+            shutil.rmtree(self.root / RESTORE_TMP / rel, ignore_errors=True)
+            return False
+        destination = self.root / rel
+        if destination.exists():  # an incomplete local copy (a complete one would have been resumed)
+            set_aside(destination, self.root / INCOMPLETE_DIR / _folder(rel))
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        tmp.rename(destination)
+        self.done[rel] = fingerprint(destination)  # mirrored as it is: not uploaded again
+        return True
+
+    def restore(self, algorithm: str) -> str | None:
+        """Before training: the newest verified resumable state (and the model saves up to it, the metrics files)
+        when the output holds no complete resumable state. Returns what was restored, one line said either way."""
+        folder, pattern = RESUMABLE.get(algorithm, TRL)
+        local = [s for s in complete_saves(self.root) if s.resumable and s.folder == folder]
+        if local:
+            self.say(f"[kubetune] {local[-1].prefix} in the output: resuming from it, nothing restored from {self.uri}")
+            return None
+        try:
+            return self._restore(folder, pattern)
+        except Exception as error:  # noqa: BLE001 - never train from the beginning silently
+            raise self._failure(error, folder) from None
+        finally:
+            shutil.rmtree(self.root / RESTORE_TMP, ignore_errors=True)
+
+    def _restore(self, folder: str, pattern: str) -> str | None:
+        marked = {rel: doc for rel, doc in self.markers().items() if doc}
+        numbered = ((_number(PurePosixPath(rel).name, pattern), rel) for rel in marked if _folder(rel) == folder)
+        states = sorted(((n, rel) for n, rel in numbered if n is not None), reverse=True)
+        for _, rel in states:
+            if self.take(rel, marked[rel], _state_problem):
+                break
+        else:
+            self.say(f"[kubetune] no complete resumable save in {self.uri}: training starts from the beginning")
+            return None
+        models = self._restore_models(rel, marked)
+        logs = self._restore_logs()
+        self.say(
+            f"[kubetune] restored {rel} ({models} model saves, {logs} metrics files) from {self.where(rel)} into {self.root}"
+        )
+        return rel
+
+    def _restore_models(self, state: str, marked: dict[str, dict]) -> int:
+        """The mirrored models saved up to the restored state: TRL's earlier ``checkpoint-N``; ``hf_format`` saves
+        of no more samples than the state has seen."""
+        limit = _samples_seen(self.root / state)
+        count = 0
+        for rel, document in sorted(marked.items()):
+            name, parent = PurePosixPath(rel).name, _folder(rel)
+            if (self.root / rel).exists():
+                continue
+            if (
+                parent == ""
+                and (n := _number(name, TRL[1])) is not None
+                and n < (_number(PurePosixPath(state).name, TRL[1]) or 0)
+            ):
+                count += self.take(rel, document, resume_problem)
+            elif parent == "hf_format" and limit is not None and (at := samples_position(Path(name))) and at.samples <= limit:
+                count += self.take(rel, document, hf_save_problem)
+        return count
+
+    def _restore_logs(self) -> int:
+        count = 0
+        for key in self.keys():
+            name = self.relative(key)
+            if "/" not in name and any(PurePosixPath(name).match(p) for p in LOGS):
+                target = self.root / name
+                partial = self.root / f".{name}.restoring"
+                self.s3.download_file(self.bucket, key, str(partial))
+                partial.rename(target)
+                self.done[name] = f"{target.stat().st_size}:{target.stat().st_mtime_ns}"
+                count += 1
+        return count
+
+
+def _samples_seen(state: Path) -> int | None:
+    """Samples a torchrun backend's full state has seen (None for TRL's ``checkpoint-N``)."""
+    meta_file = {"full_state": "training_metadata.json", "full_state_checkpoints": "training_state.pt"}.get(state.parent.name)
+    if meta_file is None:
+        return None
+    import torch
+
+    meta = torch.load(state / meta_file, weights_only=False, map_location="cpu")  # kubetune's own, verified save
+    seen = meta.get("samples_seen", meta.get("total_samples_accumulated")) if isinstance(meta, dict) else None
+    return int(seen) if seen is not None else None
+
+
+def storage_uri(spec_params: dict[str, Any]) -> str | None:
+    """The ``s3://`` mirror a spec asks for, else None (``"pvc"``, left out)."""
+    value = spec_params.get("checkpoint_storage")
+    return value if isinstance(value, str) and value.startswith("s3://") else None
+
+
+@contextmanager
+def mirrored(uri: str | None, root: Path, algorithm: str, retention: int = DEFAULT_RETENTION, say: Say = say) -> Iterator[None]:
+    """Around a backend's training: probe access, restore, mirror while it trains, then a last synchronous pass
+    (errors raised); on a failure of training, the last pass is best effort and the failure goes on."""
+    if uri is None:
+        yield
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    mirror = Mirror(uri, root, retention, say)
+    mirror.check_access()
+    mirror.restore(algorithm)
+    mirror.start()
+    try:
+        yield
+    except BaseException:
+        mirror.finish(raising=False)
+        raise
+    mirror.finish()

@@ -1,0 +1,198 @@
+"""checkpoint_storage's s3:// mirror (kubetune.checkpoint_mirror) on checkpoint folders written by the test (real
+files in TRL's ``checkpoint-N`` layout) against the moto server over real HTTP; faults and kills at the HTTP layer
+(tests/support/standins.FaultyProxy), never a mock of our code."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from kubetune.checkpoint_mirror import MARKER, Mirror, complete_saves
+from kubetune.errors import KubetuneError
+
+SECRET = "wJalrXUtnFEMIK7MDENGbPxRfiCYzEXAMPLEKEY"
+URI = "s3://ckpt/runs/one"
+
+
+def checkpoint(root: Path, step: int, complete: bool = True) -> Path:
+    """TRL's ``checkpoint-N`` as the completeness check reads it: adapter, optimizer, scheduler, trainer state last."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    path = root / f"checkpoint-{step}"
+    path.mkdir(parents=True)
+    (path / "adapter_config.json").write_text(json.dumps({"r": 8}))
+    save_file({"w": np.full(4 * step, step, dtype=np.float32)}, str(path / "adapter_model.safetensors"))
+    for name in ("optimizer.pt", "scheduler.pt"):
+        with zipfile.ZipFile(path / name, "w") as archive:
+            archive.writestr("data.pkl", b"x" * step)
+    if complete:
+        (path / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    return path
+
+
+@pytest.fixture
+def bucket(s3, monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # a fault is seen at once (the mirror retries itself)
+    s3.create_bucket(Bucket="ckpt")
+    return s3
+
+
+def objects(s3) -> dict[str, bytes]:
+    listed = s3.list_objects_v2(Bucket="ckpt").get("Contents", [])
+    return {o["Key"]: s3.get_object(Bucket="ckpt", Key=o["Key"])["Body"].read() for o in listed}
+
+
+def mirror_all(root: Path, retention: int = 0) -> list[str]:
+    said: list[str] = []
+    mirror = Mirror(URI, root, retention, said.append)
+    mirror.check_access()
+    mirror.finish()
+    return said
+
+
+def test_complete_saves_are_mirrored_marker_last_and_a_fresh_output_restores_the_newest(
+    bucket, tmp_path, faulty_proxy, monkeypatch
+):
+    out = tmp_path / "out"
+    for step in (1, 2):
+        checkpoint(out, step)
+    checkpoint(out, 3, complete=False)  # a kill mid-save: never mirrored
+    (out / "training_metrics_0.jsonl").write_text('{"step": 1}\n{"step": 2}\n')
+    proxy = faulty_proxy(lambda method, path: None)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+    said = mirror_all(out)
+    stored = objects(bucket)
+    assert {k.rsplit("/", 2)[-2] for k in stored if k.endswith(MARKER)} == {"checkpoint-1", "checkpoint-2"}
+    assert not [k for k in stored if "checkpoint-3" in k] and ".kubetune-access-probe" not in " ".join(stored)
+    marker = json.loads(stored[f"runs/one/checkpoint-2/{MARKER}"])
+    assert marker["writer"] == "kubetune" and marker["files"] == {
+        p.name: p.stat().st_size for p in sorted((out / "checkpoint-2").iterdir())
+    }
+    puts = [path for method, path, _ in proxy.requests if method == "PUT" and "checkpoint-2" in path]
+    assert puts[-1].endswith(f"checkpoint-2/{MARKER}") and len(puts) == len(marker["files"]) + 1  # the marker last
+    assert stored["runs/one/training_metrics_0.jsonl"] == b'{"step": 1}\n{"step": 2}\n'
+    assert f"[kubetune] mirrored checkpoint-2 to {URI}/checkpoint-2" in said
+
+    fresh, lines = tmp_path / "fresh", []
+    fresh.mkdir()
+    assert Mirror(URI, fresh, 0, lines.append).restore("lora_sft") == "checkpoint-2"
+    assert [s.prefix for s in complete_saves(fresh)] == ["checkpoint-1", "checkpoint-2"]
+    assert (fresh / "training_metrics_0.jsonl").read_bytes() == (out / "training_metrics_0.jsonl").read_bytes()
+    assert lines == [f"[kubetune] restored checkpoint-2 (1 model saves, 1 metrics files) from {URI}/checkpoint-2 into {fresh}"]
+    assert not (fresh / ".restore-tmp").exists()
+    assert Mirror(URI, fresh, 0, lines.append).restore("lora_sft") is None  # a complete local state: nothing restored
+    assert lines[-1] == f"[kubetune] checkpoint-2 in the output: resuming from it, nothing restored from {URI}"
+
+
+def test_restore_verifies_each_file_against_the_marker_and_ignores_markers_kubetune_did_not_write(bucket, tmp_path):
+    out = tmp_path / "out"
+    for step in (1, 2):
+        checkpoint(out, step)
+    mirror_all(out)
+    bucket.put_object(Bucket="ckpt", Key="runs/one/checkpoint-2/adapter_model.safetensors", Body=b"tampered")
+    bucket.put_object(Bucket="ckpt", Key="runs/one/checkpoint-9/adapter_model.safetensors", Body=b"x")
+    bucket.put_object(Bucket="ckpt", Key=f"runs/one/checkpoint-9/{MARKER}", Body=b"123:456")  # Training Hub's marker
+    fresh, lines = tmp_path / "fresh", []
+    fresh.mkdir()
+    assert Mirror(URI, fresh, 0, lines.append).restore("lora_sft") == "checkpoint-1"
+    assert lines[0].startswith(f"[kubetune] not restoring {URI}/checkpoint-2: adapter_model.safetensors is 8 bytes, its marker")
+    assert not (fresh / "checkpoint-2").exists() and not (fresh / "checkpoint-9").exists()
+
+    empty, lines = tmp_path / "empty", []
+    empty.mkdir()
+    assert Mirror("s3://ckpt/other", empty, 0, lines.append).restore("lora_sft") is None
+    assert lines == ["[kubetune] no complete resumable save in s3://ckpt/other: training starts from the beginning"]
+
+
+def test_retention_prunes_older_kubetune_saves_and_never_what_kubetune_did_not_write(bucket, tmp_path):
+    out = tmp_path / "out"
+    bucket.put_object(Bucket="ckpt", Key="runs/one/checkpoint-0/adapter_model.safetensors", Body=b"theirs")
+    bucket.put_object(Bucket="ckpt", Key=f"runs/one/checkpoint-0/{MARKER}", Body=b"1:2")  # another writer's, older
+    bucket.put_object(Bucket="ckpt", Key="runs/one/checkpoint-1/notes.txt", Body=b"a user's note")
+    bucket.put_object(Bucket="ckpt", Key="runs/one/README", Body=b"not a save")
+    for step in (1, 2, 3, 4):
+        checkpoint(out, step)
+    mirror_all(out)  # retention 0: every save kept
+    assert len([k for k in objects(bucket) if k.endswith(MARKER)]) == 5
+    said = mirror_all(out, retention=2)
+    stored = objects(bucket)
+    assert sorted(k for k in stored if k.endswith(MARKER)) == [
+        f"runs/one/checkpoint-{n}/{MARKER}" for n in (0, 3, 4)
+    ]  # fmt: skip
+    assert [k for k in stored if "checkpoint-1/" in k or "checkpoint-2/" in k] == ["runs/one/checkpoint-1/notes.txt"]
+    assert stored["runs/one/checkpoint-0/adapter_model.safetensors"] == b"theirs" and "runs/one/README" in stored
+    assert f"[kubetune] pruned {URI}/checkpoint-1 (checkpoint_retention=2)" in said
+
+
+def test_a_failed_upload_is_one_error_naming_the_prefix_and_that_save_stays_unmarked(bucket, tmp_path, faulty_proxy, monkeypatch):
+    out = tmp_path / "out"
+    for step in (1, 2):
+        checkpoint(out, step)
+    proxy = faulty_proxy(lambda method, path: "fail" if method == "PUT" and "checkpoint-2/optimizer.pt" in path else None)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+    with pytest.raises(KubetuneError) as info:
+        mirror_all(out)
+    text = info.value.report()
+    assert f"{URI}/checkpoint-2" in text and "that save is not marked complete" in text and SECRET not in text
+    assert len(info.value.problems) == 1
+    markers = [k for k in objects(bucket) if k.endswith(MARKER)]
+    assert markers == [f"runs/one/checkpoint-1/{MARKER}"]
+
+
+def test_a_bad_bucket_fails_the_access_probe_before_anything_else(bucket, tmp_path):
+    with pytest.raises(KubetuneError) as info:
+        Mirror("s3://no-such-bucket/run", tmp_path).check_access()
+    assert "s3://no-such-bucket/run" in info.value.report() and "the bucket does not exist" in info.value.report()
+    assert SECRET not in info.value.report()
+
+
+UPLOAD = (
+    "import sys; from pathlib import Path; from kubetune.checkpoint_mirror import Mirror; "
+    "Mirror(sys.argv[1], Path(sys.argv[2]), 0).finish()"
+)
+
+
+def test_a_kill_at_every_request_of_an_upload_leaves_the_save_marked_whole_or_unmarked(bucket, tmp_path, faulty_proxy):
+    """The uploading process is SIGKILLed as its k-th request of the save reaches the server (before it lands), for
+    every k; what is left is either marked with every file there, or unmarked, and a restore takes it only then."""
+    out = tmp_path / "out"
+    checkpoint(out, 1)
+    files = len(list((out / "checkpoint-1").iterdir()))
+    state: dict = {"pid": None, "seen": 0, "at": 0}
+
+    def kill(method: str, path: str) -> str | None:
+        if method != "PUT" or "checkpoint-1" not in path:
+            return None
+        state["seen"] += 1
+        if state["seen"] == state["at"]:
+            os.kill(state["pid"], signal.SIGKILL)
+            return "drop"
+        return None
+
+    proxy = faulty_proxy(kill)
+    env = {**os.environ, "AWS_ENDPOINT_URL": proxy.url}
+    for at in range(1, files + 3):  # files, then the marker, then none (the upload finishes)
+        for key in objects(bucket):
+            bucket.delete_object(Bucket="ckpt", Key=key)
+        state.update(seen=0, at=at)
+        process = subprocess.Popen([sys.executable, "-c", UPLOAD, URI, str(out)], env=env)
+        state["pid"] = process.pid
+        code = process.wait(timeout=60)
+        stored = objects(bucket)
+        marked = f"runs/one/checkpoint-1/{MARKER}" in stored
+        assert code == (0 if at > files + 1 else -signal.SIGKILL), at
+        assert marked == (at > files + 1), at
+        if marked:
+            assert len(stored) == files + 1
+        fresh = tmp_path / f"fresh-{at}"
+        fresh.mkdir()
+        assert Mirror(URI, fresh, 0, lambda line: None).restore("lora_sft") == ("checkpoint-1" if marked else None), at
