@@ -1,0 +1,161 @@
+"""What is measured rather than guessed: the model's parameters and the activations of one training step.
+
+The model is built from its config with ``transformers.AutoModelForCausalLM.from_config`` (the real class, the real
+attention and MLP) without weights: on the meta device to count parameters, under ``FakeTensorMode`` to run one
+forward and backward pass on the real number of tokens, where ``torch.distributed._tools.mem_tracker.MemTracker``
+records the peak of every live tensor. Parameter gradients are dropped as soon as they are accumulated (a sharded
+backend reduce-scatters them away; the plan counts gradients apart), so the peak above the parameters is the
+activations' (saved tensors, temporaries, the gradients of activations, the logits and the loss).
+
+To stay within seconds for 8B and 70B models, copies with 1 and 2 decoder layers are traced, and everything is
+extrapolated linearly in the layer count: ``x(L) = x(1) + (L - 1) * (x(2) - x(1))`` (decoder layers are identical;
+a model whose layers differ, such as a hybrid or an interleaved-attention one, is approximated by its first ones).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+from kubetune.memory.shape import ModelShape
+
+TRACED_LAYERS = (1, 2)
+
+
+@dataclass(frozen=True)
+class Linear:
+    """A linear layer of a decoder layer: its name inside the layer and its weight's shape."""
+
+    name: str
+    in_features: int
+    out_features: int
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Parameter counts of the whole model: ``layer`` per decoder layer, ``outside`` the rest (embeddings, final
+    norm, output head; a tied head counted once), ``linears`` the linear layers of one decoder layer."""
+
+    num_layers: int
+    layer: int
+    outside: int
+    linears: tuple[Linear, ...]
+
+    @property
+    def total(self) -> int:
+        return self.outside + self.num_layers * self.layer
+
+    @property
+    def linear_per_layer(self) -> int:
+        return sum(x.in_features * x.out_features for x in self.linears)
+
+
+@dataclass(frozen=True)
+class ActivationTrace:
+    """Peak activation bytes of one step: ``fixed + num_layers * per_layer`` (see the module's docstring)."""
+
+    fixed: int
+    per_layer: int
+    num_layers: int
+
+    @property
+    def total(self) -> int:
+        return max(0, self.fixed + self.num_layers * self.per_layer)
+
+
+def with_layers(config: dict[str, Any], layers: int) -> dict[str, Any]:
+    """``config`` with ``layers`` decoder layers (per-layer lists cut to match)."""
+    text = dict(config.get("text_config") or config) if "text_config" in config else dict(config)
+    text["num_hidden_layers"] = layers
+    for key, value in list(text.items()):
+        if key == "layer_types" and isinstance(value, list):
+            text[key] = value[:layers]
+    return {**config, "text_config": text} if "text_config" in config else text
+
+
+def _config(config: dict[str, Any]):
+    from transformers import AutoConfig
+
+    values = {k: v for k, v in config.items() if k != "model_type"}
+    made = AutoConfig.for_model(config["model_type"], **values)
+    made.use_cache = False
+    return made
+
+
+def _decoder_layers(model, count: int):
+    """The ModuleList of the decoder layers: the one of ``count`` modules holding the most parameters."""
+    from torch import nn
+
+    lists = [m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m) == count]
+    if not lists:
+        raise ValueError("no list of decoder layers found in the model")
+    return max(lists, key=lambda m: sum(p.numel() for p in m.parameters()))
+
+
+def count_parameters(shape: ModelShape) -> Counts:
+    """Parameter counts of the whole model, from a 1-layer copy built on the meta device."""
+    return _count(json.dumps(shape.config, sort_keys=True), shape.num_layers)
+
+
+@functools.lru_cache(maxsize=32)
+def _count(config_json: str, num_layers: int) -> Counts:
+    import torch
+    from torch import nn
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(_config(with_layers(json.loads(config_json), 1)))
+    layer = _decoder_layers(model, 1)[0]
+    per_layer = sum(p.numel() for p in layer.parameters())
+    total = sum(p.numel() for p in model.parameters())
+    linears = tuple(Linear(name, m.in_features, m.out_features) for name, m in layer.named_modules() if isinstance(m, nn.Linear))
+    return Counts(num_layers, per_layer, total - per_layer, linears)
+
+
+def trace_activations(shape: ModelShape, tokens: int, dtype: str, checkpointing: bool, fused_loss: bool) -> ActivationTrace:
+    """The activations of one forward and backward pass over ``tokens`` tokens (one packed sequence, as the
+    backends' padding-free batches are) in ``dtype``; ``checkpointing``: each decoder layer recomputed in the
+    backward pass (its input kept); ``fused_loss``: no logits materialised (the loss head is left to the caller)."""
+    key = json.dumps(shape.config, sort_keys=True)
+    one, two = (_peak(key, n, tokens, dtype, checkpointing, fused_loss) for n in TRACED_LAYERS)
+    return ActivationTrace(fixed=2 * one - two, per_layer=two - one, num_layers=shape.num_layers)
+
+
+def _drop_grad(param) -> None:
+    param.grad = None
+
+
+@functools.lru_cache(maxsize=64)
+def _peak(config_json: str, layers: int, tokens: int, dtype: str, checkpointing: bool, fused_loss: bool) -> int:
+    """Peak bytes above the parameters of one traced step of a ``layers``-layer copy."""
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.distributed._tools.mem_tracker import MemTracker
+    from transformers import AutoModelForCausalLM
+
+    config = _config(with_layers(json.loads(config_json), layers))
+    with FakeTensorMode():
+        model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype), attn_implementation="sdpa")
+        if checkpointing:  # transformers 5.24 renamed it; 5.17 (the GPU image) has the old name only
+            if hasattr(model, "activation_checkpointing_enable"):
+                model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.train()
+        for p in model.parameters():
+            p.register_post_accumulate_grad_hook(_drop_grad)
+        ids = torch.zeros((1, tokens), dtype=torch.long)
+        tracker = MemTracker()
+        tracker.track_external(model)
+        with tracker, warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # MemTracker on a parameter without a gradient yet
+            if fused_loss:
+                model.base_model(input_ids=ids).last_hidden_state.sum().backward()
+            else:
+                model(input_ids=ids, labels=ids).loss.backward()
+        peaks = tracker.get_tracker_snapshot("peak")
+    kept = {"Parameter", "Buffer", "Gradient"}
+    return sum(v for device in peaks.values() for k, v in device.items() if str(getattr(k, "value", k)) not in kept | {"Total"})
