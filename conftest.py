@@ -1,8 +1,15 @@
 import itertools
 import json
+import os
 import socket
 
 import pytest
+
+# One OpenMP thread per process, for this process and every step, torchrun and node it starts (set before torch is
+# imported): the tiny model's ops are too small to gain from a second thread, and on two shared cores (pytest beside
+# a step, two runs or two TrainJob nodes at once, a busy CI) threads spinning at barriers for a descheduled peer made
+# training steps 3-6x slower. A value the environment gives wins.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from kubetune.embedded.tiny_model import write_tiny_model
 from tests.support import standins

@@ -52,9 +52,10 @@ def test_a_killed_lora_run_resumes_from_its_last_checkpoint_in_the_workspace(tmp
 
     prepare("kubetune://sample-chat", str(tiny_model), tmp_path / "data" / "train", tmp_path / "data" / "val", num_proc=1)
     kwargs = tmp_path / "kwargs.json"
-    kwargs.write_text(json.dumps({"algorithm": "lora_sft", "num_epochs": 1, "micro_batch_size": 4, "learning_rate": 0.001,
-                                  "save_steps": 10, "logging_steps": 5, "seed": 0,
-                                  "sample_packing": False}))  # fmt: skip  (unpacked: enough steps to be killed after step 10)
+    # unpacked rows, 50 steps: 40 left to be killed in after step 10; 10 loss rows only with those logged before the kill
+    kwargs.write_text(json.dumps({"algorithm": "lora_sft", "num_epochs": 1, "max_steps": 50, "micro_batch_size": 4,
+                                  "learning_rate": 0.001, "save_steps": 10, "logging_steps": 5, "seed": 0,
+                                  "sample_packing": False}))  # fmt: skip
     script = (
         "import sys, json; from kubetune.steps.train import train; from kubetune.validation import load_spec; "
         "r = train(load_spec(sys.argv[1], require_paths=False), *sys.argv[2:6], workspace=sys.argv[6]); "
@@ -98,7 +99,7 @@ def test_sft_config_kwargs_reach_the_live_trainer(tmp_path, tiny_model):
             seen.update(eval_steps=args.eval_steps, eval_strategy=strategy, max_grad_norm=args.max_grad_norm,
                         per_device_eval_batch_size=args.per_device_eval_batch_size, lr=args.learning_rate)  # fmt: skip
 
-    document = {"algorithm": "lora_sft", "max_steps": 4, "learning_rate": 0.003, "micro_batch_size": 8,
+    document = {"algorithm": "lora_sft", "max_steps": 4, "learning_rate": 0.003, "micro_batch_size": 8, "max_seq_len": 256,
                 "eval_steps": 2, "max_grad_norm": 0.5, "per_device_eval_batch_size": 3}  # fmt: skip
     spec = validate_spec(document, require_paths=False)
     spec = bind(spec, str(tiny_model), tmp_path / "train", tmp_path / "out", tmp_path / "val")
@@ -132,6 +133,7 @@ def test_mlflow_and_tensorboard_receive_metrics_from_a_cpu_run(tmp_path, tiny_mo
     document = {
         "algorithm": "lora_sft",
         "max_steps": 6,
+        "max_seq_len": 256,  # packed rows of 256 tokens, not 2048: the metrics are the same, the steps 8x cheaper
         "logging_steps": 2,
         "micro_batch_size": 8,
         "learning_rate": 0.003,
@@ -179,7 +181,8 @@ def test_sigterm_saves_stops_and_completes_the_step(tmp_path, tiny_model):
 
     prepare("kubetune://sample-chat", str(tiny_model), tmp_path / "data" / "train", tmp_path / "data" / "val", num_proc=1)
     kwargs = tmp_path / "kwargs.json"
-    kwargs.write_text(json.dumps({"algorithm": "lora_sft", "max_steps": 5000, "micro_batch_size": 4, "save_steps": 10}))
+    document = {"algorithm": "lora_sft", "max_steps": 5000, "micro_batch_size": 4, "save_steps": 10, "max_seq_len": 256}
+    kwargs.write_text(json.dumps(document))
     script = (
         "import sys, json; from kubetune.steps.train import train; from kubetune.validation import load_spec; "
         "print(json.dumps(train(load_spec(sys.argv[1], require_paths=False), *sys.argv[2:6]).metrics))"

@@ -400,7 +400,8 @@ def test_a_two_node_lora_trainjob_runs_its_submitted_command_on_this_cpu(tmp_pat
     prepare("kubetune://sample-chat", str(tiny_model), tmp_path / "data" / "train", tmp_path / "data" / "val", num_proc=1)
     kwargs = tmp_path / "kwargs.json"
     validate_to_artifact("lora_sft", {"num_epochs": 1, "effective_batch_size": 8, "learning_rate": 0.001, "max_steps": 12,
-                                      "save_steps": 6, "eval_steps": 6, "logging_steps": 3, "seed": 0}, kwargs)  # fmt: skip
+                                      "max_seq_len": 256, "save_steps": 6, "eval_steps": 6, "logging_steps": 3, "seed": 0},
+                         kwargs)  # fmt: skip  (packed rows of 256 tokens: the same 12 steps, 8x cheaper than 2048)
     nodes: list[subprocess.Popen] = []
 
     def cluster(job: dict, gets: int) -> str:
