@@ -18,6 +18,7 @@ from kubetune.data import tokenized_file
 from kubetune.errors import KubetuneError, Problem, reported
 from kubetune.files import write_text_atomic
 from kubetune.runtime import resolve_model
+from kubetune.steps.progress import watching
 
 
 def bind(
@@ -90,7 +91,11 @@ def _train(
     # checkpoint_storage: access probed and the newest mirrored save restored first, mirrored while training, synced after
     with mirrored(storage_uri(spec.params) if mirror else None, checkpoints_dir(output_dir), spec.algorithm, retention):
         spec = bind(spec, resolve_model(model_uri, output_dir / "base"), train_data, output_dir, validation_data, torchrun)
-        result = backend.train(spec, TrainingRun(validation_data=Path(validation_data) if validation_data else None))
+        # the progress line in the step's log (node 0 prints it); the run's throughput into its metrics
+        with watching(backend, spec, main=(torchrun or {}).get("node_rank", 0) in (0, "0")) as progress:
+            run = TrainingRun(validation_data=Path(validation_data) if validation_data else None, callbacks=progress.callbacks)
+            result = backend.train(spec, run)
+        result.metrics.update(progress.summary())
     return with_train_loss(result, backend)
 
 

@@ -30,6 +30,9 @@ _.should_save
 _.should_training_stop
 _.on_evaluate
 _.on_train_end
+_.on_train_begin  # the progress line's TRL callback (kubetune/steps/progress.py), with the two below
+_.on_step_begin
+_.on_log
 _.get_kfp_healthz
 sleep_duration  # kfp.Client.get_kfp_healthz's own parameter, kept for its callers
 

@@ -10,6 +10,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -205,6 +206,26 @@ def test_step_mode_sigterm_saves_a_full_state_and_the_same_step_resumes_from_it(
     resumed = stopped.resumed.metrics
     assert resumed["resumed_from"] == f"full_state_checkpoints/step_{n}" and resumed["stopped_by"] == ""
     assert logged_steps(stopped.step_out) == list(range(1, MAX_STEPS + 1))  # continued at step n + 1, each step once
+
+
+@pytest.mark.slow
+def test_each_step_logs_progress_lines_and_the_resumed_run_reports_its_throughput(stopped):
+    """The progress line (kubetune/steps/progress.py), its totals from the run's mode: ``step`` knows its steps, an
+    ``infinite`` run knows none and gives no ETA; the throughput of the resumed run counts its own steps only."""
+
+    def progress_lines(out: Path) -> list[str]:
+        log = (out / "step.log").read_text()
+        return [line.split("[kubetune] progress: ", 1)[1] for line in log.splitlines() if "[kubetune] progress: " in line]
+
+    assert progress_lines(stopped.step_out)[0].startswith("step 1/16 (6%) | samples 8/? | loss ")
+    infinite = progress_lines(stopped.infinite_out)
+    assert infinite[0].startswith("step 1/? | samples 8/? | loss ") and all(line.endswith("| ETA ?") for line in infinite)
+    assert re.search(r"\| [\d,]+ tokens/s \|", infinite[-1]) and infinite[-1].startswith(f"step {stopped.infinite_steps[-1]}/?")
+    rows = [json.loads(line) for line in (stopped.step_out / "checkpoints" / "training_metrics_0.jsonl").open()]
+    again = [r for r in rows if r["step"] > stopped.steps_before_resume[-1]]  # the resumed run's rows
+    speed, tokens = stopped.resumed.metrics, sum(r["num_total_tokens"] for r in again)  # mini-trainer's own count
+    assert speed["train_tokens_per_second"] == pytest.approx(tokens / speed["train_seconds"], 1e-3)
+    assert speed["train_samples_per_second"] == pytest.approx(sum(r["num_samples"] for r in again) / speed["train_seconds"], 1e-3)
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ started at the same time, is stopped by SIGTERM and then started again."""
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -73,6 +74,11 @@ def rows(out: Path) -> list[dict]:
         except json.JSONDecodeError:
             continue
     return found
+
+
+def progress_lines(log: str) -> list[str]:
+    """The progress lines of a step's log, less their prefix (a progress bar of the backend may precede one)."""
+    return [line.split("[kubetune] progress: ", 1)[1] for line in log.splitlines() if "[kubetune] progress: " in line]
 
 
 def steps(out: Path) -> list[dict]:
@@ -147,6 +153,13 @@ def test_sft_trains_its_own_loop_on_cpu_and_evaluation_reads_its_validation_rows
     done = result(runs.b["log"])
     assert done["final_model"] == "hf_format/samples_48"
     assert done["metrics"]["logged_train_steps"] == 6 and done["metrics"]["final_train_loss"] == trained[-1]["avg_loss"]
+    lines = progress_lines(runs.b["log"])  # the progress line (kubetune/steps/progress.py): the first step, the last
+    assert lines[0].startswith("step 1/6 (16%) | samples 8/48 | loss ")
+    assert re.search(r"\| [\d,]+ tokens/s \| elapsed [\d:]+ \| ETA [\d:]+$", lines[0])
+    assert lines[-1].startswith(f"step 6/6 (100%) | samples 48/48 | loss {trained[-1]['avg_loss']:.4f} | ")
+    speed, tokens = done["metrics"], sum(r["num_tokens_rank0"] for r in trained)  # instructlab's own count of tokens
+    assert speed["train_tokens_per_second"] == pytest.approx(tokens / speed["train_seconds"], 1e-3)
+    assert speed["train_samples_per_second"] == pytest.approx(48 / speed["train_seconds"], 1e-3)
     saved = out / "checkpoints" / "hf_format"
     assert sorted(p.name for p in saved.iterdir()) == ["samples_16", "samples_32", "samples_48"]
     assert all((saved / name / "config.json").is_file() for name in ("samples_16", "samples_32", "samples_48"))
