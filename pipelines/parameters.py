@@ -83,7 +83,7 @@ P = Parameter
 PARAMETERS = (
     # what is trained, on what
     P("model_uri", str, TINY_MODEL_URI, "Base model: a PVC path, a hub id, s3://..., or kubetune://tiny-llama.", FINETUNE,
-      ("prepare_data", "train_model", "train_on_trainjob", "evaluate_model", "export_model")),
+      ("validate_kwargs", "prepare_data", "train_model", "train_on_trainjob", "evaluate_model", "export_model")),
     P("data_uri", str, SAMPLE_DATA_URI, "Training data (chat JSONL, Parquet, s3://, hf://, kubetune://sample-chat).",
       FINETUNE, ("prepare_data",)),
     P("algorithm", str, DEFAULT_ALGORITHM, f"The training algorithm: {', '.join(algorithms())}.", FINETUNE,
@@ -122,11 +122,14 @@ PARAMETERS = (
       ("register_model",)),
     # placement of the training (the in-pod training task's resources, or the TrainJob's nodes)
     P("gpus", int, 1, "GPUs of the training task, or of each TrainJob node (one process each).", FINETUNE,
-      ("train_on_trainjob",)),
+      ("validate_kwargs", "train_on_trainjob")),
     P("accelerator_type", str, "nvidia.com/gpu", "Extended resource name of the GPUs.", FINETUNE,
-      ("train_on_trainjob",)),
+      ("validate_kwargs", "train_on_trainjob")),
+    P("gpu_memory_gib", float, 0.0, "Memory of one GPU in GiB, for the memory plan's verdict in the validation step; "
+      "0: from accelerator_type (MIG) or node_selector's nvidia.com/gpu.product, else no verdict.", FINETUNE,
+      ("validate_kwargs",)),
     P("tolerations", list, [], "Tolerations of the training pods.", FINETUNE, ("train_on_trainjob",)),
-    P("node_selector", dict, {}, "Node selector of the training pods.", FINETUNE, ("train_on_trainjob",)),
+    P("node_selector", dict, {}, "Node selector of the training pods.", FINETUNE, ("validate_kwargs", "train_on_trainjob")),
     # secrets, by name (mounted as environment variables of the steps that need them; missing ones are skipped)
     P("s3_secret", str, "kubetune-s3", f"Secret with S3 credentials ({steps_needing('s3')}).", PIPELINES,
       ("train_on_trainjob",)),
@@ -140,7 +143,7 @@ PARAMETERS = (
     P("workspace_pvc", str, "kubetune-workspace", "PVC of the training checkpoints (ReadWriteMany for a TrainJob).",
       ON_A_PVC, ("train_on_trainjob",)),
     # the TrainJob
-    P("nnodes", int, 2, "Training nodes of the TrainJob.", TRAINJOB, ("train_on_trainjob",)),
+    P("nnodes", int, 2, "Training nodes of the TrainJob.", TRAINJOB, ("validate_kwargs", "train_on_trainjob")),
     P("cpu_per_node", str, "", 'CPU request and limit per node, e.g. "32" (empty: none).', TRAINJOB,
       ("train_on_trainjob",)),
     P("memory_per_node", str, "", 'Memory request and limit per node, e.g. "512Gi" (empty: none).', TRAINJOB,

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from kubetune.cli import plan
 from kubetune.cli.outputs import check_output, write_output
 
 
@@ -15,8 +16,13 @@ def validate(
     spec: Annotated[Path, typer.Argument(help="Spec JSON: a Training Hub call's arguments plus `algorithm`.")],
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the artifact here.")] = None,
     pipeline: Annotated[bool, typer.Option(help="Paths are bound by the pipeline; do not require them.")] = False,
+    model: Annotated[str | None, typer.Option(help="Also plan the GPU memory for this model (see `kubetune plan`).")] = None,
+    gpus: plan.Gpus = 1,
+    nnodes: plan.Nnodes = 1,
+    gpu_memory: plan.GpuMemory = None,
 ) -> None:
     """Check a spec and print the normalized kwargs artifact, or every problem (exit code 2).
+    With --model, its memory plan too (on stderr), and a refusal when it exceeds --gpu-memory.
 
     Example: kubetune validate examples/osft.json
     """
@@ -27,6 +33,8 @@ def validate(
     result = load_spec(spec, require_paths=not pipeline)
     for note in result.notes:
         typer.echo(f"note: {note}", err=True)
+    if model:
+        plan.show_plan(result, model, gpus, nnodes, gpu_memory)
     if output:
         write_output(output, result.to_json())
         typer.echo(f"wrote {output}", err=True)

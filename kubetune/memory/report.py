@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 
 from kubetune.contract import TrainingSpec
 from kubetune.errors import KubetuneError, Problem
+from kubetune.memory.accelerators import UNKNOWN
 from kubetune.memory.settings import Settings
 
 GIB = 2**30
 TRACED, COMPUTED = "traced", "computed"
-UNKNOWN = "No verdict: GPU memory unknown (give gpu_memory_gib, or an accelerator_type or node selector naming the card)."
 
 
 def shown_gib(value: float) -> str:
@@ -62,7 +62,8 @@ class MemoryPlan:
     def metrics(self) -> dict[str, float]:
         """Flat numbers for KFP's Metrics, in GiB."""
         found = {f"memory_{name}_gib": round(b / GIB, 3) for name, b in self.parts.items()}
-        return {**found, "memory_total_gib": round(self.total_gib, 3), "memory_tokens_per_gpu": float(self.settings.tokens)}
+        total = {"memory_total_gib": round(self.total_gib, 3), "memory_allocated_gib": round(self.allocated_bytes / GIB, 3)}
+        return {**found, **total, "memory_tokens_per_gpu": float(self.settings.tokens)}
 
     def markdown(self, gpu_memory_gib: float | None = None) -> str:
         s = self.settings
@@ -87,7 +88,7 @@ class MemoryPlan:
 
     def verdict(self, gpu_memory_gib: float | None) -> str:
         if not gpu_memory_gib:
-            return UNKNOWN
+            return UNKNOWN[0].upper() + UNKNOWN[1:] + "."
         fits = "Fits" if self.total_gib <= gpu_memory_gib else "Does not fit"
         return f"{fits}: {self.need(gpu_memory_gib)}."
 

@@ -7,8 +7,6 @@ from dataclasses import dataclass
 
 from kubetune.contract import TrainingSpec
 
-SHARDED = ("sft", "osft")  # FSDP backends; lora_sft trains one full copy per process (DDP)
-
 
 @dataclass(frozen=True)
 class Settings:

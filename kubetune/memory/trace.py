@@ -80,9 +80,7 @@ def _config(config: dict[str, Any]):
     from transformers import AutoConfig
 
     values = {k: v for k, v in config.items() if k != "model_type"}
-    made = AutoConfig.for_model(config["model_type"], **values)
-    made.use_cache = False
-    return made
+    return AutoConfig.for_model(config["model_type"], **{**values, "use_cache": False})
 
 
 def _decoder_layers(model, count: int):

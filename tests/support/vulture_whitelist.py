@@ -28,6 +28,7 @@ overwritten
 _.on_step_end
 _.should_save
 _.should_training_stop
+_.grad  # kubetune.memory.trace: a parameter's gradient set to None as torch accumulates it (torch reads it)
 _.on_evaluate
 _.on_train_end
 _.on_train_begin  # the progress line's TRL callback (kubetune/steps/progress.py), with the two below
