@@ -95,10 +95,20 @@ def test_the_export_and_the_evaluation_are_given_the_pipelines_model_uri(tmp_pat
 
 
 @pytest.mark.slow
-def test_local_run_end_to_end(tmp_path):
+def test_local_run_end_to_end(tmp_path, capsys):
+    import re
+
     from kubetune.runs.local import run_local
 
     result = run_local(tmp_path)  # the embedded default: the exported model lands in the Model artifact
+    # lora_sft's progress line in the training step's log (kubetune/steps/progress.py), its throughput in the step's Metrics
+    log = capsys.readouterr().out
+    lines = [line.split("[kubetune] progress: ", 1)[1] for line in log.splitlines() if "[kubetune] progress: " in line]
+    last = r"step (\d+)/\1 \(100%\) \| samples (\d+)/\2 \| loss \d+\.\d{4} \| [\d,]+ tokens/s \| elapsed [\d:]+ \| ETA 0:00:00"
+    assert lines and re.fullmatch(last, lines[-1]), lines
+    (train_step,) = (tmp_path / "kfp-root").glob("*/train-model/executor_output.json")
+    (metrics,) = json.loads(train_step.read_text())["artifacts"]["metrics"]["artifacts"]
+    assert min(metrics["metadata"][f"train_{name}"] for name in ("seconds", "tokens_per_second", "samples_per_second")) > 0
     losses = result["validation_loss"]
     assert len(losses) >= 3 and all(math.isfinite(v) for v in losses.values())
     assert losses[result["best_checkpoint"]] == min(losses.values())
