@@ -124,13 +124,13 @@ def runs(prepared, tiny_model):
     b_was_training = b.poll() is None
     launched = {name: launch_of(step) for name, step in (("a", a), ("b", b))}
     a.send_signal(signal.SIGTERM)
-    a.wait(timeout=600), b.wait(timeout=600)
+    a.wait(timeout=600)
     stopped = {"returncode": a.returncode, "log": (prepared / "a.log").read_text(), "metadata": metadata(prepared / "a")}
     stopped["steps"] = steps(prepared / "a")
     saved = prepared / "a-state"  # the on-demand save as it was, before the restarted step replaces it
     shutil.copytree(prepared / "a" / "checkpoints" / "full_state", saved / "full_state")
-    again = start(prepared, tiny_model, "a")
-    again.wait(timeout=600)
+    again = start(prepared, tiny_model, "a")  # while b trains on: a restart beside a run, as a retried pod would be
+    b.wait(timeout=600), again.wait(timeout=600)
     log = (prepared / "a.log").read_text()
     return SimpleNamespace(
         root=prepared, b_was_training=b_was_training, stopped=stopped, saved=saved, launched=launched,
