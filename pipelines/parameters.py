@@ -139,6 +139,11 @@ PARAMETERS = (
       FINETUNE, ("train_on_trainjob",)),
     P("registry_secret", str, "kubetune-registry", f"Secret with the Model Registry token ({steps_needing('registry')}).",
       FINETUNE),
+    # checkpoints mirrored to the spec's checkpoint_storage (s3://), and the SIGTERM save's time
+    P("checkpoint_retention", int, 3, "checkpoint_storage (s3://): mirrored saves kept per folder, newest first; 0 = all.",
+      FINETUNE, ("train_model", "train_on_trainjob")),
+    P("termination_grace_s", int, 300, "TrainJob nodes' termination grace period: time for the SIGTERM save and its "
+      "mirror (the in-pod task keeps the cluster's, KFP cannot set it).", TRAINJOB, ("train_on_trainjob",)),
     # checkpoints on a PVC
     P("workspace_pvc", str, "kubetune-workspace", "PVC of the training checkpoints (ReadWriteMany for a TrainJob).",
       ON_A_PVC, ("train_on_trainjob",)),

@@ -22,6 +22,7 @@ def train_model(
     metrics: Output[Metrics],
     workspace_dir: str = "",
     run_id: str = "",
+    checkpoint_retention: int = 3,
 ):
     """Train with the backend the kwargs artifact names; checkpoints and the final model go to ``trained_model``.
 
@@ -38,6 +39,8 @@ def train_model(
         workspace_dir: A mounted PVC: checkpoints are kept under ``workspace_dir/run_id`` and survive the pod, so
             that a retried or pre-empted step resumes from the last one instead of starting over.
         run_id: The run's folder under ``workspace_dir`` (the pipeline passes KFP's run id).
+        checkpoint_retention: With the spec's ``checkpoint_storage`` (``s3://bucket/prefix``, where every complete
+            save is mirrored and a fresh pod restores the newest): saves kept there per folder; 0 = all.
     """
     import os
 
@@ -49,7 +52,9 @@ def train_model(
     workspace = workspace or os.environ.get("KUBETUNE_LOCAL_WORKSPACE") or None  # set by `kubetune run-local`
     with reported():  # a mistake in the input ends the step with its report, not a traceback
         spec = TrainingSpec.read(kwargs_artifact.path)  # the artifact, read once
-        result = train(spec, model_uri, train_data.path, trained_model.path, validation_data.path, workspace)
+        result = train(
+            spec, model_uri, train_data.path, trained_model.path, validation_data.path, workspace, retention=checkpoint_retention
+        )
     record(result, trained_model, metrics)
 
 
@@ -81,6 +86,8 @@ def train_on_trainjob(
     running_timeout_s: float = 0.0,
     kubeconfig: str = "",
     namespace: str = "",
+    checkpoint_retention: int = 3,
+    termination_grace_s: int = 300,
 ):
     """The training step as a Kubeflow Trainer TrainJob (``nnodes`` x ``gpus`` GPUs); this step itself needs no GPU.
 
@@ -116,6 +123,8 @@ def train_on_trainjob(
         running_timeout_s: Limit for training; 0 = none.
         kubeconfig: A kubeconfig file if it exists, else the pod's ServiceAccount.
         namespace: The TrainJob's namespace; empty: the run's.
+        checkpoint_retention: As for ``train_model``; node 0 mirrors (it has the S3 secret, the launcher none).
+        termination_grace_s: The nodes' termination grace period: time for the SIGTERM save and its mirror.
     """
     from kubetune.cluster.launch import launch
     from kubetune.cluster.trainjob import settings_from
@@ -138,6 +147,8 @@ def train_on_trainjob(
             kueue_queue=kueue_queue,
             tolerations=tolerations,
             node_selector=node_selector,
+            checkpoint_retention=checkpoint_retention,
+            termination_grace_s=termination_grace_s,
         )
         result = launch(
             TrainingSpec.read(kwargs_artifact.path),

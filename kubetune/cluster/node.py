@@ -15,11 +15,11 @@ from pathlib import Path
 from kubetune.backends.registry import get_backend
 from kubetune.backends.rules import pet_variable, torchrun_kwargs
 from kubetune.checkpoint_mirror import DEFAULT_RETENTION, mirrored, storage_uri
+from kubetune.cluster.trainjob import RETENTION_ENV
 from kubetune.contract import TrainingSpec
 from kubetune.errors import KubetuneError, Problem
 
 RESULT_FILE = "result.json"
-RETENTION_ENV = "KUBETUNE_CHECKPOINT_RETENTION"  # the pipeline's checkpoint_retention, set by the launcher
 SET_ON_EVERY_NODE = ("nnodes", "node_rank", "master_addr", "master_port")  # by the Trainer's torch plugin
 
 

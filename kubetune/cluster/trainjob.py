@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from kubetune.contract.spec import pydantic_problems
 from kubetune.errors import KubetuneError, Problem
 
+RETENTION_ENV = "KUBETUNE_CHECKPOINT_RETENTION"  # the pipeline's checkpoint_retention, for node 0's mirror
+
 API_GROUP = "trainer.kubeflow.org"
 API_VERSION = "v1alpha1"
 PLURAL = "trainjobs"
@@ -54,6 +56,8 @@ class TrainJobSettings(BaseModel):
     tolerations: list[dict[str, Any]] = Field(default_factory=list)
     node_selector: dict[str, str] = Field(default_factory=dict)
     secret_env: list[SecretEnv] = Field(default_factory=list)
+    checkpoint_retention: int = Field(3, ge=0, description="checkpoint_storage: mirrored saves kept per folder (0: all).")
+    termination_grace_s: int = Field(300, ge=0, description="The nodes' termination grace period (the SIGTERM save).")
 
 
 def settings_from(**values: Any) -> TrainJobSettings:
@@ -105,11 +109,13 @@ def build_trainjob(
             limits[resource] = requests[resource] = value
     resources: dict[str, Any] = {"limits": limits, **({"requests": requests} if requests else {})}
     env: list[dict[str, Any]] = [{"name": "PYTHONUNBUFFERED", "value": "1"}]
+    env.append({"name": RETENTION_ENV, "value": str(s.checkpoint_retention)})  # node 0's checkpoint_storage mirror
     env += [
         {"name": e.env, "valueFrom": {"secretKeyRef": {"name": e.secret, "key": e.key, "optional": e.optional}}}
         for e in s.secret_env
     ]
     pod_spec: dict[str, Any] = {
+        "terminationGracePeriodSeconds": s.termination_grace_s,  # the SIGTERM save and its mirror
         "volumes": [
             {"name": "workspace", "persistentVolumeClaim": {"claimName": s.workspace_pvc}},
             {"name": "dshm", "emptyDir": {"medium": "Memory"}},  # NCCL and data loaders need more than the runtime's 64 MiB

@@ -128,6 +128,7 @@ def expected_trainjob(algorithm: str, workspace: Path) -> dict:
                 ],  # fmt: skip
                 "env": [
                     {"name": "PYTHONUNBUFFERED", "value": "1"},
+                    {"name": "KUBETUNE_CHECKPOINT_RETENTION", "value": "3"},  # node 0's checkpoint_storage mirror
                     secret("HF_TOKEN", "kubetune-hf", "HF_TOKEN"),
                     secret("MLFLOW_TRACKING_PASSWORD", "kubetune-tracking", "MLFLOW_TRACKING_PASSWORD"),
                     secret("MLFLOW_TRACKING_TOKEN", "kubetune-tracking", "MLFLOW_TRACKING_TOKEN"),
@@ -154,6 +155,7 @@ def expected_trainjob(algorithm: str, workspace: Path) -> dict:
                                             "spec": {
                                                 "template": {
                                                     "spec": {
+                                                        "terminationGracePeriodSeconds": 300,
                                                         "volumes": [
                                                             {
                                                                 "name": "workspace",
