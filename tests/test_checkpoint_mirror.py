@@ -196,3 +196,24 @@ def test_a_kill_at_every_request_of_an_upload_leaves_the_save_marked_whole_or_un
         fresh = tmp_path / f"fresh-{at}"
         fresh.mkdir()
         assert Mirror(URI, fresh, 0, lambda line: None).restore("lora_sft") == ("checkpoint-1" if marked else None), at
+
+
+@pytest.mark.parametrize("algorithm", ["lora_sft", "sft"])
+def test_a_trainjob_node_0_probes_the_mirror_before_any_training_process_starts(bucket, tmp_path, algorithm):
+    """Node 0 mirrors (it holds the S3 secret): around its TRL workers (lora_sft) or inside the training step (sft);
+    a bucket it cannot write ends the node with one line before training."""
+    from kubetune.steps.validate import validate_to_artifact
+
+    kwargs = {"lora_sft": {"max_steps": 2}, "sft": {"effective_batch_size": 8, "max_tokens_per_gpu": 1024, "max_seq_len": 512,
+              "learning_rate": 1e-3}}[algorithm]  # fmt: skip
+    artifact = tmp_path / "kwargs.json"
+    validate_to_artifact(algorithm, {**kwargs, "checkpoint_storage": "s3://no-such-bucket/run"}, artifact)
+    env = {**os.environ, "PET_NNODES": "1", "PET_NODE_RANK": "0", "PET_MASTER_ADDR": "127.0.0.1", "PET_MASTER_PORT": "29511",
+           "PET_NPROC_PER_NODE": "1"}  # fmt: skip
+    args = ["--kwargs", str(artifact), "--model", "/nonexistent", "--train-data", str(tmp_path), "--output", str(tmp_path / "o")]
+    done = subprocess.run(
+        [sys.executable, "-m", "kubetune.cluster.node_cli", "train", *args], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1] == "  - s3://no-such-bucket/run: the bucket does not exist", done.stderr
+    assert "torch.distributed.run" not in done.stdout + done.stderr and SECRET not in done.stdout + done.stderr
