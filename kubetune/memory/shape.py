@@ -18,6 +18,7 @@ from kubetune.errors import KubetuneError, Problem
 from kubetune.s3 import public_uri
 
 TINY_MODEL_URI = "kubetune://tiny-llama"  # kubetune.runtime.TINY_MODEL_URI (runtime sits above this layer)
+MAX_CONFIG_BYTES = 1 << 20  # a config.json is a few KiB
 
 
 class ShapeUnavailable(Exception):
@@ -114,16 +115,25 @@ def _from_s3(uri: str) -> ModelShape:
 
 
 def _from_hub(repo_id: str) -> ModelShape:
+    """One GET of the hub's ``config.json`` (``HF_ENDPOINT``, ``HF_TOKEN`` as huggingface_hub reads them), no retries:
+    a validation step offline learns it at once and goes on without a plan."""
+    import os
+    import urllib.error
+    import urllib.request
+
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    token = os.environ.get("HF_TOKEN")
+    request = urllib.request.Request(
+        f"{endpoint}/{repo_id}/resolve/main/config.json", headers={"Authorization": f"Bearer {token}"} if token else {}
+    )
     try:
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.constants import ENDPOINT
-    except ImportError:
-        raise ShapeUnavailable(f"{repo_id}: huggingface_hub is not installed here") from None
-    try:
-        path = hf_hub_download(repo_id, "config.json")
-    except Exception as e:  # offline, gated, unknown repo: the training step may still reach it; the plan is skipped
-        raise ShapeUnavailable(f"{repo_id}: config.json not readable from {ENDPOINT} ({type(e).__name__})") from None
-    return _from_file(Path(path), repo_id)
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            config = json.loads(answer.read(MAX_CONFIG_BYTES))
+    except urllib.error.HTTPError as e:  # gated, private, unknown: the training step may have the token; no plan here
+        raise ShapeUnavailable(f"{repo_id}: config.json not readable from {endpoint} (HTTP {e.code})") from None
+    except (OSError, ValueError) as e:  # offline, a proxy, not JSON
+        raise ShapeUnavailable(f"{repo_id}: config.json not readable from {endpoint} ({type(e).__name__})") from None
+    return shape_of(config, repo_id)
 
 
 def _tiny_config() -> dict[str, Any]:

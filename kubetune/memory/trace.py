@@ -126,6 +126,31 @@ def _drop_grad(param) -> None:
     param.grad = None
 
 
+ATTENTION = "kubetune_trace"  # not "flash...": transformers would look for a flash-attn package
+
+
+def flash_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None, **kwargs):
+    """Causal attention through the flash kernel (memory linear in the tokens, as flash-attn on a GPU), which
+    ``FakeTensorMode`` would not pick by itself (its sdpa takes the math path and materialises tokens x tokens).
+    Grouped key/value heads are repeated: their copies are counted, a little over what flash-attn keeps."""
+    import torch
+
+    groups = query.shape[1] // key.shape[1]
+    if groups > 1:
+        key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
+    out = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(query, key, value, dropout, True, scale=scaling)[0]
+    return out.transpose(1, 2).contiguous(), None
+
+
+def _register_attention() -> None:
+    """``flash_attention`` under the name ``ATTENTION``, with flash-attn's mask (none for one packed sequence)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+
+    AttentionInterface.register(ATTENTION, flash_attention)
+    AttentionMaskInterface.register(ATTENTION, ALL_MASK_ATTENTION_FUNCTIONS["flash_attention_2"])
+
+
 @functools.lru_cache(maxsize=64)
 def _peak(config_json: str, layers: int, tokens: int, dtype: str, checkpointing: bool, fused_loss: bool) -> int:
     """Peak bytes above the parameters of one traced step of a ``layers``-layer copy."""
@@ -135,8 +160,9 @@ def _peak(config_json: str, layers: int, tokens: int, dtype: str, checkpointing:
     from transformers import AutoModelForCausalLM
 
     config = _config(with_layers(json.loads(config_json), layers))
+    _register_attention()
     with FakeTensorMode():
-        model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype), attn_implementation="sdpa")
+        model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype), attn_implementation=ATTENTION)
         if checkpointing:  # transformers 5.24 renamed it; 5.17 (the GPU image) has the old name only
             if hasattr(model, "activation_checkpointing_enable"):
                 model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
