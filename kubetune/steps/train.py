@@ -89,13 +89,16 @@ def _train(
     backend = get_backend(spec.algorithm)
     backend.require_environment(spec)  # before the model is fetched
     # checkpoint_storage: access probed and the newest mirrored save restored first, mirrored while training, synced after
-    with mirrored(storage_uri(spec.params) if mirror else None, checkpoints_dir(output_dir), spec.algorithm, retention):
+    uri = storage_uri(spec.params) if mirror else None
+    with mirrored(uri, checkpoints_dir(output_dir), spec.algorithm, retention):
         spec = bind(spec, resolve_model(model_uri, output_dir / "base"), train_data, output_dir, validation_data, torchrun)
         # the progress line in the step's log (node 0 prints it); the run's throughput into its metrics
         with watching(backend, spec, main=(torchrun or {}).get("node_rank", 0) in (0, "0")) as progress:
             run = TrainingRun(validation_data=Path(validation_data) if validation_data else None, callbacks=progress.callbacks)
             result = backend.train(spec, run)
         result.metrics.update(progress.summary())
+    if uri:
+        result.metrics["checkpoint_storage"] = uri  # where a fresh pod resumes from (require_model says it)
     return with_train_loss(result, backend)
 
 
@@ -115,6 +118,9 @@ def require_model(result: TrainResult) -> None:
     elif workspace:
         message = f"was stopped before its first model save; its full state is saved in {Path(workspace, 'checkpoints', saved)}"
         hint = "run the step again with the same workspace to resume from it"
+    elif mirror := result.metrics.get("checkpoint_storage"):
+        message = f"was stopped before its first model save; its full state is mirrored to {mirror}/{saved}"
+        hint = "run the step again with the same checkpoint_storage to resume from it"
     else:
         message = f"was stopped before its first model save; its full state is saved in {Path(result.output_dir, saved)}"
         hint = "run the step again on this output to resume from it; a pipeline step keeps it only with workspace_dir"

@@ -74,8 +74,11 @@ def test_osft_sigterm_mirrors_the_full_state_and_a_fresh_pod_resumes_from_it(tmp
     pytest.importorskip("mini_trainer", reason="mini-trainer is the `osft` extra")
     spec = {**OSFT, "checkpoint_storage": "s3://ckpt/osft"}
     stopped, again = stop_then_resume_fresh(tmp_path, data, spec, lambda step: step.rows(ROWS["osft"]))
-    assert "was stopped before its first model save" in stopped  # exit 2: a full state, no model yet
     (state,) = [m for m in markers(bucket, "osft") if m.startswith("full_state_checkpoints/")]
+    assert stopped.strip().splitlines()[-1] == (  # exit 2: a full state, no model yet
+        f"  - training: was stopped before its first model save; its full state is mirrored to s3://ckpt/osft/{state} "
+        "(run the step again with the same checkpoint_storage to resume from it)"
+    )
     assert again.result()["resumed_from"] == state
     assert restored_line(again.text()).startswith(f"[kubetune] restored {state} (")
     steps = [row["step"] for row in again.rows(ROWS["osft"])]  # the mirrored metrics file, continued
