@@ -254,7 +254,10 @@ class Mirror:
         except FileNotFoundError:  # the backend deleted the save (rotation): what was uploaded of it goes too
             self.delete(rel, files)
             return
-        if not path.is_dir() or fingerprint(path) != before:
+        if not path.is_dir():  # deleted once uploaded (rotation): so are its files there
+            self.delete(rel, files)
+            return
+        if fingerprint(path) != before:
             return  # written again meanwhile: the next scan uploads it
         document = {"writer": WRITER, "version": 1, "resumable": save.resumable, "fingerprint": before, "files": files}
         self.s3.put_object(Bucket=self.bucket, Key=self.key(f"{rel}/{MARKER}"), Body=json.dumps(document).encode())
