@@ -13,6 +13,7 @@ next to the measured peak of a real training step on CPU (and on a GPU, when CUD
 
     python benchmarks/memory_plan.py                      # both tables
     python benchmarks/memory_plan.py --markdown           # the same as Markdown (the README's tables)
+    python benchmarks/memory_plan.py --update-readme      # and write them into README.md
     python benchmarks/memory_plan.py --models llama-3.2-1b --no-measure
     python benchmarks/memory_plan.py --training-hub /path/to/training_hub-0.11.2-py3-none-any.whl
 
@@ -28,6 +29,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -413,7 +415,7 @@ def measured_table(rows: list[MeasuredRow]) -> list[list[str]]:
 
 MEASURED_MODELS: dict[str, tuple[int, int] | None] = {"tiny-llama": None, "llama-h256-l4": (256, 4)}  # None: embedded
 MEASURED_TOKENS = 512  # the generated models' max_position_embeddings
-CPU_TOLERANCE = 0.35  # the plan may exceed the measured peak by this share, never fall below it (the test's bound)
+CPU_TOLERANCE = 0.25  # the plan may exceed the measured peak by this share, never fall below it (the test's bound)
 
 
 def measure_rows(folder: Path | None = None, models: tuple[str, ...] = tuple(MEASURED_MODELS)) -> list[MeasuredRow]:
@@ -446,6 +448,19 @@ def render(table: list[list[str]], markdown: bool) -> str:
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in table)
 
 
+def update_readme(readme: Path, tables: list[list[list[str]]], day: str) -> None:
+    """Replace each table in ``readme`` whose header row is a table's header by that table (as Markdown), and the
+    run date of the memory-plan section."""
+    lines = readme.read_text().splitlines()
+    for table in tables:
+        head = render(table[:1], markdown=True).splitlines()[0]
+        start = lines.index(head)
+        end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+        lines[start:end] = render(table, markdown=True).splitlines()
+    text = "\n".join(lines) + "\n"
+    readme.write_text(re.sub(r"(## Memory plan\n.*?\nRun on )\d{4}-\d{2}-\d{2}", rf"\g<1>{day}", text, count=1, flags=re.S))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default=",".join(MODELS), help="config names in benchmarks/model_configs, comma-separated")
@@ -453,6 +468,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-peer", action="store_true", help="kubetune's plan only")
     parser.add_argument("--no-measure", action="store_true", help="skip the measured steps on this machine")
     parser.add_argument("--markdown", action="store_true", help="Markdown tables (the README's)")
+    parser.add_argument(
+        "--update-readme", action="store_true", help="write the tables (all models, with Training Hub) into README.md"
+    )
     args = parser.parse_args(argv)
 
     peer, note = None, "Training Hub's formula, fed the same config (its model loader builds the class on the meta device)"
@@ -461,11 +479,17 @@ def main(argv: list[str] | None = None) -> int:
             peer = peer_estimator(peer_source(args.training_hub))
         except PeerUnavailable as exc:
             note = f"Training Hub's estimator unavailable: {exc}"
+    if args.update_readme and (peer is None or args.no_measure or args.models != ",".join(MODELS)):
+        parser.error("--update-readme needs every model, Training Hub and the measured steps")
     print(f"Plan vs Training Hub {PEER_VERSION}: {note}; {date.today()}\n")
-    print(render(peer_table(compare_with_peer(args.models.split(","), peer)), args.markdown))
+    tables = [peer_table(compare_with_peer(args.models.split(","), peer))]
+    print(render(tables[0], args.markdown))
     if not args.no_measure:
         print(f"\nPlan vs measured on {measure_device()}: {STEP_SETUP}\n")
-        print(render(measured_table(measure_rows()), args.markdown))
+        tables.append(measured_table(measure_rows()))
+        print(render(tables[1], args.markdown))
+    if args.update_readme:
+        update_readme(ROOT / "README.md", tables, str(date.today()))
     return 0
 
 

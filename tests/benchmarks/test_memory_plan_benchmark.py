@@ -105,3 +105,13 @@ def test_the_live_tensor_peak_counts_each_storage_once_until_it_is_freed(bench):
     assert (tracker.peak, tracker.current) == (8192, 1024)
     del c
     assert tracker.current == 0
+
+
+def test_update_readme_replaces_the_tables_and_the_run_date_and_nothing_else(bench, tmp_path):
+    readme = tmp_path / "README.md"
+    old = "| model | method | tokens | kubetune plan (MiB) | measured peak (MiB) | plan error |\n|---|---|---|---|---|---|\n| x |"
+    readme.write_text(f"# k\n\n## Memory plan\n\nRun on 2000-01-01. Columns:\n\n{old}\n\nafter\n")
+    row = bench.MeasuredRow("tiny-llama", "sft", 512, 3 * 2**20, 2 * 2**20, (1, 1), (2, 2))
+    bench.update_readme(readme, [bench.measured_table([row])], "2026-11-25")
+    new = bench.render(bench.measured_table([row]), markdown=True)
+    assert readme.read_text() == f"# k\n\n## Memory plan\n\nRun on 2026-11-25. Columns:\n\n{new}\n\nafter\n"
