@@ -33,6 +33,7 @@ def bench():
 @pytest.fixture(scope="module")
 def peer_wheel(bench) -> str | None:
     """Training Hub's wheel, or a skip naming why it could not be had (it is not a dependency of kubetune)."""
+    pytest.importorskip("mini_trainer", reason="Training Hub's estimator imports mini-trainer (the `osft` extra)")
     if UNPACKED_WHEEL.is_file():
         return str(UNPACKED_WHEEL)
     try:
@@ -69,6 +70,8 @@ def test_the_1b_table_runs_end_to_end_with_training_hubs_formula_and_is_the_read
 @pytest.fixture(scope="module")
 def measured(bench, tmp_path_factory):
     """The embedded tiny model's real steps, one per method, measured once for the tests below."""
+    pytest.importorskip("mini_trainer", reason="mini-trainer is the `osft` extra")
+    pytest.importorskip("peft", reason="PEFT is the `lora` extra")
     return {row.method: row for row in bench.measure_rows(tmp_path_factory.mktemp("memory"), models=("tiny-llama",))}
 
 
@@ -115,3 +118,50 @@ def test_update_readme_replaces_the_tables_and_the_run_date_and_nothing_else(ben
     bench.update_readme(readme, [bench.measured_table([row])], "2026-11-25")
     new = bench.render(bench.measured_table([row]), markdown=True)
     assert readme.read_text() == f"# k\n\n## Memory plan\n\nRun on 2026-11-25. Columns:\n\n{new}\n\nafter\n"
+
+
+def test_memtracker_agrees_on_a_full_step_but_refuses_frozen_parameters_hence_our_own_tracker(bench):
+    """Why ``live_tensor_peak``: torch's MemTracker counts the same peak of two steps where every parameter trains,
+    and raises where one is frozen (LoRA's base, OSFT's frozen factors)."""
+    import torch
+    from torch.distributed._tools.mem_tracker import MemTracker
+
+    def peak(tracker: str, frozen: bool = False) -> int:
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 8))
+        model[0].weight.requires_grad_(not frozen)
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
+        x = torch.randn(32, 64)
+        if tracker == "ours":
+            mode = bench.live_tensor_peak()
+            for tensor in (*model.parameters(), x):
+                mode.add(tensor)
+        else:
+            mode = MemTracker()
+            mode.track_external(model, optimizer, x)
+        with mode:
+            for _ in range(2):
+                if tracker != "ours":
+                    mode.reset_mod_stats()  # MemTracker refuses a second iteration otherwise
+                model(x).sum().backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+        return mode.peak if tracker == "ours" else mode.get_tracker_snapshot("peak")[torch.device("cpu")]["Total"]
+
+    assert peak("ours") == peak("MemTracker") > 0
+    with pytest.raises(RuntimeError, match="doesn't require gradient"):
+        peak("MemTracker", frozen=True)
+    assert peak("ours", frozen=True) < peak("ours")
+
+
+def test_mini_trainers_own_non_distributed_osft_loader_fails_so_the_benchmark_takes_its_steps_itself(tmp_path, monkeypatch):
+    """mini-trainer 0.9.0's setup_model without torch.distributed passes the model path twice; when a release fixes
+    it, ``build_for_step`` can call it instead of repeating its steps."""
+    pytest.importorskip("mini_trainer", reason="mini-trainer is the `osft` extra")
+    from mini_trainer.setup_model_for_training import setup_model
+
+    from kubetune.embedded.tiny_model import write_tiny_model
+
+    monkeypatch.setenv("TESTING", "true")  # sdpa: no flash-attn here
+    with pytest.raises(TypeError, match="multiple values for argument 'pretrained_model_name_or_path'"):
+        setup_model(str(write_tiny_model(tmp_path / "tiny")), osft=True, osft_rank_ratio=0.75)
