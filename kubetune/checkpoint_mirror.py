@@ -163,6 +163,7 @@ class Mirror:
         self.busy: set[str] = set()
         self.errors: list[KubetuneError] = []
         self.lock = threading.Lock()
+        self.log_lock = threading.Lock()
         self.pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="kubetune-mirror")
         self.stop = threading.Event()
         self.watcher: threading.Thread | None = None
@@ -263,6 +264,7 @@ class Mirror:
         self.s3.put_object(Bucket=self.bucket, Key=self.key(f"{rel}/{MARKER}"), Body=json.dumps(document).encode())
         self.done[rel] = before
         self.say(f"[kubetune] mirrored {rel} to {self.where(rel)}")
+        self.upload_logs()
         self.prune(save.folder)
 
     def delete(self, rel: str, files: dict[str, int]) -> None:
@@ -289,6 +291,11 @@ class Mirror:
                     self.say(f"[kubetune] pruned {self.where(rel)} (checkpoint_retention={self.retention})")
 
     def upload_logs(self) -> None:
+        """The metrics files as they are now (after each mirrored save and at the end, not at every scan: they grow)."""
+        with self.log_lock:
+            self._upload_logs()
+
+    def _upload_logs(self) -> None:
         for pattern in LOGS:
             for path in sorted(self.root.glob(pattern)):
                 stat = path.stat()
@@ -319,7 +326,7 @@ class Mirror:
                 self.busy.discard(rel)
 
     def scan(self) -> list[Future]:
-        """Queue the saves to mirror (a bounded pool) and mirror the metrics files."""
+        """Queue the saves to mirror (a bounded pool)."""
         futures = []
         for save in self.pending():
             with self.lock:
@@ -327,7 +334,6 @@ class Mirror:
                     break
                 self.busy.add(save.prefix)
             futures.append(self.pool.submit(self._guarded, lambda s=save: self.upload(s), save.prefix))
-        self._guarded(self.upload_logs, "")
         return futures
 
     def _watch(self) -> None:
@@ -352,6 +358,7 @@ class Mirror:
             for future in futures:
                 future.result()
         if not self.errors:
+            self._guarded(self.upload_logs, "")
             self._guarded(self.prune, "")
         self.pool.shutdown(wait=True)
         if self.errors and raising:
