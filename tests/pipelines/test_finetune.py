@@ -95,32 +95,6 @@ def test_the_export_and_the_evaluation_are_given_the_pipelines_model_uri(tmp_pat
 
 
 @pytest.mark.slow
-def test_local_run_end_to_end(tmp_path, capsys):
-    import re
-
-    from kubetune.runs.local import run_local
-
-    result = run_local(tmp_path)  # the embedded default: the exported model lands in the Model artifact
-    # lora_sft's progress line in the training step's log (kubetune/steps/progress.py), its throughput in the step's Metrics
-    log = capsys.readouterr().out
-    lines = [line.split("[kubetune] progress: ", 1)[1] for line in log.splitlines() if "[kubetune] progress: " in line]
-    last = r"step (\d+)/\1 \(100%\) \| samples (\d+)/\2 \| loss \d+\.\d{4} \| [\d,]+ tokens/s \| elapsed [\d:]+ \| ETA 0:00:00"
-    assert lines and re.fullmatch(last, lines[-1]), lines
-    (train_step,) = (tmp_path / "kfp-root").glob("*/train-model/executor_output.json")
-    (metrics,) = json.loads(train_step.read_text())["artifacts"]["metrics"]["artifacts"]
-    assert min(metrics["metadata"][f"train_{name}"] for name in ("seconds", "tokens_per_second", "samples_per_second")) > 0
-    losses = result["validation_loss"]
-    assert len(losses) >= 3 and all(math.isfinite(v) for v in losses.values())
-    assert losses[result["best_checkpoint"]] == min(losses.values())
-    model = AutoModelForCausalLM.from_pretrained(result["exported_model"])  # merged: transformers alone loads it
-    assert model.config.model_type == "llama" and AutoTokenizer.from_pretrained(result["exported_model"])
-    assert verify(result["exported_model"]) == [] and "<svg" in Path(result["report"]).read_text()
-    artifact = json.loads(Path(result["kwargs_artifact"]).read_text())
-    assert artifact["algorithm"] == "lora_sft" and artifact["eval_steps"] == 24
-    assert not [k for k, v in _walk(artifact) if looks_like_secret(k, v)]
-
-
-@pytest.mark.slow
 def test_local_run_exports_to_s3_and_registers_when_asked(tmp_path, s3, model_registry):
     """The same local pipeline, publishing to a bucket of the local moto S3 server (credentials from the env),
     then registering it in the Model Registry stand-in (no real registry can run here)."""
@@ -129,6 +103,9 @@ def test_local_run_exports_to_s3_and_registers_when_asked(tmp_path, s3, model_re
     s3.create_bucket(Bucket="models")
     registry = {"registry_server": model_registry.url, "registry_model_name": "tiny-chat", "registry_model_version": "1"}
     result = run_local(tmp_path, export_destination="s3://models/finetuned/tiny", export_checkpoint="final", **registry)
+    losses = result["validation_loss"]  # run_local's summary of the evaluation: a loss per checkpoint, the best the lowest
+    assert len(losses) >= 3 and all(math.isfinite(v) for v in losses.values())
+    assert losses[result["best_checkpoint"]] == min(losses.values())
     assert verify("s3://models/finetuned/tiny") == []
     pointer = json.loads((Path(result["exported_model"]) / "location.json").read_text())
     assert pointer["uri"] == "s3://models/finetuned/tiny" and pointer["manifest"]["kind"] == "merged"
@@ -163,10 +140,16 @@ def test_evaluate_export_pipeline_runs_locally_on_an_imported_model(tmp_path, ti
 
 
 @pytest.mark.slow
-def test_compose_example_compiles_and_runs_with_the_users_step_reading_our_model(tmp_path, monkeypatch):
+def test_compose_example_compiles_and_runs_with_the_users_step_reading_our_model(tmp_path, capsys):
+    """The example's ``finetune`` task is the whole pipeline with every default (the embedded lora_sft kwargs, the
+    sample data, a local export): the end-to-end run of ``kubetune run-local``'s default pipeline, checked task by
+    task from kfp.local's outputs, then read by the user's own step."""
     import importlib.util
+    import re
 
     from kfp import local
+
+    from kubetune.steps.curve import LossCurve
 
     path = Path(__file__).resolve().parents[2] / "examples" / "compose_pipeline.py"
     spec = importlib.util.spec_from_file_location("compose_pipeline", path)
@@ -178,3 +161,22 @@ def test_compose_example_compiles_and_runs_with_the_users_step_reading_our_model
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
     metrics = example.finetune_and_evaluate().output
     assert 0.0 <= metrics.metadata["exact_match"] <= 1.0
+    (run,) = (tmp_path / "root").iterdir()  # our tasks' outputs, as kfp.local left them
+    # lora_sft's progress line in the training step's log (kubetune/steps/progress.py), its throughput in the step's Metrics
+    log = capsys.readouterr().out
+    lines = [line.split("[kubetune] progress: ", 1)[1] for line in log.splitlines() if "[kubetune] progress: " in line]
+    last = r"step (\d+)/\1 \(100%\) \| samples (\d+)/\2 \| loss \d+\.\d{4} \| [\d,]+ tokens/s \| elapsed [\d:]+ \| ETA 0:00:00"
+    assert lines and re.fullmatch(last, lines[-1]), lines
+    (train_metrics,) = json.loads((run / "train-model" / "executor_output.json").read_text())["artifacts"]["metrics"]["artifacts"]
+    assert min(train_metrics["metadata"][f"train_{name}"] for name in ("seconds", "tokens_per_second", "samples_per_second")) > 0
+    curve = LossCurve.read(run / "evaluate-model" / "loss_curve")
+    losses = curve.losses()
+    assert len(losses) >= 3 and all(math.isfinite(v) for v in losses.values())
+    assert losses[curve.best.checkpoint] == min(losses.values())
+    exported = run / "export-model" / "exported_model"
+    model = AutoModelForCausalLM.from_pretrained(exported)  # merged: transformers alone loads it
+    assert model.config.model_type == "llama" and AutoTokenizer.from_pretrained(exported)
+    assert verify(exported) == [] and "<svg" in (run / "evaluate-model" / "report").read_text()
+    artifact = json.loads((run / "validate-kwargs" / "kwargs_artifact").read_text())
+    assert artifact["algorithm"] == "lora_sft" and artifact["eval_steps"] == 24  # the embedded kwargs
+    assert not [k for k, v in _walk(artifact) if looks_like_secret(k, v)]
