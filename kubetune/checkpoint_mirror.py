@@ -222,9 +222,12 @@ class Mirror:
 
     # ---- mirror ----
     def put(self, path: Path, rel: str) -> None:
+        from boto3.s3.transfer import TransferConfig
+
+        config = TransferConfig(max_concurrency=4)  # parts of one file at once; WORKERS saves: within botocore's pool of 10
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                self.s3.upload_file(str(path), self.bucket, self.key(rel))
+                self.s3.upload_file(str(path), self.bucket, self.key(rel), Config=config)
                 return
             except FileNotFoundError:
                 raise
