@@ -132,16 +132,27 @@ METRICS_FILE = "training_params_and_metrics_global0.jsonl"  # rank 0's: avg_loss
 
 
 def read_instructlab(path: Path) -> BackendSeries:
-    """instructlab-training appends to its file: a resumed run continues the steps, a run that started again
-    from scratch in the same folder replaces the rows from its first step on."""
+    """instructlab-training appends to its file: a run resumed mid-epoch continues the steps; a run resumed from an
+    epoch-end state numbers its steps from 1 again while its samples go on (``samples_seen`` is restored, its
+    ``global_step`` is not): its steps are shifted to follow the earlier ones; a run that started again from scratch
+    in the same folder (its samples start over too) replaces the rows from its first step on."""
     series = BackendSeries("instructlab-training")
+    shift = 0  # added to the steps of a resumed run that numbers them from 1 again
     for row in json_rows(path):
         step = row.get("step")
+        if isinstance(step, int):
+            step += shift
         if finite(row.get("avg_loss")):
-            if isinstance(step, int) and series.train and (series.train[-1].step or 0) >= step:  # started again
-                series.train = [p for p in series.train if p.step is None or p.step < step]
-                series.validation = [p for p in series.validation if p.step is None or p.step < step]
-            series.train.append(Point(float(row["avg_loss"]), step, row.get("samples_seen")))
+            samples = row.get("samples_seen")
+            last = series.train[-1] if series.train else None
+            if isinstance(step, int) and last is not None and (last.step or 0) >= step:
+                if isinstance(samples, int) and last.samples is not None and samples > last.samples:  # resumed
+                    shift += (last.step or 0) - step + 1
+                    step = (last.step or 0) + 1
+                else:  # started again
+                    series.train = [p for p in series.train if p.step is None or p.step < step]
+                    series.validation = [p for p in series.validation if p.step is None or p.step < step]
+            series.train.append(Point(float(row["avg_loss"]), step, samples))
         if finite(row.get("val_loss")):
             series.validation = [p for p in series.validation if p.step is None or p.step != step]
             series.validation.append(Point(float(row["val_loss"]), step))
