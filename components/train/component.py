@@ -35,7 +35,8 @@ def train_model(
         trained_model: ``checkpoints/checkpoint-N`` and ``final`` (TRL), or ``hf_format/samples_N``
             (instructlab-training, mini-trainer), with the backend's own metrics files as they are.
         metrics: Final train loss (from the backend's metrics files, the same way for every backend), logged
-            steps, samples.
+            steps, samples; the run's throughput: ``train_seconds`` (first step to last), ``train_tokens_per_second``,
+            ``train_samples_per_second``.
         workspace_dir: A mounted PVC: checkpoints are kept under ``workspace_dir/run_id`` and survive the pod, so
             that a retried or pre-empted step resumes from the last one instead of starting over.
         run_id: The run's folder under ``workspace_dir`` (the pipeline passes KFP's run id).
