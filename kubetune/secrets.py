@@ -54,6 +54,7 @@ SECRET_KEYS = {
 }
 # The secrets each step needs, by kind: mounted on the pipelines' tasks, and on every node of a TrainJob ("train")
 STEP_SECRETS = {
+    "validate": ("s3", "hf"),  # the memory plan reads an s3:// or hub model's config.json
     "prepare": ("s3", "hf"),
     "train": ("s3", "hf", "tracking"),  # an s3:// or hub model, the trackers' credentials
     "evaluate": ("s3", "hf"),  # an s3:// or hub base model

@@ -36,6 +36,7 @@ def finetune_dag(p: dict, launcher: str = "in_pod") -> Outputs:
     """
     workspace_pvc = p.get("workspace_pvc")
     kwargs = validate_kwargs(**inputs_of("validate_kwargs", p)).set_display_name("validate kwargs")
+    use_secrets(kwargs, "validate", p)  # the memory plan reads the model's config.json
     data = prepare_data(**inputs_of("prepare_data", p), kwargs_artifact=kwargs.outputs["kwargs_artifact"]).set_display_name(
         "prepare data"
     )

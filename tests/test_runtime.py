@@ -102,7 +102,7 @@ def test_every_task_that_loads_the_model_gets_the_s3_secret(tmp_path):
     spec, platform = yaml.safe_load_all((tmp_path / "finetune.yaml").read_text())
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     loading = [name for name, task in spec["root"]["dag"]["tasks"].items() if "model_uri" in task["inputs"]["parameters"]]
-    assert sorted(loading) == ["evaluate-model", "export-model", "prepare-data", "train-model"]
+    assert sorted(loading) == ["evaluate-model", "export-model", "prepare-data", "train-model", "validate-kwargs"]
     for name in loading:
         names = {key["envVar"] for ref in executors[f"exec-{name}"]["secretAsEnv"] for key in ref["keyToEnv"]}
         assert "AWS_SECRET_ACCESS_KEY" in names, name
