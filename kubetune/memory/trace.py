@@ -129,7 +129,7 @@ def _drop_grad(param) -> None:
 ATTENTION = "kubetune_trace"  # not "flash...": transformers would look for a flash-attn package
 
 
-def flash_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None, **kwargs):
+def flash_attention(module, query, key, value, _attention_mask, dropout: float = 0.0, scaling: float | None = None, **kwargs):
     """Causal attention through the flash kernel (memory linear in the tokens, as flash-attn on a GPU), which
     ``FakeTensorMode`` would not pick by itself (its sdpa takes the math path and materialises tokens x tokens).
     Grouped key/value heads are repeated: their copies are counted, a little over what flash-attn keeps."""
