@@ -32,7 +32,7 @@ def plan(
 ) -> None:
     """Print the peak GPU memory per rank of one training step; refuse (exit code 2) when it exceeds the GPU's memory.
 
-    Example: kubetune plan examples/sft.json --model ./Llama-3.1-8B/config.json --gpus 8 --gpu-memory 80
+    Example: kubetune plan examples/osft.json --model ./granite-3.3-8b-instruct --gpus 8 --gpu-memory 80
     """
     from kubetune.validation import load_spec
 

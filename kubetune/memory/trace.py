@@ -20,7 +20,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-from kubetune.memory.shape import ModelShape
+from kubetune.memory.shape import ModelShape, ShapeUnavailable
 
 TRACED_LAYERS = (1, 2)
 
@@ -77,10 +77,26 @@ def with_layers(config: dict[str, Any], layers: int) -> dict[str, Any]:
 
 
 def _config(config: dict[str, Any]):
+    import transformers
     from transformers import AutoConfig
 
     values = {k: v for k, v in config.items() if k != "model_type"}
-    return AutoConfig.for_model(config["model_type"], **{**values, "use_cache": False})
+    try:
+        return AutoConfig.for_model(config["model_type"], **{**values, "use_cache": False})
+    except (ValueError, KeyError):  # custom code (trust_remote_code): nothing to build here without it
+        raise ShapeUnavailable(
+            f"model_type {config['model_type']!r} is not one transformers {transformers.__version__} knows"
+        ) from None
+
+
+def _causal_lm(config, **options):
+    """``AutoModelForCausalLM.from_config``; a config of another kind of model is ``ShapeUnavailable``."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_config(config, **options)
+    except ValueError:
+        raise ShapeUnavailable(f"model_type {config.model_type!r} has no causal LM class in transformers") from None
 
 
 def _decoder_layers(model, count: int):
@@ -102,10 +118,9 @@ def count_parameters(shape: ModelShape) -> Counts:
 def _count(config_json: str, num_layers: int) -> Counts:
     import torch
     from torch import nn
-    from transformers import AutoModelForCausalLM
 
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(_config(with_layers(json.loads(config_json), 1)))
+        model = _causal_lm(_config(with_layers(json.loads(config_json), 1)))
     layer = _decoder_layers(model, 1)[0]
     per_layer = sum(p.numel() for p in layer.parameters())
     total = sum(p.numel() for p in model.parameters())
@@ -157,12 +172,11 @@ def _peak(config_json: str, layers: int, tokens: int, dtype: str, checkpointing:
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.distributed._tools.mem_tracker import MemTracker
-    from transformers import AutoModelForCausalLM
 
     config = _config(with_layers(json.loads(config_json), layers))
     _register_attention()
     with FakeTensorMode():
-        model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype), attn_implementation=ATTENTION)
+        model = _causal_lm(config, dtype=getattr(torch, dtype), attn_implementation=ATTENTION)
         if checkpointing:  # transformers 5.24 renamed it; 5.17 (the GPU image) has the old name only
             if hasattr(model, "activation_checkpointing_enable"):
                 model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})

@@ -45,8 +45,7 @@ def plan_spec(
     """The plan of ``spec`` for ``model`` and the GPU memory it is judged against (see ``gpu_memory_gib``)."""
     memory = gpu_memory_gib(gpu_memory, accelerator_type, node_selector)
     try:
-        shape = read_model_shape(model)
-    except ShapeUnavailable as e:
+        plan = plan_memory(spec, read_model_shape(model), gpus_per_node, nnodes)
+    except ShapeUnavailable as e:  # not reachable from here, or not a model transformers can build here
         return Verdict(None, memory, f"### Memory plan\n\nSkipped: {e.note}.\n")
-    plan = plan_memory(spec, shape, gpus_per_node, nnodes)
     return Verdict(plan, memory, plan.markdown(memory))

@@ -54,7 +54,7 @@ def _suggested(plan, gib: float) -> dict[str, int]:
     return {**{k: int(v) for k, v in found.items()}, **layout, **({"gpus": int(gpus.group(1))} if gpus else {})}
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     model=st.sampled_from(["llama-3.2-1b", "llama-3.1-8b"]),
     algorithm=st.sampled_from(["sft", "osft", "lora_sft"]),

@@ -76,3 +76,14 @@ def test_a_hub_id_is_read_from_the_hub_endpoint_with_the_token(monkeypatch):
     finally:
         server.shutdown()
     assert seen == {"/meta-llama/Llama-3.1-70B/resolve/main/config.json": "Bearer hf_test_token_value"}
+
+
+def test_a_model_type_transformers_does_not_know_skips_the_plan(tmp_path):
+    from kubetune.contract import TrainingSpec
+    from kubetune.memory.verdict import plan_spec
+
+    config = json.loads((CONFIGS / "llama-3.2-1b.json").read_text()) | {"model_type": "acme_custom"}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    verdict = plan_spec(TrainingSpec(algorithm="sft", backend="x", params={"max_seq_len": 512}), str(tmp_path), gpu_memory=1.0)
+    assert verdict.plan is None and "Skipped: model_type 'acme_custom' is not one transformers" in verdict.markdown
+    verdict.refuse()  # no plan, no verdict
