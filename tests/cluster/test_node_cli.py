@@ -16,7 +16,7 @@ from kubetune.cluster.node_cli import app
 from kubetune.cluster.trainjob import node_command
 
 ROOT = Path(__file__).resolve().parents[2]
-USER_COMMANDS = ["validate", "prepare", "schema", "compile", "upload", "run", "verify", "run-local", "schedule"]
+USER_COMMANDS = ["validate", "plan", "prepare", "schema", "compile", "upload", "run", "verify", "run-local", "schedule"]
 
 
 def test_the_user_cli_lists_only_user_commands():
