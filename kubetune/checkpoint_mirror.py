@@ -61,6 +61,9 @@ RESTORE_TMP = ".restore-tmp"
 # the resumable layout each algorithm's backend consumes: (folder, name pattern)
 RESUMABLE = {"sft": ("full_state", r"epoch_(\d+)"), "osft": ("full_state_checkpoints", r"step_(\d+)")}
 TRL = ("", r"checkpoint-(\d+)")
+# the save folders a mirror holds, directly under its prefix (folder -> name pattern): nothing else is ever pruned
+LAYOUT = {"": TRL[1], **dict(RESUMABLE.values()), "hf_format": r"[^.].*"}
+IDENTITY = ".kubetune-mirror"  # written at a mirror's root: another mirror above or below it is refused
 Say = Callable[[str], None]
 
 
@@ -142,6 +145,22 @@ def fingerprint(path: Path) -> str:
     return hashlib.sha256(json.dumps(files).encode()).hexdigest()
 
 
+def in_layout(rel: str) -> bool:
+    """Whether ``rel`` (relative to the mirror) is a save folder of a layout kubetune mirrors."""
+    pattern = LAYOUT.get(_folder(rel))
+    return pattern is not None and re.fullmatch(pattern, PurePosixPath(rel).name) is not None
+
+
+def refuse(where: str, message: str, hint: str) -> KubetuneError:
+    return KubetuneError([Problem(where, message, hint)], "checkpoint mirror failed")
+
+
+def check_retention(retention: int) -> None:
+    """A negative retention would delete every mirrored save, the newest included: refused."""
+    if not isinstance(retention, int) or isinstance(retention, bool) or retention < 0:
+        raise refuse("checkpoint_retention", f"must be 0 (keep all) or a positive count, got {retention!r}", "give 0 or more")
+
+
 def newest(saves: list[Save], retention: int) -> list[Save]:
     """The saves retention keeps, per folder: the newest ``retention`` (0: all)."""
     kept = []
@@ -158,6 +177,9 @@ class Mirror:
         self.uri, self.root, self.retention, self.say = uri.rstrip("/"), Path(root), retention, say
         self.bucket, key = s3.split_uri(self.uri)
         self.base = key.strip("/")
+        check_retention(retention)
+        if not self.base:
+            raise refuse(self.uri, "is a bucket root", "give checkpoint_storage a prefix of its own: s3://bucket/run-name")
         self.s3 = s3.client()
         self.done: dict[str, str] = {}  # prefix (or log file) -> fingerprint mirrored by this process
         self.busy: set[str] = set()
@@ -181,13 +203,33 @@ class Mirror:
         return s3.explain(error, self.where(rel))
 
     def check_access(self) -> None:
-        """Write and delete a probe object: a bad bucket, endpoint or credential fails before training starts."""
+        """Write and delete a probe object (a bad bucket, endpoint or credential fails before training starts), then
+        refuse a prefix another mirror sits above or below (its retention would prune this one's saves, or the reverse)
+        and mark this prefix as a mirror."""
         probe = self.key(f".kubetune-access-probe-{uuid.uuid4().hex}")
         try:
             self.s3.put_object(Bucket=self.bucket, Key=probe, Body=b"ok")
             self.s3.delete_object(Bucket=self.bucket, Key=probe)
+            self._refuse_nested()
+            self.s3.put_object(Bucket=self.bucket, Key=self.key(IDENTITY), Body=json.dumps({"writer": WRITER}).encode())
         except Exception as error:  # noqa: BLE001 - boto3's and the network's errors, explained in one line
             raise self._failure(error, "") from None
+
+    def _refuse_nested(self) -> None:
+        parts = self.base.split("/")
+        for depth in range(len(parts)):
+            above = "/".join(parts[:depth])
+            if s3.head(self.s3, self.bucket, f"{above}/{IDENTITY}" if above else IDENTITY) is not None:
+                raise refuse(self.uri, f"lies inside the checkpoint mirror s3://{self.bucket}/{above}".rstrip("/"),
+                             "give each run a prefix of its own, outside other runs' prefixes")  # fmt: skip
+        for key in self.keys():
+            rel = self.relative(key)
+            inner = rel[: -len(IDENTITY) - 1] if rel.endswith("/" + IDENTITY) else None
+            if inner is None and rel.endswith("/" + MARKER) and not in_layout(rel[: -len(MARKER) - 1]):
+                inner = rel[: -len(MARKER) - 1] if self.marker(rel[: -len(MARKER) - 1]) else None
+            if inner:
+                raise refuse(self.uri, f"holds another checkpoint mirror ({self.where(inner)})",
+                             "give each run a prefix of its own, outside other runs' prefixes")  # fmt: skip
 
     def keys(self, rel: str = "") -> list[str]:
         """Every object key under ``rel`` (relative to the mirror's prefix)."""
@@ -216,7 +258,7 @@ class Mirror:
             rel = self.relative(key)
             if rel.endswith("/" + MARKER):
                 prefix = rel[: -len(MARKER) - 1]
-                if prefix and ".." not in PurePosixPath(prefix).parts:
+                if in_layout(prefix):
                     found[prefix] = self.marker(prefix) or {}
         return found
 
@@ -500,11 +542,12 @@ def storage_uri(spec_params: dict[str, Any]) -> str | None:
 def mirrored(uri: str | None, root: Path, algorithm: str, retention: int = DEFAULT_RETENTION, say: Say = say) -> Iterator[None]:
     """Around a backend's training: probe access, restore, mirror while it trains, then a last synchronous pass
     (errors raised); on a failure of training, the last pass is best effort and the failure goes on."""
+    check_retention(retention)
     if uri is None:
         yield
         return
-    root.mkdir(parents=True, exist_ok=True)
     mirror = Mirror(uri, root, retention, say)
+    root.mkdir(parents=True, exist_ok=True)
     mirror.check_access()
     mirror.restore(algorithm)
     mirror.start()

@@ -217,3 +217,47 @@ def test_a_trainjob_node_0_probes_the_mirror_before_any_training_process_starts(
     assert done.returncode == 2, done.stderr[-2000:]
     assert done.stderr.strip().splitlines()[-1] == "  - s3://no-such-bucket/run: the bucket does not exist", done.stderr
     assert "torch.distributed.run" not in done.stdout + done.stderr and SECRET not in done.stdout + done.stderr
+
+
+def test_a_negative_retention_and_a_bucket_root_are_refused_before_anything_is_deleted(bucket, tmp_path):
+    from kubetune.checkpoint_mirror import mirrored
+    from kubetune.runs.kfp_api import parameters
+    from kubetune.validation import validate_spec
+
+    out = tmp_path / "out"
+    checkpoint(out, 1)
+    mirror_all(out)
+    for retention in (-5, -1):
+        with pytest.raises(KubetuneError) as info, mirrored(None, out, "lora_sft", retention):
+            pass
+        assert info.value.problems[0].where == "checkpoint_retention", info.value.report()
+        with pytest.raises(KubetuneError) as info:
+            parameters(None, [f"checkpoint_retention={retention}"])
+        assert [p.where for p in info.value.problems] == ["-p checkpoint_retention"]
+    assert f"runs/one/checkpoint-1/{MARKER}" in objects(bucket)
+    for root in ("s3://ckpt", "s3://ckpt/", "s3://ckpt//"):
+        with pytest.raises(KubetuneError) as info:
+            validate_spec({"algorithm": "lora_sft", "checkpoint_storage": root}, require_paths=False)
+        assert "is a bucket root" in info.value.report() and "checkpoint_storage" in info.value.report()
+        with pytest.raises(KubetuneError, match="bucket root"):
+            Mirror(root, out)
+
+
+def test_retention_never_reaches_into_another_runs_mirror_above_or_below_its_prefix(bucket, tmp_path):
+    """Run b mirrors to runs/b; run a at runs (above it) or c at runs/b/c (below it) is refused at the probe, and
+    pruning only ever looks at the layout's save folders directly under its own prefix."""
+    out = tmp_path / "out"
+    for step in (1, 2, 3):
+        checkpoint(out, step)
+    Mirror("s3://ckpt/runs/b", out, 0, print).check_access()
+    Mirror("s3://ckpt/runs/b", out, 0, print).finish()
+    for uri, message in (("s3://ckpt/runs", "holds another checkpoint mirror (s3://ckpt/runs/b)"),
+                         ("s3://ckpt/runs/b/c", "lies inside the checkpoint mirror s3://ckpt/runs/b")):  # fmt: skip
+        with pytest.raises(KubetuneError) as info:
+            Mirror(uri, out, 1).check_access()
+        assert info.value.problems[0].message == message, info.value.report()
+    bucket.delete_object(Bucket="ckpt", Key="runs/b/.kubetune-mirror")  # an older mirror: found by its markers
+    with pytest.raises(KubetuneError, match="holds another checkpoint mirror"):
+        Mirror("s3://ckpt/runs", out, 1).check_access()
+    Mirror("s3://ckpt/runs", out, 1, print).prune()  # had it been let in: its retention never touches runs/b
+    assert sorted(k for k in objects(bucket) if k.endswith(MARKER)) == [f"runs/b/checkpoint-{n}/{MARKER}" for n in (1, 2, 3)]

@@ -347,6 +347,9 @@ def _value_problems(pipeline: str, arguments: dict[str, Any]) -> list[Problem]:
     defaults = {k: getattr(spec, "default", None) for k, spec in _inputs(pipeline).items()}
     value = {**defaults, **arguments}.get
     problems = []
+    retention = value("checkpoint_retention")
+    if isinstance(retention, int) and retention < 0:  # a negative one would prune every mirrored save, the newest too
+        problems.append(Problem("-p checkpoint_retention", f"must be 0 (keep all) or more, got {retention}"))
     if "export_checkpoint" in defaults and value("export_checkpoint") not in ("best", "final"):
         problems.append(Problem("-p export_checkpoint", f'must be "best" or "final", got {value("export_checkpoint")!r}'))
     if value("registry_server"):
