@@ -183,7 +183,7 @@ class Mirror:
         self.s3 = s3.client()
         self.done: dict[str, str] = {}  # prefix (or log file) -> fingerprint mirrored by this process
         self.busy: set[str] = set()
-        self.errors: list[KubetuneError] = []
+        self.errors: dict[str, KubetuneError] = {}  # prefix (or "" for logs, retention) -> its last failure, until it succeeds
         self.lock = threading.Lock()
         self.log_lock = threading.Lock()
         self.pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="kubetune-mirror")
@@ -359,21 +359,30 @@ class Mirror:
         )
 
     def _guarded(self, work: Callable[[], None], rel: str) -> None:
+        """Run ``work``; a failure is said once per prefix (not at every retry) and kept until that prefix succeeds."""
         try:
             work()
+            with self.lock:
+                self.errors.pop(rel, None)
         except Exception as error:  # noqa: BLE001 - reported by the step (finish), and said now
             failure = self._failure(error, rel)
-            self.say(f"[kubetune] checkpoint mirror failed: {failure.problems[0].where}: {failure.problems[0].message}")
             with self.lock:
-                self.errors.append(failure)
+                new = rel not in self.errors
+                self.errors[rel] = failure
+            if new:
+                self.say(f"[kubetune] checkpoint mirror failed: {failure.problems[0].where}: {failure.problems[0].message}")
         finally:
             with self.lock:
                 self.busy.discard(rel)
 
-    def scan(self) -> list[Future]:
-        """Queue the saves to mirror (a bounded pool)."""
+    def scan(self, skip: set[str] | None = None) -> list[Future]:
+        """Queue the saves to mirror (a bounded pool), but those in ``skip``."""
         futures = []
         for save in self.pending():
+            if skip is not None:
+                if save.prefix in skip:
+                    continue
+                skip.add(save.prefix)
             with self.lock:
                 if len(self.busy) > WORKERS:
                     break
@@ -393,22 +402,25 @@ class Mirror:
         self.watcher.start()
 
     def finish(self, raising: bool = True) -> None:
-        """Stop watching, wait for the uploads under way, mirror what is left; an upload that failed is raised."""
+        """Stop watching, wait for the uploads under way, then always a last pass: every save retention keeps that is
+        not mirrored as it is now gets one more try. A save retention keeps still unmarked after it is raised (an
+        earlier failure since mirrored is forgotten; a failed metrics upload or pruning is said, not raised)."""
         self.stop.set()
         if self.watcher:
             self.watcher.join()
         self.pool.shutdown(wait=True)
         self.pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="kubetune-mirror")
-        while not self.errors and (futures := self.scan()):  # a bounded pool: round by round until nothing is left
+        tried: set[str] = set()
+        while futures := self.scan(tried):  # a bounded pool: round by round, each save once, until nothing is left
             for future in futures:
                 future.result()
-        if not self.errors:
-            self._guarded(self.upload_logs, "")
-            self._guarded(self.prune, "")
+        self._guarded(self.upload_logs, "")
+        self._guarded(self.prune, "")
         self.pool.shutdown(wait=True)
-        if self.errors and raising:
-            first = self.errors[0]
-            more = f" (and {len(self.errors) - 1} more)" if len(self.errors) > 1 else ""
+        unmarked = [s.prefix for s in self.pending()]
+        if unmarked and raising:
+            first = self.errors.get(unmarked[0]) or refuse(self.where(unmarked[0]), "was not mirrored", "")
+            more = f" (and {len(unmarked) - 1} more)" if len(unmarked) > 1 else ""
             raise KubetuneError(
                 [Problem(first.problems[0].where, f"{first.problems[0].message}{more}; that save is not marked complete",
                          "check the bucket, the endpoint and the credentials, then run the step again: it resumes from "

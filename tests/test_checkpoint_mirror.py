@@ -261,3 +261,34 @@ def test_retention_never_reaches_into_another_runs_mirror_above_or_below_its_pre
         Mirror("s3://ckpt/runs", out, 1).check_access()
     Mirror("s3://ckpt/runs", out, 1, print).prune()  # had it been let in: its retention never touches runs/b
     assert sorted(k for k in objects(bucket) if k.endswith(MARKER)) == [f"runs/b/checkpoint-{n}/{MARKER}" for n in (1, 2, 3)]
+
+
+def test_an_outage_that_ends_before_the_last_pass_fails_nothing_and_is_said_once_per_save(
+    bucket, tmp_path, faulty_proxy, monkeypatch
+):
+    """The endpoint fails while checkpoint-1 uploads (two scans), then recovers; checkpoint-2 comes later. The last pass
+    mirrors both and the step succeeds; an outage that lasts to the end fails it naming the save still unmarked."""
+    import kubetune.checkpoint_mirror as module
+
+    monkeypatch.setattr(module, "ATTEMPTS", 1)
+    down = {"on": True, "what": ""}
+    proxy = faulty_proxy(lambda method, path: "fail" if down["on"] and down["what"] in path and method != "GET" else None)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+    out, said = tmp_path / "out", []
+    checkpoint(out, 1)
+    mirror = Mirror(URI, out, 2, said.append)
+    for _ in range(2):
+        for future in mirror.scan():
+            future.result()
+    down["on"] = False
+    checkpoint(out, 2)
+    mirror.finish()
+    assert sorted(k for k in objects(bucket) if k.endswith(MARKER)) == [f"runs/one/checkpoint-{n}/{MARKER}" for n in (1, 2)]
+    assert [line.split(": ")[1] for line in said if "failed" in line] == [f"{URI}/checkpoint-1"], said  # once, not per scan
+
+    down.update(on=True, what="checkpoint-3")
+    checkpoint(out, 3)
+    with pytest.raises(KubetuneError) as info:
+        Mirror(URI, out, 2, said.append).finish()
+    assert info.value.problems[0].where == f"{URI}/checkpoint-3", info.value.report()
+    assert "(and" not in info.value.report()
