@@ -379,14 +379,14 @@ class Mirror:
         """Queue the saves to mirror (a bounded pool), but those in ``skip``."""
         futures = []
         for save in self.pending():
-            if skip is not None:
-                if save.prefix in skip:
-                    continue
-                skip.add(save.prefix)
+            if save.prefix in (skip or ()):
+                continue
             with self.lock:
                 if len(self.busy) > WORKERS:
                     break
                 self.busy.add(save.prefix)
+            if skip is not None:
+                skip.add(save.prefix)
             futures.append(self.pool.submit(self._guarded, lambda s=save: self.upload(s), save.prefix))
         return futures
 
