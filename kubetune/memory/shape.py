@@ -1,9 +1,13 @@
 """A model's shape from its ``config.json`` alone (no weights): a local file or directory, ``s3://bucket/prefix``
 (only ``config.json`` is downloaded), the embedded ``kubetune://tiny-llama``, or a hub id.
 
+The config is read as transformers reads it (``AutoConfig``: GPT-2's ``n_layer`` is ``num_hidden_layers``; a
+multimodal model's language part is its text config), offline, from the dict.
+
 A config that cannot be reached from here (a hub id offline, an s3:// model without credentials, a PVC path that is
-not mounted in this step) is ``ShapeUnavailable``: the plan is skipped with a note naming the place, never a refusal.
-A config that is there but is not a model's config is a ``KubetuneError``.
+not mounted in this step), or one this transformers cannot read (a custom model type, a malformed or nonsense shape),
+is ``ShapeUnavailable``: the plan is skipped with a note, never a refusal: the training step may read it otherwise.
+A file that is not JSON at all is a ``KubetuneError``: no backend loads it. Places are shown without credentials.
 """
 
 from __future__ import annotations
@@ -11,13 +15,14 @@ from __future__ import annotations
 import json
 import tempfile
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from kubetune.errors import KubetuneError, Problem
+from kubetune.runtime import TINY_MODEL_URI
 from kubetune.s3 import public_uri
 
-TINY_MODEL_URI = "kubetune://tiny-llama"  # kubetune.runtime.TINY_MODEL_URI (runtime sits above this layer)
 MAX_CONFIG_BYTES = 1 << 20  # a config.json is a few KiB
 
 
@@ -31,7 +36,7 @@ class ShapeUnavailable(Exception):
 
 @dataclass(frozen=True)
 class ModelShape:
-    """A causal LM's configuration (``config.json`` as a dict) and where it was read."""
+    """A causal LM's configuration (``config.json`` as a dict) and where it was read (shown without credentials)."""
 
     config: dict[str, Any] = field(repr=False)
     source: str
@@ -40,55 +45,85 @@ class ModelShape:
     def model_type(self) -> str:
         return str(self.config.get("model_type", ""))
 
-    @property
-    def text(self) -> dict[str, Any]:
-        """The language model's own config (a multimodal config nests it under ``text_config``)."""
-        nested = self.config.get("text_config")
-        return nested if isinstance(nested, dict) and nested.get("num_hidden_layers") else self.config
+    @cached_property
+    def text(self) -> Any:
+        """The language model's own config, as transformers reads it (``PretrainedConfig.get_text_config``)."""
+        return transformers_config(self.config, self.source).get_text_config(decoder=True)
 
     @property
     def num_layers(self) -> int:
-        return int(self.text["num_hidden_layers"])
+        return self._positive("num_hidden_layers")
 
     @property
     def hidden_size(self) -> int:
-        return int(self.text["hidden_size"])
+        return self._positive("hidden_size")
 
     @property
     def vocab_size(self) -> int:
-        return int(self.text["vocab_size"])
+        return self._positive("vocab_size")
+
+    def check(self) -> None:
+        """Raise ``ShapeUnavailable`` naming the first of layers, width and vocabulary that is not a positive integer."""
+        for name in ("num_hidden_layers", "hidden_size", "vocab_size"):
+            self._positive(name)
+
+    def _positive(self, name: str) -> int:
+        value = getattr(self.text, name, None)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ShapeUnavailable(f"{self.source}: its config.json's {name} is {value!r}, not a positive integer")
+        return value
 
     @property
     def dtype(self) -> str:
         """The checkpoint's dtype (``dtype``, formerly ``torch_dtype``); float32 where the config names none."""
-        return str(self.config.get("dtype") or self.config.get("torch_dtype") or self.text.get("dtype") or "float32")
+        nested = self.config.get("text_config")
+        text = nested if isinstance(nested, dict) else {}
+        return str(self.config.get("dtype") or self.config.get("torch_dtype") or text.get("dtype") or "float32")
+
+
+def transformers_config(config: dict[str, Any], source: str) -> Any:
+    """``config`` as transformers' ``PretrainedConfig`` of its ``model_type`` (no download, no remote code); one it
+    cannot build is ``ShapeUnavailable``."""
+    import transformers
+    from transformers import AutoConfig
+
+    values = {k: v for k, v in config.items() if k != "model_type"}
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # its warnings about a config's values are not the plan's
+    try:
+        return AutoConfig.for_model(str(config.get("model_type")), **values)
+    except Exception as e:  # noqa: BLE001 (custom code, a shape its validators refuse: the plan is advisory)
+        raise ShapeUnavailable(
+            f"{source}: transformers {transformers.__version__} cannot read its config.json as model_type "
+            f"{config.get('model_type')!r} ({type(e).__name__})"
+        ) from None
+    finally:
+        transformers.logging.set_verbosity(verbosity)
 
 
 def read_model_shape(model: str) -> ModelShape:
     """The shape of ``model`` (see the module's docstring); raises ``ShapeUnavailable`` or ``KubetuneError``."""
+    shown = public_uri(model)
     if model == TINY_MODEL_URI:
         return ModelShape(_tiny_config(), model)
     if model.startswith("s3://"):
         return _from_s3(model)
     path = Path(model)
     if path.is_file():
-        return _from_file(path, model)
+        return _from_file(path, shown)
     if (path / "config.json").is_file():
-        return _from_file(path / "config.json", model)
+        return _from_file(path / "config.json", shown)
     if path.is_absolute() or model.startswith((".", "~")) or model.count("/") != 1:
-        raise ShapeUnavailable(f"{model}: no config.json there (a PVC path is read by the training step, not here)")
+        raise ShapeUnavailable(f"{shown}: no config.json there (a PVC path is read by the training step, not here)")
     return _from_hub(model)
 
 
 def shape_of(config: dict[str, Any], source: str) -> ModelShape:
-    """A ``ModelShape`` from a config dict, checked: a causal LM's config names its type, layers, width and vocabulary."""
+    """A ``ModelShape`` from a config dict, checked: transformers reads it, with positive layers, width and vocabulary."""
     if not isinstance(config, dict):
         raise KubetuneError([Problem(source, "is not a JSON object")], "invalid model config")
     shape = ModelShape(config, source)
-    missing = [k for k in ("num_hidden_layers", "hidden_size", "vocab_size") if not isinstance(shape.text.get(k), int)]
-    if not shape.model_type or missing:
-        what = ", ".join((["model_type"] if not shape.model_type else []) + missing)
-        raise KubetuneError([Problem(source, f"is not a causal LM's config.json (no {what})")], "invalid model config")
+    shape.check()
     return shape
 
 
@@ -111,7 +146,7 @@ def _from_s3(uri: str) -> ModelShape:
             path = download(key, workdir)
         except KubetuneError as e:  # no credentials in this step, no such object, an endpoint down: say so, plan skipped
             raise ShapeUnavailable(f"{public_uri(key)}: {e.problems[0].message}") from None
-        return _from_file(path, uri)
+        return _from_file(path, public_uri(uri))
 
 
 def _from_hub(repo_id: str) -> ModelShape:
@@ -123,9 +158,9 @@ def _from_hub(repo_id: str) -> ModelShape:
 
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
     token = os.environ.get("HF_TOKEN")
-    request = urllib.request.Request(
-        f"{endpoint}/{repo_id}/resolve/main/config.json", headers={"Authorization": f"Bearer {token}"} if token else {}
-    )
+    request = urllib.request.Request(f"{endpoint}/{repo_id}/resolve/main/config.json")
+    if token:  # to this request only: urllib does not copy it to a redirect (a CDN, another host)
+        request.add_unredirected_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(request, timeout=10) as answer:
             config = json.loads(answer.read(MAX_CONFIG_BYTES))

@@ -20,7 +20,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-from kubetune.memory.shape import ModelShape, ShapeUnavailable
+from kubetune.memory.shape import ModelShape, ShapeUnavailable, transformers_config
 
 TRACED_LAYERS = (1, 2)
 
@@ -67,26 +67,19 @@ class ActivationTrace:
 
 
 def with_layers(config: dict[str, Any], layers: int) -> dict[str, Any]:
-    """``config`` with ``layers`` decoder layers (per-layer lists cut to match)."""
-    text = dict(config.get("text_config") or config) if "text_config" in config else dict(config)
-    text["num_hidden_layers"] = layers
-    for key, value in list(text.items()):
-        if key == "layer_types" and isinstance(value, list):
-            text[key] = value[:layers]
-    return {**config, "text_config": text} if "text_config" in config else text
+    """``config`` with ``layers`` decoder layers (per-layer lists cut to match), as a dict."""
+    return _config(json.dumps(config, sort_keys=True), layers).to_dict()
 
 
-def _config(config: dict[str, Any]):
-    import transformers
-    from transformers import AutoConfig
-
-    values = {k: v for k, v in config.items() if k != "model_type"}
-    try:
-        return AutoConfig.for_model(config["model_type"], **{**values, "use_cache": False})
-    except (ValueError, KeyError):  # custom code (trust_remote_code): nothing to build here without it
-        raise ShapeUnavailable(
-            f"model_type {config['model_type']!r} is not one transformers {transformers.__version__} knows"
-        ) from None
+def _config(config_json: str, layers: int):
+    """The transformers config of ``config_json`` with ``layers`` decoder layers and no KV cache."""
+    config = transformers_config(json.loads(config_json), "config.json")
+    text = config.get_text_config(decoder=True)  # the config itself, or a multimodal model's text part
+    text.num_hidden_layers = layers  # through attribute_map: GPT-2's n_layer
+    if isinstance(getattr(text, "layer_types", None), list):
+        text.layer_types = text.layer_types[:layers]
+    config.use_cache = text.use_cache = False
+    return config
 
 
 def _causal_lm(config, **options):
@@ -120,7 +113,7 @@ def _count(config_json: str, num_layers: int) -> Counts:
     from torch import nn
 
     with torch.device("meta"):
-        model = _causal_lm(_config(with_layers(json.loads(config_json), 1)))
+        model = _causal_lm(_config(config_json, 1))
     layer = _decoder_layers(model, 1)[0]
     per_layer = sum(p.numel() for p in layer.parameters())
     total = sum(p.numel() for p in model.parameters())
@@ -132,9 +125,11 @@ def trace_activations(shape: ModelShape, tokens: int, dtype: str, checkpointing:
     """The activations of one forward and backward pass over ``tokens`` tokens (one packed sequence, as the
     backends' padding-free batches are) in ``dtype``; ``checkpointing``: each decoder layer recomputed in the
     backward pass (its input kept); ``fused_loss``: no logits materialised (the loss head is left to the caller)."""
-    key = json.dumps(shape.config, sort_keys=True)
+    key, layers = json.dumps(shape.config, sort_keys=True), shape.num_layers
+    if layers in TRACED_LAYERS:  # traced whole: the one copy the extrapolation would end at
+        return ActivationTrace(fixed=_peak(key, layers, tokens, dtype, checkpointing, fused_loss), per_layer=0, num_layers=layers)
     one, two = (_peak(key, n, tokens, dtype, checkpointing, fused_loss) for n in TRACED_LAYERS)
-    return ActivationTrace(fixed=2 * one - two, per_layer=two - one, num_layers=shape.num_layers)
+    return ActivationTrace(fixed=2 * one - two, per_layer=two - one, num_layers=layers)
 
 
 def _drop_grad(param) -> None:
@@ -173,7 +168,7 @@ def _peak(config_json: str, layers: int, tokens: int, dtype: str, checkpointing:
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.distributed._tools.mem_tracker import MemTracker
 
-    config = _config(with_layers(json.loads(config_json), layers))
+    config = _config(config_json, layers)
     _register_attention()
     with FakeTensorMode():
         model = _causal_lm(config, dtype=getattr(torch, dtype), attn_implementation=ATTENTION)

@@ -12,6 +12,7 @@ from kubetune.memory.accelerators import gpu_memory_gib
 from kubetune.memory.plan import plan_memory
 from kubetune.memory.report import MemoryPlan
 from kubetune.memory.shape import ShapeUnavailable, read_model_shape
+from kubetune.secrets import redact
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,18 @@ def plan_spec(
     """The plan of ``spec`` for ``model`` and the GPU memory it is judged against (see ``gpu_memory_gib``)."""
     memory = gpu_memory_gib(gpu_memory, accelerator_type, node_selector)
     try:
-        plan = plan_memory(spec, read_model_shape(model), gpus_per_node, nnodes)
-    except ShapeUnavailable as e:  # not reachable from here, or not a model transformers can build here
-        return Verdict(None, memory, f"### Memory plan\n\nSkipped: {e.note}.\n")
-    return Verdict(plan, memory, plan.markdown(memory))
+        shape = read_model_shape(model)  # a file that is not JSON at all is refused (KubetuneError): no backend loads it
+    except ShapeUnavailable as e:  # not reachable from here, or not a config transformers can read here
+        return skipped(memory, e.note)
+    try:
+        plan = plan_memory(spec, shape, gpus_per_node, nnodes)
+    except ShapeUnavailable as e:  # a config transformers reads but cannot build a causal LM of
+        return skipped(memory, e.note)
+    except Exception as e:  # noqa: BLE001 (a model the trace cannot run, say a multimodal one: advisory, never a crash)
+        return skipped(memory, f"{shape.source}: model_type {shape.model_type!r} cannot be traced here ({type(e).__name__})")
+    return Verdict(plan, memory, redact(plan.markdown(memory)))
+
+
+def skipped(memory: float | None, note: str) -> Verdict:
+    """No plan: the Markdown says why (credentials redacted), no verdict."""
+    return Verdict(None, memory, redact(f"### Memory plan\n\nSkipped: {note}.\n"))

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kubetune.contract import TrainingSpec
-from kubetune.errors import KubetuneError, Problem
+from kubetune.errors import Failure, KubetuneError, Problem
 from kubetune.files import write_text_atomic
 from kubetune.secrets import scan_text
 from kubetune.validation import validate_spec
@@ -66,6 +66,8 @@ def plan_to_markdown(spec: TrainingSpec, placement: Placement, markdown_path: st
     from kubetune.memory.verdict import plan_spec
 
     p = placement
+    if not (isinstance(p.gpu_memory_gib, int | float) and 0 <= p.gpu_memory_gib < float("inf")):  # NaN too
+        raise Failure("gpu_memory_gib", f"is {p.gpu_memory_gib}: give the GiB of one GPU, or 0 to derive them")
     if not p.model_uri:
         write_text_atomic(markdown_path, "### Memory plan\n\nSkipped: no model_uri given.\n")
         return {}

@@ -68,3 +68,31 @@ def test_the_compiled_pipeline_plans_in_the_validation_task_that_prepare_and_tra
     assert spec["root"]["inputDefinitions"]["parameters"]["gpu_memory_gib"]["defaultValue"] == 0.0
     for later in ("prepare-data", "train-model"):
         assert "validate-kwargs" in tasks[later]["dependentTasks"]
+
+
+@pytest.mark.parametrize("model", ["https://alice:Sup3rPassw0rd@models.example.com/org/m", "s3://alice:Sup3rPassw0rd@models/m"])
+def test_a_credential_in_model_uri_is_in_no_output_of_the_step(tmp_path, capsys, model):
+    from kubetune.secrets import scan_text
+
+    made = outputs(tmp_path)
+    validate_kwargs.python_func(algorithm="lora_sft", training_kwargs=EMBEDDED["lora_sft"], model_uri=model, **made)
+    printed = capsys.readouterr()
+    markdown = Path(made["memory_plan"].path).read_text()
+    assert "Skipped: " in markdown and "models" in markdown
+    for text in (markdown, str(made["memory_metrics"].metadata), printed.out, printed.err):
+        assert "Sup3rPassw0rd" not in text and not scan_text(text), text
+
+
+@pytest.mark.parametrize("gib", [-1.0, float("nan"), float("inf")])
+def test_a_gpu_memory_that_is_not_a_size_is_refused_naming_the_parameter(tmp_path, capsys, gib):
+    made = outputs(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        validate_kwargs.python_func(
+            algorithm="lora_sft",
+            training_kwargs=EMBEDDED["lora_sft"],
+            model_uri="kubetune://tiny-llama",
+            gpu_memory_gib=gib,
+            **made,
+        )
+    err = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and len(err.splitlines()) == 1 and "gpu_memory_gib" in err, err
