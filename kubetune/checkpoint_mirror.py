@@ -58,6 +58,7 @@ WORKERS = 2  # saves uploaded at once; one more may wait, later ones are found b
 ATTEMPTS = 3  # per file, on top of boto3's own retries
 INTERVAL_S = 2.0
 RESTORE_TMP = ".restore-tmp"
+RESTORING = ".kubetune-restoring"  # in the output while a restore places its saves: a kill there is finished next time
 # the resumable layout each algorithm's backend consumes: (folder, name pattern)
 RESUMABLE = {"sft": ("full_state", r"epoch_(\d+)"), "osft": ("full_state_checkpoints", r"step_(\d+)")}
 TRL = ("", r"checkpoint-(\d+)")
@@ -448,8 +449,8 @@ class Mirror:
             os.utime(target, ns=(stamp, stamp))
         return tmp
 
-    def take(self, rel: str, document: dict, check: Callable[[Path], str | None]) -> bool:
-        """Download ``rel``, verify it, rename it into place; False (one line) where it does not verify."""
+    def fetch(self, rel: str, document: dict, check: Callable[[Path], str | None]) -> Path | None:
+        """Download ``rel`` into the temporary folder and verify it; None (one line) where it does not verify."""
         try:
             tmp = self.download(rel, document["files"])
             problem = check(tmp)
@@ -458,21 +459,34 @@ class Mirror:
         if problem:
             self.say(f"[kubetune] not restoring {self.where(rel)}: {problem}")
             shutil.rmtree(self.root / RESTORE_TMP / rel, ignore_errors=True)
-            return False
+            return None
+        return tmp
+
+    def take(self, rel: str, document: dict, check: Callable[[Path], str | None]) -> bool:
+        """Download ``rel``, verify it, rename it into place; False (one line) where it does not verify."""
+        tmp = self.fetch(rel, document, check)
+        if tmp is not None:
+            self.place(rel, tmp)
+        return tmp is not None
+
+    def place(self, rel: str, tmp: Path) -> None:
+        """Rename a verified download into place (an incomplete local copy set aside first)."""
         destination = self.root / rel
         if destination.exists():  # an incomplete local copy (a complete one would have been resumed)
             set_aside(destination, self.root / INCOMPLETE_DIR / _folder(rel))
         destination.parent.mkdir(parents=True, exist_ok=True)
         tmp.rename(destination)
         self.done[rel] = fingerprint(destination)  # mirrored as it is: not uploaded again
-        return True
 
     def restore(self, algorithm: str) -> str | None:
         """Before training: the newest verified resumable state (and the model saves up to it, the metrics files)
-        when the output holds no complete resumable state. Returns what was restored, one line said either way."""
+        when the output holds no complete resumable state. Returns what was restored, one line said either way.
+        The state is renamed into place last, after the ``RESTORING`` note: a restore killed before that note is
+        gone is done again (what is in place already is kept), whatever the output holds."""
+        shutil.rmtree(self.root / RESTORE_TMP, ignore_errors=True)  # a killed restore's partial downloads
         folder, pattern = RESUMABLE.get(algorithm, TRL)
         local = [s for s in complete_saves(self.root) if s.resumable and s.folder == folder]
-        if local:
+        if local and not (self.root / RESTORING).exists():
             self.say(f"[kubetune] {local[-1].prefix} in the output: resuming from it, nothing restored from {self.uri}")
             return None
         try:
@@ -487,22 +501,29 @@ class Mirror:
         numbered = ((_number(PurePosixPath(rel).name, pattern), rel) for rel in marked if _folder(rel) == folder)
         states = sorted(((n, rel) for n, rel in numbered if n is not None), reverse=True)
         for _, rel in states:
-            if self.take(rel, marked[rel], _state_problem):
+            if (state := self.fetch(rel, marked[rel], _state_problem)) is not None:
                 break
         else:
             self.say(f"[kubetune] no complete resumable save in {self.uri}: training starts from the beginning")
+            (self.root / RESTORING).unlink(missing_ok=True)
             return None
-        models = self._restore_models(rel, marked)
+        (self.root / RESTORING).write_text(rel)
+        models = self._restore_models(rel, state, marked)
         logs = self._restore_logs()
+        if (self.root / rel).exists() and _state_problem(self.root / rel) is None:  # placed by a restore killed after
+            shutil.rmtree(state)
+        else:
+            self.place(rel, state)
+        (self.root / RESTORING).unlink()
         self.say(
             f"[kubetune] restored {rel} ({models} model saves, {logs} metrics files) from {self.where(rel)} into {self.root}"
         )
         return rel
 
-    def _restore_models(self, state: str, marked: dict[str, dict]) -> int:
-        """The mirrored models saved up to the restored state: TRL's earlier ``checkpoint-N``; ``hf_format`` saves
-        of no more samples than the state has seen."""
-        limit = _samples_seen(self.root / state)
+    def _restore_models(self, state: str, downloaded: Path, marked: dict[str, dict]) -> int:
+        """The mirrored models saved up to the restored state (``downloaded``, not in place yet): TRL's earlier
+        ``checkpoint-N``; ``hf_format`` saves of no more samples than the state has seen."""
+        limit = _samples_seen(downloaded)
         count = 0
         for rel, document in sorted(marked.items()):
             name, parent = PurePosixPath(rel).name, _folder(rel)
@@ -524,7 +545,7 @@ class Mirror:
             name = self.relative(key)
             if "/" not in name and any(PurePosixPath(name).match(p) for p in LOGS):
                 target = self.root / name
-                partial = self.root / f".{name}.restoring"
+                partial = self.root / RESTORE_TMP / name
                 self.s3.download_file(self.bucket, key, str(partial))
                 partial.rename(target)
                 self.done[name] = f"{target.stat().st_size}:{target.stat().st_mtime_ns}"

@@ -50,7 +50,7 @@ from typing import NamedTuple
 from kubetune.errors import KubetuneError, Problem
 
 # "not-resumable": saves kubetune/backends/resume.py set aside (a backend would resume them wrongly)
-SKIPPED_DIRS = {"base", "full_state", "full_state_checkpoints", ".datasets-cache", "incomplete", "not-resumable"}
+SKIPPED_DIRS = {"base", "full_state", "full_state_checkpoints", ".datasets-cache", "incomplete", "not-resumable", ".restore-tmp"}
 INCOMPLETE_DIR = "incomplete"
 # files of a checkpoint that only resuming needs (an export or a copy leaves them out)
 TRAINING_STATE = ("optimizer.pt", "scheduler.pt", "rng_state*.pth", "trainer_state.json", "training_args.bin")

@@ -292,3 +292,56 @@ def test_an_outage_that_ends_before_the_last_pass_fails_nothing_and_is_said_once
         Mirror(URI, out, 2, said.append).finish()
     assert info.value.problems[0].where == f"{URI}/checkpoint-3", info.value.report()
     assert "(and" not in info.value.report()
+
+
+def test_a_kill_at_every_get_of_a_restore_leaves_it_whole_or_noted_and_the_next_restore_completes_it(
+    bucket, tmp_path, faulty_proxy, monkeypatch
+):
+    """The restoring process (a fork of this one) is SIGKILLed at its k-th GET, for every k: the output then holds
+    the state with the model saves and metrics files before it, or no resumable state, or the note that a restore
+    was under way (the state is placed last, then the note goes); evaluation and export never see a partial
+    download; the next restore on that output ends with all of it."""
+    import multiprocessing
+
+    from kubetune.checkpoint_mirror import RESTORING
+    from kubetune.checkpoints import find_checkpoints
+
+    out = tmp_path / "out"
+    for step in (1, 2):
+        checkpoint(out, step)
+    (out / "training_metrics_0.jsonl").write_text('{"step": 1}\n')
+    mirror_all(out)
+    state: dict = {"pid": None, "seen": 0, "at": 0}
+
+    def kill(method: str, path: str) -> str | None:
+        state["seen"] += method == "GET"  # a HEAD has a GET after it, with nothing written between
+        if method == "GET" and state["seen"] == state["at"]:
+            os.kill(state["pid"], signal.SIGKILL)
+            return "drop"
+        return None
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", faulty_proxy(kill).url)
+    whole = (["checkpoint-1", "checkpoint-2"], True)
+    code, at, noted = None, 0, 0
+    while code != 0:
+        at += 1
+        fresh = tmp_path / f"fresh-{at}"
+        fresh.mkdir()
+        state.update(seen=0, at=at)
+        process = multiprocessing.get_context("fork").Process(target=Mirror(URI, fresh, 0, lambda line: None).restore,
+                                                              args=("lora_sft",))  # fmt: skip
+        process.start()
+        state["pid"] = process.pid
+        process.join(timeout=60)
+        code = process.exitcode
+        left = ([s.prefix for s in complete_saves(fresh)], (fresh / "training_metrics_0.jsonl").exists())
+        assert left == whole or "checkpoint-2" not in left[0] and (not left[0] or (fresh / RESTORING).exists()), (at, left)
+        assert not [p for p in find_checkpoints(fresh) if ".restore-tmp" in p.parts], at
+        if not (fresh / RESTORING).exists():
+            continue  # nothing there (a restore like the first) or all of it
+        noted += 1
+        lines: list[str] = []
+        Mirror(URI, fresh, 0, lines.append).restore("lora_sft")
+        assert ([s.prefix for s in complete_saves(fresh)], (fresh / "training_metrics_0.jsonl").exists()) == whole, (at, lines)
+        assert not (fresh / ".restore-tmp").exists() and not (fresh / RESTORING).exists(), at
+    assert at > 10 and noted > 5, (at, noted)  # every GET of the restore was a kill point
