@@ -441,7 +441,12 @@ class Mirror:
                 raise ValueError(f"a file named {name!r}")
             target = tmp.joinpath(*parts)
             target.parent.mkdir(parents=True, exist_ok=True)
-            self.s3.download_file(self.bucket, self.key(f"{rel}/{name}"), str(target))
+            try:
+                self.s3.download_file(self.bucket, self.key(f"{rel}/{name}"), str(target))
+            except Exception as error:
+                if getattr(error, "response", {}).get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                    raise ValueError(f"{self.where(f'{rel}/{name}')} is missing") from None  # this prefix only
+                raise
             if target.stat().st_size != size:
                 raise ValueError(f"{name} is {target.stat().st_size} bytes, its marker says {size}")
         stamp = time.time_ns()  # one time for all: the layout checks compare which file a save wrote last

@@ -99,12 +99,16 @@ def test_restore_verifies_each_file_against_the_marker_and_ignores_markers_kubet
         checkpoint(out, step)
     mirror_all(out)
     bucket.put_object(Bucket="ckpt", Key="runs/one/checkpoint-2/adapter_model.safetensors", Body=b"tampered")
+    checkpoint(out, 3)
+    mirror_all(out)
+    bucket.delete_object(Bucket="ckpt", Key="runs/one/checkpoint-3/optimizer.pt")  # one object lost: that prefix only
     bucket.put_object(Bucket="ckpt", Key="runs/one/checkpoint-9/adapter_model.safetensors", Body=b"x")
     bucket.put_object(Bucket="ckpt", Key=f"runs/one/checkpoint-9/{MARKER}", Body=b"123:456")  # Training Hub's marker
     fresh, lines = tmp_path / "fresh", []
     fresh.mkdir()
     assert Mirror(URI, fresh, 0, lines.append).restore("lora_sft") == "checkpoint-1"
-    assert lines[0].startswith(f"[kubetune] not restoring {URI}/checkpoint-2: adapter_model.safetensors is 8 bytes, its marker")
+    assert lines[0] == f"[kubetune] not restoring {URI}/checkpoint-3: {URI}/checkpoint-3/optimizer.pt is missing"
+    assert lines[1].startswith(f"[kubetune] not restoring {URI}/checkpoint-2: adapter_model.safetensors is 8 bytes, its marker")
     assert not (fresh / "checkpoint-2").exists() and not (fresh / "checkpoint-9").exists()
 
     empty, lines = tmp_path / "empty", []
