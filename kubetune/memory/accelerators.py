@@ -17,10 +17,11 @@ UNKNOWN = (
 )
 # cards whose product name does not carry their size; checked in this order (the longer names first)
 CARDS = (
-    ("H200", 139.8), ("H100-NVL", 93.1), ("H100", 79.1), ("GH200", 94.5), ("GB200", 184.0), ("B200", 178.4),
+    ("H200", 139.8), ("H100-NVL", 93.1), ("H100", 79.1), ("GB200", 184.0), ("B200", 178.4),
     ("A100", 79.1), ("L40S", 44.4), ("L40", 44.4), ("L4", 22.0), ("A10G", 22.0), ("A10", 22.0), ("A30", 23.5),
     ("A40", 44.4), ("RTX-A6000", 47.4), ("V100", 15.7), ("T4", 14.5), ("MI300X", 191.5), ("MI250", 63.9),
 )  # fmt: skip
+GH200_HBM3, GH200_HBM3E = 94.5, 141.8  # Grace Hopper: 96 GB HBM3 or 144 GB HBM3e beside the Grace CPU's memory
 MIG = re.compile(r"mig-(\d+)g\.(\d+)gb", re.IGNORECASE)
 SIZED = re.compile(r"(\d+)GB", re.IGNORECASE)
 
@@ -43,6 +44,8 @@ def card_memory_gib(name: str) -> float | None:
     """The memory of the card or MIG slice ``name`` names, or None."""
     if mig := MIG.search(name):
         return round(int(mig.group(2)) * 0.98, 1)  # a MIG slice's "40gb" is about 39.2 GiB to CUDA
+    if re.search(r"(^|[-/ ._])GH200($|[-/ ._])", name.upper()):  # "480GB" is CPU + GPU memory; the GPU has 96 or 144 GB
+        return GH200_HBM3E if "144G" in name.upper() else GH200_HBM3
     if sized := SIZED.search(name):
         return round(int(sized.group(1)) * 0.985, 1)
     upper = name.upper()

@@ -350,6 +350,9 @@ def _value_problems(pipeline: str, arguments: dict[str, Any]) -> list[Problem]:
     retention = value("checkpoint_retention")
     if isinstance(retention, int) and retention < 0:  # a negative one would prune every mirrored save, the newest too
         problems.append(Problem("-p checkpoint_retention", f"must be 0 (keep all) or more, got {retention}"))
+    gpu_memory = value("gpu_memory_gib")
+    if isinstance(gpu_memory, int | float) and not 0 <= gpu_memory < float("inf"):  # NaN too: the validation step refuses it
+        problems.append(Problem("-p gpu_memory_gib", f"must be the GiB of one GPU, or 0 to derive them, got {gpu_memory}"))
     if "export_checkpoint" in defaults and value("export_checkpoint") not in ("best", "final"):
         problems.append(Problem("-p export_checkpoint", f'must be "best" or "final", got {value("export_checkpoint")!r}'))
     if value("registry_server"):

@@ -13,6 +13,8 @@ from kubetune.memory import gpu_memory_gib
         ("nvidia.com/gpu", "NVIDIA-A100-SXM4-80GB", 78.8),
         ("nvidia.com/gpu", "NVIDIA-H100-80GB-HBM3", 78.8),
         ("nvidia.com/gpu", "NVIDIA-H200", 139.8),
+        ("nvidia.com/gpu", "NVIDIA-GH200-480GB", 94.5),  # 480 GB: the Grace CPU's memory and the GPU's together
+        ("nvidia.com/gpu", "NVIDIA-GH200-144G-HBM3e", 141.8),
         ("nvidia.com/gpu", "NVIDIA-L40S", 44.4),
         ("nvidia.com/gpu", "NVIDIA-L4", 22.0),
         ("nvidia.com/gpu", "NVIDIA-A10G", 22.0),

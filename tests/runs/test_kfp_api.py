@@ -122,6 +122,7 @@ def test_values_the_steps_after_training_would_refuse_stop_the_run_up_front(kfp_
         return " ".join(result.output.split())
 
     assert '-p export_checkpoint: must be "best" or "final", got \'latest\'' in refused("-p", "export_checkpoint=latest")
+    assert "-p gpu_memory_gib: must be the GiB of one GPU, or 0 to derive them, got -1" in refused("-p", "gpu_memory_gib=-1")
     output = refused("-p", "registry_server=http://mr:8080")
     assert "-p registry_model_name: is required when registry_server is set" in output
     assert "-p registry_model_version: is required when registry_server is set" in output
