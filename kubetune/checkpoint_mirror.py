@@ -171,6 +171,21 @@ def newest(saves: list[Save], retention: int) -> list[Save]:
     return kept
 
 
+class Hashing:
+    """A file read once, sequentially (not seekable: the transfer reads each part once, in order), hashed as read."""
+
+    def __init__(self, file: Any):
+        self.file, self.sha256 = file, hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.file.read(size)
+        self.sha256.update(data)
+        return data
+
+    def seekable(self) -> bool:
+        return False
+
+
 class Mirror:
     """The mirror of one training output (``root``: the backend's ``ckpt_output_dir``) at ``uri``."""
 
@@ -264,14 +279,17 @@ class Mirror:
         return found
 
     # ---- mirror ----
-    def put(self, path: Path, rel: str) -> None:
+    def put(self, path: Path, rel: str) -> str:
+        """Upload one file; returns the SHA-256 of what was sent (hashed as it is read: one read of the file)."""
         from boto3.s3.transfer import TransferConfig
 
         config = TransferConfig(max_concurrency=4)  # parts of one file at once; WORKERS saves: within botocore's pool of 10
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                self.s3.upload_file(str(path), self.bucket, self.key(rel), Config=config)
-                return
+                with path.open("rb") as file:
+                    reader = Hashing(file)
+                    self.s3.upload_fileobj(reader, self.bucket, self.key(rel), Config=config)
+                return reader.sha256.hexdigest()
             except FileNotFoundError:
                 raise
             except Exception:
@@ -296,8 +314,7 @@ class Mirror:
             self.s3.delete_object(Bucket=self.bucket, Key=self.key(f"{rel}/{MARKER}"))
         files = manifest(path)
         try:
-            for name in files:
-                self.put(path / name, f"{rel}/{name}")
+            sums = {name: self.put(path / name, f"{rel}/{name}") for name in files}
         except FileNotFoundError:  # the backend deleted the save (rotation): what was uploaded of it goes too
             self.delete(rel, files)
             return
@@ -306,7 +323,8 @@ class Mirror:
             return
         if fingerprint(path) != before:
             return  # written again meanwhile: the next scan uploads it
-        document = {"writer": WRITER, "version": 1, "resumable": save.resumable, "fingerprint": before, "files": files}
+        document = {"writer": WRITER, "version": 2, "resumable": save.resumable, "fingerprint": before, "files": files,
+                    "sha256": sums}  # fmt: skip
         self.s3.put_object(Bucket=self.bucket, Key=self.key(f"{rel}/{MARKER}"), Body=json.dumps(document).encode())
         self.done[rel] = before
         self.say(f"[kubetune] mirrored {rel} to {self.where(rel)}")
@@ -430,8 +448,8 @@ class Mirror:
             )  # fmt: skip
 
     # ---- restore ----
-    def download(self, rel: str, files: dict[str, int]) -> Path:
-        """The files of the marked prefix ``rel``, checked against its manifest, in a temporary folder."""
+    def download(self, rel: str, files: dict[str, int], sums: dict[str, str]) -> Path:
+        """The files of the marked prefix ``rel``, checked against its manifest (size, SHA-256), in a temporary folder."""
         tmp = self.root / RESTORE_TMP / rel
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -449,6 +467,9 @@ class Mirror:
                 raise
             if target.stat().st_size != size:
                 raise ValueError(f"{name} is {target.stat().st_size} bytes, its marker says {size}")
+            with target.open("rb") as file:
+                if hashlib.file_digest(file, "sha256").hexdigest() != sums.get(name):
+                    raise ValueError(f"{name}'s SHA-256 differs from its marker's")
         stamp = time.time_ns()  # one time for all: the layout checks compare which file a save wrote last
         for target in tmp.rglob("*"):
             os.utime(target, ns=(stamp, stamp))
@@ -457,7 +478,7 @@ class Mirror:
     def fetch(self, rel: str, document: dict, check: Callable[[Path], str | None]) -> Path | None:
         """Download ``rel`` into the temporary folder and verify it; None (one line) where it does not verify."""
         try:
-            tmp = self.download(rel, document["files"])
+            tmp = self.download(rel, document["files"], document["sha256"])
             problem = check(tmp)
         except (ValueError, TypeError, KeyError, AttributeError) as error:
             problem = str(error)

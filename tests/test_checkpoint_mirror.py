@@ -4,6 +4,7 @@ files in TRL's ``checkpoint-N`` layout) against the moto server over real HTTP; 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -77,6 +78,7 @@ def test_complete_saves_are_mirrored_marker_last_and_a_fresh_output_restores_the
     assert marker["writer"] == "kubetune" and marker["files"] == {
         p.name: p.stat().st_size for p in sorted((out / "checkpoint-2").iterdir())
     }
+    assert marker["sha256"] == {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (out / "checkpoint-2").iterdir()}
     puts = [path for method, path, _ in proxy.requests if method == "PUT" and "checkpoint-2" in path]
     assert puts[-1].endswith(f"checkpoint-2/{MARKER}") and len(puts) == len(marker["files"]) + 1  # the marker last
     assert stored["runs/one/training_metrics_0.jsonl"] == b'{"step": 1}\n{"step": 2}\n'
@@ -98,7 +100,8 @@ def test_restore_verifies_each_file_against_the_marker_and_ignores_markers_kubet
     for step in (1, 2):
         checkpoint(out, step)
     mirror_all(out)
-    bucket.put_object(Bucket="ckpt", Key="runs/one/checkpoint-2/adapter_model.safetensors", Body=b"tampered")
+    same_size = b"X" + (out / "checkpoint-2" / "adapter_model.safetensors").read_bytes()[1:]
+    bucket.put_object(Bucket="ckpt", Key="runs/one/checkpoint-2/adapter_model.safetensors", Body=same_size)
     checkpoint(out, 3)
     mirror_all(out)
     bucket.delete_object(Bucket="ckpt", Key="runs/one/checkpoint-3/optimizer.pt")  # one object lost: that prefix only
@@ -108,7 +111,7 @@ def test_restore_verifies_each_file_against_the_marker_and_ignores_markers_kubet
     fresh.mkdir()
     assert Mirror(URI, fresh, 0, lines.append).restore("lora_sft") == "checkpoint-1"
     assert lines[0] == f"[kubetune] not restoring {URI}/checkpoint-3: {URI}/checkpoint-3/optimizer.pt is missing"
-    assert lines[1].startswith(f"[kubetune] not restoring {URI}/checkpoint-2: adapter_model.safetensors is 8 bytes, its marker")
+    assert lines[1] == f"[kubetune] not restoring {URI}/checkpoint-2: adapter_model.safetensors's SHA-256 differs from its marker's"
     assert not (fresh / "checkpoint-2").exists() and not (fresh / "checkpoint-9").exists()
 
     empty, lines = tmp_path / "empty", []
@@ -349,3 +352,10 @@ def test_a_kill_at_every_get_of_a_restore_leaves_it_whole_or_noted_and_the_next_
         assert ([s.prefix for s in complete_saves(fresh)], (fresh / "training_metrics_0.jsonl").exists()) == whole, (at, lines)
         assert not (fresh / ".restore-tmp").exists() and not (fresh / RESTORING).exists(), at
     assert at > 10 and noted > 5, (at, noted)  # every GET of the restore was a kill point
+
+
+def test_a_file_uploaded_in_parts_is_hashed_as_sent(bucket, tmp_path):
+    big = tmp_path / "model.safetensors"
+    big.write_bytes(os.urandom(9 * 2**20))  # over boto3's 8 MiB multipart threshold: sent in parts, read once
+    assert Mirror(URI, tmp_path).put(big, "x/model.safetensors") == hashlib.sha256(big.read_bytes()).hexdigest()
+    assert objects(bucket)["runs/one/x/model.safetensors"] == big.read_bytes()
