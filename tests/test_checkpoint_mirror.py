@@ -111,7 +111,8 @@ def test_restore_verifies_each_file_against_the_marker_and_ignores_markers_kubet
     fresh.mkdir()
     assert Mirror(URI, fresh, 0, lines.append).restore("lora_sft") == "checkpoint-1"
     assert lines[0] == f"[kubetune] not restoring {URI}/checkpoint-3: {URI}/checkpoint-3/optimizer.pt is missing"
-    assert lines[1] == f"[kubetune] not restoring {URI}/checkpoint-2: adapter_model.safetensors's SHA-256 differs from its marker's"
+    tampered = "adapter_model.safetensors's SHA-256 differs from its marker's"
+    assert lines[1] == f"[kubetune] not restoring {URI}/checkpoint-2: {tampered}"
     assert not (fresh / "checkpoint-2").exists() and not (fresh / "checkpoint-9").exists()
 
     empty, lines = tmp_path / "empty", []
