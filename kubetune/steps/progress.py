@@ -93,7 +93,11 @@ class Progress:
             self._print(self.last)
 
     def _print(self, seen: Observation) -> None:
-        self.out(self.line(seen))
+        try:
+            line = self.line(seen)
+        except ArithmeticError:  # numbers out of range in the backend's row (1e308 tokens): no line, training goes on
+            return
+        self.out(line)
         self.printed, self.printed_at = seen, self.clock()
 
     def line(self, seen: Observation) -> str:
@@ -131,12 +135,15 @@ class Progress:
         if start is None or last is None or last.time <= start.time:
             return {}
         seconds = last.time - start.time
-        found = {"train_seconds": round(seconds, 3)}
-        if last.tokens is not None:
-            found["train_tokens_per_second"] = round(last.tokens / seconds, 3)
-        if last.samples is not None and start.samples is not None:
-            found["train_samples_per_second"] = round((last.samples - start.samples) / seconds, 3)
-        return found
+        found = {"train_seconds": seconds}
+        try:
+            if last.tokens is not None:
+                found["train_tokens_per_second"] = last.tokens / seconds
+            if last.samples is not None and start.samples is not None:
+                found["train_samples_per_second"] = (last.samples - start.samples) / seconds
+        except ArithmeticError:  # numbers out of range in the backend's rows: what could be computed
+            pass
+        return {name: round(value, 3) for name, value in found.items() if math.isfinite(value)}
 
 
 def _count(total: int | None) -> str:
@@ -148,7 +155,10 @@ def _rate(value: float | None) -> str:
 
 
 def _duration(seconds: float | None) -> str:
-    return "?" if seconds is None or not math.isfinite(seconds) else str(timedelta(seconds=round(seconds)))
+    try:
+        return "?" if seconds is None or not math.isfinite(seconds) else str(timedelta(seconds=round(seconds)))
+    except OverflowError:  # more days than a timedelta holds: a row's clock out of range
+        return "?"
 
 
 def _number(row: dict[str, Any], name: str) -> float | None:
@@ -284,9 +294,14 @@ class FileMonitor:
             self.drain()
 
     def drain(self) -> None:
+        """Every row written since the last read; one whose numbers are out of range (inf, 1e308) is passed over: the
+        line is a report, never a reason for the training step to fail."""
         for row in self.tail.rows():
-            if (seen := self.reader.read(row)) is not None:
-                self.progress.observe(seen)
+            try:
+                if (seen := self.reader.read(row)) is not None:
+                    self.progress.observe(seen)
+            except ArithmeticError:
+                continue
 
     def start(self) -> FileMonitor:
         self.thread.start()

@@ -118,6 +118,17 @@ def test_the_monitor_tails_a_file_being_written_waits_for_a_partial_line_and_sto
     assert all("| 600 tokens/s |" in line for line in lines)  # 300 tokens every 0.5 s, from mini-trainer's own counts
 
 
+def test_rows_with_numbers_out_of_range_are_passed_over_and_never_fail_the_step(tmp_path):
+    path = tmp_path / "training_metrics_0.jsonl"
+    garbage = [row(1, time_per_batch=2**63), row(2, num_total_tokens=1e308), row(3, num_total_tokens=1e308)]
+    lines = []
+    progress = Progress(every=0, out=lines.append)
+    monitor = FileMonitor(JsonTail(path), MiniTrainerRows("epoch", 2, 0, 48), progress, poll=3600).start()
+    path.write_text("".join(json.dumps(r) + "\n" for r in [*garbage, row(4)]))
+    monitor.stop()  # its last read meets every row; the step's own result stays what training made it
+    assert lines[-1].startswith("[kubetune] progress: step 4/12") and all(v < float("inf") for v in progress.summary().values())
+
+
 def test_instructlab_rows_give_the_totals_from_its_own_arguments_and_epoch_rows():
     reader = InstructLabRows()
     assert reader.read({"num_epochs": 2, "effective_batch_size": 8, "timestamp": "2026-11-25T19:36:48"}) is None
