@@ -48,6 +48,7 @@ from kubetune.checkpoints import (
     samples_position,
     set_aside,
 )
+from kubetune.console import say
 from kubetune.errors import KubetuneError, Problem
 
 MARKER = ".upload_complete"  # Training Hub's name
@@ -64,12 +65,9 @@ RESUMABLE = {"sft": ("full_state", r"epoch_(\d+)"), "osft": ("full_state_checkpo
 TRL = ("", r"checkpoint-(\d+)")
 # the save folders a mirror holds, directly under its prefix (folder -> name pattern): nothing else is ever pruned
 LAYOUT = {"": TRL[1], **dict(RESUMABLE.values()), "hf_format": r"[^.].*"}
+OWN_PREFIX = "give checkpoint_storage a prefix of its own"
 IDENTITY = ".kubetune-mirror"  # written at a mirror's root: another mirror above or below it is refused
 Say = Callable[[str], None]
-
-
-def say(line: str) -> None:
-    print(line, flush=True)
 
 
 @dataclass(frozen=True)
@@ -221,7 +219,7 @@ class Mirror:
     def check_access(self) -> None:
         """Write and delete a probe object (a bad bucket, endpoint or credential fails before training starts), then
         refuse a prefix another mirror sits above or below (its retention would prune this one's saves, or the reverse)
-        and mark this prefix as a mirror."""
+        or that holds a save another writer marked, and mark this prefix as a mirror."""
         probe = self.key(f".kubetune-access-probe-{uuid.uuid4().hex}")
         try:
             self.s3.put_object(Bucket=self.bucket, Key=probe, Body=b"ok")
@@ -246,6 +244,9 @@ class Mirror:
             if inner:
                 raise refuse(self.uri, f"holds another checkpoint mirror ({self.where(inner)})",
                              "give each run a prefix of its own, outside other runs' prefixes")  # fmt: skip
+        foreign = sorted(rel for rel, document in self.markers().items() if not document)
+        if foreign:  # found now, not when this run's save of that name is uploaded, after hours of training
+            raise refuse(self.where(foreign[0]), "holds a save kubetune did not write", OWN_PREFIX)
 
     def keys(self, rel: str = "") -> list[str]:
         """Every object key under ``rel`` (relative to the mirror's prefix)."""
@@ -304,7 +305,7 @@ class Mirror:
         found = self.marker(rel)
         if found == {}:
             raise KubetuneError(
-                [Problem(self.where(rel), "holds a save kubetune did not write", "give checkpoint_storage a prefix of its own")],
+                [Problem(self.where(rel), "holds a save kubetune did not write", OWN_PREFIX)],
                 "checkpoint mirror failed",
             )
         if found and found.get("fingerprint") == before:

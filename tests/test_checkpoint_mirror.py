@@ -129,9 +129,13 @@ def test_retention_prunes_older_kubetune_saves_and_never_what_kubetune_did_not_w
     bucket.put_object(Bucket="ckpt", Key="runs/one/README", Body=b"not a save")
     for step in (1, 2, 3, 4):
         checkpoint(out, step)
-    mirror_all(out)  # retention 0: every save kept
+    with pytest.raises(KubetuneError) as info:  # another writer's save: refused before training, not when it uploads
+        mirror_all(out)
+    assert info.value.problems[0].where == f"{URI}/checkpoint-0" and "kubetune did not write" in info.value.report()
+    Mirror(URI, out, 0).finish()  # had it been let in (retention 0: every save kept)
     assert len([k for k in objects(bucket) if k.endswith(MARKER)]) == 5
-    said = mirror_all(out, retention=2)
+    said: list[str] = []
+    Mirror(URI, out, 2, said.append).finish()
     stored = objects(bucket)
     assert sorted(k for k in stored if k.endswith(MARKER)) == [
         f"runs/one/checkpoint-{n}/{MARKER}" for n in (0, 3, 4)
