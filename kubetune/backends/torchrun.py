@@ -13,6 +13,7 @@ from kubetune.backends.base import Backend, TrainingRun, TrainResult
 from kubetune.backends.cpu_mode import free_port, launch_env, wanted
 from kubetune.backends.rules import nproc_notice
 from kubetune.checkpoints import Position, hf_save_problem, samples_position, set_aside_incomplete
+from kubetune.console import say
 from kubetune.errors import KubetuneError, Problem
 
 # hf_format/samples_1200, samples_1200.0 (mini-trainer), samples_1200.0_best_val_loss (a best-validation copy)
@@ -21,10 +22,6 @@ _SAMPLES = re.compile(r"samples_(\d+(?:\.\d+)?)(_best_val_loss)?$")
 
 def flash_attn_missing() -> bool:
     return importlib.util.find_spec("flash_attn") is None
-
-
-def say(line: str) -> None:
-    print(line, flush=True)
 
 
 class TorchrunBackend(Backend):

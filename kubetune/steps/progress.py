@@ -21,15 +21,11 @@ from kubetune.backends import instructlab, mini_trainer
 from kubetune.backends.base import Backend
 from kubetune.backends.resume import train_samples
 from kubetune.backends.rules import effective
+from kubetune.console import say
 from kubetune.contract import TrainingSpec
 
 EVERY = 10.0  # seconds between two lines while training goes on
 POLL = 1.0  # seconds between two reads of a backend's metrics file
-
-
-def say(line: str) -> None:
-    """One write per line: the monitor thread's lines and the step's own never share a line."""
-    print(f"{line}\n", end="", flush=True)
 
 
 @dataclass(frozen=True)
