@@ -364,3 +364,44 @@ def test_a_file_uploaded_in_parts_is_hashed_as_sent(bucket, tmp_path):
     big.write_bytes(os.urandom(9 * 2**20))  # over boto3's 8 MiB multipart threshold: sent in parts, read once
     assert Mirror(URI, tmp_path).put(big, "x/model.safetensors") == hashlib.sha256(big.read_bytes()).hexdigest()
     assert objects(bucket)["runs/one/x/model.safetensors"] == big.read_bytes()
+
+
+WORKER = """
+import shutil, signal, sys, time
+from pathlib import Path
+def save(*_):  # the backend's SIGTERM save, then a clean exit
+    shutil.copytree(sys.argv[1], Path(sys.argv[2]) / "checkpoint-1")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, save)
+(Path(sys.argv[2]) / "ready").write_text("ready")
+while True:
+    time.sleep(0.1)
+"""
+NODE = (
+    "import os, sys; from pathlib import Path; from kubetune.checkpoint_mirror import mirrored; "
+    "from kubetune.cluster.node import run_workers\n"
+    "with mirrored(sys.argv[1], Path(sys.argv[2]), 'lora_sft', 0):\n"
+    "    code = run_workers([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc-per-node=1', "
+    "*sys.argv[3:], sys.argv[2]], dict(os.environ))\n"
+    "sys.exit(code)"
+)
+
+
+def test_a_sigterm_to_a_trainjob_node_reaches_its_torchrun_workers_and_their_save_is_mirrored(bucket, tmp_path):
+    """lora_sft's node 0 runs torchrun around its workers; the kubelet's SIGTERM to the node's process is forwarded to
+    them, the node waits for their SIGTERM save to end, then the mirror's last pass marks it."""
+    import time
+
+    prepared, out = tmp_path / "prepared", tmp_path / "out"
+    checkpoint(prepared, 1)
+    out.mkdir()
+    (tmp_path / "worker.py").write_text(WORKER)
+    worker = [str(tmp_path / "worker.py"), str(prepared / "checkpoint-1")]
+    node = subprocess.Popen([sys.executable, "-c", NODE, URI, str(out), *worker], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (out / "ready").exists() and node.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    node.send_signal(signal.SIGTERM)
+    assert node.wait(timeout=120) == 1  # torchrun's exit code after a signal, once its workers have ended
+    assert [s.prefix for s in complete_saves(out)] == ["checkpoint-1"]
+    assert f"runs/one/checkpoint-1/{MARKER}" in objects(bucket)

@@ -7,7 +7,9 @@ A backend that spawns torchrun itself (``sft``, ``osft``) gets them for its own 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -52,6 +54,24 @@ def worker_command(torchrun: dict[str, str | int], argv: list[str]) -> list[str]
     ]  # fmt: skip
 
 
+def run_workers(command: list[str], env: dict[str, str]) -> int:
+    """Run torchrun and its workers, forwarding a SIGTERM or SIGINT to them and waiting for them to end (their SIGTERM
+    save), so that the mirror's last pass follows; returns their exit code. Without this, the node's process, PID 1
+    of its container, would ignore the kubelet's SIGTERM and the workers would be SIGKILLed at the grace's end."""
+    process = subprocess.Popen(command, env=env, start_new_session=True)  # its own group: signalled as one
+
+    def forward(signum: int, _frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return process.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def train_node(
     kwargs_path: Path,
     model: str,
@@ -75,7 +95,7 @@ def train_node(
         # the workers never mirror: node 0's process does, around all of them (restore before any starts)
         uri = storage_uri(spec.params) if torchrun["node_rank"] == 0 else None
         with mirrored(uri, checkpoints_dir(output_dir), spec.algorithm, retention):
-            code = subprocess.run(worker_command(torchrun, argv), env=env, check=False).returncode
+            code = run_workers(worker_command(torchrun, argv), env)
         return code
     result = train(spec, model, train_data, output_dir, validation_data, torchrun=torchrun, retention=retention)
     if torchrun["node_rank"] == 0:
