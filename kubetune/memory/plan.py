@@ -9,7 +9,7 @@ context and the caching allocator's fragmentation. Which parts were traced and w
 from __future__ import annotations
 
 from kubetune.contract import TrainingSpec
-from kubetune.memory.report import COMPUTED, GIB, TRACED, MemoryPlan, Part
+from kubetune.memory.report import COMPUTED, FRAGMENTATION, GIB, TRACED, MemoryPlan, Part
 from kubetune.memory.settings import Settings, settings_of
 from kubetune.memory.shape import ModelShape
 from kubetune.memory.suggest import suggestion
@@ -17,7 +17,6 @@ from kubetune.memory.trace import Counts, count_parameters, trace_activations
 
 BYTES = {"float32": 4, "float": 4, "bfloat16": 2, "float16": 2, "half": 2, "float64": 8, "double": 8}
 CUDA_CONTEXT = GIB // 2  # CUDA context, cuBLAS/NCCL workspaces: outside torch's allocator
-FRAGMENTATION = 0.05  # the caching allocator's slack over what tensors hold
 ADAM_STATES = 2  # exp_avg and exp_avg_sq, in the dtype of the parameter they belong to (torch.optim.AdamW)
 
 

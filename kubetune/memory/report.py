@@ -11,6 +11,7 @@ from kubetune.memory.accelerators import UNKNOWN
 from kubetune.memory.settings import Settings
 
 GIB = 2**30
+FRAGMENTATION = 0.05  # the caching allocator's slack over what tensors hold (the plan's allowance)
 TRACED, COMPUTED = "traced", "computed"
 
 

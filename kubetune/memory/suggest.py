@@ -14,12 +14,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from kubetune.contract import TrainingSpec
-from kubetune.memory.report import GIB, MemoryPlan, shown_gib
+from kubetune.memory.report import FRAGMENTATION, GIB, MemoryPlan, shown_gib
 
 MAX_GPUS_PER_NODE = 8
 MAX_NODES = 64
 PER_TOKEN = ("activations", "loss_head", "osft_products", "lora_activations")
-FRAGMENTATION = 0.05  # kubetune.memory.plan.FRAGMENTATION (the allowance grows with what it covers)
 
 
 def suggestion(plan: MemoryPlan, gib: float) -> str:
@@ -58,7 +57,8 @@ def _spec(spec: TrainingSpec, **values) -> TrainingSpec:
 
 
 def _replan(plan: MemoryPlan, spec: TrainingSpec | None = None, gpus: int | None = None, nnodes: int | None = None) -> MemoryPlan:
-    assert plan.replan is not None
+    if plan.replan is None:  # a plan made by plan_memory always has one
+        raise ValueError("this memory plan cannot be planned again (it has no replan)")
     return plan.replan(spec, gpus, nnodes)
 
 

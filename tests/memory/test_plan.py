@@ -5,12 +5,13 @@ import re
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from kubetune.contract import TrainingSpec
 from kubetune.errors import KubetuneError
 from kubetune.memory import plan_memory, read_model_shape
+from kubetune.memory.suggest import MAX_GPUS_PER_NODE, MAX_NODES
 
 CONFIGS = Path(__file__).parent / "configs"
 SHAPES = {name: read_model_shape(str(CONFIGS / f"{name}.json")) for name in ("llama-3.2-1b", "llama-3.1-8b", "llama-3.1-70b")}
@@ -43,10 +44,13 @@ def test_a_plan_that_fits_passes_and_says_so():
     assert {r.name: r.how for r in plan.rows}["activations"] == "traced"
 
 
-def _suggested(plan, gib: float) -> dict[str, int]:
+def _hint(plan, gib: float) -> str:
     with pytest.raises(KubetuneError) as refused:
         plan.check(gib)
-    hint = refused.value.problems[0].hint
+    return refused.value.problems[0].hint
+
+
+def _suggested(hint: str) -> dict[str, int]:
     found = dict(re.findall(r"(max_tokens_per_gpu|micro_batch_size|max_seq_len) (?:to )?(\d+)", hint))
     nodes = re.search(r"on (\d+) node|use (\d+) nodes", hint)
     gpus = re.search(r"use (\d+) GPUs per node", hint)
@@ -54,26 +58,55 @@ def _suggested(plan, gib: float) -> dict[str, int]:
     return {**{k: int(v) for k, v in found.items()}, **layout, **({"gpus": int(gpus.group(1))} if gpus else {})}
 
 
-@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def _least(algorithm: str, params: dict) -> tuple[TrainingSpec, int, int]:
+    """The setting of ``algorithm`` that needs the least memory the suggestion searches: the most GPUs and nodes
+    (sft: FULL_SHARD across them) with one sample per micro-batch (LoRA: 256 tokens)."""
+    if algorithm == "lora_sft":
+        return spec(algorithm, **{**params, "micro_batch_size": 1, "max_seq_len": 256}), 1, 1
+    least = spec(algorithm, **{**params, "max_tokens_per_gpu": params["max_seq_len"]})
+    if algorithm == "sft":
+        least = least.model_copy(update={"backend_kwargs": {"fsdp_options": {"sharding_strategy": "FULL_SHARD"}}})
+    return least, MAX_GPUS_PER_NODE, MAX_NODES
+
+
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    model=st.sampled_from(["llama-3.2-1b", "llama-3.1-8b"]),
+    model=st.sampled_from(sorted(SHAPES)),
     algorithm=st.sampled_from(["sft", "osft", "lora_sft"]),
     tokens=st.integers(16, 64).map(lambda k: k * 1024),
     gib=st.sampled_from([24.0, 40.0, 80.0]),
 )
+@example(model="llama-3.1-70b", algorithm="sft", tokens=64 * 1024, gib=24.0)  # refused: each method once, for sure
+@example(model="llama-3.1-8b", algorithm="osft", tokens=64 * 1024, gib=24.0)
+@example(model="llama-3.1-8b", algorithm="lora_sft", tokens=64 * 1024, gib=24.0)
 def test_a_suggested_value_fits_when_planned_again(model, algorithm, tokens, gib):
     params = {"max_seq_len": 2048, "max_tokens_per_gpu": tokens} if algorithm != "lora_sft" else {"max_seq_len": tokens // 8}
     params |= {"unfreeze_rank_ratio": 0.25} if algorithm == "osft" else {"micro_batch_size": 8} if algorithm == "lora_sft" else {}
     plan = plan_memory(spec(algorithm, **params), SHAPES[model], 2)
     if plan.total_gib <= gib:
+        plan.check(gib)  # fits: no refusal
         return
-    changed = _suggested(plan, gib)
-    if not changed:  # another method was suggested: nothing of this spec to plan again
+    hint = _hint(plan, gib)
+    if hint.startswith("no setting of this method fits"):
+        least, gpus, nodes = _least(algorithm, params)
+        assert plan_memory(least, SHAPES[model], gpus, nodes).total_gib > gib
         return
+    if hint.startswith("a method that needs less memory"):
+        lora = spec("lora_sft", load_in_4bit=True, micro_batch_size=1, max_seq_len=2048 if algorithm != "lora_sft" else tokens // 8)
+        assert plan_memory(lora, SHAPES[model], 2).total_gib <= gib
+        return
+    changed = _suggested(hint)
+    assert changed, hint
     layout = {"gpus_per_node": changed.pop("gpus", 2), "nnodes": changed.pop("nnodes", 1)}
-    again = plan_memory(spec(algorithm, **{**params, **changed}), SHAPES[model], **layout)
+    changed_spec = spec(algorithm, **{**params, **changed})
+    if "sharding_strategy FULL_SHARD" in hint:
+        changed_spec = changed_spec.model_copy(update={"backend_kwargs": {"fsdp_options": {"sharding_strategy": "FULL_SHARD"}}})
+    again = plan_memory(changed_spec, SHAPES[model], **layout)
     assert again.total_gib <= gib
-    assert changed.get("max_tokens_per_gpu", 2048) >= 2048  # never below one sample of max_seq_len
+    if algorithm == "lora_sft":
+        assert changed.get("max_seq_len", tokens // 8) >= 256 and changed.get("micro_batch_size", 8) >= 1
+    else:
+        assert changed["max_tokens_per_gpu"] >= 2048 if "max_tokens_per_gpu" in changed else again.settings.tokens == tokens
 
 
 def test_lora_adapters_are_the_parameters_peft_adds():
