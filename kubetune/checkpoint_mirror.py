@@ -49,6 +49,8 @@ from kubetune.checkpoints import (
     set_aside,
 )
 from kubetune.console import say
+from kubetune.contract import TrainingSpec
+from kubetune.data import tokenized_file
 from kubetune.errors import KubetuneError, Problem
 
 MARKER = ".upload_complete"  # Training Hub's name
@@ -144,6 +146,43 @@ def fingerprint(path: Path) -> str:
     return hashlib.sha256(json.dumps(files).encode()).hexdigest()
 
 
+# spec fields a resume may change (duration, saving, logging, tracking, placement, paths): left out of the run's hash
+MAY_CHANGE = frozenset({
+    "num_epochs", "max_steps", "max_tokens_per_gpu", "checkpoint_storage", "enable_jit_checkpoint", "save_samples",
+    "save_steps", "save_total_limit", "checkpoint_at_epoch", "accelerate_full_state_at_epoch", "save_final_checkpoint",
+    "eval_steps", "logging_steps", "wandb_project", "wandb_entity", "wandb_run_name", "mlflow_tracking_uri",
+    "mlflow_experiment_name", "mlflow_run_name", "tensorboard_log_dir", "nproc_per_node", "nnodes", "node_rank", "rdzv_id",
+    "rdzv_endpoint", "master_addr", "master_port", "model_path", "data_path", "ckpt_output_dir", "data_output_dir",
+    "eval_data_path", "on_demand_checkpointing",
+})  # fmt: skip
+
+
+def data_fingerprint(path: Path) -> str:
+    """The prepared data's size and the SHA-256 of its first and last MiB (a file of GBs is not read whole)."""
+    try:
+        with path.open("rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            digest = hashlib.sha256(file.read(2**20))
+            file.seek(max(size - 2**20, 0))
+            digest.update(file.read(2**20))
+    except OSError:
+        return "absent"
+    return f"{size} bytes, sha256 {digest.hexdigest()[:16]}"
+
+
+def run_identity(spec: TrainingSpec, model_uri: str, train_data: str | Path) -> dict[str, str]:
+    """What makes a mirror this run's: the algorithm, the base model, the training data (size and SHA-256 of its first
+    and last MiB: the prepared file is read in part) and a hash of the spec but ``MAY_CHANGE``."""
+    kept = {k: v for k, v in spec.params.items() if k not in MAY_CHANGE}
+    kept["backend_kwargs"] = {k: v for k, v in spec.backend_kwargs.items() if k not in MAY_CHANGE}
+    return {
+        "algorithm": spec.algorithm,
+        "base model": s3.public_uri(model_uri).split("?")[0].split("#")[0],
+        "training data": data_fingerprint(tokenized_file(train_data)),
+        "spec": hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16],
+    }
+
+
 def in_layout(rel: str) -> bool:
     """Whether ``rel`` (relative to the mirror) is a save folder of a layout kubetune mirrors."""
     pattern = LAYOUT.get(_folder(rel))
@@ -187,8 +226,11 @@ class Hashing:
 class Mirror:
     """The mirror of one training output (``root``: the backend's ``ckpt_output_dir``) at ``uri``."""
 
-    def __init__(self, uri: str, root: Path, retention: int = DEFAULT_RETENTION, say: Say = say):
+    def __init__(
+        self, uri: str, root: Path, retention: int = DEFAULT_RETENTION, say: Say = say, run: dict[str, str] | None = None
+    ):
         self.uri, self.root, self.retention, self.say = uri.rstrip("/"), Path(root), retention, say
+        self.run = run  # this run's identity (``run_identity``), recorded in each marker and checked by a restore
         self.bucket, key = s3.split_uri(self.uri)
         self.base = key.strip("/")
         check_retention(retention)
@@ -325,7 +367,7 @@ class Mirror:
         if fingerprint(path) != before:
             return  # written again meanwhile: the next scan uploads it
         document = {"writer": WRITER, "version": 2, "resumable": save.resumable, "fingerprint": before, "files": files,
-                    "sha256": sums}  # fmt: skip
+                    "sha256": sums, "run": self.run}  # fmt: skip
         self.s3.put_object(Bucket=self.bucket, Key=self.key(f"{rel}/{MARKER}"), Body=json.dumps(document).encode())
         self.done[rel] = before
         self.say(f"[kubetune] mirrored {rel} to {self.where(rel)}")
@@ -527,6 +569,8 @@ class Mirror:
         marked = {rel: doc for rel, doc in self.markers().items() if doc}
         numbered = ((_number(PurePosixPath(rel).name, pattern), rel) for rel in marked if _folder(rel) == folder)
         states = sorted(((n, rel) for n, rel in numbered if n is not None), reverse=True)
+        if states and self.run is not None:
+            self.refuse_other_run(states[0][1], marked[states[0][1]])
         for _, rel in states:
             if (state := self.fetch(rel, marked[rel], _state_problem)) is not None:
                 break
@@ -546,6 +590,14 @@ class Mirror:
             f"[kubetune] restored {rel} ({models} model saves, {logs} metrics files) from {self.where(rel)} into {self.root}"
         )
         return rel
+
+    def refuse_other_run(self, rel: str, document: dict) -> None:
+        """A mirror a previous run (a schedule's, one with new data) left at this prefix is never resumed."""
+        theirs = document.get("run") if isinstance(document.get("run"), dict) else {}
+        for item, ours in (self.run or {}).items():
+            if theirs.get(item) != ours:
+                raise refuse(self.where(rel), f"is another run's save: its {item} is {theirs.get(item, 'not recorded')!r}, "
+                             f"this run's {ours!r}", "give each run its own checkpoint_storage prefix")  # fmt: skip
 
     def _restore_models(self, state: str, downloaded: Path, marked: dict[str, dict]) -> int:
         """The mirrored models saved up to the restored state (``downloaded``, not in place yet): TRL's earlier
@@ -599,14 +651,22 @@ def storage_uri(spec_params: dict[str, Any]) -> str | None:
 
 
 @contextmanager
-def mirrored(uri: str | None, root: Path, algorithm: str, retention: int = DEFAULT_RETENTION, say: Say = say) -> Iterator[None]:
+def mirrored(
+    uri: str | None,
+    root: Path,
+    algorithm: str,
+    retention: int = DEFAULT_RETENTION,
+    say: Say = say,
+    run: dict[str, str] | None = None,
+) -> Iterator[None]:
     """Around a backend's training: probe access, restore, mirror while it trains, then a last synchronous pass
-    (errors raised); on a failure of training, the last pass is best effort and the failure goes on."""
+    (errors raised); on a failure of training, the last pass is best effort and the failure goes on. ``run``: this
+    run's identity (``run_identity``): a mirror of another run is refused, not resumed."""
     check_retention(retention)
     if uri is None:
         yield
         return
-    mirror = Mirror(uri, root, retention, say)
+    mirror = Mirror(uri, root, retention, say, run)
     root.mkdir(parents=True, exist_ok=True)
     mirror.check_access()
     mirror.restore(algorithm)

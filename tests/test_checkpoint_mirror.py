@@ -405,3 +405,35 @@ def test_a_sigterm_to_a_trainjob_node_reaches_its_torchrun_workers_and_their_sav
     assert node.wait(timeout=120) == 1  # torchrun's exit code after a signal, once its workers have ended
     assert [s.prefix for s in complete_saves(out)] == ["checkpoint-1"]
     assert f"runs/one/checkpoint-1/{MARKER}" in objects(bucket)
+
+
+def test_a_restore_refuses_another_runs_mirror_in_one_line_and_resumes_its_own_with_a_longer_max_steps(bucket, tmp_path):
+    from kubetune.checkpoint_mirror import run_identity
+    from kubetune.validation import validate_spec
+
+    data, new_data = tmp_path / "data.jsonl", tmp_path / "new.jsonl"
+    data.write_text('{"input_ids": [1, 2]}\n')
+    new_data.write_text('{"input_ids": [1, 3]}\n')  # the same size: its content tells
+    spec = validate_spec({"algorithm": "lora_sft", "max_steps": 2, "lora_r": 8}, require_paths=False)
+    out = tmp_path / "out"
+    checkpoint(out, 1)
+    Mirror(URI, out, 0, run=run_identity(spec, "org/model", data)).finish()
+    assert json.loads(objects(bucket)[f"runs/one/checkpoint-1/{MARKER}"])["run"]["base model"] == "org/model"
+    others = {
+        "training data": run_identity(spec, "org/model", new_data),
+        "base model": run_identity(spec, "org/other", data),
+        "spec": run_identity(validate_spec({"algorithm": "lora_sft", "max_steps": 2, "lora_r": 16}, require_paths=False),
+                             "org/model", data),
+    }  # fmt: skip
+    for item, run in others.items():
+        fresh = tmp_path / f"fresh-{item}"
+        fresh.mkdir()
+        with pytest.raises(KubetuneError) as info:
+            Mirror(URI, fresh, 0, run=run).restore("lora_sft")
+        assert len(info.value.problems) == 1 and info.value.problems[0].where == f"{URI}/checkpoint-1"
+        assert info.value.problems[0].message.startswith(f"is another run's save: its {item} is "), info.value.report()
+        assert "its own checkpoint_storage prefix" in info.value.report() and not (fresh / "checkpoint-1").exists()
+    longer = validate_spec({"algorithm": "lora_sft", "max_steps": 9, "lora_r": 8}, require_paths=False)
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    assert Mirror(URI, fresh, 0, run=run_identity(longer, "org/model", data)).restore("lora_sft") == "checkpoint-1"

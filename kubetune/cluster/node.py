@@ -16,7 +16,7 @@ from pathlib import Path
 
 from kubetune.backends.registry import get_backend
 from kubetune.backends.rules import pet_variable, torchrun_kwargs
-from kubetune.checkpoint_mirror import DEFAULT_RETENTION, mirrored, storage_uri
+from kubetune.checkpoint_mirror import DEFAULT_RETENTION, mirrored, run_identity, storage_uri
 from kubetune.cluster.trainjob import RETENTION_ENV
 from kubetune.contract import TrainingSpec
 from kubetune.errors import KubetuneError, Problem
@@ -94,7 +94,8 @@ def train_node(
             argv += ["--validation-data", str(validation_data)]
         # the workers never mirror: node 0's process does, around all of them (restore before any starts)
         uri = storage_uri(spec.params) if torchrun["node_rank"] == 0 else None
-        with mirrored(uri, checkpoints_dir(output_dir), spec.algorithm, retention):
+        run = run_identity(spec, model, train_data) if uri else None
+        with mirrored(uri, checkpoints_dir(output_dir), spec.algorithm, retention, run=run):
             code = run_workers(worker_command(torchrun, argv), env)
         return code
     result = train(spec, model, train_data, output_dir, validation_data, torchrun=torchrun, retention=retention)

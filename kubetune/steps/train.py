@@ -11,7 +11,7 @@ from kubetune.backends.base import Backend, TrainingRun, TrainResult
 from kubetune.backends.registry import get_backend
 from kubetune.backends.resume import NOT_RESUMABLE_DIR
 from kubetune.backends.training_record import RECORD_FILE, write_training_record
-from kubetune.checkpoint_mirror import DEFAULT_RETENTION, mirrored, storage_uri
+from kubetune.checkpoint_mirror import DEFAULT_RETENTION, mirrored, run_identity, storage_uri
 from kubetune.checkpoints import INCOMPLETE_DIR, TRAINING_STATE
 from kubetune.contract import TrainingSpec
 from kubetune.data import tokenized_file
@@ -90,7 +90,8 @@ def _train(
     backend.require_environment(spec)  # before the model is fetched
     # checkpoint_storage: access probed and the newest mirrored save restored first, mirrored while training, synced after
     uri = storage_uri(spec.params) if mirror else None
-    with mirrored(uri, checkpoints_dir(output_dir), spec.algorithm, retention):
+    run = run_identity(spec, model_uri, train_data) if uri else None  # a mirror of another run is refused, not resumed
+    with mirrored(uri, checkpoints_dir(output_dir), spec.algorithm, retention, run=run):
         spec = bind(spec, resolve_model(model_uri, output_dir / "base"), train_data, output_dir, validation_data, torchrun)
         # the progress line in the step's log (node 0 prints it); the run's throughput into its metrics
         with watching(backend, spec, main=(torchrun or {}).get("node_rank", 0) in (0, "0")) as progress:
