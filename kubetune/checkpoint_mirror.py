@@ -353,9 +353,11 @@ class Mirror:
         if found and found.get("fingerprint") == before:
             self.done[rel] = before
             return
-        if found:  # an older upload of the same save: unmarked before a byte of the new one lands
-            self.s3.delete_object(Bucket=self.bucket, Key=self.key(f"{rel}/{MARKER}"))
-        files = manifest(path)
+        files, old = manifest(path), (found or {}).get("files") or {}
+        if found:  # an older upload of the same save: before a byte of the new one lands, its marker becomes a claim on
+            # the files of both (pruned whole if this upload never ends) that no restore takes
+            claim = {"writer": WRITER, "version": 2, "replacing": True, "files": {**old, **files}}
+            self.s3.put_object(Bucket=self.bucket, Key=self.key(f"{rel}/{MARKER}"), Body=json.dumps(claim).encode())
         try:
             sums = {name: self.put(path / name, f"{rel}/{name}") for name in files}
         except FileNotFoundError:  # the backend deleted the save (rotation): what was uploaded of it goes too
@@ -369,6 +371,7 @@ class Mirror:
         document = {"writer": WRITER, "version": 2, "resumable": save.resumable, "fingerprint": before, "files": files,
                     "sha256": sums, "run": self.run}  # fmt: skip
         self.s3.put_object(Bucket=self.bucket, Key=self.key(f"{rel}/{MARKER}"), Body=json.dumps(document).encode())
+        self.delete_files(rel, [name for name in old if name not in files])  # the older upload's files this one lacks
         self.done[rel] = before
         self.say(f"[kubetune] mirrored {rel} to {self.where(rel)}")
         self.upload_logs()
@@ -377,6 +380,9 @@ class Mirror:
     def delete(self, rel: str, files: dict[str, int]) -> None:
         """Unmark ``rel`` (marker first), then delete the files kubetune wrote there (its manifest)."""
         self.s3.delete_object(Bucket=self.bucket, Key=self.key(f"{rel}/{MARKER}"))
+        self.delete_files(rel, list(files))
+
+    def delete_files(self, rel: str, files: list[str]) -> None:
         names = [self.key(f"{rel}/{name}") for name in files]
         for start in range(0, len(names), 1000):
             chunk = [{"Key": k} for k in names[start : start + 1000]]
@@ -521,6 +527,8 @@ class Mirror:
     def fetch(self, rel: str, document: dict, check: Callable[[Path], str | None]) -> Path | None:
         """Download ``rel`` into the temporary folder and verify it; None (one line) where it does not verify."""
         try:
+            if document.get("replacing"):
+                raise ValueError("its upload was replacing an older one and did not end")
             tmp = self.download(rel, document["files"], document["sha256"])
             problem = check(tmp)
         except (ValueError, TypeError, KeyError, AttributeError) as error:

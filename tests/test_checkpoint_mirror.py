@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -437,3 +438,44 @@ def test_a_restore_refuses_another_runs_mirror_in_one_line_and_resumes_its_own_w
     fresh = tmp_path / "fresh"
     fresh.mkdir()
     assert Mirror(URI, fresh, 0, run=run_identity(longer, "org/model", data)).restore("lora_sft") == "checkpoint-1"
+
+
+def test_a_save_written_again_under_its_name_replaces_its_mirror_whole_and_a_cut_replacement_is_pruned_whole(
+    bucket, tmp_path, faulty_proxy, monkeypatch
+):
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    import kubetune.checkpoint_mirror as module
+
+    out = tmp_path / "out"
+    path = checkpoint(out, 1)
+    (path / "extra.bin").write_bytes(b"only in the first save")
+    mirror_all(out)
+    (path / "extra.bin").unlink()
+    save_file({"w": np.zeros(4, dtype=np.float32)}, str(path / "adapter_model.safetensors"))  # written again
+    (path / "trainer_state.json").write_text(json.dumps({"global_step": 1}))  # the trainer state last, as TRL does
+    mirror_all(out)
+    stored = objects(bucket)
+    assert "runs/one/checkpoint-1/extra.bin" not in stored
+    assert stored["runs/one/checkpoint-1/adapter_model.safetensors"] == (path / "adapter_model.safetensors").read_bytes()
+
+    (path / "extra.bin").write_bytes(b"in the third")
+    (path / "trainer_state.json").write_text(json.dumps({"global_step": 1}))
+    monkeypatch.setattr(module, "ATTEMPTS", 1)
+    proxy = faulty_proxy(lambda method, path: "fail" if method == "PUT" and path.endswith("trainer_state.json") else None)
+    moto = os.environ["AWS_ENDPOINT_URL"]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+    with pytest.raises(KubetuneError):  # cut short, as a kill would
+        mirror_all(out)
+    claim = json.loads(objects(bucket)[f"runs/one/checkpoint-1/{MARKER}"])
+    assert claim["replacing"] and set(claim["files"]) == {p.name for p in path.iterdir()}
+    fresh, lines = tmp_path / "fresh", []
+    fresh.mkdir()
+    assert Mirror(URI, fresh, 0, lines.append).restore("lora_sft") is None
+    assert lines[0] == f"[kubetune] not restoring {URI}/checkpoint-1: its upload was replacing an older one and did not end"
+    checkpoint(out, 2)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto)
+    shutil.rmtree(path)
+    Mirror(URI, out, 1).finish()  # retention 1: checkpoint-1 pruned, every file either upload wrote
+    assert not [k for k in objects(bucket) if "checkpoint-1" in k]
