@@ -101,7 +101,8 @@ class MemoryPlan:
         if not gpu_memory_gib or self.total_gib <= gpu_memory_gib:
             return
         message = f"{self.need(gpu_memory_gib)} ({self.algorithm} of {self.model})"
-        raise KubetuneError(
-            [Problem("memory plan", message, self.suggest(self, gpu_memory_gib) if self.suggest else None)],
-            "does not fit the GPU",
-        )
+        try:
+            hint = self.suggest(self, gpu_memory_gib) if self.suggest else None
+        except Exception as e:  # noqa: BLE001 (a setting it tried could not be traced: the refusal stands, without a proposal)
+            hint = f"no suggestion: planning another setting failed ({type(e).__name__})"
+        raise KubetuneError([Problem("memory plan", message, hint)], "does not fit the GPU")

@@ -147,3 +147,16 @@ def test_osft_trains_the_share_of_each_matrix_that_mini_trainer_unfreezes():
     plan = plan_memory(spec("osft", max_seq_len=128, max_tokens_per_gpu=256, unfreeze_rank_ratio=0.3), shape)
     trained = count_parameters(shape).total - targeted + low
     assert plan.parts["gradients"] == trained * 4  # mini-trainer's train_dtype: float32, one rank
+
+
+def test_a_suggestion_that_cannot_be_planned_leaves_the_refusal_without_one():
+    from dataclasses import replace
+
+    plan = plan_memory(spec("lora_sft", max_seq_len=64), read_model_shape("kubetune://tiny-llama"))
+
+    def failing(*_):
+        raise RuntimeError("a setting the trace cannot run")
+
+    with pytest.raises(KubetuneError) as refused:
+        replace(plan, suggest=failing).check(0.01)
+    assert refused.value.problems[0].hint == "no suggestion: planning another setting failed (RuntimeError)"
