@@ -281,7 +281,7 @@ def test_an_outage_that_ends_before_the_last_pass_fails_nothing_and_is_said_once
 ):
     """The endpoint fails while checkpoint-1 uploads (two scans), then recovers; checkpoint-2 comes later. The last pass
     mirrors both and the step succeeds; an outage that lasts to the end fails it naming the save still unmarked."""
-    import kubetune.checkpoint_mirror as module
+    import kubetune.checkpoint_mirror.remote as module
 
     monkeypatch.setattr(module, "ATTEMPTS", 1)
     down = {"on": True, "what": ""}
@@ -446,7 +446,7 @@ def test_a_save_written_again_under_its_name_replaces_its_mirror_whole_and_a_cut
     import numpy as np
     from safetensors.numpy import save_file
 
-    import kubetune.checkpoint_mirror as module
+    import kubetune.checkpoint_mirror.remote as module
 
     out = tmp_path / "out"
     path = checkpoint(out, 1)

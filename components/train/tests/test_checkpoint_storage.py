@@ -1,4 +1,4 @@
-"""Pre-emption without a shared volume (``checkpoint_storage="s3://..."``, kubetune/checkpoint_mirror.py): for each
+"""Pre-emption without a shared volume (``checkpoint_storage="s3://..."``, kubetune/checkpoint_mirror/): for each
 algorithm the training step (the component, in a process group of its own as a pod) is SIGTERMed after its first
 save, its local output is deleted (a fresh pod), and the same step again restores the newest mirrored save from the
 moto server (real HTTP) and trains to the same end as an uninterrupted run. A mirror upload that fails ends the step
