@@ -36,7 +36,7 @@ import tempfile
 import types
 import weakref
 import zipfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date
 from functools import partial
 from pathlib import Path
@@ -268,6 +268,7 @@ def build_for_step(method: str, model_dir: str, spec):
         )  # fmt: skip
         model.reinitialize_osft(decompose_existing_weights=True)
         _set_osft_dtypes(model, torch.float32, torch.float32)
+        model.config.use_cache = False  # wrap_fsdp2 turns the KV cache off (recomputed layers would append to it)
         layers = model.model.layers
         for index, block in enumerate(layers):  # wrap_fsdp2's activation checkpointing, without FSDP
             layers[index] = checkpoint_wrapper(block, preserve_rng_state=True)
@@ -348,23 +349,14 @@ def generated_model(folder: Path, hidden: int, layers: int) -> str:
 
 def plan_on_this_machine(model: str, method: str, tokens: int):
     """kubetune's plan for the step ``measure_step`` runs here: one rank, computed in float32 where CUDA is absent
-    (the CPU backends train in float32: no mixed precision without an accelerator). ``plan_memory`` plans for a GPU
-    (bfloat16 compute), so its settings are taken as they are and only the compute dtype is swapped."""
+    (the CPU backends train in float32: no mixed precision without an accelerator)."""
     import torch
 
-    from kubetune.memory import plan as planning
-    from kubetune.memory import read_model_shape
+    from kubetune.memory import plan_memory, read_model_shape
     from kubetune.validation import validate_spec
 
     spec = validate_spec(spec_document(method, Setting("here", 1, 0, tokens, 1, tokens)), require_paths=False)
-    if torch.cuda.is_available():
-        return planning.plan_memory(spec, read_model_shape(model))
-    on_gpu = planning.settings_of
-    planning.settings_of = lambda *args: replace(on_gpu(*args), compute_dtype="float32")
-    try:
-        return planning.plan_memory(spec, read_model_shape(model))
-    finally:
-        planning.settings_of = on_gpu
+    return plan_memory(spec, read_model_shape(model), compute_dtype=None if torch.cuda.is_available() else "float32")
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,23 @@
 """The memory plan: the peak GPU memory per rank of one training step, by part, and its verdict.
 
-Peak per rank = parameters + gradients + optimizer states (the backend's storage, sharded where it shards) + the
-larger of the two phases that come and go: forward/backward (activations, traced; the FSDP units gathered for
-compute; OSFT's factor products) and the optimizer step (AdamW's temporaries), + a stated allowance for the CUDA
-context and the caching allocator's fragmentation. Which parts were traced and which computed is in ``MemoryPlan``.
+Peak per rank = parameters + optimizer states (the backend's storage, sharded where it shards) + the largest of three
+moments of a step, + a stated allowance for the CUDA context and the caching allocator's fragmentation:
+
+1. the activation peak (traced: at the loss, or inside the last decoder layer's recomputed backward, while every
+   layer's saved activations are alive), with the FSDP units gathered for compute, OSFT's factored products or
+   LoRA's own saved tensors, and only the gradients that exist by then: the output head's and one decoder layer's
+   (gradients are made layer by layer, last layer first, as activations are freed);
+2. the end of backward: every gradient, and what is left of the activations (the first layer's input and the
+   gradient flowing into the embeddings);
+3. the optimizer step: every gradient and AdamW's temporaries (about one state).
+
+Between 1 and 2 the saved activations shrink as the gradients grow, one layer at a time, so the larger end bounds
+the moments between. Which parts were traced and which computed is in ``MemoryPlan``.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from kubetune.contract import TrainingSpec
 from kubetune.memory.report import COMPUTED, FRAGMENTATION, GIB, TRACED, MemoryPlan, Part
@@ -20,9 +31,14 @@ CUDA_CONTEXT = GIB // 2  # CUDA context, cuBLAS/NCCL workspaces: outside torch's
 ADAM_STATES = 2  # exp_avg and exp_avg_sq, in the dtype of the parameter they belong to (torch.optim.AdamW)
 
 
-def plan_memory(spec: TrainingSpec, shape: ModelShape, gpus_per_node: int = 1, nnodes: int = 1) -> MemoryPlan:
-    """The memory plan of ``spec`` for the model ``shape`` on ``nnodes`` nodes of ``gpus_per_node`` GPUs."""
+def plan_memory(
+    spec: TrainingSpec, shape: ModelShape, gpus_per_node: int = 1, nnodes: int = 1, compute_dtype: str | None = None
+) -> MemoryPlan:
+    """The memory plan of ``spec`` for the model ``shape`` on ``nnodes`` nodes of ``gpus_per_node`` GPUs;
+    ``compute_dtype``: what forward and backward run in, when not the backend's on a GPU (float32 on a CPU)."""
     s = settings_of(spec, shape.dtype, gpus_per_node, nnodes)
+    if compute_dtype:
+        s = replace(s, compute_dtype=compute_dtype)
     counts = count_parameters(shape)
     rows, notes = _rows(s, shape, counts)
     rows.append(_allowance(sum(r.bytes for r in rows)))
@@ -35,14 +51,14 @@ def plan_memory(spec: TrainingSpec, shape: ModelShape, gpus_per_node: int = 1, n
         rows,
         notes,
         spec,
-        _replanner(spec, shape, gpus_per_node, nnodes),
+        _replanner(spec, shape, gpus_per_node, nnodes, compute_dtype),
         suggestion,
     )
 
 
-def _replanner(spec: TrainingSpec, shape: ModelShape, gpus_per_node: int, nnodes: int):
+def _replanner(spec: TrainingSpec, shape: ModelShape, gpus_per_node: int, nnodes: int, compute_dtype: str | None):
     def replan(changed: TrainingSpec | None = None, gpus: int | None = None, nodes: int | None = None) -> MemoryPlan:
-        return plan_memory(changed or spec, shape, gpus or gpus_per_node, nodes or nnodes)
+        return plan_memory(changed or spec, shape, gpus or gpus_per_node, nodes or nnodes, compute_dtype)
 
     return replan
 
@@ -54,41 +70,66 @@ def _allowance(allocated: int) -> Part:
 
 def _rows(s: Settings, shape: ModelShape, counts: Counts) -> tuple[list[Part], list[str]]:
     store, compute = BYTES.get(s.storage_dtype, 4), BYTES.get(s.compute_dtype, 2)
-    trace = trace_activations(shape, s.tokens, s.compute_dtype, s.checkpointing, s.liger)
-    act = Part("activations", trace.total, TRACED, f"1- and 2-layer copies traced, extrapolated to {counts.num_layers} layers")
     notes: list[str] = []
-    head = _liger_head(s, shape, compute) if s.liger else None
+    state = 4 if s.algorithm == "lora_sft" else store  # gradients and AdamW states: LoRA adapters are float32
     if s.algorithm == "lora_sft":
         rows, phase = _lora_rows(s, counts, store, compute, notes)
     elif s.osft:
         rows, phase = _osft_rows(s, counts, store, compute)
     else:
-        trainable = counts.total
         rows = [
             Part("parameters", _shard(counts.total * store, s.param_shards), COMPUTED, f"{counts.total / 1e9:.2f}B x {store} B"),
-            Part("gradients", _shard(trainable * store, s.state_shards), COMPUTED, f"{s.storage_dtype}, sharded"),
-            Part("optimizer", _shard(trainable * store * ADAM_STATES, s.state_shards), COMPUTED, "AdamW: 2 states"),
+            Part("optimizer", _shard(counts.total * store * ADAM_STATES, s.state_shards), COMPUTED, "AdamW: 2 states"),
         ]
         phase = [_gathered(s, counts, store, compute)]
-    forward_backward = act.bytes + sum(p.bytes for p in phase) + (head.bytes if head else 0)
-    state = 4 if s.algorithm == "lora_sft" else store  # LoRA adapters are float32
-    step = _shard(_trainable(s, counts) * state, s.state_shards)  # AdamW's foreach temporaries: about one state
-    rows += [act, *([head] if head else []), *phase]
-    if step > forward_backward:
-        rows.append(Part("optimizer_step", step - forward_backward, COMPUTED, "AdamW temporaries beyond the backward pass"))
+    gathered = [p for p in phase if p.name == "gathered"]
+    own = [p for p in phase if p.name != "gathered"]  # OSFT's products, LoRA's saved tensors: inside a decoder layer
+    every = _shard(trainable_parameters(s, counts) * state, s.state_shards)
+    head_grads = min(every, _shard(_trained_outside(s, counts) * state, s.state_shards))
+    moments = [_at_the_loss(s, shape, counts, compute, head_grads), _in_the_layers(s, shape, counts, compute, every, own)]
+    step = [Part("gradients", every, COMPUTED, "every gradient"), Part("activations", 0, TRACED, "none left")]
+    step.append(Part("optimizer_step", every, COMPUTED, "AdamW's foreach temporaries: about one state"))
+    moments.append(step)
+    worst = max(moments, key=lambda parts: sum(p.bytes for p in parts))
+    rows[1:1] = worst[:1]
+    rows += worst[1:] + gathered
     return [r for r in rows if r.bytes or r.name in ("parameters", "activations")], notes
+
+
+def _at_the_loss(s: Settings, shape: ModelShape, counts: Counts, compute: int, head_grads: int) -> list[Part]:
+    """The start of backward: every layer's saved activations and the loss head's (the logits, or Liger's chunks),
+    and no gradient but the output head's (counted with the embeddings and the final norm)."""
+    trace = trace_activations(shape, s.tokens, s.compute_dtype, s.checkpointing, s.liger)
+    how = f"at the loss: 1- and 2-layer copies traced, extrapolated to {counts.num_layers} layers"
+    parts = [Part("gradients", head_grads, COMPUTED, "the output head's"), Part("activations", trace.total, TRACED, how)]
+    return parts + ([_liger_head(s, shape, compute)] if s.liger else [])
+
+
+def _in_the_layers(s: Settings, shape: ModelShape, counts: Counts, compute: int, every: int, own: list[Part]) -> list[Part]:
+    """The decoder layers' backward, last layer first: the logits are gone; each layer's saved activations are freed
+    as its gradients are made, so the activations traced without a loss head (every layer's, as at the start) and
+    every gradient (as at the end) bound each moment, with what the backend's own layers save (OSFT, LoRA)."""
+    trace = trace_activations(shape, s.tokens, s.compute_dtype, s.checkpointing, True)
+    how = f"in the layers' backward: traced without the loss head, extrapolated to {counts.num_layers} layers"
+    return [Part("gradients", every, COMPUTED, "every gradient"), Part("activations", trace.total, TRACED, how), *own]
 
 
 def _shard(nbytes: int, shards: int) -> int:
     return -(-nbytes // max(1, shards))
 
 
-def _trainable(s: Settings, counts: Counts) -> int:
+def trainable_parameters(s: Settings, counts: Counts) -> int:
+    """The parameters trained (and given a gradient and AdamW states) under ``s``."""
     if s.algorithm == "lora_sft":
         return _lora_params(s, counts)
     if s.osft:
         return counts.outside + counts.num_layers * (counts.layer - _osft_dense(s, counts) + _osft_low(s, counts))
     return counts.total
+
+
+def _trained_outside(s: Settings, counts: Counts) -> int:
+    """The trained parameters outside the decoder layers: embeddings, final norm and output head."""
+    return 0 if s.algorithm == "lora_sft" else counts.outside
 
 
 def _gathered(s: Settings, counts: Counts, store: int, compute: int) -> Part:
@@ -156,22 +197,38 @@ def _osft_low(s: Settings, counts: Counts) -> int:
 def _osft_rows(s: Settings, counts: Counts, store: int, compute: int) -> tuple[list[Part], list[Part]]:
     per_layer = counts.layer - _osft_dense(s, counts) + _osft_factors(s, counts)
     stored = counts.outside + counts.num_layers * per_layer
-    trainable = _trainable(s, counts)
+    trainable = trainable_parameters(s, counts)
     rows = [
         Part(
             "parameters", _shard(stored * store, s.param_shards), COMPUTED, f"{stored / 1e9:.2f}B incl. SVD factors x {store} B"
         ),
-        Part("gradients", _shard(trainable * store, s.state_shards), COMPUTED, f"{trainable / 1e9:.2f}B trained"),
-        Part("optimizer", _shard(trainable * store * ADAM_STATES, s.state_shards), COMPUTED, "AdamW: 2 states"),
+        Part("optimizer", _shard(trainable * store * ADAM_STATES, s.state_shards), COMPUTED, f"{trainable / 1e9:.2f}B trained"),
     ]
     gathered_counts = Counts(counts.num_layers, per_layer, counts.outside, counts.linears)
-    # the factored forward of one recomputed layer: x V_high^T, x V_low^T (tokens x k) and both products (tokens x out)
-    extra = sum(s.tokens * (2 * min(x.in_features, x.out_features) + 2 * x.out_features) for x in _osft_targets(s, counts))
     phase = [
         _gathered(s, gathered_counts, store, compute),
-        Part("osft_products", extra * compute, COMPUTED, "one layer's x V^T and U S products"),
+        Part("osft_products", _osft_products(s, counts) * compute, COMPUTED, "the factored matmuls beyond a dense linear's"),
     ]
     return rows, phase
+
+
+def _osft_products(s: Settings, counts: Counts) -> int:
+    """Elements OSFT's factored linear (osft_utils._factorized_linear) holds beyond the dense linear the trace saw.
+
+    ``(x V_high^T) S_high U_high^T + (x V_low^T) S_low U_low^T``: the frozen high path saves nothing of its own (its
+    factors need no gradient), the trained low path saves ``x V_low^T`` and ``x V_low^T S_low`` (tokens x k_low
+    each) for every target of a recomputed layer (of every layer without checkpointing). One target at a time also
+    holds, in forward, ``x V_high^T`` and both paths' outputs besides the sum (tokens x (k_high + 2 out)), or, in
+    backward, the high path's two tokens x k_high gradients and the two paths' input gradients and their sum beyond
+    the dense one (tokens x (2 k_high + k_low + 2 in)); the larger of the two is counted once."""
+    layers = 1 if s.checkpointing else counts.num_layers
+    saved = transient = 0
+    for x in _osft_targets(s, counts):
+        rank = min(x.in_features, x.out_features)
+        high = _top_k(s, x.in_features, x.out_features)
+        saved += 2 * (rank - high)
+        transient = max(transient, high + 2 * x.out_features, 2 * high + (rank - high) + 2 * x.in_features)
+    return s.tokens * (layers * saved + transient)
 
 
 # -- LoRA (PEFT LoraConfig; bitsandbytes for 4/8-bit) ------------------------------------------------------------------
@@ -201,10 +258,22 @@ def _lora_rows(s: Settings, counts: Counts, store: int, compute: int, notes: lis
         notes.append(f"no linear layer matches target_modules {list(s.lora_targets)}: no adapter planned")
     rows = [
         Part("parameters", base + adapters * 4, COMPUTED, f"base: {how}; adapters float32"),
-        Part("gradients", adapters * 4, COMPUTED, f"adapters only ({adapters / 1e6:.1f}M, float32)"),
-        Part("optimizer", adapters * 4 * ADAM_STATES, COMPUTED, "AdamW: 2 states"),
+        Part("optimizer", adapters * 4 * ADAM_STATES, COMPUTED, f"AdamW: adapters ({adapters / 1e6:.1f}M, float32)"),
     ]
-    layers = 1 if s.checkpointing else counts.num_layers
-    extra = layers * len(_lora_linears(s, counts)) * s.tokens * s.lora_r * compute * 2  # A x and its dropout input
-    phase = [Part("lora_activations", extra, COMPUTED, "the adapters' own (tokens x r per target)")]
+    phase = [Part("lora_activations", _lora_saved(s, counts, compute), COMPUTED, "the adapters' own saved tensors")]
     return rows, phase
+
+
+def _lora_saved(s: Settings, counts: Counts, compute: int) -> int:
+    """Bytes PEFT's LoRA linear (``result + lora_B(lora_A(dropout(x.to(float32)))) * scaling``) holds beyond the
+    dense linear the trace saw: ``lora_A``'s output (tokens x r, kept for B's gradient) for every target of a
+    recomputed layer (of every layer without checkpointing), and its input where it is a new tensor: x cast to the
+    adapters' float32 when the compute dtype is not float32, the dropout's output and its mask when dropout is on.
+    One target at a time also holds B's scaled output and the sum besides the base output (tokens x 2 out)."""
+    layers = 1 if s.checkpointing else counts.num_layers
+    cast = 4 if compute != 4 else 0
+    dropout = compute + 1 if s.lora_dropout else 0
+    targets = _lora_linears(s, counts)
+    saved = sum(s.lora_r * compute + x.in_features * (cast + dropout) for x in targets)
+    transient = max((2 * x.out_features * compute for x in targets), default=0)
+    return s.tokens * (layers * saved + transient)

@@ -24,6 +24,7 @@ class Settings:
     seq_len: int = 0
     lora_r: int = 0
     lora_targets: str | tuple[str, ...] = ()
+    lora_dropout: float = 0.0
     quant_bits: int = 16  # lora_sft: 4 or 8 with load_in_4bit/8bit (bitsandbytes), else 16 (the base as stored)
     upcast_unquantized: bool = False  # PEFT's prepare_model_for_kbit_training casts the rest to float32
     osft: bool = False
@@ -83,6 +84,7 @@ def settings_of(spec: TrainingSpec, checkpoint_dtype: str, gpus_per_node: int, n
         micro_batch=micro,
         seq_len=seq_len,
         lora_r=p.get("lora_r", 16),
+        lora_dropout=float(p.get("lora_dropout") or 0.0),
         lora_targets=tuple(p["target_modules"]) if p.get("target_modules") else "all-linear",
         quant_bits=bits,
         upcast_unquantized=bits < 16 and spec.backend in ("peft", "trl"),

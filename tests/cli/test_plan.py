@@ -28,8 +28,8 @@ def test_plan_refuses_70b_sft_on_8_gpus_of_80_gib_after_printing_the_plan(tmp_pa
         r"memory plan: needs \d+\.\d GiB per GPU, has 80\.0 GiB \(.*\) \(.*max_tokens_per_gpu to \d+.*\)", refusal
     )
     # the README's example (Memory plan)
-    assert refusal.startswith("memory plan: needs 263.5 GiB per GPU, has 80.0 GiB (")
-    suggested = "(use fsdp_options.sharding_strategy FULL_SHARD on 2 node(s) of 8 GPUs and set max_tokens_per_gpu to 11520, "
+    assert refusal.startswith("memory plan: needs 246.8 GiB per GPU, has 80.0 GiB (")
+    suggested = "(use fsdp_options.sharding_strategy FULL_SHARD on 2 node(s) of 8 GPUs and set max_tokens_per_gpu to 14592, "
     assert suggested in refusal
 
 
