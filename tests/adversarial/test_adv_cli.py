@@ -553,7 +553,7 @@ def _usage(command: str, error: str, arguments: str = " [OPTIONS]") -> list[str]
         (["validate"], _usage("validate", "Missing argument 'spec'.", " [OPTIONS] {spec}")),
         (["prepare"], _usage("prepare", "Missing argument 'data'.", " [OPTIONS] {data}")),
         (["verify"], _usage("verify", "Missing argument 'uri'.", " [OPTIONS] {uri}")),
-        (["validate", "--bogus", "ok.json"], _usage("validate", "No such option: --bogus", " [OPTIONS] {spec}")),
+        (["validate", "--zzz-unknown", "ok.json"], _usage("validate", "No such option: --zzz-unknown", " [OPTIONS] {spec}")),
         (
             ["prepare", "x", "--seed", "abc"],
             _usage(
