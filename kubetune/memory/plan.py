@@ -107,10 +107,10 @@ def _at_the_loss(s: Settings, shape: ModelShape, counts: Counts, compute: int, h
 
 def _in_the_layers(s: Settings, shape: ModelShape, counts: Counts, compute: int, every: int, own: list[Part]) -> list[Part]:
     """The decoder layers' backward, last layer first: the logits are gone; each layer's saved activations are freed
-    as its gradients are made, so the activations traced without a loss head (every layer's, as at the start) and
+    as its gradients are made, so the activations traced while the decoder model runs backward (at their peak) and
     every gradient (as at the end) bound each moment, with what the backend's own layers save (OSFT, LoRA)."""
-    trace = trace_activations(shape, s.tokens, s.compute_dtype, s.checkpointing, True)
-    how = f"in the layers' backward: traced without the loss head, extrapolated to {counts.num_layers} layers"
+    trace = trace_activations(shape, s.tokens, s.compute_dtype, s.checkpointing, s.liger, in_layers=True)
+    how = f"in the layers' backward: traced, extrapolated to {counts.num_layers} layers"
     return [Part("gradients", every, COMPUTED, "every gradient"), Part("activations", trace.total, TRACED, how), *own]
 
 

@@ -121,14 +121,18 @@ def _count(config_json: str, num_layers: int) -> Counts:
     return Counts(num_layers, per_layer, total - per_layer, linears)
 
 
-def trace_activations(shape: ModelShape, tokens: int, dtype: str, checkpointing: bool, fused_loss: bool) -> ActivationTrace:
+def trace_activations(
+    shape: ModelShape, tokens: int, dtype: str, checkpointing: bool, fused_loss: bool, in_layers: bool = False
+) -> ActivationTrace:
     """The activations of one forward and backward pass over ``tokens`` tokens (one packed sequence, as the
     backends' padding-free batches are) in ``dtype``; ``checkpointing``: each decoder layer recomputed in the
-    backward pass (its input kept); ``fused_loss``: no logits materialised (the loss head is left to the caller)."""
-    key, layers = json.dumps(shape.config, sort_keys=True), shape.num_layers
+    backward pass (its input kept); ``fused_loss``: no logits materialised (the loss head is left to the caller);
+    ``in_layers``: the peak while the decoder model (embeddings, layers, norm) runs backward, the loss head's done."""
+    key, layers, pick = json.dumps(shape.config, sort_keys=True), shape.num_layers, int(in_layers)
     if layers in TRACED_LAYERS:  # traced whole: the one copy the extrapolation would end at
-        return ActivationTrace(fixed=_peak(key, layers, tokens, dtype, checkpointing, fused_loss), per_layer=0, num_layers=layers)
-    one, two = (_peak(key, n, tokens, dtype, checkpointing, fused_loss) for n in TRACED_LAYERS)
+        whole = _peak(key, layers, tokens, dtype, checkpointing, fused_loss)[pick]
+        return ActivationTrace(fixed=whole, per_layer=0, num_layers=layers)
+    one, two = (_peak(key, n, tokens, dtype, checkpointing, fused_loss)[pick] for n in TRACED_LAYERS)
     return ActivationTrace(fixed=2 * one - two, per_layer=two - one, num_layers=layers)
 
 
@@ -162,11 +166,12 @@ def _register_attention() -> None:
 
 
 @functools.lru_cache(maxsize=64)
-def _peak(config_json: str, layers: int, tokens: int, dtype: str, checkpointing: bool, fused_loss: bool) -> int:
-    """Peak bytes above the parameters of one traced step of a ``layers``-layer copy."""
+def _peak(config_json: str, layers: int, tokens: int, dtype: str, checkpointing: bool, fused_loss: bool) -> tuple[int, int]:
+    """Peak bytes above the parameters of one traced step of a ``layers``-layer copy: over the whole step, and while
+    the decoder model (``model.base_model``) runs backward."""
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
-    from torch.distributed._tools.mem_tracker import MemTracker
+    from torch.distributed._tools.mem_tracker import MemTracker, _ModState
 
     config = _config(config_json, layers)
     _register_attention()
@@ -190,5 +195,10 @@ def _peak(config_json: str, layers: int, tokens: int, dtype: str, checkpointing:
             else:
                 model(input_ids=ids, labels=ids).loss.backward()
         peaks = tracker.get_tracker_snapshot("peak")
-    kept = {"Parameter", "Buffer", "Gradient"}
-    return sum(v for device in peaks.values() for k, v in device.items() if str(getattr(k, "value", k)) not in kept | {"Total"})
+        in_layers = tracker.memory_tracking[model.base_model].snapshots.get(_ModState.PEAK_BW) or [peaks]
+    kept = {"Parameter", "Buffer", "Gradient", "Total"}
+    above = [
+        sum(v for device in s.values() for k, v in device.items() if str(getattr(k, "value", k)) not in kept)
+        for s in (peaks, in_layers[-1])
+    ]
+    return above[0], above[1]
