@@ -92,7 +92,8 @@ def test_a_suggested_value_fits_when_planned_again(model, algorithm, tokens, gib
         assert plan_memory(least, SHAPES[model], gpus, nodes).total_gib > gib
         return
     if hint.startswith("a method that needs less memory"):
-        lora = spec("lora_sft", load_in_4bit=True, micro_batch_size=1, max_seq_len=2048 if algorithm != "lora_sft" else tokens // 8)
+        seq_len = 2048 if algorithm != "lora_sft" else tokens // 8
+        lora = spec("lora_sft", load_in_4bit=True, micro_batch_size=1, max_seq_len=seq_len)
         assert plan_memory(lora, SHAPES[model], 2).total_gib <= gib
         return
     changed = _suggested(hint)
