@@ -15,7 +15,7 @@ Model = Annotated[
 ]
 Gpus = Annotated[int, typer.Option(min=1, help="GPUs per node (one training process each).")]
 Nnodes = Annotated[int, typer.Option(min=1, help="Nodes.")]
-GpuMemory = Annotated[float | None, typer.Option("--gpu-memory", min=0.0, help="Memory of one GPU in GiB.")]
+GpuMemory = Annotated[float | None, typer.Option("--gpu-memory", min=0.0, max=1e6, help="Memory of one GPU in GiB.")]
 AcceleratorType = Annotated[
     str,
     typer.Option(help="The GPUs' resource name or product (nvidia.com/mig-3g.40gb, NVIDIA-H100-80GB-HBM3), for their memory."),

@@ -255,7 +255,8 @@ def _lora_rows(s: Settings, counts: Counts, store: int, compute: int, notes: lis
     else:
         base, how = counts.total * store, f"{counts.total / 1e9:.2f}B x {store} B"
     if not _lora_linears(s, counts):
-        notes.append(f"no linear layer matches target_modules {list(s.lora_targets)}: no adapter planned")
+        targets = s.lora_targets if isinstance(s.lora_targets, str) else list(s.lora_targets)
+        notes.append(f"no linear layer matches target_modules {targets!r}: no adapter planned")
     rows = [
         Part("parameters", base + adapters * 4, COMPUTED, f"base: {how}; adapters float32"),
         Part("optimizer", adapters * 4 * ADAM_STATES, COMPUTED, f"AdamW: adapters ({adapters / 1e6:.1f}M, float32)"),

@@ -39,3 +39,11 @@ def test_validate_with_a_model_plans_and_passes_a_spec_that_fits(tmp_path):
     result = run("validate", spec, "--pipeline", "--model", CONFIGS / "llama-3.2-1b.json", "--gpu-memory", 80)
     assert result.exit_code == 0, result.output
     assert "Fits: needs" in result.output and '"algorithm": "sft"' in result.output
+
+
+def test_a_gpu_memory_that_is_not_a_size_is_a_usage_error_naming_the_option(tmp_path):
+    spec = tmp_path / "sft.json"
+    spec.write_text(json.dumps(SFT))
+    for value in ("inf", "nan", "-1"):
+        result = run("plan", spec, "--model", "kubetune://tiny-llama", "--gpu-memory", value)
+        assert result.exit_code == 2 and "--gpu-memory" in result.output, (value, result.output)

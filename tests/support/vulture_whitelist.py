@@ -54,3 +54,11 @@ _.__annotations__
 
 # a diagnostic kept for its test: which torch.cuda call sites CPU mode does not cover (tests/backends/test_cpu_mode.py)
 missing_sites  # kubetune/backends/cpu_mode.py
+
+# a file-like protocol method boto3 calls (the hashing reader must not be rewound): checkpoint_mirror/remote.py
+_.seekable
+# config attributes transformers reads when the trace builds a reduced-depth model: memory/trace.py
+_.num_hidden_layers
+_.use_cache
+# a shape helper kept for its test (the real-step comparison builds a 4-layer copy): tests/memory/test_trace_vs_real.py
+with_layers  # kubetune/memory/trace.py
