@@ -391,11 +391,28 @@ def test_in_cluster_the_pods_service_account_is_used(tmp_path, monkeypatch):
     assert configuration.api_key["authorization"].lower() == "bearer service-account-token"
 
 
+def start_nodes(trainer: dict) -> list[subprocess.Popen]:
+    """Start the TrainJob's container command and args on each of its nodes, with the torch runtime's PET_* variables,
+    as the Trainer would."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [str(Path(sys.executable).parent / trainer["command"][0]), *trainer["command"][1:], *trainer["args"]]
+    nodes = []
+    for rank in range(trainer["numNodes"]):
+        env = {**os.environ, "PET_NNODES": str(trainer["numNodes"]), "PET_NODE_RANK": str(rank),
+               "PET_NPROC_PER_NODE": str(trainer["numProcPerNode"]), "PET_MASTER_ADDR": "127.0.0.1",
+               "PET_MASTER_PORT": str(port)}  # fmt: skip
+        nodes.append(subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    return nodes
+
+
 @pytest.mark.slow
 def test_a_two_node_lora_trainjob_runs_its_submitted_command_on_this_cpu(tmp_path, kube_api, tiny_model):
     """The stand-in runs the TrainJob it receives as the Trainer would: the container's command and args on
     every node, with the PET_* variables of the torch runtime (two processes here, DDP over gloo)."""
-    import socket
 
     from kubetune.steps.prepare import prepare
 
@@ -409,15 +426,7 @@ def test_a_two_node_lora_trainjob_runs_its_submitted_command_on_this_cpu(tmp_pat
     def cluster(job: dict, gets: int) -> str:
         trainer = job["spec"]["trainer"]
         if not nodes:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                port = s.getsockname()[1]
-            command = [str(Path(sys.executable).parent / trainer["command"][0]), *trainer["command"][1:], *trainer["args"]]
-            for rank in range(trainer["numNodes"]):
-                env = {**os.environ, "PET_NNODES": str(trainer["numNodes"]), "PET_NODE_RANK": str(rank),
-                       "PET_NPROC_PER_NODE": str(trainer["numProcPerNode"]), "PET_MASTER_ADDR": "127.0.0.1",
-                       "PET_MASTER_PORT": str(port)}  # fmt: skip
-                nodes.append(subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            nodes.extend(start_nodes(trainer))
             return "queued"
         if any(n.poll() is None for n in nodes):
             return "running"

@@ -7,14 +7,12 @@ The stand-in cluster runs the submitted container command as the Trainer would (
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from components.train.tests.test_trainjob import settings
+from components.train.tests.test_trainjob import settings, start_nodes
 from kubetune.cluster.launch import launch
 from kubetune.cluster.watch import KubeApi, Limits
 from kubetune.contract import TrainingSpec
@@ -55,13 +53,7 @@ def test_a_sigterm_to_a_lora_trainjob_node_stops_its_workers_with_their_save(tmp
     def cluster(job: dict, gets: int) -> str:
         trainer = job["spec"]["trainer"]
         if not nodes:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                port = s.getsockname()[1]
-            command = [str(Path(sys.executable).parent / trainer["command"][0]), *trainer["command"][1:], *trainer["args"]]
-            env = {**os.environ, "PET_NNODES": "1", "PET_NODE_RANK": "0", "PET_MASTER_ADDR": "127.0.0.1",
-                   "PET_NPROC_PER_NODE": str(trainer["numProcPerNode"]), "PET_MASTER_PORT": str(port)}  # fmt: skip
-            nodes.append(subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            nodes.extend(start_nodes(trainer))  # one node (nnodes=1)
             return "queued"
         node = nodes[0]
         if node.poll() is None:
