@@ -1,4 +1,4 @@
-"""Model export to a local/PVC directory or to S3: staged, checksummed, then published whole.
+"""Model export to a local/PVC directory, to S3 or as an OCI modelcar: staged, checksummed, then published whole.
 
 The model is written to a staging directory (full model; LoRA adapter alone or merged into its base, in
 safetensors; tokenizer and chat template; the training spec, loss curve and a model card) with
@@ -15,6 +15,9 @@ here), whatever the spec's ``model_path`` said (``trained_spec``). The export is
   into place; leftover staging and old directories of that destination are deleted.
 - S3 (``publish.py``): a journal under ``prefix/.kubetune-staging/<run>/`` makes every in-between state
   explicit; a failed or killed run is rolled back to the previous export (see that module).
+- OCI (``oci://registry/repository:tag``, ``kubetune.oci``): the staged export, manifest included, is packed under
+  ``/models`` on a base image and pushed; the tag moves only once every blob is in the registry, and the pushed
+  digest is checked. The result's ``uri`` pins the image by digest, ``tag`` is the reference pushed.
 
 A reader treats the model as present only when ``manifest.json`` exists and matches (``verify``).
 
@@ -53,6 +56,9 @@ from kubetune.checkpoints import problem as checkpoint_problem
 from kubetune.contract import TrainingSpec
 from kubetune.errors import KubetuneError, Problem
 from kubetune.files import SYSTEM_FOLDERS, staging_dir, umask_modes
+from kubetune.oci.modelcar import check_tag, push_modelcar
+from kubetune.oci.reference import SCHEME as OCI
+from kubetune.oci.reference import parse as parse_oci
 from kubetune.runtime import resolve_model
 from kubetune.s3 import client, public_uri
 from kubetune.steps.curve import LossCurve
@@ -161,6 +167,9 @@ def check_destination(
     if destination.startswith("s3://"):
         check_s3_destination(destination, overwrite)
         return
+    if destination.startswith(OCI):
+        check_tag(parse_oci(destination), overwrite)
+        return
     target = place(destination, source, protect)
     if overwrite or not os.path.lexists(target):
         return
@@ -185,9 +194,9 @@ NO_FILES = ("/proc", "/sys")  # kernel views: nothing can be exported there
 def place(destination: str, source: Path | None = None, protect: dict[str, Path] | None = None) -> Path:
     """The local destination, resolved; refused (``overwrite`` or not) where an export cannot or must not go."""
     if not destination.strip():
-        raise refuse("destination", "is empty: give a directory or s3://bucket/prefix")
+        raise refuse("destination", f"is empty: give a directory, s3://bucket/prefix or {OCI}registry/repository:tag")
     if (scheme := SCHEME.match(destination)) and destination[scheme.end() :].startswith("//"):
-        message = f"{scheme.group(1)}:// is not an export destination: give a directory or s3://bucket/prefix"
+        message = f"{scheme.group(1)}:// is not an export destination: give a directory, s3://bucket/prefix or {OCI}..."
         raise refuse(destination, message)
     if os.path.islink(destination) and not os.path.exists(destination):
         raise refuse(destination, f"is a symbolic link to {os.readlink(destination)}, which does not exist")
@@ -362,6 +371,7 @@ class ExportedModel(BaseModel):
     files: int | None = None
     bytes: int | None = None
     base_model: str | None = None  # the base model the card names, where known
+    tag: str | None = None  # OCI: the oci://registry/repository:tag pushed; ``uri`` is oci://...@sha256:...
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, Any]) -> ExportedModel:
@@ -383,6 +393,7 @@ class ExportResult:
     card: str
     checkpoint: str  # relative to the trained model's root in ``export_step``
     base_model: str | None = None  # the base model the card names, where known
+    tag: str | None = None  # OCI: the reference pushed (``uri`` pins the image by digest)
 
     def location(self) -> ExportedModel:
         return ExportedModel(**{name: getattr(self, name) for name in ExportedModel.model_fields})
@@ -430,8 +441,8 @@ def model_card(facts: CardFacts, kind: str, checkpoint: str) -> str:
 
 
 def preflight(destination: str) -> None:
-    """Fail before any bytes move: a writable local directory (S3: ``check_destination`` reached the bucket)."""
-    if destination.startswith("s3://"):
+    """Fail before any bytes move: a writable local directory (S3, OCI: ``check_destination`` reached the bucket/registry)."""
+    if destination.startswith(("s3://", OCI)):
         return
     parent = Path(destination).resolve().parent
     try:
@@ -451,8 +462,10 @@ def export(
     training_root: str | Path | None = None,
     run_id: str | None = None,
     overwrite: bool = False,
+    base_image: str = "",
 ) -> ExportResult:
-    """Export the checkpoint ``source`` to ``destination`` (a directory or ``s3://bucket/prefix``).
+    """Export the checkpoint ``source`` to ``destination`` (a directory, ``s3://bucket/prefix`` or
+    ``oci://registry/repository:tag``, a modelcar on ``base_image``).
 
     A LoRA adapter that is merged needs its base model: its recorded path, ``base_model``, or the
     ``base/`` copy in ``training_root``. ``overwrite``: see ``check_destination``; without it a destination
@@ -463,11 +476,14 @@ def export(
         raise KubetuneError([Problem(str(source), "is not a model directory")], "cannot export")
     if damaged := checkpoint_problem(source):  # a half-written checkpoint is never published as a model
         raise KubetuneError([Problem(str(source), f"is not a complete checkpoint: {damaged}")], "cannot export")
-    to_s3 = destination.startswith("s3://")
-    s3 = remote = None
+    to_s3, to_oci = destination.startswith("s3://"), destination.startswith(OCI)
+    s3 = remote = oci = pushed = None
     if to_s3:  # one client and one listing for the whole export
         s3 = client()
         remote = check_s3_destination(destination, overwrite, s3)
+    elif to_oci:
+        oci = parse_oci(destination)
+        check_tag(oci, overwrite)
     else:
         check_destination(destination, overwrite, source)
     base = (
@@ -476,7 +492,7 @@ def export(
     preflight(destination)
     start = time.perf_counter()
     run_id = run_id or secrets.token_hex(4)
-    if to_s3:
+    if to_s3 or to_oci:
         staging = staging_dir(tempfile.gettempdir(), ".export-staging-")
     else:
         target = Path(destination).resolve()
@@ -484,7 +500,7 @@ def export(
             check_destination(destination, overwrite, source)
         staging = target.parent / f".export-staging-{secrets.token_hex(4)}-{target.name}"
     try:
-        if not to_s3:
+        if not (to_s3 or to_oci):
             staging.mkdir()  # the umask's modes
         kind = materialize(source, staging, merge, base)
         for name, path in (extra_files or {}).items():
@@ -501,7 +517,10 @@ def export(
                 shutil.copy2(path, staging / name)
             manifest = write_manifest(staging, kind)  # last, in the staging directory nobody reads
             umask_modes(staging)  # copies keep the checkpoint's modes: a serving pod must read them
-            publish_local(staging, target)
+            if oci:
+                pushed = push_modelcar(staging, oci, base_image)
+            else:
+                publish_local(staging, target)
             skipped = 0
     except OSError as e:
         where = e.filename or destination
@@ -515,7 +534,7 @@ def export(
     seconds = time.perf_counter() - start
     size = sum(f["bytes"] for f in manifest["files"].values())
     return ExportResult(
-        uri=destination,
+        uri=pushed.uri if pushed else destination,
         kind=kind,
         files=len(manifest["files"]) + 1,
         bytes=size,
@@ -526,6 +545,7 @@ def export(
         card=card_text,
         checkpoint=source.name,
         base_model=card.base_model if card else None,
+        tag=pushed.tag if pushed else None,
     )
 
 
@@ -548,6 +568,7 @@ def export_step(
     validation_metadata: dict | None = None,
     base_model_uri: str | None = None,
     overwrite: bool = False,
+    modelcar_base_image: str = "",
 ) -> ExportResult:
     """The pipeline's export step: pick the checkpoint, gather the card's facts, export, leave a pointer.
 
@@ -580,7 +601,9 @@ def export_step(
             extra["kubetune-spec.json"].write_text(spec.to_json())
         merging = merge and is_adapter(source)  # only a merge loads the base model: fetched (s3://) only then
         base = resolve_model(base_model_uri, workdir) if base_model_uri and merging else None
-        result = export(source, destination, merge, extra, card, base_model=base, training_root=root, overwrite=overwrite)
+        result = export(
+            source, destination, merge, extra, card, base, training_root=root, overwrite=overwrite, base_image=modelcar_base_image
+        )
     result = replace(result, checkpoint=str(source.relative_to(root)) if source != root else ".")
     if pointer_dir:  # the model lives at the destination; this artifact says where, and what it is
         pointer = Path(pointer_dir)

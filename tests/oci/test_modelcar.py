@@ -1,0 +1,116 @@
+"""OCI modelcar export against a real registry (docker-registry on 127.0.0.1): pushed, pulled back with skopeo,
+unpacked, checked against the export's manifest and loaded with transformers; refusals; registration."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from kubetune.errors import KubetuneError
+from kubetune.oci import skopeo
+from kubetune.steps.export import ExportedModel, check_destination, export
+from kubetune.steps.register import register_step
+from tests.oci.conftest import BASE_FILE, free_port, needs_tools
+
+pytestmark = needs_tools
+
+
+@pytest.fixture(scope="module")
+def pushed(tiny_model, registry, base_image):
+    """The embedded tiny model exported once to ``oci://<registry>/kubetune/tiny:1`` on the test base image."""
+    return export(tiny_model, f"oci://{registry}/kubetune/tiny:1", base_image=base_image)
+
+
+@pytest.fixture(scope="module")
+def pulled(pushed, registry, tmp_path_factory) -> Path:
+    """The pushed image pulled back by tag with skopeo into an OCI layout, its layers unpacked in order."""
+    root = tmp_path_factory.mktemp("pulled")
+    layout, rootfs = root / "layout", root / "rootfs"
+    source = f"docker://{registry}/kubetune/tiny:1"
+    subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", source, f"oci:{layout}:pulled"], check=True)
+    index = json.loads((layout / "index.json").read_text())
+    manifest = json.loads((layout / "blobs" / "sha256" / index["manifests"][0]["digest"][7:]).read_text())
+    for layer in manifest["layers"]:
+        with tarfile.open(layout / "blobs" / "sha256" / layer["digest"][7:]) as tar:
+            tar.extractall(rootfs, filter="data")  # leading "/" stripped
+    return root
+
+
+def test_the_pulled_modelcar_holds_the_export_under_models_and_loads(pushed, pulled):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    models = pulled / "rootfs" / "models"
+    manifest = json.loads((models / "manifest.json").read_text())
+    assert manifest == pushed.manifest and "model.safetensors" in manifest["files"]
+    on_disk = {p.relative_to(models).as_posix() for p in models.rglob("*") if p.is_file()}
+    assert on_disk == set(manifest["files"]) | {"manifest.json"}
+    for name, entry in manifest["files"].items():
+        data = (models / name).read_bytes()
+        assert (hashlib.sha256(data).hexdigest(), len(data)) == (entry["sha256"], entry["bytes"]), name
+    assert (pulled / "rootfs" / BASE_FILE).is_file()  # packed on the base image, whose layer comes first
+    model = AutoModelForCausalLM.from_pretrained(models)
+    assert model.config.model_type == "llama" and AutoTokenizer.from_pretrained(models).vocab_size > 0
+
+
+def test_the_result_pins_the_pushed_digest_and_the_image_is_labelled(pushed, registry):
+    raw = skopeo.inspect_raw(f"docker://{registry}/kubetune/tiny:1", registry, plain_http=True)
+    digest = f"sha256:{hashlib.sha256(raw).hexdigest()}"
+    assert pushed.uri == f"oci://{registry}/kubetune/tiny@{digest}" and pushed.tag == f"oci://{registry}/kubetune/tiny:1"
+    assert ExportedModel.from_metadata(pushed.metadata()).tag == pushed.tag
+    manifest = json.loads(raw)
+    assert manifest["annotations"]["io.kubetune.export"] == "modelcar"
+    assert all(layer["mediaType"].endswith(".tar") for layer in manifest["layers"][1:-1])  # model files: uncompressed
+    config = subprocess.run(
+        ["skopeo", "inspect", "--config", "--tls-verify=false", f"docker://{registry}/kubetune/tiny:1"],
+        check=True,
+        capture_output=True,
+    )
+    assert json.loads(config.stdout)["config"]["Labels"]["io.kubetune.export"] == "modelcar"
+    check_destination(pushed.tag)  # a tag holding a kubetune modelcar is exported to again without overwrite
+
+
+def test_registration_records_the_oci_uri_with_its_digest(pushed, model_registry):
+    register_step(ExportedModel.from_metadata(pushed.metadata()), None, None, model_registry.url, "tiny", "v1")
+    (artifact,) = [r["body"] for r in model_registry.requests if r["method"] == "POST" and r["path"].endswith("/artifacts")]
+    assert artifact["uri"] == pushed.uri and "@sha256:" in artifact["uri"]
+
+
+def test_a_tag_holding_another_image_is_refused_unless_overwrite(registry, base_image):
+    subprocess.run(
+        ["skopeo", "copy", "--quiet", "--all", "--src-tls-verify=false", "--dest-tls-verify=false",
+         f"docker://{base_image}", f"docker://{registry}/kubetune/foreign:1"],
+        check=True,
+    )  # fmt: skip
+    foreign = f"oci://{registry}/kubetune/foreign:1"
+    with pytest.raises(KubetuneError, match=f"{foreign}: holds an image that kubetune did not push"):
+        check_destination(foreign)
+    check_destination(foreign, overwrite=True)
+    check_destination(f"oci://{registry}/kubetune/new:1")  # an absent tag
+
+
+def test_a_credential_in_the_reference_is_refused_without_being_shown(registry, tiny_model):
+    with pytest.raises(KubetuneError) as info:
+        export(tiny_model, f"oci://robot:s3cr3t-pass@{registry}/kubetune/tiny:2")
+    text = str(info.value)
+    assert "holds a credential" in text and "s3cr3t" not in text and "robot" not in text and registry in text
+
+
+def test_an_unreachable_registry_is_one_line_naming_the_host(tiny_model):
+    from kubetune.errors import outcome
+
+    host = f"127.0.0.1:{free_port()}"
+    with pytest.raises(KubetuneError) as info:
+        export(tiny_model, f"oci://{host}/kubetune/tiny:1")
+    code, text = outcome(info.value)
+    assert code == 2 and text.startswith(f"{host}: is unreachable") and "\n" not in text and "connection refused" in text
+
+
+def test_a_missing_base_image_is_refused_by_name(tiny_model, registry):
+    with pytest.raises(KubetuneError, match=rf"modelcar_base_image: {registry}/base/absent:1 is not there"):
+        export(tiny_model, f"oci://{registry}/kubetune/tiny:3", base_image=f"{registry}/base/absent:1")
+    assert skopeo.inspect_raw(f"docker://{registry}/kubetune/tiny:3", registry, plain_http=True) is None
