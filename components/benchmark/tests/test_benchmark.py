@@ -1,0 +1,108 @@
+"""The benchmark component as kfp.local runs it (a task of a pipeline, importers feeding it), and its refusals in a
+subprocess, as a pod ends it: one report, exit 2."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from kfp import dsl
+
+from kubetune.benchmark.results import BenchmarkResults
+from kubetune.components.benchmark.component import benchmark_model
+
+LIMIT = 6
+
+
+@dsl.pipeline
+def benchmark_alone(trained: str, validation: str, base: str):
+    model = dsl.importer(artifact_uri=trained, artifact_class=dsl.Model).output
+    data = dsl.importer(artifact_uri=validation, artifact_class=dsl.Dataset).output
+    benchmark_model(
+        trained_model=model,
+        checkpoint="final",
+        validation_data=data,
+        model_uri=base,
+        benchmark_tasks="held_out",
+        benchmark_limit=LIMIT,
+    )
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, tiny_model, prepared_validation):
+    """One kfp.local run: the tiny model as the base, a copy with halved output logits as the fine-tuned checkpoint."""
+    import torch
+    from kfp import local
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    root = tmp_path_factory.mktemp("benchmark-component")
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(0.5)  # a random model's loss falls with a smaller logit scale (tests/evaluate)
+    model.save_pretrained(root / "trained" / "final")
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(root / "trained" / "final")
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root / "pipeline-root"))
+    benchmark_alone(trained=str(root / "trained"), validation=str(prepared_validation(24)), base=str(tiny_model))
+    (task,) = (p for p in (root / "pipeline-root").glob("*/benchmark-model"))
+    return task
+
+
+def test_kfp_local_task_writes_results_report_and_metrics(run):
+    results = BenchmarkResults.read(run / "results")
+    assert results.ran and [t.name for t in results.tasks] == ["held_out_loglikelihood", "held_out_exact_match"]
+    loglikelihood = results.tasks[0]
+    assert loglikelihood.metric == "bits_per_byte" and not loglikelihood.higher_is_better
+    assert loglikelihood.tuned < loglikelihood.base and loglikelihood.delta == pytest.approx(
+        loglikelihood.base - loglikelihood.tuned
+    )
+    assert all(t.documents == LIMIT for t in results.tasks)
+    assert results.delta == pytest.approx(sum(t.delta for t in results.tasks) / 2)
+    assert results.forgetting == max(0.0, *(-t.delta for t in results.tasks))
+    report = (run / "report").read_text()
+    assert f"| held_out_loglikelihood | bits_per_byte ↓ | {loglikelihood.base:.4g} | {loglikelihood.tuned:.4g} |" in report
+    assert "apply_chat_template=True" in report and f"limit={LIMIT}" in report
+    output = json.loads((run / "executor_output.json").read_text())
+    (metrics,) = output["artifacts"]["metrics"]["artifacts"]
+    assert metrics["metadata"]["held_out_loglikelihood_base"] == pytest.approx(loglikelihood.base)
+    assert metrics["metadata"]["held_out_loglikelihood_tuned"] == pytest.approx(loglikelihood.tuned)
+    assert metrics["metadata"]["benchmark_delta"] == pytest.approx(results.delta)
+    assert metrics["metadata"]["forgetting"] == pytest.approx(results.forgetting)
+
+
+STEP = """
+import sys
+from kfp.dsl import Artifact
+from kubetune.components.benchmark.component import benchmark_model
+out, tasks, limit = sys.argv[1], sys.argv[2], int(sys.argv[3])
+artifact = lambda name: Artifact(name=name, uri=out + "/" + name, metadata={})
+benchmark_model.python_func(trained_model=artifact("trained"), checkpoint="final", validation_data=artifact("validation"),
+    results=artifact("results"), report=artifact("report"), metrics=artifact("metrics"), benchmark_tasks=tasks,
+    benchmark_limit=limit)
+"""
+
+
+def step(tmp_path: Path, tasks: str, limit: int) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", STEP, str(tmp_path), tasks, str(limit)], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_an_unknown_task_a_negative_limit_and_a_missing_checkpoint_are_refused_together_exit_2(tmp_path):
+    done = step(tmp_path, "held_out, hellaswg", -1)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "invalid benchmark: 3 problem(s)",
+        "  - benchmark_limit: must be 0 (every document) or more, got -1",
+        "  - benchmark_tasks: unknown lm-eval task 'hellaswg' (did you mean 'hellaswag'?)",
+        f"  - checkpoint: 'final' is not a folder of {tmp_path / 'trained'}",
+    ]
+    assert not (tmp_path / "results").exists()
+
+
+def test_no_tasks_is_not_run_and_says_so(tmp_path):
+    done = step(tmp_path, " , ", 0)
+    assert done.returncode == 0, done.stderr
+    results = BenchmarkResults.read(tmp_path / "results")
+    assert not results.ran and results.delta is None and results.forgetting is None and results.metrics() == {}
+    assert "Not run: `benchmark_tasks` is empty" in (tmp_path / "report").read_text()

@@ -1,0 +1,162 @@
+"""Runs lm-eval (``simple_evaluate``, the ``hf`` model type) on one model and reads each task's primary score.
+
+The chat template is applied (``apply_chat_template=True``), zero-shot, greedy; cuda when present, else cpu
+(float32). A LoRA adapter is loaded with lm-eval's own ``peft=`` on its base. Only the held-out tasks run
+offline (HF_HUB_OFFLINE, HF_DATASETS_OFFLINE); lm-eval's logging and progress bars are held back
+(shown when it fails).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from kubetune.benchmark.tasks import HELD_OUT, limit_problems, name_problems
+from kubetune.console import say
+from kubetune.errors import KubetuneError, Problem
+
+TAIL = 4000  # characters of held-back output shown when lm-eval fails
+QUIET = ("lm_eval", "lm-eval", "transformers", "datasets", "evaluate", "accelerate", "peft", "filelock", "httpx")
+
+
+@dataclass(frozen=True)
+class Score:
+    """A task's primary metric (the first of its metric list) on one model."""
+
+    metric: str
+    higher_is_better: bool
+    value: float
+    documents: int
+
+
+@dataclass(frozen=True)
+class ModelUnderTest:
+    label: str  # base, tuned
+    pretrained: str  # a model directory or hub id
+    adapter: str | None = None  # a LoRA adapter directory, loaded on ``pretrained``
+
+    def model_args(self, device: str) -> dict[str, str]:
+        args = {"pretrained": self.pretrained, "dtype": "bfloat16" if device == "cuda" else "float32"}
+        return args | ({"peft": self.adapter} if self.adapter else {})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How every model is run: the task names as lm-eval knows them, the include path, limit, device, batch size."""
+
+    tasks: list[str]
+    include_path: Path | None
+    limit: int | None
+    device: str
+    batch_size: int
+    offline: bool
+
+    def described(self) -> dict[str, object]:
+        from importlib.metadata import version
+
+        return {
+            "lm_eval": version("lm-eval"),
+            "model": "hf",
+            "apply_chat_template": True,
+            "num_fewshot": 0,
+            "limit": self.limit or "all",
+            "device": self.device,
+            "batch_size": self.batch_size,
+        }
+
+
+def check(names: list[str], limit: int, more: list[Problem] = ()) -> None:
+    """Refuse a negative limit and unknown task names (lm-eval's index is read only when a name other than held_out
+    is given: about 15 s), with ``more`` problems found by the caller, all in one report."""
+    problems = limit_problems(limit)
+    named = [n for n in names if n != HELD_OUT]
+    if named:
+        from lm_eval.tasks import TaskManager
+
+        with quiet():
+            problems += name_problems(named, TaskManager().all_tasks)
+    if problems := [*problems, *more]:
+        raise KubetuneError(problems, "invalid benchmark")
+
+
+def settings(names: list[str], include_path: Path | None, limit: int) -> Settings:
+    """How to run the (checked) tasks: cuda when present, else cpu."""
+    import torch
+
+    named = [n for n in names if n != HELD_OUT]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return Settings(named, include_path, limit or None, device, 16 if device == "cuda" else 4, offline=not named)
+
+
+def evaluate(model: ModelUnderTest, tasks: list[str], how: Settings) -> dict[str, Score]:
+    """Each task's primary score for ``model`` (groups by their aggregate), with one line of ours."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    started = time.monotonic()
+    with quiet(offline=how.offline):
+        manager = TaskManager(include_path=str(how.include_path) if how.include_path else None, include_defaults=bool(how.tasks))
+        out = lm_eval.simple_evaluate(
+            model="hf",
+            model_args=model.model_args(how.device),
+            tasks=tasks,
+            task_manager=manager,
+            limit=how.limit,
+            apply_chat_template=True,
+            batch_size=how.batch_size,
+            device=how.device,
+            log_samples=False,
+            bootstrap_iters=0,
+        )
+    scores = {name: primary(name, out) for name in tasks}
+    summary = ", ".join(f"{name} {s.metric} {s.value:.4g}" for name, s in scores.items())
+    seconds = time.monotonic() - started
+    say(f"[kubetune] benchmark {model.label} ({model.adapter or model.pretrained}): {summary} in {seconds:.1f} s")
+    return scores
+
+
+def primary(name: str, out: dict) -> Score:
+    """The first metric of task ``name`` in lm-eval's output (its metric list's order), with its direction."""
+    row = out["results"][name]
+    config = out.get("configs", {}).get(name, {})
+    listed = [m["metric"] for m in config.get("metric_list", [])]
+    keys = [k for k in row if "," in k and "_stderr" not in k and isinstance(row[k], int | float)]
+    key = next((k for m in listed for k in keys if k.split(",")[0] == m), keys[0])
+    metric = key.split(",")[0]
+    higher = out.get("higher_is_better", {}).get(name, {}).get(metric, True)
+    documents = out.get("n-samples", {}).get(name, {}).get("effective", 0)
+    return Score(metric, bool(higher), float(row[key]), int(documents))
+
+
+@contextlib.contextmanager
+def quiet(offline: bool = False) -> Iterator[None]:
+    """lm-eval's and transformers' chatter (logs at INFO, progress bars: stderr) held back, and shown only when the
+    block fails; the hub and datasets offline when asked."""
+    names = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"} if offline else {}
+    saved_env = {k: os.environ.get(k) for k in names}
+    saved_levels = {n: logging.getLogger(n).level for n in QUIET}
+    os.environ.update(names)
+    for n in QUIET:
+        logging.getLogger(n).setLevel(logging.WARNING)
+    held = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(held):
+            yield
+    except BaseException:
+        sys.stderr.write(held.getvalue()[-TAIL:])
+        raise
+    finally:
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        for n, level in saved_levels.items():
+            logging.getLogger(n).setLevel(level)
