@@ -194,9 +194,9 @@ NO_FILES = ("/proc", "/sys")  # kernel views: nothing can be exported there
 def place(destination: str, source: Path | None = None, protect: dict[str, Path] | None = None) -> Path:
     """The local destination, resolved; refused (``overwrite`` or not) where an export cannot or must not go."""
     if not destination.strip():
-        raise refuse("destination", f"is empty: give a directory, s3://bucket/prefix or {OCI}registry/repository:tag")
+        raise refuse("destination", "is empty: give a directory or s3://bucket/prefix")
     if (scheme := SCHEME.match(destination)) and destination[scheme.end() :].startswith("//"):
-        message = f"{scheme.group(1)}:// is not an export destination: give a directory, s3://bucket/prefix or {OCI}..."
+        message = f"{scheme.group(1)}:// is not an export destination: give a directory or s3://bucket/prefix"
         raise refuse(destination, message)
     if os.path.islink(destination) and not os.path.exists(destination):
         raise refuse(destination, f"is a symbolic link to {os.readlink(destination)}, which does not exist")
