@@ -150,7 +150,7 @@ class FaultyProxy(LoopbackServer):
                     self.wfile.write(data)
                 conn.close()
 
-            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_PATCH = _handle  # PATCH: an OCI registry's blob upload
 
         super().__init__(Handler)
 
