@@ -1,4 +1,5 @@
-"""The ``finetune`` pipeline: validate kwargs → prepare data → train → evaluate → export → register (optional).
+"""The ``finetune`` pipeline: validate kwargs → prepare data → train → evaluate → promotion gate → export →
+register (optional); a model the gate refuses is neither exported nor registered, and the ``model`` output says why.
 
 Its defaults are the embedded default (a tiny generated model and the bundled sample data), so it runs
 end to end on a laptop CPU with ``kubetune run-local``.
@@ -7,10 +8,11 @@ end to end on a laptop CPU with ``kubetune run-local``.
 from typing import NamedTuple
 
 from kfp import dsl, kubernetes
-from kfp.dsl import HTML, Artifact, Metrics, Model
+from kfp.dsl import HTML, Artifact, Markdown, Metrics, Model
 
 from kubetune.components.evaluate.component import evaluate_model
 from kubetune.components.export.component import export_model
+from kubetune.components.gate.component import promotion_gate, refused_model
 from kubetune.components.prepare.component import prepare_data
 from kubetune.components.register.component import register_model
 from kubetune.components.train.component import train_model, train_on_trainjob
@@ -22,7 +24,14 @@ WORKSPACE = "/workspace"  # where the workspace PVC is mounted, in the training 
 KUBECONFIG_DIR = "/var/run/kubetune/kubeconfig"  # the optional kubeconfig secret, for a launcher outside the cluster
 Outputs = NamedTuple(
     "Outputs",
-    [("model", Model), ("kwargs", Artifact), ("loss_curve", Artifact), ("eval_report", HTML), ("eval_metrics", Metrics)],
+    [
+        ("model", Model),  # the exported model, or (not promoted) a folder with only a README.md saying why
+        ("kwargs", Artifact),
+        ("loss_curve", Artifact),
+        ("eval_report", HTML),
+        ("eval_metrics", Metrics),
+        ("decision", Markdown),  # the promotion gate's decision: each threshold, the value measured, the verdict
+    ],
 )
 
 
@@ -63,6 +72,25 @@ def finetune_dag(p: dict, launcher: str = "in_pod") -> Outputs:
         **inputs_of("evaluate_model", p),
     ).set_display_name("evaluate")
     use_secrets(evaluated, "evaluate", p)
+    gate = promotion_gate(loss_curve=evaluated.outputs["loss_curve"], **inputs_of("promotion_gate", p))
+    gate.set_display_name("promotion gate").set_caching_options(False)
+    with dsl.If(gate.outputs["Output"] == True, name="promoted"):  # noqa: E712 (a KFP condition, not a Python comparison)
+        exported = export_and_register(p, kwargs, data, trained, evaluated)
+    with dsl.Else(name="not-promoted"):
+        refused = refused_model(decision=gate.outputs["decision"]).set_display_name("not promoted")
+        refused.set_caching_options(False)
+    return Outputs(
+        dsl.OneOf(exported.outputs["exported_model"], refused.outputs["model"]),
+        kwargs.outputs["kwargs_artifact"],
+        evaluated.outputs["loss_curve"],
+        evaluated.outputs["report"],
+        evaluated.outputs["metrics"],
+        gate.outputs["decision"],
+    )
+
+
+def export_and_register(p: dict, kwargs, data, trained, evaluated):
+    """The export task, and the registration when ``registry_server`` is set: what a promoted model gets."""
     exported = (
         export_model(
             trained_model=trained.outputs["trained_model"],
@@ -88,13 +116,7 @@ def finetune_dag(p: dict, launcher: str = "in_pod") -> Outputs:
         ).set_display_name("register")
         registered.set_caching_options(False)
         use_secrets(registered, "register", p)
-    return Outputs(
-        exported.outputs["exported_model"],
-        kwargs.outputs["kwargs_artifact"],
-        evaluated.outputs["loss_curve"],
-        evaluated.outputs["report"],
-        evaluated.outputs["metrics"],
-    )
+    return exported
 
 
 def trainjob_task(p: dict, kwargs, data):
@@ -117,7 +139,9 @@ def trainjob_task(p: dict, kwargs, data):
     return trained
 
 
-@dsl.pipeline(name="kubetune-finetune", description="Fine-tune an LLM: validate, prepare, train, evaluate, export, register.")
+@dsl.pipeline(
+    name="kubetune-finetune", description="Fine-tune an LLM: validate, prepare, train, evaluate, gate, export, register."
+)
 @signature("finetune", Outputs)
 def finetune(p: dict) -> Outputs:
     """``training_kwargs`` is a Training Hub call's arguments as JSON; the rest says where things are and run.

@@ -103,10 +103,19 @@ PARAMETERS = (
     P("model_uri", str, REQUIRED, "The model that was fine-tuned: its tokenizer, and the base of LoRA adapters.",
       EVALUATE_EXPORT, ("prepare_data", "evaluate_model", "export_model")),
     P("max_seq_len", int, 4096, "Longest validation sample in tokens.", EVALUATE_EXPORT, ("prepare_data",)),
+    # the benchmark (lm-eval on the base and the fine-tuned model, components/benchmark)
+    P("benchmark_tasks", str, "", "Empty: no benchmark. held_out: offline tasks built from the validation chats; "
+      "other comma-separated names are lm-eval tasks (they download their data).", FINETUNE, ("benchmark_model",)),
+    P("benchmark_limit", int, 0, "Documents per benchmark task; 0: all.", FINETUNE, ("benchmark_model",)),
+    # the promotion gate (export and registration run only for a promoted model)
+    P("promotion_gate", str, "", 'Thresholds as a JSON object, e.g. {"max_validation_loss": 2.5, "no_overfitting": true}; '
+      "also min_benchmark_delta, max_forgetting (need benchmark_tasks). Empty: always promoted.", FINETUNE,
+      ("validate_kwargs", "promotion_gate")),
     # export
     P("merge_adapter", bool, True, "LoRA: merge the adapter into the base model, or export the adapter alone.",
       PIPELINES, ("export_model",)),
-    P("export_checkpoint", str, "best", "best (lowest validation loss) or final.", PIPELINES, ("export_model",)),
+    P("export_checkpoint", str, "best", "best (lowest validation loss) or final.", PIPELINES,
+      ("export_model", "promotion_gate")),
     P("export_destination", str, "", "Empty: the Model artifact; a local/PVC path or s3://bucket/prefix.", PIPELINES,
       ("export_model",)),
     P("export_overwrite", bool, False, "Replace a destination that holds anything but a kubetune export.", PIPELINES,

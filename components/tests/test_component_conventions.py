@@ -21,7 +21,8 @@ REGENERATE = "run `python -m tests.support.component_readmes` to regenerate the 
 
 
 def test_there_are_component_folders():
-    assert {f.name for f in FOLDERS} == {"validate_spec", "prepare", "train", "evaluate", "export", "register"}
+    expected = {"validate_spec", "prepare", "train", "evaluate", "benchmark", "gate", "export", "register"}
+    assert {f.name for f in FOLDERS} == expected
 
 
 def module_level_imports(tree: ast.AST):

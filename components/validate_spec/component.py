@@ -21,6 +21,8 @@ def validate_kwargs(
     gpu_memory_gib: float = 0.0,
     accelerator_type: str = "",
     node_selector: dict = {},  # noqa: B006 (KFP reads the default; the function never changes it)
+    promotion_gate: str = "",
+    benchmark_tasks: str = "",
 ):
     """Check every kwarg against the backend's real fields, plan the GPU memory of one training step, and write the
     normalized kwargs artifact; a spec whose plan exceeds the GPUs' memory stops here (exit code 2).
@@ -41,13 +43,18 @@ def validate_kwargs(
             ``nvidia.com/gpu.product``, else no verdict.
         accelerator_type: The GPUs' extended resource name (a MIG profile names its memory).
         node_selector: The training pods' node selector.
+        promotion_gate: The promotion gate's thresholds (JSON object), checked here so that a typo or a benchmark
+            threshold without a benchmark stops the run before training.
+        benchmark_tasks: The benchmark's tasks (empty: no benchmark runs).
     """
+    from kubetune.contract.gate import check_gate
     from kubetune.errors import reported
     from kubetune.steps.validate import Placement, plan_to_markdown, validate_to_artifact
 
     placement = Placement(model_uri, gpus, nnodes, gpu_memory_gib, accelerator_type, node_selector)
     metrics = {}
     with reported():  # a mistake in the input, or a plan that does not fit, ends the step with its report
+        check_gate(promotion_gate, benchmark_tasks)
         spec = validate_to_artifact(
             algorithm,
             training_kwargs,

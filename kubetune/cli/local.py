@@ -9,6 +9,8 @@ import typer
 
 from kubetune.backends.registry import DEFAULT_ALGORITHM, algorithms
 
+NOT_PROMOTED = 3  # exit code of a run that finished but whose model the promotion gate refused (nothing exported)
+
 
 def run_local(
     output: Annotated[Path, typer.Option("-o", "--output", help="The run folder: runs and exports are written here.")] = Path(
@@ -26,6 +28,13 @@ def run_local(
     overwrite: Annotated[
         bool, typer.Option(help="Let the export replace what --destination holds (not a kubetune export).")
     ] = False,
+    gate: Annotated[
+        str,
+        typer.Option(
+            help='Promotion gate: thresholds as JSON, e.g. \'{"max_validation_loss": 2.5, "no_overfitting": true}\'; '
+            "a model that misses one is not exported (exit code 3)."
+        ),
+    ] = "",
     resume: Annotated[
         bool,
         typer.Option(
@@ -52,7 +61,7 @@ def run_local(
     from kubetune.runs.supervise import supervise
 
     # every option and the run folder, before the pipeline starts
-    arguments = check_options(algorithm, checkpoint, data, kwargs, destination, overwrite, output)
+    arguments = check_options(algorithm, checkpoint, data, kwargs, destination, overwrite, output, gate=gate)
     record = check_folder(output, resume, allow_nonempty)
     if record is not None:
         resumed_arguments(record, arguments, output)
@@ -73,15 +82,24 @@ def run_local(
         typer.echo(f"kubetune run-local: the run in {output} failed (see above); --resume retries it", err=True)
         raise typer.Exit(code=code)
     show(record)
+    if not record["result"].get("promoted", True):  # the run did what was asked; the model missed a threshold
+        raise typer.Exit(code=NOT_PROMOTED)
 
 
 def show(record: dict) -> None:
-    """What a finished run made, and the validation loss of each checkpoint."""
+    """What a finished run made, the promotion gate's verdict, and the validation loss of each checkpoint."""
     result = record["result"]
     typer.echo("\nkubetune run-local finished")
-    typer.echo(f"  exported model:   {result['exported_model']}")
-    if record["arguments"].get("export_destination"):
-        typer.echo(f"  published to:     {record['arguments']['export_destination']}")
+    if result.get("promoted", True):
+        typer.echo("  promoted")
+        typer.echo(f"  exported model:   {result['exported_model']}")
+        if record["arguments"].get("export_destination"):
+            typer.echo(f"  published to:     {record['arguments']['export_destination']}")
+    else:
+        typer.echo(f"  NOT PROMOTED: {'; '.join(result['not_promoted'])}")
+        typer.echo("  nothing was exported" + (" or published" if record["arguments"].get("export_destination") else ""))
+    if result.get("decision"):
+        typer.echo(f"  gate decision:    {result['decision']}")
     typer.echo(f"  kwargs artifact:  {result['kwargs_artifact']}")
     typer.echo(f"  loss curve:       {result['loss_curve']}")
     typer.echo(f"  report (HTML):    {result['report']}")

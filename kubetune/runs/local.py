@@ -43,29 +43,29 @@ WORKSPACE_ENV = "KUBETUNE_LOCAL_WORKSPACE"  # read by the training step: where i
 
 
 def run_local(output_dir: str | Path, run_id: str | None = None, **arguments: Any) -> dict[str, Any]:
-    """Run ``finetune`` locally; returns where the exported model, kwargs artifact and loss curve are.
+    """Run ``finetune`` locally; returns where the exported model, kwargs artifact and loss curve are, and the
+    promotion gate's verdict (``promoted``; ``not_promoted``: its reasons; ``exported_model`` None when refused).
 
     ``run_id``: the run folder's run (``run.json``): its training checkpoints and its cache of validation,
     preparation and evaluation are kept under ``output_dir`` by that id, so running it again resumes it."""
-    from kfp import local
-
     from kubetune.pipelines.finetune import finetune
+    from kubetune.runs import kfp_local
 
     output_dir = Path(output_dir).resolve()
     cache = str(output_dir / "cache" / run_id) if run_id else None
     _stable_cache_keys()
-    local.init(
-        runner=local.SubprocessRunner(use_venv=False),
-        pipeline_root=str(output_dir / "kfp-root"),
-        enable_caching=bool(run_id),
-        cache_root=cache,
-    )
+    kfp_local.init(str(output_dir / "kfp-root"), enable_caching=bool(run_id), cache_root=cache)
     if run_id:
         os.environ[WORKSPACE_ENV] = str(output_dir / "workspace" / run_id)
     run = finetune(**with_embedded_kwargs(arguments))
     curve = LossCurve.read(run.outputs["loss_curve"].path)
+    decision = run.outputs["decision"]
+    promoted = bool(decision.metadata.get("promoted"))
     return {
-        "exported_model": run.outputs["model"].path,
+        "promoted": promoted,
+        "not_promoted": [] if promoted else list(decision.metadata.get("reasons") or []),
+        "decision": decision.path,
+        "exported_model": run.outputs["model"].path if promoted else None,
         "kwargs_artifact": run.outputs["kwargs"].path,
         "loss_curve": run.outputs["loss_curve"].path,
         "report": run.outputs["eval_report"].path,

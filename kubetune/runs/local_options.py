@@ -19,6 +19,7 @@ OPTION = {  # pipeline argument -> the run-local option that sets it
     "export_destination": "--destination",
     "export_checkpoint": "--checkpoint",
     "export_overwrite": "--overwrite",
+    "promotion_gate": "--gate",
 }
 
 
@@ -98,6 +99,7 @@ def check_options(
     destination: str,
     overwrite: bool,
     run_folder: Path | None = None,
+    gate: str = "",
 ) -> dict[str, Any]:
     """The pipeline arguments of these options; every problem with any of them in one KubetuneError.
     Local paths become absolute (run.json holds them so, for a resume from any directory)."""
@@ -133,9 +135,23 @@ def check_options(
         arguments["export_destination"] = destination if "://" in destination else os.path.abspath(destination)
     if overwrite:
         arguments["export_overwrite"] = True
+    if gate:
+        problems += gate_problems(gate, arguments.get("benchmark_tasks", ""))
+        arguments["promotion_gate"] = gate
     if problems:
         raise KubetuneError(problems, "invalid run-local options")
     return arguments
+
+
+def gate_problems(gate: str, benchmark_tasks: str) -> list[Problem]:
+    """The promotion gate's thresholds, checked as the pipeline's validation step will."""
+    from kubetune.contract.gate import check_gate
+
+    try:
+        check_gate(gate, benchmark_tasks, where="--gate")
+    except KubetuneError as error:
+        return error.problems
+    return []
 
 
 def destination_problems(destination: str, overwrite: bool, protect: dict[str, Any]) -> list[Problem]:

@@ -87,10 +87,12 @@ def test_the_export_and_the_evaluation_are_given_the_pipelines_model_uri(tmp_pat
     function = getattr(importlib.import_module(f"kubetune.pipelines.{module}"), pipeline)
     compiler.Compiler().compile(function, str(tmp_path / "p.yaml"))
     spec, _ = yaml.safe_load_all((tmp_path / "p.yaml").read_text())
-    tasks = spec["root"]["dag"]["tasks"]
+    dags = [c["dag"] for c in [spec["root"], *spec["components"].values()] if "dag" in c]
+    tasks = {name: task for dag in dags for name, task in dag["tasks"].items()}
     assert "model_uri" in spec["root"]["inputDefinitions"]["parameters"]
+    sources = ("model_uri", "pipelinechannel--model_uri")  # export runs in the promotion gate's dsl.If: a sub-DAG
     for task in ("export-model", "evaluate-model"):
-        fed = [name for name, v in tasks[task]["inputs"]["parameters"].items() if v.get("componentInputParameter") == "model_uri"]
+        fed = [name for name, v in tasks[task]["inputs"]["parameters"].items() if v.get("componentInputParameter") in sources]
         assert len(fed) == 1, f"{task} is not given the pipeline's model_uri"
 
 
@@ -147,8 +149,7 @@ def test_compose_example_compiles_and_runs_with_the_users_step_reading_our_model
     import importlib.util
     import re
 
-    from kfp import local
-
+    from kubetune.runs import kfp_local
     from kubetune.steps.curve import LossCurve
 
     path = Path(__file__).resolve().parents[2] / "examples" / "compose_pipeline.py"
@@ -158,7 +159,7 @@ def test_compose_example_compiles_and_runs_with_the_users_step_reading_our_model
     compiler.Compiler().compile(example.finetune_and_evaluate, str(tmp_path / "compose.yaml"))
     tasks = next(yaml.safe_load_all((tmp_path / "compose.yaml").read_text()))["root"]["dag"]["tasks"]
     assert set(tasks) == {"kubetune-finetune", "my-exact-match-eval"}  # our whole pipeline is one task of theirs
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+    kfp_local.init(str(tmp_path / "root"))  # kfp.local, able to resolve finetune's model output (a dsl.OneOf)
     metrics = example.finetune_and_evaluate().output
     assert 0.0 <= metrics.metadata["exact_match"] <= 1.0
     (run,) = (tmp_path / "root").iterdir()  # our tasks' outputs, as kfp.local left them

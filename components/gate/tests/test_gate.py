@@ -1,0 +1,137 @@
+"""The promotion gate step and its components, on a recorded loss curve (tests/steps/loss_curve.json: the validation
+loss bottoms out at samples_300, best 2.0, and rises twice after it) and benchmark results made here."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kubetune.benchmark.results import BenchmarkResults, TaskScore
+from kubetune.contract.gate import GateThresholds, check_gate, parse_gate
+from kubetune.errors import KubetuneError
+from kubetune.steps.curve import LossCurve
+from kubetune.steps.gate import decide, gate_step, write_refusal
+
+CURVE = Path(__file__).resolve().parents[3] / "tests" / "steps" / "loss_curve.json"
+
+
+@pytest.fixture(scope="module")
+def curve() -> LossCurve:
+    return LossCurve.read(CURVE)
+
+
+def benchmark(base: float, tuned: float, other: tuple[float, float] = (0.5, 0.5)) -> BenchmarkResults:
+    """Two tasks: ``exact_match`` (base -> tuned) and ``held_out`` (``other``), both higher-is-better."""
+    tasks = [
+        TaskScore(name="exact_match", metric="exact_match", higher_is_better=True, base=base, tuned=tuned, documents=8),
+        TaskScore(name="held_out", metric="acc", higher_is_better=True, base=other[0], tuned=other[1], documents=8),
+    ]
+    return BenchmarkResults(ran=True, tasks=tasks)
+
+
+def test_no_threshold_promotes_and_says_so(curve):
+    decision = decide(GateThresholds(), curve, None)
+    assert decision.promoted and decision.checks == [] and decision.reasons == []
+    assert decision.metrics() == {
+        "promoted": 1,
+        "thresholds_checked": 0,
+        "best_validation_loss": 2.0,
+        "overfitting_before_export": 0,
+    }
+    assert "every model is promoted" in decision.markdown()
+
+
+def test_max_validation_loss_passes_below_the_bound_and_fails_at_or_above_it(curve):
+    assert decide(parse_gate('{"max_validation_loss": 2.01}'), curve, None).promoted
+    refused = decide(parse_gate('{"max_validation_loss": 2.0}'), curve, None)  # "below": equal is refused
+    assert not refused.promoted and refused.reasons == ["best validation loss 2.0000 is not below 2"]
+    assert refused.metrics()["promoted"] == 0
+    text = refused.markdown()
+    assert (
+        "### Promotion gate: NOT promoted" in text
+        and "| `max_validation_loss` | below 2 | 2.0000 (hf_format/samples_300) | **fail** |" in text
+    )
+    assert "Not promoted: best validation loss 2.0000 is not below 2. Nothing was exported or registered." in text
+
+
+def test_no_overfitting_fails_only_when_the_exported_checkpoint_comes_after_the_rise(curve):
+    assert curve.overfitting.checkpoint == "hf_format/samples_300"
+    thresholds = parse_gate('{"no_overfitting": true}')
+    best = decide(thresholds, curve, None, "best")  # the best checkpoint is where the rise starts: before it, none
+    assert best.promoted and best.metrics()["overfitting_before_export"] == 0
+    final = decide(thresholds, curve, None, "final")
+    assert not final.promoted and final.metrics()["overfitting_before_export"] == 1
+    (reason,) = final.reasons
+    assert reason == f"validation loss rises after hf_format/samples_300, before {curve.points[-1].checkpoint}"
+    assert decide(GateThresholds(), curve, None, "final").promoted  # measured, but not a threshold unless asked
+
+
+def test_benchmark_delta_and_forgetting(curve):
+    gate = parse_gate('{"min_benchmark_delta": 0.1, "max_forgetting": 0.05}')
+    better = decide(gate, curve, benchmark(0.2, 0.5))  # deltas 0.3 and 0: mean 0.15, nothing forgotten
+    assert better.promoted and better.values["benchmark_delta"] == pytest.approx(0.15) and better.values["forgetting"] == 0
+    forgot = decide(gate, curve, benchmark(0.2, 0.8, other=(0.6, 0.4)))  # deltas 0.6, -0.2: mean 0.2, forgetting 0.2
+    assert not forgot.promoted and forgot.reasons == ["forgetting 0.2000 is not at most 0.05"]
+    worse = decide(gate, curve, benchmark(0.5, 0.5))
+    assert worse.reasons == ["benchmark delta 0.0000 is not at least 0.1"]
+    for missing in (None, BenchmarkResults(ran=False)):  # a benchmark threshold with nothing measured is never met
+        refused = decide(gate, curve, missing)
+        assert not refused.promoted and len(refused.reasons) == 2 and "not measured" in refused.markdown()
+
+
+def test_a_typo_a_wrong_type_and_a_non_object_are_refused_naming_the_field():
+    cases = {
+        '{"max_validation_los": 2}': "max_validation_los: is not a threshold (did you mean `max_validation_loss`?)",
+        '{"no_overfitting": "yes"}': "promotion_gate.no_overfitting: Input should be a valid boolean",
+        '{"max_validation_loss": 1e999}': "promotion_gate.max_validation_loss: Input should be a finite number",
+        '["max_validation_loss"]': "promotion_gate: must be a JSON object of thresholds",
+        "{max_validation_loss: 2}": "promotion_gate: is not JSON",
+    }
+    for text, message in cases.items():
+        with pytest.raises(KubetuneError) as e:
+            parse_gate(text)
+        assert message in e.value.report(), text
+    assert parse_gate("  ") == GateThresholds()
+
+
+def test_a_benchmark_threshold_without_benchmark_tasks_is_refused_early():
+    with pytest.raises(KubetuneError) as e:
+        check_gate('{"max_validation_loss": 3, "min_benchmark_delta": 0}', benchmark_tasks=" ")
+    assert [p.where for p in e.value.problems] == ["promotion_gate.min_benchmark_delta"]
+    assert "benchmark_tasks is empty" in e.value.report()
+    assert check_gate('{"max_forgetting": 0.1}', benchmark_tasks="held_out").max_forgetting == 0.1
+
+
+def test_the_components_write_the_decision_metrics_and_the_refusal(tmp_path):
+    from kfp.dsl import Artifact, Markdown, Metrics, Model
+
+    from kubetune.components.gate.component import promotion_gate, refused_model
+
+    def artifact(cls, name):
+        a = cls(name=name, uri=str(tmp_path / name))
+        a.path = str(tmp_path / name)  # kfp.local sets it from the uri; here the local path is the uri
+        return a
+
+    results = tmp_path / "results.json"
+    benchmark(0.2, 0.3).write(results)
+    curve, bench = artifact(Artifact, "curve"), artifact(Artifact, "results")
+    curve.path, bench.path = str(CURVE), str(results)
+    decision, metrics, model = artifact(Markdown, "decision"), artifact(Metrics, "metrics"), artifact(Model, "model")
+    gate = '{"max_validation_loss": 1.5, "min_benchmark_delta": 0.04}'
+    assert promotion_gate.python_func(curve, decision, metrics, bench, gate, "best") is False
+    measured = {"best_validation_loss": 2.0, "overfitting_before_export": 0, "benchmark_delta": pytest.approx(0.05)}
+    assert metrics.metadata == {"promoted": 0, "thresholds_checked": 2, **measured, "forgetting": 0}
+    assert decision.metadata == {"promoted": False, "reasons": ["best validation loss 2.0000 is not below 1.5"]}
+    refused_model.python_func(decision, model)
+    assert [p.name for p in Path(model.path).iterdir()] == ["README.md"]  # no weights
+    readme = (Path(model.path) / "README.md").read_text()
+    assert readme.startswith("# Not promoted\n\nnot promoted: best validation loss 2.0000 is not below 1.5\n")
+    assert model.metadata == {"promoted": False, "reasons": decision.metadata["reasons"]}
+    assert promotion_gate.python_func(curve, decision, metrics, None, "", "best") is True  # no benchmark input
+
+
+def test_gate_step_writes_the_markdown_and_the_refusal_holds_only_its_readme(tmp_path):
+    decision = gate_step('{"max_validation_loss": 9}', CURVE, None, tmp_path / "decision.md")
+    assert decision.promoted and (tmp_path / "decision.md").read_text() == decision.markdown()
+    write_refusal(tmp_path / "model", ["x"], "table\n")
+    assert json.dumps(sorted(p.name for p in (tmp_path / "model").iterdir())) == '["README.md"]'

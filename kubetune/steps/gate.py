@@ -1,0 +1,144 @@
+"""The promotion gate: the run's measurements against the thresholds of ``promotion_gate`` (``GateThresholds``).
+
+``gate_step`` writes the decision as Markdown (each threshold, the value measured, pass or fail, the verdict) and
+returns it; a refused model is not an error: the pipeline exports and registers only a promoted one, and writes
+``write_refusal``'s visible stand-in (no weights, a README saying why) as its model otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from kubetune.contract.gate import GateThresholds, parse_gate
+from kubetune.files import write_text_atomic
+from kubetune.steps.curve import LossCurve, LossPoint
+
+if TYPE_CHECKING:
+    from kubetune.benchmark.results import BenchmarkResults
+
+
+@dataclass(frozen=True)
+class Check:
+    """One threshold: its bound, the value measured, and why it failed (None: passed)."""
+
+    threshold: str
+    bound: str
+    measured: str
+    failure: str | None
+
+    @property
+    def passed(self) -> bool:
+        return self.failure is None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The gate's verdict: every threshold checked, and the values measured (KFP metrics)."""
+
+    checks: list[Check]
+    values: dict[str, float]
+
+    @property
+    def promoted(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    @property
+    def reasons(self) -> list[str]:
+        return [c.failure for c in self.checks if c.failure]
+
+    def metrics(self) -> dict[str, float]:
+        return {"promoted": int(self.promoted), "thresholds_checked": len(self.checks), **self.values}
+
+    def markdown(self) -> str:
+        verdict = "promoted" if self.promoted else "NOT promoted"
+        lines = [f"### Promotion gate: {verdict}", ""]
+        if not self.checks:
+            lines.append("No threshold set (`promotion_gate` is empty): every model is promoted.")
+        else:
+            lines += ["| threshold | bound | measured | result |", "|---|---|---|---|"]
+            for c in self.checks:
+                lines.append(f"| `{c.threshold}` | {c.bound} | {c.measured} | {'pass' if c.passed else '**fail**'} |")
+        if self.reasons:
+            lines += ["", "Not promoted: " + "; ".join(self.reasons) + ". Nothing was exported or registered."]
+        return "\n".join(lines) + "\n"
+
+
+def decide(
+    thresholds: GateThresholds, curve: LossCurve, benchmark: BenchmarkResults | None, export_checkpoint: str = "best"
+) -> Decision:
+    """Check every threshold set: the best validation loss, overfitting before the checkpoint that is exported
+    (``export_checkpoint``: best or final), and the benchmark's delta and forgetting (None: no benchmark ran)."""
+    chosen = curve.best if export_checkpoint == "best" else curve.points[-1]
+    early = _overfits_before(curve, chosen)
+    values: dict[str, float] = {"best_validation_loss": curve.best.loss, "overfitting_before_export": int(early)}
+    ran = benchmark is not None and benchmark.ran
+    if ran and benchmark.delta is not None:
+        values["benchmark_delta"] = benchmark.delta
+    if ran and benchmark.forgetting is not None:
+        values["forgetting"] = benchmark.forgetting
+    checks = []
+    t = thresholds
+    if t.max_validation_loss is not None:
+        loss, bound = curve.best.loss, t.max_validation_loss
+        failure = None if loss < bound else f"best validation loss {loss:.4f} is not below {bound:g}"
+        checks.append(Check("max_validation_loss", f"below {bound:g}", f"{loss:.4f} ({curve.best.checkpoint})", failure))
+    if t.no_overfitting:
+        over = curve.overfitting
+        measured = f"rises after {over.checkpoint}" if over else "no rise"
+        failure = f"validation loss rises after {over.checkpoint}, before {chosen.checkpoint}" if early and over else None
+        checks.append(Check("no_overfitting", f"none before {chosen.checkpoint}", measured, failure))
+    if t.min_benchmark_delta is not None:
+        checks.append(_benchmark_check("min_benchmark_delta", "benchmark delta", t.min_benchmark_delta, values, at_least=True))
+    if t.max_forgetting is not None:
+        checks.append(_benchmark_check("max_forgetting", "forgetting", t.max_forgetting, values, at_least=False))
+    return Decision(checks, values)
+
+
+def _overfits_before(curve: LossCurve, chosen: LossPoint) -> bool:
+    """Whether the validation loss started rising (the curve's overfitting point) before ``chosen``."""
+    order = [p.checkpoint for p in curve.points]
+    over = curve.overfitting
+    return over is not None and chosen.checkpoint in order and order.index(over.checkpoint) < order.index(chosen.checkpoint)
+
+
+def _benchmark_check(threshold: str, what: str, bound: float, values: dict[str, float], at_least: bool) -> Check:
+    key = "benchmark_delta" if threshold == "min_benchmark_delta" else "forgetting"
+    shown = f"at least {bound:g}" if at_least else f"at most {bound:g}"
+    if key not in values:
+        return Check(threshold, shown, "not measured", f"{what} was not measured (the benchmark did not run)")
+    value = values[key]
+    ok = value >= bound if at_least else value <= bound
+    return Check(threshold, shown, f"{value:.4f}", None if ok else f"{what} {value:.4f} is not {shown}")
+
+
+def read_benchmark(path: str | Path | None) -> BenchmarkResults | None:
+    """The benchmark step's results at ``path``; None when no path is given or no file is there."""
+    if not path or not Path(path).is_file():
+        return None
+    from kubetune.benchmark.results import BenchmarkResults
+
+    return BenchmarkResults.read(path)
+
+
+def gate_step(
+    promotion_gate: str,
+    loss_curve_path: str | Path,
+    benchmark_path: str | Path | None,
+    decision_path: str | Path,
+    export_checkpoint: str = "best",
+) -> Decision:
+    """Decide and write the decision's Markdown to ``decision_path``; a refusal is a decision, not an error."""
+    thresholds = parse_gate(promotion_gate)
+    decision = decide(thresholds, LossCurve.read(loss_curve_path), read_benchmark(benchmark_path), export_checkpoint)
+    write_text_atomic(decision_path, decision.markdown())
+    return decision
+
+
+def write_refusal(folder: str | Path, reasons: list[str], decision_markdown: str) -> None:
+    """The model output of a refused run: a folder with no weights and a README.md saying why."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    text = f"# Not promoted\n\nnot promoted: {'; '.join(reasons)}\n\nNo weights: nothing was exported or registered.\n\n"
+    write_text_atomic(folder / "README.md", text + decision_markdown)
