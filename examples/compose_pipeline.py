@@ -39,9 +39,9 @@ def finetune_and_evaluate(data_uri: str = "kubetune://sample-chat") -> Metrics:
 
 if __name__ == "__main__":
     if "--local" in sys.argv:
-        from kfp import local
+        from kubetune.runs.kfp_local import init  # kfp.local.init, able to read finetune's model output (a dsl.OneOf)
 
-        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root="compose-local")
+        init(pipeline_root="compose-local")
         print(finetune_and_evaluate().output.metadata)
     else:
         compiler.Compiler().compile(finetune_and_evaluate, "compose_pipeline.yaml")
