@@ -23,6 +23,7 @@ def export_model(
     export_destination: str = "",
     model_uri: str = "",
     export_overwrite: bool = False,
+    modelcar_base_image: str = "",
 ):
     """Export a checkpoint with a model card and a checksum manifest written last.
 
@@ -30,7 +31,8 @@ def export_model(
         trained_model: Training output.
         checkpoint: Relative path, e.g. the evaluation step's ``best_checkpoint``.
         exported_model: The model, or (with a destination) its model card and ``location.json``;
-            ``metadata["uri"]`` is where it is.
+            ``metadata["uri"]`` is where it is (an OCI modelcar: ``oci://registry/repository@sha256:...``,
+            with the tag pushed in ``metadata["tag"]``).
         metrics: bytes, files, skipped_files, seconds, mb_per_s.
         kwargs_artifact: Exported as ``kubetune-spec.json``, and facts for the model card.
         loss_curve: Exported as ``loss_curve.json``, and facts for the model card.
@@ -41,10 +43,17 @@ def export_model(
             or export the adapter alone.
         export_destination: Empty keeps the model in this artifact; a local/PVC path or ``s3://bucket/prefix`` publishes
             it there (S3 credentials come from the environment), and this artifact then holds the model card and
-            a pointer (``metadata["uri"]``).
+            a pointer (``metadata["uri"]``). ``oci://registry/repository:tag`` pushes a modelcar for KServe (the
+            files under ``/models`` on ``modelcar_base_image``, built with olot and pushed with skopeo, no container
+            engine); credentials come only from the registry auth file (``REGISTRY_AUTH_FILE``, the pipeline's
+            ``registry_auth_secret``), never from the reference.
         model_uri: The model that was fine-tuned: the base of an adapter whose recorded base path is another pod's.
         export_overwrite: A destination holding anything but a kubetune export (files kubetune did not write) is refused
             before a byte moves unless this is true; then it ends up holding exactly the new export (see below).
+            OCI: a tag holding an image kubetune did not push is moved only when this is true.
+        modelcar_base_image: The base image of an ``oci://`` export: a registry reference (empty:
+            ``registry.access.redhat.com/ubi9/ubi-micro:latest``; KServe's modelcar container runs its shell) or
+            ``oci-layout:<dir>``.
     """
     from kubetune.errors import reported
     from kubetune.steps.export import export_step
@@ -63,6 +72,7 @@ def export_model(
             validation_metadata=validation_data.metadata if validation_data else None,
             base_model_uri=model_uri or None,
             overwrite=export_overwrite or not export_destination,  # this step's own output artifact is ours to fill
+            modelcar_base_image=modelcar_base_image,
         )
     exported_model.metadata.update(result.metadata())
     for name, value in result.metrics().items():

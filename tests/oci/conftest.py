@@ -9,6 +9,7 @@ the tests check is the image's layout and the model files under ``/models``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -17,7 +18,9 @@ import socket
 import subprocess
 import tarfile
 import time
+import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,15 +38,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def registry(tmp_path_factory):
-    """``host:port`` of a docker-registry serving plain HTTP on loopback, its storage in a temporary folder."""
-    root = tmp_path_factory.mktemp("registry")
+@contextlib.contextmanager
+def serving(root: Path, htpasswd: Path | None = None) -> Iterator[str]:
+    """``host:port`` of a docker-registry serving plain HTTP on loopback, its storage under ``root``; with
+    ``htpasswd``, every request needs one of its users (HTTP basic auth)."""
     port = free_port()
+    auth = f"auth:\n  htpasswd:\n    realm: kubetune-tests\n    path: {htpasswd}\n" if htpasswd else ""
     config = root / "config.yml"
     config.write_text(
         "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n"
-        f"    rootdirectory: {root / 'storage'}\nhttp:\n  addr: 127.0.0.1:{port}\n"
+        f"    rootdirectory: {root / 'storage'}\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}"
     )
     server = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 20
@@ -51,14 +55,25 @@ def registry(tmp_path_factory):
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1).close()
             break
+        except urllib.error.HTTPError:  # 401: up, and asking for credentials
+            break
         except OSError:
             if time.monotonic() > deadline or server.poll() is not None:
                 server.kill()
                 raise RuntimeError("docker-registry did not start") from None
             time.sleep(0.05)
-    yield f"127.0.0.1:{port}"
-    server.terminate()
-    server.wait(timeout=10)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory):
+    """A registry without authentication."""
+    with serving(tmp_path_factory.mktemp("registry")) as host:
+        yield host
 
 
 def write_layout(root: Path) -> Path:
