@@ -1,5 +1,6 @@
-"""The ``finetune`` pipeline: validate kwargs → prepare data → train → evaluate → promotion gate → export →
-register (optional); a model the gate refuses is neither exported nor registered, and the ``model`` output says why.
+"""The ``finetune`` pipeline: validate kwargs → prepare data → train → evaluate → benchmark (when asked) →
+promotion gate → export → register (optional); a model the gate refuses is neither exported nor registered, and
+the ``model`` output says why.
 
 Its defaults are the embedded default (a tiny generated model and the bundled sample data), so it runs
 end to end on a laptop CPU with ``kubetune run-local``.
@@ -10,6 +11,7 @@ from typing import NamedTuple
 from kfp import dsl, kubernetes
 from kfp.dsl import HTML, Artifact, Markdown, Metrics, Model
 
+from kubetune.components.benchmark.component import benchmark_model
 from kubetune.components.evaluate.component import evaluate_model
 from kubetune.components.export.component import export_model
 from kubetune.components.gate.component import promotion_gate, refused_model
@@ -31,6 +33,8 @@ Outputs = NamedTuple(
         ("eval_report", HTML),
         ("eval_metrics", Metrics),
         ("decision", Markdown),  # the promotion gate's decision: each threshold, the value measured, the verdict
+        ("benchmark_report", Markdown),  # base vs fine-tuned per benchmark task (says "not run" without benchmark_tasks)
+        ("benchmark_metrics", Metrics),
     ],
 )
 
@@ -72,7 +76,15 @@ def finetune_dag(p: dict, launcher: str = "in_pod") -> Outputs:
         **inputs_of("evaluate_model", p),
     ).set_display_name("evaluate")
     use_secrets(evaluated, "evaluate", p)
-    gate = promotion_gate(loss_curve=evaluated.outputs["loss_curve"], **inputs_of("promotion_gate", p))
+    benchmark = benchmark_model(
+        trained_model=trained.outputs["trained_model"],
+        checkpoint=evaluated.outputs["best_checkpoint"],
+        validation_data=data.outputs["validation_data"],
+        **inputs_of("benchmark_model", p),
+    ).set_display_name("benchmark")
+    use_secrets(benchmark, "evaluate", p)  # the base model may be on S3 or the hub, as for the evaluation
+    results = benchmark.outputs["results"]
+    gate = promotion_gate(loss_curve=evaluated.outputs["loss_curve"], benchmark_results=results, **inputs_of("promotion_gate", p))
     gate.set_display_name("promotion gate").set_caching_options(False)
     with dsl.If(gate.outputs["Output"] == True, name="promoted"):  # noqa: E712 (a KFP condition, not a Python comparison)
         exported = export_and_register(p, kwargs, data, trained, evaluated)
@@ -86,6 +98,8 @@ def finetune_dag(p: dict, launcher: str = "in_pod") -> Outputs:
         evaluated.outputs["report"],
         evaluated.outputs["metrics"],
         gate.outputs["decision"],
+        benchmark.outputs["report"],
+        benchmark.outputs["metrics"],
     )
 
 

@@ -83,7 +83,8 @@ P = Parameter
 PARAMETERS = (
     # what is trained, on what
     P("model_uri", str, TINY_MODEL_URI, "Base model: a PVC path, a hub id, s3://..., or kubetune://tiny-llama.", FINETUNE,
-      ("validate_kwargs", "prepare_data", "train_model", "train_on_trainjob", "evaluate_model", "export_model")),
+      ("validate_kwargs", "prepare_data", "train_model", "train_on_trainjob", "evaluate_model", "benchmark_model",
+       "export_model")),
     P("data_uri", str, SAMPLE_DATA_URI, "Training data (chat JSONL, Parquet, s3://, hf://, kubetune://sample-chat).",
       FINETUNE, ("prepare_data",)),
     P("algorithm", str, DEFAULT_ALGORITHM, f"The training algorithm: {', '.join(algorithms())}.", FINETUNE,
@@ -105,7 +106,8 @@ PARAMETERS = (
     P("max_seq_len", int, 4096, "Longest validation sample in tokens.", EVALUATE_EXPORT, ("prepare_data",)),
     # the benchmark (lm-eval on the base and the fine-tuned model, components/benchmark)
     P("benchmark_tasks", str, "", "Empty: no benchmark. held_out: offline tasks built from the validation chats; "
-      "other comma-separated names are lm-eval tasks (they download their data).", FINETUNE, ("benchmark_model",)),
+      "other comma-separated names are lm-eval tasks (they download their data).", FINETUNE,
+      ("benchmark_model", "validate_kwargs")),
     P("benchmark_limit", int, 0, "Documents per benchmark task; 0: all.", FINETUNE, ("benchmark_model",)),
     # the promotion gate (export and registration run only for a promoted model)
     P("promotion_gate", str, "", 'Thresholds as a JSON object, e.g. {"max_validation_loss": 2.5, "no_overfitting": true}; '

@@ -103,6 +103,7 @@ def test_every_parameter_is_used(tmp_path, name):
 
 
 def test_the_table_feeds_real_component_inputs_of_its_types():
+    from kubetune.components.benchmark.component import benchmark_model
     from kubetune.components.evaluate.component import evaluate_model
     from kubetune.components.export.component import export_model
     from kubetune.components.gate.component import promotion_gate
@@ -114,7 +115,7 @@ def test_the_table_feeds_real_component_inputs_of_its_types():
     specs = {
         c.python_func.__name__: c.component_spec
         for c in (evaluate_model, export_model, prepare_data, register_model, train_model, train_on_trainjob, validate_kwargs)
-    } | {"promotion_gate": promotion_gate.component_spec}
+    } | {"promotion_gate": promotion_gate.component_spec, "benchmark_model": benchmark_model.component_spec}
     for p in PARAMETERS:
         for component in p.feeds:
             assert specs[component].inputs[p.name].type == COMPONENT_TYPES[p.type], f"{component}.{p.name}"
