@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 import yaml
 from kfp import compiler
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from kubetune.runtime import TINY_MODEL_URI
 from kubetune.secrets import scan_document
@@ -139,45 +138,3 @@ def test_evaluate_export_pipeline_runs_locally_on_an_imported_model(tmp_path, ti
     curve = json.loads(Path(run.outputs["loss_curve"].path).read_text())
     assert [p["checkpoint"] for p in curve["points"]] == ["checkpoint-1", "checkpoint-2"]
     assert verify(run.outputs["model"].path) == []
-
-
-@pytest.mark.slow
-def test_compose_example_compiles_and_runs_with_the_users_step_reading_our_model(tmp_path, capsys):
-    """The example's ``finetune`` task is the whole pipeline with every default (the embedded lora_sft kwargs, the
-    sample data, a local export): the end-to-end run of ``kubetune run-local``'s default pipeline, checked task by
-    task from kfp.local's outputs, then read by the user's own step."""
-    import importlib.util
-    import re
-
-    from kubetune.runs import kfp_local
-    from kubetune.steps.curve import LossCurve
-
-    path = Path(__file__).resolve().parents[2] / "examples" / "compose_pipeline.py"
-    spec = importlib.util.spec_from_file_location("compose_pipeline", path)
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
-    compiler.Compiler().compile(example.finetune_and_evaluate, str(tmp_path / "compose.yaml"))
-    tasks = next(yaml.safe_load_all((tmp_path / "compose.yaml").read_text()))["root"]["dag"]["tasks"]
-    assert set(tasks) == {"kubetune-finetune", "my-exact-match-eval"}  # our whole pipeline is one task of theirs
-    kfp_local.init(str(tmp_path / "root"))  # kfp.local, able to resolve finetune's model output (a dsl.OneOf)
-    metrics = example.finetune_and_evaluate().output
-    assert 0.0 <= metrics.metadata["exact_match"] <= 1.0
-    (run,) = (tmp_path / "root").iterdir()  # our tasks' outputs, as kfp.local left them
-    # lora_sft's progress line in the training step's log (kubetune/steps/progress.py), its throughput in the step's Metrics
-    log = capsys.readouterr().out
-    lines = [line.split("[kubetune] progress: ", 1)[1] for line in log.splitlines() if "[kubetune] progress: " in line]
-    last = r"step (\d+)/\1 \(100%\) \| samples (\d+)/\2 \| loss \d+\.\d{4} \| [\d,]+ tokens/s \| elapsed [\d:]+ \| ETA 0:00:00"
-    assert lines and re.fullmatch(last, lines[-1]), lines
-    (train_metrics,) = json.loads((run / "train-model" / "executor_output.json").read_text())["artifacts"]["metrics"]["artifacts"]
-    assert min(train_metrics["metadata"][f"train_{name}"] for name in ("seconds", "tokens_per_second", "samples_per_second")) > 0
-    curve = LossCurve.read(run / "evaluate-model" / "loss_curve")
-    losses = curve.losses()
-    assert len(losses) >= 3 and all(math.isfinite(v) for v in losses.values())
-    assert losses[curve.best.checkpoint] == min(losses.values())
-    exported = run / "export-model" / "exported_model"
-    model = AutoModelForCausalLM.from_pretrained(exported)  # merged: transformers alone loads it
-    assert model.config.model_type == "llama" and AutoTokenizer.from_pretrained(exported)
-    assert verify(exported) == [] and "<svg" in (run / "evaluate-model" / "report").read_text()
-    artifact = json.loads((run / "validate-kwargs" / "kwargs_artifact").read_text())
-    assert artifact["algorithm"] == "lora_sft" and artifact["eval_steps"] == 24  # the embedded kwargs
-    assert not [k for k, v in _walk(artifact) if looks_like_secret(k, v)]
