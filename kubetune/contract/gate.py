@@ -29,10 +29,6 @@ class GateThresholds(BaseModel):
         """The thresholds set that only a benchmark run can measure."""
         return [name for name in ("min_benchmark_delta", "max_forgetting") if getattr(self, name) is not None]
 
-    @property
-    def empty(self) -> bool:
-        return self == GateThresholds()
-
 
 def parse_gate(text: str, where: str = FIELD) -> GateThresholds:
     """``text`` as thresholds, or every mistake in one ``KubetuneError`` naming ``where`` and the field."""

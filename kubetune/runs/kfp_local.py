@@ -31,7 +31,7 @@ def resolve_artifact_oneof() -> None:
     if getattr(OrchestratorUtils.get_dag_output_artifacts, "kubetune", False):
         return
 
-    def get_dag_output_artifacts(cls, dag_outputs_spec, io_store) -> dict[str, Any]:
+    def get_dag_output_artifacts(_cls, dag_outputs_spec, io_store) -> dict[str, Any]:
         outputs = {}
         for key, selector_spec in dag_outputs_spec.artifacts.items():
             found = []

@@ -1,0 +1,31 @@
+"""``kubetune.runs.kfp_local.init``: kfp.local resolves a ``dsl.OneOf`` of artifact outputs to the branch that ran
+(plain kfp 2.17 raises "Expected 1 artifact in ArtifactSelectorSpec"), in both branches."""
+
+from pathlib import Path
+
+from kfp import dsl
+from kfp.dsl import Artifact, Output
+
+
+@dsl.component
+def write(text: str, out: Output[Artifact]):
+    from pathlib import Path
+
+    Path(out.path).write_text(text)
+
+
+@dsl.pipeline
+def either(take_first: bool) -> Artifact:
+    with dsl.If(take_first == True):  # noqa: E712 (a KFP condition)
+        first = write(text="first")
+    with dsl.Else():
+        second = write(text="second")
+    return dsl.OneOf(first.outputs["out"], second.outputs["out"])
+
+
+def test_an_artifact_oneof_is_the_output_of_the_branch_that_ran(tmp_path):
+    from kubetune.runs import kfp_local
+
+    kfp_local.init(str(tmp_path))
+    assert Path(either(take_first=True).output.path).read_text() == "first"
+    assert Path(either(take_first=False).output.path).read_text() == "second"
