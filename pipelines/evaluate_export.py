@@ -13,7 +13,7 @@ from kfp.dsl import HTML, Artifact, Model
 from kubetune.components.evaluate.component import evaluate_model
 from kubetune.components.export.component import export_model
 from kubetune.components.prepare.component import prepare_data
-from kubetune.pipelines.kubernetes import use_secrets
+from kubetune.pipelines.kubernetes import use_registry_auth, use_secrets
 from kubetune.pipelines.parameters import inputs_of, signature
 
 Outputs = NamedTuple("Outputs", [("model", Model), ("loss_curve", Artifact), ("eval_report", HTML)])
@@ -45,4 +45,5 @@ def evaluate_export(p: dict) -> Outputs:
         .set_caching_options(False)
     )
     use_secrets(exported, "export", p)
+    use_registry_auth(exported, p)
     return Outputs(exported.outputs["exported_model"], evaluated.outputs["loss_curve"], evaluated.outputs["report"])

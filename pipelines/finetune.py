@@ -19,7 +19,7 @@ from kubetune.components.prepare.component import prepare_data
 from kubetune.components.register.component import register_model
 from kubetune.components.train.component import train_model, train_on_trainjob
 from kubetune.components.validate_spec.component import validate_kwargs
-from kubetune.pipelines.kubernetes import on_gpus, use_secrets
+from kubetune.pipelines.kubernetes import on_gpus, use_registry_auth, use_secrets
 from kubetune.pipelines.parameters import inputs_of, signature
 
 WORKSPACE = "/workspace"  # where the workspace PVC is mounted, in the training step and the TrainJob's nodes
@@ -119,6 +119,7 @@ def export_and_register(p: dict, kwargs, data, trained, evaluated):
         .set_caching_options(False)
     )
     use_secrets(exported, "export", p)
+    use_registry_auth(exported, p)  # an oci:// destination's registry credentials (registry_auth_secret)
     with dsl.If(p["registry_server"] != "", name="register-in-model-registry"):
         registered = register_model(
             exported_model=exported.outputs["exported_model"],

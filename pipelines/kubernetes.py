@@ -19,6 +19,18 @@ def use_secrets(task, step: str, parameters: dict) -> None:
         kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env=SECRET_KEYS[kind], optional=True)
 
 
+REGISTRY_AUTH_DIR = "/var/run/secrets/kubetune/registry-auth"
+
+
+def use_registry_auth(task, parameters: dict) -> None:
+    """The container registry credentials of an oci:// export: the dockerconfigjson secret named by
+    ``registry_auth_secret``, mounted as a file (optional: a public or anonymous registry needs none) that skopeo
+    reads as ``REGISTRY_AUTH_FILE``; never a value in the pipeline."""
+    secret = parameters["registry_auth_secret"]
+    kubernetes.use_secret_as_volume(task, secret_name=secret, mount_path=REGISTRY_AUTH_DIR, optional=True)
+    task.set_env_variable("REGISTRY_AUTH_FILE", f"{REGISTRY_AUTH_DIR}/.dockerconfigjson")
+
+
 def on_gpus(task, gpus, accelerator, tolerations, node_selector) -> None:
     """The training task alone asks for GPUs, lands on GPU nodes, and gets a RAM-backed /dev/shm for NCCL
     and data-loader workers (the container runtime's 64 MiB default breaks multi-GPU training)."""

@@ -118,9 +118,12 @@ PARAMETERS = (
       PIPELINES, ("export_model",)),
     P("export_checkpoint", str, "best", "best (lowest validation loss) or final.", PIPELINES,
       ("export_model", "promotion_gate")),
-    P("export_destination", str, "", "Empty: the Model artifact; a local/PVC path or s3://bucket/prefix.", PIPELINES,
-      ("export_model",)),
+    P("export_destination", str, "", "Empty: the Model artifact; a local/PVC path, s3://bucket/prefix, or "
+      "oci://registry/repository:tag (a modelcar for KServe).", PIPELINES, ("export_model",)),
     P("export_overwrite", bool, False, "Replace a destination that holds anything but a kubetune export.", PIPELINES,
+      ("export_model",)),
+    P("modelcar_base_image", str, "", "oci:// export: the modelcar's base image (empty: "
+      "registry.access.redhat.com/ubi9/ubi-micro:latest), a registry reference or oci-layout:<dir>.", PIPELINES,
       ("export_model",)),
     # Model Registry (the register step runs only when registry_server is set)
     P("registry_server", str, "", "Model Registry address; empty: no registration.", FINETUNE,
@@ -150,6 +153,8 @@ PARAMETERS = (
       FINETUNE, ("train_on_trainjob",)),
     P("registry_secret", str, "kubetune-registry", f"Secret with the Model Registry token ({steps_needing('registry')}).",
       FINETUNE),
+    P("registry_auth_secret", str, "kubetune-oci-auth", "Secret of type kubernetes.io/dockerconfigjson with the "
+      "container registry's credentials of an oci:// export (the export step's REGISTRY_AUTH_FILE; optional).", PIPELINES),
     # checkpoints mirrored to the spec's checkpoint_storage (s3://), and the SIGTERM save's time
     P("checkpoint_retention", int, 3, "checkpoint_storage (s3://): mirrored saves kept per folder, newest first; 0 = all.",
       FINETUNE, ("train_model", "train_on_trainjob")),
