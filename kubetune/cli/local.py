@@ -35,6 +35,13 @@ def run_local(
             "a model that misses one is not exported (exit code 3)."
         ),
     ] = "",
+    evaluate_benchmark: Annotated[
+        bool,
+        typer.Option(
+            help="Benchmark the base and the fine-tuned model with lm-eval (offline: tasks built from the validation "
+            "chats) and show both scores."
+        ),
+    ] = False,
     resume: Annotated[
         bool,
         typer.Option(
@@ -55,13 +62,16 @@ def run_local(
     Example: kubetune run-local -o /tmp/osft --algorithm osft   (mini-trainer's own loop, in CPU mode without a GPU)
     Example: kubetune run-local -o /tmp/kubetune --resume   (continue a run that was stopped)
     Example: kubetune run-local --destination s3://models/chat/v1   (AWS_* variables give endpoint and credentials)
+    Example: kubetune run-local -o /tmp/bench --evaluate-benchmark   (lm-eval scores of the base and the fine-tuned model)
     """
     from kubetune.runs.local_options import check_options, resumed_arguments
     from kubetune.runs.run_folder import check_folder, new_record
     from kubetune.runs.supervise import supervise
 
     # every option and the run folder, before the pipeline starts
-    arguments = check_options(algorithm, checkpoint, data, kwargs, destination, overwrite, output, gate=gate)
+    arguments = check_options(
+        algorithm, checkpoint, data, kwargs, destination, overwrite, output, gate=gate, evaluate_benchmark=evaluate_benchmark
+    )
     record = check_folder(output, resume, allow_nonempty)
     if record is not None:
         resumed_arguments(record, arguments, output)
@@ -109,3 +119,15 @@ def show(record: dict) -> None:
         typer.echo(f"  validation loss   {name}: {loss:.4f}{mark}")
     for line in result.get("skipped", []):
         typer.echo(f"  {line}")
+    if result.get("benchmark"):
+        show_benchmark(result["benchmark"], result["benchmark_report"])
+
+
+def show_benchmark(metrics: dict[str, float], report: str) -> None:
+    """Each benchmark task's base and fine-tuned score and the delta (positive: better), from the step's metrics."""
+    typer.echo(f"  benchmark report: {report}")
+    for name in (key.removesuffix("_base") for key in metrics if key.endswith("_base")):
+        base, tuned, delta = (metrics[f"{name}_{part}"] for part in ("base", "tuned", "delta"))
+        typer.echo(f"  benchmark         {name}: base {base:.4g}, fine-tuned {tuned:.4g}, delta {delta + 0.0:+.4g}")
+    delta, forgetting = metrics["benchmark_delta"] + 0.0, metrics["forgetting"]
+    typer.echo(f"  benchmark delta   {delta:+.4g} (mean; positive: better), forgetting {forgetting:.4g}")

@@ -73,6 +73,8 @@ def run_local(output_dir: str | Path, run_id: str | None = None, **arguments: An
         "validation_loss": curve.losses(),
         "overfitting_after": curve.overfitting.checkpoint if curve.overfitting else None,
         "skipped": curve.skipped,
+        "benchmark": dict(run.outputs["benchmark_metrics"].metadata),  # per task base, tuned, delta; {} when not run
+        "benchmark_report": run.outputs["benchmark_report"].path,
     }
 
 

@@ -20,6 +20,7 @@ OPTION = {  # pipeline argument -> the run-local option that sets it
     "export_checkpoint": "--checkpoint",
     "export_overwrite": "--overwrite",
     "promotion_gate": "--gate",
+    "benchmark_tasks": "--evaluate-benchmark",
 }
 
 
@@ -38,6 +39,15 @@ def backend_problem(algorithm: str) -> Problem | None:
         return None
     message = f"{algorithm} trains with {module}, which is not installed here"
     return Problem("--algorithm", message, f"pip install 'kubetune[{extra}]'")
+
+
+def eval_problem() -> Problem | None:
+    """--evaluate-benchmark runs lm-eval (the eval extra): refused up front where it is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("lm_eval") is not None:
+        return None
+    return Problem("--evaluate-benchmark", "runs lm-eval, which is not installed here", "pip install 'kubetune[eval]'")
 
 
 def data_problem(data: str) -> Problem | None:
@@ -100,11 +110,16 @@ def check_options(
     overwrite: bool,
     run_folder: Path | None = None,
     gate: str = "",
+    evaluate_benchmark: bool = False,
 ) -> dict[str, Any]:
     """The pipeline arguments of these options; every problem with any of them in one KubetuneError.
     Local paths become absolute (run.json holds them so, for a resume from any directory)."""
     problems: list[Problem] = []
     arguments: dict[str, Any] = {"algorithm": algorithm, "export_checkpoint": checkpoint}
+    if evaluate_benchmark:  # lm-eval on the base and the fine-tuned model, offline: the tasks built from the validation chats
+        arguments["benchmark_tasks"] = "held_out"
+        if found := eval_problem():
+            problems.append(found)
     if algorithm not in algorithms():
         problems.append(Problem("--algorithm", f"must be one of {', '.join(algorithms())}, got {algorithm!r}"))
     elif found := backend_problem(algorithm):

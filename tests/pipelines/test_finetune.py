@@ -90,7 +90,7 @@ def test_the_export_and_the_evaluation_are_given_the_pipelines_model_uri(tmp_pat
     tasks = {name: task for dag in dags for name, task in dag["tasks"].items()}
     assert "model_uri" in spec["root"]["inputDefinitions"]["parameters"]
     sources = ("model_uri", "pipelinechannel--model_uri")  # export runs in the promotion gate's dsl.If: a sub-DAG
-    for task in ("export-model", "evaluate-model"):
+    for task in ("export-model", "evaluate-model", *(("benchmark-model",) if module == "finetune" else ())):
         fed = [name for name, v in tasks[task]["inputs"]["parameters"].items() if v.get("componentInputParameter") in sources]
         assert len(fed) == 1, f"{task} is not given the pipeline's model_uri"
 
@@ -103,7 +103,12 @@ def test_local_run_exports_to_s3_and_registers_when_asked(tmp_path, s3, model_re
 
     s3.create_bucket(Bucket="models")
     registry = {"registry_server": model_registry.url, "registry_model_name": "tiny-chat", "registry_model_version": "1"}
-    result = run_local(tmp_path, export_destination="s3://models/finetuned/tiny", export_checkpoint="final", **registry)
+    options = {**registry, "benchmark_tasks": "held_out", "benchmark_limit": 3}  # and lm-eval on base and fine-tuned
+    result = run_local(tmp_path, export_destination="s3://models/finetuned/tiny", export_checkpoint="final", **options)
+    scores = result["benchmark"]  # run-local --evaluate-benchmark shows these: base and fine-tuned per task, the delta
+    assert {f"held_out_loglikelihood_{part}" for part in ("base", "tuned", "delta")} <= set(scores)
+    assert scores["held_out_loglikelihood_base"] != scores["held_out_loglikelihood_tuned"]  # the fine-tuned model was scored
+    assert "| held_out_loglikelihood | bits_per_byte ↓ |" in Path(result["benchmark_report"]).read_text()
     losses = result["validation_loss"]  # run_local's summary of the evaluation: a loss per checkpoint, the best the lowest
     assert len(losses) >= 3 and all(math.isfinite(v) for v in losses.values())
     assert losses[result["best_checkpoint"]] == min(losses.values())
