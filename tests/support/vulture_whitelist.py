@@ -62,3 +62,5 @@ _.num_hidden_layers
 _.use_cache
 # a shape helper kept for its test (the real-step comparison builds a 4-layer copy): tests/memory/test_trace_vs_real.py
 with_layers  # kubetune/memory/trace.py
+# lm-eval calls it by name from the held-out task's YAML (process_results: !function held_out_metric.process_results)
+process_results  # kubetune/benchmark/held_out_metric.py
