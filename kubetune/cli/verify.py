@@ -11,7 +11,7 @@ from kubetune.errors import Failure, redact
 
 
 def verify(
-    uri: Annotated[str, typer.Argument(help="An export: a local directory or s3://bucket/prefix.")],
+    uri: Annotated[str, typer.Argument(help="An export: a local directory, s3://bucket/prefix or an oci:// modelcar.")],
 ) -> None:
     """Check an exported model against its manifest: exit code 0 when complete and intact, else 2 with
     one line per problem (a missing, changed or unlisted file, a missing or damaged manifest).
@@ -20,7 +20,7 @@ def verify(
     """
     from kubetune.steps.export import verify as check
 
-    if not uri.startswith("s3://") and not Path(uri).is_dir():
+    if not uri.startswith(("s3://", "oci://")) and not Path(uri).is_dir():
         raise Failure(uri, "is not an existing folder" if not Path(uri).exists() else "is not a folder")
     problems = check(uri)
     if problems:

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from kubetune.errors import Failure
 from kubetune.oci import skopeo
-from kubetune.oci.reference import CREDENTIALS_HINT, OciReference, plain_http, public, refuse
+from kubetune.oci.reference import CREDENTIALS_HINT, OciReference, parse, plain_http, public, refuse
 
 LABEL = "io.kubetune.export"
 MODELCAR = "modelcar"
@@ -34,8 +35,6 @@ class Pushed:
 
     uri: str
     tag: str
-    digest: str
-    layers: int
 
 
 @dataclass(frozen=True)
@@ -119,4 +118,23 @@ def push_modelcar(staging: Path, ref: OciReference, image: str = "") -> Pushed:
     served = f"sha256:{hashlib.sha256(raw).hexdigest()}" if raw is not None else "nothing"
     if served != local or written != local:
         raise Failure(ref.host, f"{ref.uri} serves {served} after the push of {local} (skopeo wrote {written or 'no digest'})")
-    return Pushed(ref.pinned(local), ref.uri, local, len(files) + card.is_file())
+    return Pushed(ref.pinned(local), ref.uri)
+
+
+def pull_models(uri: str, workdir: Path) -> Path:
+    """The ``/models`` folder of the image ``uri`` (by tag or digest), pulled with skopeo and unpacked into ``workdir``
+    layer by layer (later layers win, as in a container); ``refuse`` when the image is not there."""
+    ref = parse(uri, "destination", pinned=True)
+    layout, rootfs = workdir / "layout", workdir / "rootfs"
+    try:
+        skopeo.copy(ref.docker, f"oci:{layout}:pulled", ref.host, f"pulling {ref.uri}", ref.plain_http)
+    except skopeo.Absent:
+        raise refuse(ref.uri, "is not there (no such image or tag)") from None
+    blobs = layout / "blobs" / "sha256"
+    index = json.loads((layout / "index.json").read_text())
+    manifest = json.loads((blobs / index["manifests"][0]["digest"].removeprefix("sha256:")).read_text())
+    for layer in manifest["layers"]:
+        with tarfile.open(blobs / layer["digest"].removeprefix("sha256:")) as tar:
+            members = [m for m in tar.getmembers() if m.name.lstrip("/").split("/", 1)[0] == "models"]
+            tar.extractall(rootfs, members, filter="data")  # no path outside rootfs, no device, no set-uid
+    return rootfs / "models"

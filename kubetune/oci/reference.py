@@ -16,15 +16,17 @@ REPOSITORY = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(
 TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 HOST = re.compile(r"(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:]+\])(?::[0-9]{1,5})?")
 FORMAT = "oci://registry/repository:tag"
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
 class OciReference:
-    """An image in a registry: ``host`` (with its port), ``repository`` and ``tag``."""
+    """An image in a registry: ``host`` (with its port), ``repository`` and ``tag`` (or, read only, ``digest``)."""
 
     host: str
     repository: str
     tag: str
+    digest: str = ""
 
     @property
     def name(self) -> str:
@@ -32,8 +34,13 @@ class OciReference:
         return f"{self.host}/{self.repository}"
 
     @property
+    def version(self) -> str:
+        """``:tag`` or ``@sha256:...``."""
+        return f"@{self.digest}" if self.digest else f":{self.tag}"
+
+    @property
     def uri(self) -> str:
-        return f"{SCHEME}{self.name}:{self.tag}"
+        return f"{SCHEME}{self.name}{self.version}"
 
     def pinned(self, digest: str) -> str:
         """The ``oci://`` URI of the image by its manifest digest: what KServe and the Model Registry are given."""
@@ -42,7 +49,7 @@ class OciReference:
     @property
     def docker(self) -> str:
         """skopeo's name for it."""
-        return f"docker://{self.name}:{self.tag}"
+        return f"docker://{self.name}{self.version}"
 
     @property
     def plain_http(self) -> bool:
@@ -53,15 +60,22 @@ def refuse(where: str, message: str, hint: str | None = None) -> KubetuneError:
     return KubetuneError([Problem(where, message, hint)], "cannot export")
 
 
-def parse(uri: str, where: str = "export_destination") -> OciReference:
+def parse(uri: str, where: str = "export_destination", pinned: bool = False) -> OciReference:
     """``oci://host[:port]/repository[:tag]`` (``latest`` when no tag is given); a credential in it is refused
-    without being shown, and so is a digest (a push needs a tag)."""
+    without being shown, and so is a digest (a push needs a tag) unless ``pinned`` (an image to read:
+    ``oci://host/repository@sha256:...`` is accepted too)."""
     rest = uri.removeprefix(SCHEME)
     authority = rest.split("/", 1)[0]
     if "@" in authority:
         raise refuse(where, f"{SCHEME}{authority.rsplit('@', 1)[1]}/... holds a credential", CREDENTIALS_HINT)
     if "@" in rest:
-        raise refuse(where, f"{public(uri)} names a digest: a modelcar is pushed to a tag", f"give {FORMAT}")
+        name, _, digest = rest.partition("@")
+        if not pinned:
+            raise refuse(where, f"{public(uri)} names a digest: a modelcar is pushed to a tag", f"give {FORMAT}")
+        if not DIGEST.fullmatch(digest):
+            raise refuse(where, f"{public(uri)} is not an image reference", "give oci://registry/repository@sha256:<64 hex>")
+        pinned_ref = parse(f"{SCHEME}{name}", where)
+        return OciReference(pinned_ref.host, pinned_ref.repository, "", digest)
     host, _, path = rest.partition("/")
     name, _, tag = path.rpartition(":") if ":" in path else (path, "", "latest")
     if not HOST.fullmatch(host) or not REPOSITORY.fullmatch(name) or not TAG.fullmatch(tag):

@@ -56,7 +56,7 @@ from kubetune.checkpoints import problem as checkpoint_problem
 from kubetune.contract import TrainingSpec
 from kubetune.errors import KubetuneError, Problem
 from kubetune.files import SYSTEM_FOLDERS, staging_dir, umask_modes
-from kubetune.oci.modelcar import check_tag, push_modelcar
+from kubetune.oci.modelcar import check_tag, pull_models, push_modelcar
 from kubetune.oci.reference import SCHEME as OCI
 from kubetune.oci.reference import parse as parse_oci
 from kubetune.runtime import resolve_model
@@ -79,12 +79,19 @@ FOREIGN_SCANNED = 1000  # a refusal needs only a few: the scan stops here
 
 
 def verify(destination: str | Path) -> list[str]:
-    """Problems with an exported model (local path or s3:// URI); an empty list means complete and intact.
+    """Problems with an exported model (local path, s3:// or oci:// URI); an empty list means complete and intact.
 
     Reported: a missing manifest (saying so when an export run was interrupted), a truncated or invalid
     manifest, a listed file that is missing or does not match its checksum, and a file that is not listed."""
     if str(destination).startswith("s3://"):
         return verify_s3(str(destination))
+    if str(destination).startswith(OCI):  # the image's /models, pulled and unpacked, checked as a local export
+        with tempfile.TemporaryDirectory(prefix="kubetune-verify-") as workdir:
+            try:
+                models = pull_models(str(destination), Path(workdir))
+            except KubetuneError as error:
+                return [str(problem) for problem in error.problems]
+            return [problem.replace(str(models), "/models") for problem in verify(models)]
     directory = Path(destination)
     manifest_path = directory / MANIFEST
     if not manifest_path.is_file():

@@ -13,7 +13,7 @@ import pytest
 
 from kubetune.errors import KubetuneError
 from kubetune.oci import skopeo
-from kubetune.steps.export import ExportedModel, check_destination, export
+from kubetune.steps.export import ExportedModel, check_destination, export, verify
 from kubetune.steps.register import register_step
 from tests.oci.conftest import BASE_FILE, free_port, needs_tools
 
@@ -114,3 +114,36 @@ def test_a_missing_base_image_is_refused_by_name(tiny_model, registry):
     with pytest.raises(KubetuneError, match=rf"modelcar_base_image: {registry}/base/absent:1 is not there"):
         export(tiny_model, f"oci://{registry}/kubetune/tiny:3", base_image=f"{registry}/base/absent:1")
     assert skopeo.inspect_raw(f"docker://{registry}/kubetune/tiny:3", registry, plain_http=True) is None
+
+
+def test_kubetune_verify_checks_a_modelcar_by_tag_or_digest(pushed, registry):
+    from typer.testing import CliRunner
+
+    from kubetune.cli import app
+
+    assert verify(pushed.tag) == [] and verify(pushed.uri) == []
+    result = CliRunner().invoke(app, ["verify", pushed.uri])
+    assert result.exit_code == 0 and result.stdout.strip() == f"{pushed.uri}: complete"
+    absent = f"oci://{registry}/kubetune/never:1"
+    assert verify(absent) == [f"{absent}: is not there (no such image or tag)"]
+
+
+def test_verify_finds_a_modelcar_whose_files_do_not_match_its_manifest(registry, base_image, tmp_path):
+    from olot.basics import oci_layers_on_top
+
+    layout = tmp_path / "layout"
+    subprocess.run(
+        ["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{base_image}", f"oci:{layout}:latest"], check=True
+    )
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "config.json").write_text("{}")
+    entry = {"sha256": hashlib.sha256(b"other").hexdigest(), "bytes": 2}
+    (models / "manifest.json").write_text(json.dumps({"format": 1, "kind": "full", "files": {"config.json": entry}}))
+    oci_layers_on_top(layout, sorted(models.iterdir()), root_dir=models, annotations={"io.kubetune.export": "modelcar"})
+    target = f"oci://{registry}/kubetune/tampered:1"
+    subprocess.run(
+        ["skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci:{layout}:latest", target.replace("oci://", "docker://")],
+        check=True,
+    )
+    assert verify(target) == ["config.json does not match its checksum"]
