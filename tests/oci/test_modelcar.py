@@ -14,7 +14,6 @@ import pytest
 from kubetune.errors import KubetuneError
 from kubetune.oci import skopeo
 from kubetune.steps.export import ExportedModel, check_destination, export, verify
-from kubetune.steps.register import register_step
 from tests.oci.conftest import BASE_FILE, free_port, needs_tools
 
 pytestmark = needs_tools
@@ -72,12 +71,6 @@ def test_the_result_pins_the_pushed_digest_and_the_image_is_labelled(pushed, reg
     )
     assert json.loads(config.stdout)["config"]["Labels"]["io.kubetune.export"] == "modelcar"
     check_destination(pushed.tag)  # a tag holding a kubetune modelcar is exported to again without overwrite
-
-
-def test_registration_records_the_oci_uri_with_its_digest(pushed, model_registry):
-    register_step(ExportedModel.from_metadata(pushed.metadata()), None, None, model_registry.url, "tiny", "v1")
-    (artifact,) = [r["body"] for r in model_registry.requests if r["method"] == "POST" and r["path"].endswith("/artifacts")]
-    assert artifact["uri"] == pushed.uri and "@sha256:" in artifact["uri"]
 
 
 def test_a_tag_holding_another_image_is_refused_unless_overwrite(registry, base_image):
@@ -147,3 +140,42 @@ def test_verify_finds_a_modelcar_whose_files_do_not_match_its_manifest(registry,
         check=True,
     )
     assert verify(target) == ["config.json does not match its checksum"]
+
+
+class Artifact:
+    """What kfp hands a component: a path and metadata (and metrics)."""
+
+    def __init__(self, path: Path):
+        self.path, self.metadata, self.metrics = str(path), {}, {}
+
+    def log_metric(self, name, value):
+        self.metrics[name] = value
+
+
+def test_the_export_component_pushes_to_oci_on_its_base_image_and_registration_reads_its_metadata(
+    tiny_model, registry, base_image, tmp_path, model_registry
+):
+    from kubetune.components.export.component import export_model
+    from kubetune.components.register.component import register_model
+
+    destination = f"oci://{registry}/kubetune/component:1"
+    pointer = Artifact(tmp_path / "pointer")
+    export_model.python_func(
+        trained_model=Artifact(tiny_model),
+        checkpoint=".",
+        exported_model=pointer,
+        metrics=Artifact(tmp_path / "metrics"),
+        export_destination=destination,
+        modelcar_base_image=base_image,
+    )
+    assert pointer.metadata["tag"] == destination and pointer.metadata["uri"].startswith(f"oci://{registry}/kubetune/component@")
+    assert json.loads((tmp_path / "pointer" / "location.json").read_text())["uri"] == pointer.metadata["uri"]
+    register_model.python_func(
+        exported_model=pointer,
+        registry_server=model_registry.url,
+        registry_model_name="tiny",
+        registry_model_version="component",
+        registration=Artifact(tmp_path / "registration"),
+    )
+    (artifact,) = [r["body"] for r in model_registry.requests if r["method"] == "POST" and r["path"].endswith("/artifacts")]
+    assert artifact["uri"] == pointer.metadata["uri"]
