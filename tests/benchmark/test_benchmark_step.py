@@ -97,3 +97,15 @@ def test_delta_is_in_the_better_direction_and_forgetting_is_the_largest_drop():
     assert improved.forgetting == 0.0 and improved.metrics() == {
         "ppl_base": 3.0, "ppl_tuned": 2.0, "ppl_delta": 1.0, "benchmark_delta": 1.0, "forgetting": 0.0,
     }  # fmt: skip
+
+
+def test_lm_evals_chatter_is_held_back_and_shown_when_it_fails(capsys):
+    from kubetune.benchmark.harness import quiet
+
+    with quiet():
+        print("Running loglikelihood requests: 100%", file=sys.stderr)
+    assert capsys.readouterr().err == ""
+    with pytest.raises(RuntimeError), quiet():
+        print("the reason it failed", file=sys.stderr)
+        raise RuntimeError("lm-eval failed")
+    assert "the reason it failed" in capsys.readouterr().err
