@@ -1,5 +1,5 @@
 """A push killed at its last moment leaves no tag: skopeo sends every blob first and the manifest under the tag
-last, so the tag moves only once the image is whole in the registry."""
+last, so the tag moves only once the image is whole in the registry; the next export to that tag completes."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 from kubetune.oci import skopeo
+from kubetune.steps.export import export, verify
 from tests.oci.conftest import needs_tools
 from tests.support.standins import FaultyProxy
 
@@ -41,3 +42,5 @@ def test_the_export_step_killed_while_the_manifest_is_sent_leaves_no_tag(tiny_mo
         blobs = [path for method, path, _ in proxy.requests if method == "PUT" and "/blobs/uploads/" in path]
     assert len(blobs) >= 5  # the config and the model files' layers were all in the registry...
     assert skopeo.inspect_raw(f"docker://{registry}/kubetune/killed:1", registry, plain_http=True) is None  # ...not the tag
+    pushed = export(tiny_model, f"oci://{registry}/kubetune/killed:1", base_image=base_image)  # the next run completes
+    assert verify(pushed.uri) == []
