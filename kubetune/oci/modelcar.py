@@ -87,7 +87,7 @@ def push_modelcar(staging: Path, ref: OciReference, image: str = "") -> Pushed:
     from olot.basics import oci_layers_on_top
     from olot.enums import RemoveOriginals
 
-    base = base_image(image)
+    base, image = base_image(image), image.strip() or DEFAULT_BASE_IMAGE
     card = staging / MODEL_CARD
     files = sorted(p for p in staging.rglob("*") if p.is_file() and p != card)
     with tempfile.TemporaryDirectory(prefix="kubetune-modelcar-") as workdir:
