@@ -56,9 +56,13 @@ def promote_best(models: Input[list[Model]], destination: str, promoted: Output[
 
 
 @dsl.pipeline(name="my-finetune-sweep")
-def sweep(variants: list = VARIANTS, data_uri: str = SAMPLE_DATA_URI, destination: str = "sweep-best") -> Model:
+def sweep(
+    variants: list = VARIANTS, data_uri: str = SAMPLE_DATA_URI, destination: str = "sweep-best", promotion_gate: str = ""
+) -> Model:
+    """``promotion_gate``: finetune's thresholds (JSON), checked for each variant; empty: every variant competes."""
     with dsl.ParallelFor(variants) as kwargs:
-        tuned = finetune(training_kwargs=kwargs, data_uri=data_uri)  # export_destination="": the model stays in its artifact
+        # export_destination="" (the default): each variant's model stays in its artifact until one is promoted
+        tuned = finetune(training_kwargs=kwargs, data_uri=data_uri, promotion_gate=promotion_gate)
     return promote_best(models=dsl.Collected(tuned.outputs["model"]), destination=destination).outputs["promoted"]
 
 

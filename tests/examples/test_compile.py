@@ -33,6 +33,7 @@ def test_sweep_example_runs_finetune_per_variant_in_parallel_and_promotes_from_t
     assert inner["componentRef"]["name"] == "comp-kubetune-finetune"
     assert inner["inputs"]["parameters"]["training_kwargs"] == {"componentInputParameter": "pipelinechannel--variants-loop-item"}
     assert "export_destination" not in inner["inputs"]["parameters"]  # its default: the model stays in its artifact
+    assert inner["inputs"]["parameters"]["promotion_gate"] == {"componentInputParameter": "pipelinechannel--promotion_gate"}
     models = tasks["promote-best"]["inputs"]["artifacts"]["models"]["taskOutputArtifact"]
     assert models == {"outputArtifactKey": "pipelinechannel--kubetune-finetune-model", "producerTask": "for-loop-1"}
     assert spec["components"]["comp-promote-best"]["inputDefinitions"]["artifacts"]["models"]["isArtifactList"] is True

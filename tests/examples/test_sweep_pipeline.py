@@ -90,6 +90,15 @@ def test_a_variant_its_gate_refused_is_listed_with_its_reasons_and_never_promote
     assert ended.value.code == 2 and not (tmp_path / "none").exists()
 
 
+def test_a_destination_kubetune_did_not_write_is_refused_and_left_alone(sweep, tmp_path):
+    module, _, run, _ = sweep
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit) as ended:
+        promote(module, [Model(uri=str(v["model"])) for v in variants_of(run)], str(tmp_path / "theirs"), tmp_path)
+    assert ended.value.code == 2 and [p.name for p in (tmp_path / "theirs").iterdir()] == ["notes.txt"]
+
+
 def test_the_promotion_publishes_to_s3_through_kubetunes_export(sweep, s3, tmp_path):
     module, _, run, _ = sweep
     s3.create_bucket(Bucket="models")
