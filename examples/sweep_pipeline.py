@@ -2,10 +2,11 @@
 validation loss promoted (copied to ``destination``) with a Markdown table of all of them.
 
     python examples/sweep_pipeline.py            # compile to sweep_pipeline.yaml
-    python examples/sweep_pipeline.py --local    # run on this machine with kfp.local (CPU, a few minutes)
+    python examples/sweep_pipeline.py --local    # run here with kfp.local (CPU, a few minutes): the best in ./sweep-best
 """
 
 import sys
+from pathlib import Path
 
 from kfp import compiler, dsl
 from kfp.dsl import Input, Markdown, Model, Output
@@ -56,10 +57,9 @@ def promote_best(models: Input[list[Model]], destination: str, promoted: Output[
 
 
 @dsl.pipeline(name="my-finetune-sweep")
-def sweep(
-    variants: list = VARIANTS, data_uri: str = SAMPLE_DATA_URI, destination: str = "sweep-best", promotion_gate: str = ""
-) -> Model:
-    """``promotion_gate``: finetune's thresholds (JSON), checked for each variant; empty: every variant competes."""
+def sweep(destination: str, variants: list = VARIANTS, data_uri: str = SAMPLE_DATA_URI, promotion_gate: str = "") -> Model:
+    """``destination``: where the best model goes: ``s3://bucket/prefix`` or a path (a PVC's on a cluster).
+    ``promotion_gate``: finetune's thresholds (JSON), checked for each variant; empty: every variant competes."""
     with dsl.ParallelFor(variants) as kwargs:
         # export_destination="" (the default): each variant's model stays in its artifact until one is promoted
         tuned = finetune(training_kwargs=kwargs, data_uri=data_uri, promotion_gate=promotion_gate)
@@ -71,7 +71,7 @@ if __name__ == "__main__":
         from kubetune.runs.kfp_local import init  # kfp.local.init, able to read finetune's model output (a dsl.OneOf)
 
         init(pipeline_root="sweep-local")
-        print(sweep().output.metadata)
+        print(sweep(destination=str(Path("sweep-best").resolve())).output.metadata)
     else:
         compiler.Compiler().compile(sweep, "sweep_pipeline.yaml")
         print("wrote sweep_pipeline.yaml")

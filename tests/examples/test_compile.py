@@ -37,6 +37,8 @@ def test_sweep_example_runs_finetune_per_variant_in_parallel_and_promotes_from_t
     models = tasks["promote-best"]["inputs"]["artifacts"]["models"]["taskOutputArtifact"]
     assert models == {"outputArtifactKey": "pipelinechannel--kubetune-finetune-model", "producerTask": "for-loop-1"}
     assert spec["components"]["comp-promote-best"]["inputDefinitions"]["artifacts"]["models"]["isArtifactList"] is True
-    variants = spec["root"]["inputDefinitions"]["parameters"]["variants"]["defaultValue"]
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    assert "defaultValue" not in parameters["destination"]  # required: a default path would be lost with the pod
+    variants = parameters["variants"]["defaultValue"]
     assert len({v["learning_rate"] for v in variants}) == 2  # the embedded kwargs with two learning rates, nothing else varied
     assert [dict(v, learning_rate=0) for v in variants] == [dict(variants[0], learning_rate=0)] * 2
