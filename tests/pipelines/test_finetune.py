@@ -104,7 +104,12 @@ def test_local_run_exports_to_s3_and_registers_when_asked(tmp_path, s3, model_re
     s3.create_bucket(Bucket="models")
     registry = {"registry_server": model_registry.url, "registry_model_name": "tiny-chat", "registry_model_version": "1"}
     options = {**registry, "benchmark_tasks": "held_out", "benchmark_limit": 3}  # and lm-eval on base and fine-tuned
+    # a promotion gate it passes: every threshold checked, the benchmark's measured through the pipeline
+    options["promotion_gate"] = '{"max_validation_loss": 100, "min_benchmark_delta": -1e9, "max_forgetting": 1e9}'
     result = run_local(tmp_path, export_destination="s3://models/finetuned/tiny", export_checkpoint="final", **options)
+    decision = Path(result["decision"]).read_text()
+    assert result["promoted"] is True and result["not_promoted"] == [] and decision.startswith("### Promotion gate: promoted\n")
+    assert decision.count("| pass |") == 3 and f"| {result['benchmark']['benchmark_delta']:.4f} | pass |" in decision
     scores = result["benchmark"]  # run-local --evaluate-benchmark shows these: base and fine-tuned per task, the delta
     assert {f"held_out_loglikelihood_{part}" for part in ("base", "tuned", "delta")} <= set(scores)
     assert scores["held_out_loglikelihood_base"] != scores["held_out_loglikelihood_tuned"]  # the fine-tuned model was scored
