@@ -58,11 +58,11 @@ def check_gate(text: str, benchmark_tasks: str, where: str = FIELD) -> GateThres
 
 
 def _problems(error: ValidationError, where: str) -> list[Problem]:
-    fields = set(GateThresholds.model_fields)
+    fields = list(GateThresholds.model_fields)
     problems = []
     for problem, e in zip(pydantic_problems(error, where), error.errors(include_input=False), strict=True):
-        if e["type"] == "extra_forbidden":
-            hint = suggest(str(e["loc"][-1]), fields) or f"the thresholds: {', '.join(fields)}"
+        if e["type"] == "extra_forbidden":  # a key that looks like a credential is shown <redacted>, with no did-you-mean
+            hint = suggest(str(e["loc"][-1]), set(fields)) or f"the thresholds: {', '.join(fields)}"
             problem = Problem(f"{where}.{shown(e['loc'][-1])}", "is not a threshold", hint)
         problems.append(problem)
     return problems

@@ -86,11 +86,13 @@ def test_a_typo_a_wrong_type_and_a_non_object_are_refused_naming_the_field():
         '{"max_validation_loss": 1e999}': "promotion_gate.max_validation_loss: Input should be a finite number",
         '["max_validation_loss"]': "promotion_gate: must be a JSON object of thresholds",
         "{max_validation_loss: 2}": "promotion_gate: is not JSON",
+        '{"hf_AbCdEfGhIjKlMnOpQrStUvWxYz012345": 1}': "promotion_gate.<redacted>: is not a threshold (the thresholds: "
+        "max_validation_loss, no_overfitting, min_benchmark_delta, max_forgetting)",  # a credential is never echoed
     }
     for text, message in cases.items():
         with pytest.raises(KubetuneError) as e:
             parse_gate(text)
-        assert message in e.value.report(), text
+        assert message in e.value.report() and "AbCdEf" not in e.value.report(), text
     assert parse_gate("  ") == GateThresholds()
 
 
