@@ -160,6 +160,7 @@ def register_step(
         "best_validation_loss": curve.best.loss if curve else None,
         "best_checkpoint": curve.best.checkpoint if curve else None,
         "export_kind": location.kind,
+        "oci_tag": location.tag,  # an OCI modelcar: the tag pushed (the URI registered pins its digest)
         "exported_by": "kubetune",
     }
     return register(

@@ -179,3 +179,5 @@ def test_the_export_component_pushes_to_oci_on_its_base_image_and_registration_r
     )
     (artifact,) = [r["body"] for r in model_registry.requests if r["method"] == "POST" and r["path"].endswith("/artifacts")]
     assert artifact["uri"] == pointer.metadata["uri"]
+    (version,) = [r["body"] for r in model_registry.requests if r["method"] == "POST" and r["path"].endswith("/model_versions")]
+    assert version["customProperties"]["oci_tag"]["string_value"] == destination
