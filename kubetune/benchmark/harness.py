@@ -2,8 +2,8 @@
 
 The chat template is applied (``apply_chat_template=True``), zero-shot, greedy; cuda when present, else cpu
 (float32). A LoRA adapter is loaded with lm-eval's own ``peft=`` on its base. Only the held-out tasks run
-offline (HF_HUB_OFFLINE, HF_DATASETS_OFFLINE); lm-eval's logging and progress bars are held back
-(shown when it fails).
+offline for datasets (HF_DATASETS_OFFLINE: their data is a local JSONL); the hub stays reachable for a base model
+given as a hub id. lm-eval's logging and progress bars are held back (shown when it fails).
 """
 
 from __future__ import annotations
@@ -115,31 +115,48 @@ def evaluate(model: ModelUnderTest, tasks: list[str], how: Settings) -> dict[str
             log_samples=False,
             bootstrap_iters=0,
         )
-    scores = {name: primary(name, out) for name in tasks}
+    scores = {row: primary(row, out) for row in scored_rows(out)}
     summary = ", ".join(f"{name} {s.metric} {s.value:.4g}" for name, s in scores.items())
     seconds = time.monotonic() - started
     say(f"[kubetune] benchmark {model.label} ({model.adapter or model.pretrained}): {summary} in {seconds:.1f} s")
     return scores
 
 
+def scored_rows(out: dict) -> list[str]:
+    """The rows of lm-eval's results that score what was asked: each task; a group by its aggregate, or by its
+    subtasks' rows when it has none; the tasks of a tag (a tag has no row of its own)."""
+    results, children = out["results"], out.get("group_subtasks", {})
+    nested = {child for group in children.values() for child in group}
+
+    def rows(name: str) -> list[str]:
+        if _metric_keys(results.get(name, {})):
+            return [name]
+        return [row for child in children.get(name, []) for row in rows(child)]
+
+    return [row for name in results if name not in nested for row in rows(name)]
+
+
+def _metric_keys(row: dict) -> list[str]:
+    """``<metric>,<filter>`` keys of a result row that hold a number."""
+    return [k for k in row if "," in k and "_stderr" not in k and isinstance(row[k], int | float)]
+
+
 def primary(name: str, out: dict) -> Score:
-    """The first metric of task ``name`` in lm-eval's output (its metric list's order), with its direction."""
+    """The first metric of row ``name`` in lm-eval's output (its metric list's order), with its direction."""
     row = out["results"][name]
-    config = out.get("configs", {}).get(name, {})
-    listed = [m["metric"] for m in config.get("metric_list", [])]
-    keys = [k for k in row if "," in k and "_stderr" not in k and isinstance(row[k], int | float)]
+    listed = [m["metric"] for m in out.get("configs", {}).get(name, {}).get("metric_list", [])]
+    keys = _metric_keys(row)
     key = next((k for m in listed for k in keys if k.split(",")[0] == m), keys[0])
     metric = key.split(",")[0]
     higher = out.get("higher_is_better", {}).get(name, {}).get(metric, True)
-    documents = out.get("n-samples", {}).get(name, {}).get("effective", 0)
-    return Score(metric, bool(higher), float(row[key]), int(documents))
+    return Score(metric, bool(higher), float(row[key]), int(row.get("sample_len", 0)))
 
 
 @contextlib.contextmanager
 def quiet(offline: bool = False) -> Iterator[None]:
     """lm-eval's and transformers' chatter (logs at INFO, progress bars: stderr) held back, and shown only when the
-    block fails; the hub and datasets offline when asked."""
-    names = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"} if offline else {}
+    block fails; datasets offline when asked."""
+    names = {"HF_DATASETS_OFFLINE": "1"} if offline else {}
     saved_env = {k: os.environ.get(k) for k in names}
     saved_levels = {n: logging.getLogger(n).level for n in QUIET}
     os.environ.update(names)

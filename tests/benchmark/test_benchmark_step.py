@@ -1,71 +1,13 @@
-"""The benchmark step on a LoRA adapter of the tiny model, checked against lm-eval's own CLI on the same model and
-tasks; the held-out documents; delta and forgetting."""
+"""The held-out documents, how lm-eval's rows are scored (tasks, groups, tags), delta and forgetting, lm-eval's chatter
+held back (the component's run and its comparison with lm-eval's CLI: components/benchmark/tests)."""
 
 import json
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from kubetune.benchmark.results import BenchmarkResults, TaskScore
 from kubetune.benchmark.tasks import documents, write_held_out_tasks
-from kubetune.steps.benchmark import benchmark_step
-
-LIMIT = 6
-
-
-@pytest.fixture(scope="module")
-def validation(prepared_validation):
-    return prepared_validation(24)
-
-
-@pytest.fixture(scope="module")
-def adapter_run(tmp_path_factory, tiny_model, validation):
-    """A randomly initialised LoRA adapter on the tiny model (so it changes the scores), benchmarked by the step."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    root = tmp_path_factory.mktemp("benchmark-step")
-    torch.manual_seed(0)
-    config = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False, task_type="CAUSAL_LM")
-    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model), config).save_pretrained(root / "trained" / "adapter")
-    results = benchmark_step(
-        root / "trained", "adapter", validation, root / "results.json", root / "report.md", str(tiny_model), "held_out", LIMIT
-    )
-    return root, results
-
-
-def test_an_adapter_is_scored_on_its_base_and_both_scores_are_reported(adapter_run):
-    root, results = adapter_run
-    assert BenchmarkResults.read(root / "results.json") == results
-    assert {t.name: t.documents for t in results.tasks} == {"held_out_loglikelihood": LIMIT, "held_out_exact_match": LIMIT}
-    loglikelihood = results.tasks[0]
-    assert loglikelihood.base != loglikelihood.tuned  # the adapter was applied
-    report = (root / "report.md").read_text()
-    for t in results.tasks:
-        assert f"| {t.name} | {t.metric} " in report and f"| {t.base:.4g} | {t.tuned:.4g} | {t.delta + 0.0:+.4g} |" in report
-
-
-def test_scores_equal_lm_evals_own_cli_on_the_same_model_and_tasks(adapter_run, tiny_model, validation, tmp_path):
-    root, results = adapter_run
-    tasks = write_held_out_tasks(validation, tmp_path / "tasks")  # the step's tasks, rebuilt from the same chats
-    args = [
-        *("run", "--model", "hf", "--model_args", f"pretrained={tiny_model},peft={root / 'trained' / 'adapter'},dtype=float32"),
-        *("--tasks", "held_out_loglikelihood,held_out_exact_match", "--include_path", str(tasks), "--apply_chat_template"),
-        *("--limit", str(LIMIT), "--device", "cpu", "--batch_size", "4", "--output_path", str(tmp_path / "out")),
-    ]
-    env = os.environ | {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    lm_eval = Path(sys.executable).with_name("lm_eval")
-    done = subprocess.run([str(lm_eval), *args], capture_output=True, text=True, timeout=600, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
-    (written,) = (tmp_path / "out").rglob("results_*.json")
-    theirs = json.loads(written.read_text())["results"]
-    for t in results.tasks:
-        (key,) = (k for k in theirs[t.name] if k.split(",")[0] == t.metric)  # "<metric>,<filter>"
-        assert theirs[t.name][key] == pytest.approx(t.tuned, rel=1e-6, abs=1e-9), t.name
 
 
 def test_documents_the_last_assistant_turn_is_the_answer_and_earlier_turns_lead_the_prompt(tmp_path):
@@ -109,3 +51,20 @@ def test_lm_evals_chatter_is_held_back_and_shown_when_it_fails(capsys):
         print("the reason it failed", file=sys.stderr)
         raise RuntimeError("lm-eval failed")
     assert "the reason it failed" in capsys.readouterr().err
+
+
+def test_a_group_is_scored_by_its_aggregate_or_its_tasks_and_a_tag_by_its_tasks(tiny_model, tmp_path):
+    from kubetune.benchmark.harness import ModelUnderTest, Settings, evaluate
+    from kubetune.embedded.sample_data import SAMPLE_DATA
+
+    folder = write_held_out_tasks(SAMPLE_DATA, tmp_path / "tasks")  # the held-out tasks, from the bundled chats
+    exact_match = (folder / "held_out_exact_match.yaml").read_text()
+    (folder / "tagged.yaml").write_text(exact_match.replace('"held_out_exact_match"', '"kt_tagged"') + 'tag: ["kt_tag"]\n')
+    (folder / "group.yaml").write_text("group: kt_group\ntask: [held_out_loglikelihood]\n")  # no aggregate: its task
+    aggregate = "aggregate_metric_list: [{metric: exact_match, aggregation: mean, weight_by_size: true}]\n"
+    (folder / "group_agg.yaml").write_text("group: kt_group_agg\ntask: [held_out_exact_match]\n" + aggregate)
+    how = Settings(tasks=[], include_path=folder, limit=2, device="cpu", batch_size=4, offline=True)
+    scores = evaluate(ModelUnderTest("base", str(tiny_model)), ["kt_group", "kt_group_agg", "kt_tag"], how)
+    assert sorted(scores) == ["held_out_loglikelihood", "kt_group_agg", "kt_tagged"]
+    assert scores["kt_group_agg"].metric == "exact_match" and scores["kt_group_agg"].documents == 2
+    assert scores["held_out_loglikelihood"].metric == "bits_per_byte" and not scores["held_out_loglikelihood"].higher_is_better

@@ -1,15 +1,19 @@
-"""The benchmark component as kfp.local runs it (a task of a pipeline, importers feeding it), and its refusals in a
-subprocess, as a pod ends it: one report, exit 2."""
+"""The benchmark component as kfp.local runs it (a task of a pipeline, importers feeding it) on a LoRA adapter of the
+tiny model, its scores checked against lm-eval's own CLI on the same model and tasks; its refusals in a subprocess,
+as a pod ends it: one report, exit 2."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from kfp import dsl
 
 from kubetune.benchmark.results import BenchmarkResults
+from kubetune.benchmark.tasks import write_held_out_tasks
 from kubetune.components.benchmark.component import benchmark_model
 
 LIMIT = 6
@@ -31,43 +35,63 @@ def benchmark_alone(trained: str, validation: str, base: str):
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, tiny_model, prepared_validation):
-    """One kfp.local run: the tiny model as the base, a copy with halved output logits as the fine-tuned checkpoint."""
+    """One kfp.local run: the tiny model as the base, a randomly initialised LoRA adapter on it (so it changes the
+    scores) as the fine-tuned checkpoint."""
     import torch
     from kfp import local
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
 
     root = tmp_path_factory.mktemp("benchmark-component")
-    model = AutoModelForCausalLM.from_pretrained(tiny_model)
-    with torch.no_grad():
-        model.lm_head.weight.mul_(0.5)  # a random model's loss falls with a smaller logit scale (tests/evaluate)
-    model.save_pretrained(root / "trained" / "final")
-    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(root / "trained" / "final")
+    torch.manual_seed(0)
+    config = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False, task_type="CAUSAL_LM")
+    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model), config).save_pretrained(root / "trained" / "final")
+    validation = prepared_validation(24)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root / "pipeline-root"))
-    benchmark_alone(trained=str(root / "trained"), validation=str(prepared_validation(24)), base=str(tiny_model))
-    (task,) = (p for p in (root / "pipeline-root").glob("*/benchmark-model"))
-    return task
+    benchmark_alone(trained=str(root / "trained"), validation=str(validation), base=str(tiny_model))
+    (task,) = (root / "pipeline-root").glob("*/benchmark-model")
+    return SimpleNamespace(task=task, adapter=root / "trained" / "final", validation=validation)
 
 
 def test_kfp_local_task_writes_results_report_and_metrics(run):
-    results = BenchmarkResults.read(run / "results")
+    results = BenchmarkResults.read(run.task / "results")
     assert results.ran and [t.name for t in results.tasks] == ["held_out_loglikelihood", "held_out_exact_match"]
     loglikelihood = results.tasks[0]
     assert loglikelihood.metric == "bits_per_byte" and not loglikelihood.higher_is_better
-    assert loglikelihood.tuned < loglikelihood.base and loglikelihood.delta == pytest.approx(
-        loglikelihood.base - loglikelihood.tuned
-    )
+    assert loglikelihood.tuned != loglikelihood.base  # the adapter was applied on the base
+    assert loglikelihood.delta == pytest.approx(loglikelihood.base - loglikelihood.tuned)
     assert all(t.documents == LIMIT for t in results.tasks)
     assert results.delta == pytest.approx(sum(t.delta for t in results.tasks) / 2)
     assert results.forgetting == max(0.0, *(-t.delta for t in results.tasks))
-    report = (run / "report").read_text()
-    assert f"| held_out_loglikelihood | bits_per_byte ↓ | {loglikelihood.base:.4g} | {loglikelihood.tuned:.4g} |" in report
+    report = (run.task / "report").read_text()
+    for t in results.tasks:
+        assert f"| {t.name} | {t.metric} " in report and f"| {t.base:.4g} | {t.tuned:.4g} | {t.delta + 0.0:+.4g} |" in report
     assert "apply_chat_template=True" in report and f"limit={LIMIT}" in report
-    output = json.loads((run / "executor_output.json").read_text())
+    output = json.loads((run.task / "executor_output.json").read_text())
     (metrics,) = output["artifacts"]["metrics"]["artifacts"]
     assert metrics["metadata"]["held_out_loglikelihood_base"] == pytest.approx(loglikelihood.base)
     assert metrics["metadata"]["held_out_loglikelihood_tuned"] == pytest.approx(loglikelihood.tuned)
     assert metrics["metadata"]["benchmark_delta"] == pytest.approx(results.delta)
     assert metrics["metadata"]["forgetting"] == pytest.approx(results.forgetting)
+
+
+def test_scores_equal_lm_evals_own_cli_on_the_same_model_and_tasks(run, tiny_model, tmp_path):
+    results = BenchmarkResults.read(run.task / "results")
+    tasks = write_held_out_tasks(run.validation, tmp_path / "tasks")  # the step's tasks, rebuilt from the same chats
+    args = [
+        *("run", "--model", "hf", "--model_args", f"pretrained={tiny_model},peft={run.adapter},dtype=float32"),
+        *("--tasks", "held_out_loglikelihood,held_out_exact_match", "--include_path", str(tasks), "--apply_chat_template"),
+        *("--limit", str(LIMIT), "--device", "cpu", "--batch_size", "4", "--output_path", str(tmp_path / "out")),
+    ]
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    lm_eval = Path(sys.executable).with_name("lm_eval")
+    done = subprocess.run([str(lm_eval), *args], capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (written,) = (tmp_path / "out").rglob("results_*.json")
+    theirs = json.loads(written.read_text())["results"]
+    for t in results.tasks:
+        (key,) = (k for k in theirs[t.name] if k.split(",")[0] == t.metric)  # "<metric>,<filter>"
+        assert theirs[t.name][key] == pytest.approx(t.tuned, rel=1e-6, abs=1e-9), t.name
 
 
 STEP = """
