@@ -23,7 +23,9 @@ def run_local(
     data: Annotated[
         str | None, typer.Option(help="Training data: a local file or folder, s3:// or hf:// (default: the bundled sample).")
     ] = None,
-    destination: Annotated[str, typer.Option(help="Also publish the model here: a directory or s3://bucket/prefix.")] = "",
+    destination: Annotated[
+        str, typer.Option(help="Also publish the model here: a directory, s3://bucket/prefix or oci://registry/repository:tag.")
+    ] = "",
     checkpoint: Annotated[str, typer.Option(help="Export the best checkpoint or the final one.")] = "best",
     overwrite: Annotated[
         bool, typer.Option(help="Let the export replace what --destination holds (not a kubetune export).")
@@ -42,6 +44,13 @@ def run_local(
             "chats) and show both scores."
         ),
     ] = False,
+    modelcar_base_image: Annotated[
+        str,
+        typer.Option(
+            help="--destination oci://...: the modelcar's base image, a registry reference or oci-layout:<dir> "
+            "(default registry.access.redhat.com/ubi9/ubi-micro:latest)."
+        ),
+    ] = "",
     resume: Annotated[
         bool,
         typer.Option(
@@ -52,11 +61,16 @@ def run_local(
     allow_nonempty: Annotated[
         bool, typer.Option(help="Use a run folder that holds other files (nothing in it is deleted or overwritten).")
     ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show the run's full log (kfp.local's and every step's output) as it runs.")
+    ] = False,
 ) -> None:
     """Run the whole pipeline locally with kfp.local on the embedded default (tiny model, sample data).
 
-    Every option is checked before anything runs. The run folder's run.json says whether its run finished;
-    Ctrl-C stops the run (training saves a checkpoint first), marks it unfinished and exits with 130.
+    Every option is checked before anything runs. It shows one line per step (status, duration, key figures),
+    the training's progress and a summary; the full log is in the run folder's run.log (--verbose shows it as it runs).
+    The run folder's run.json says whether its run finished; Ctrl-C stops the run (training saves a checkpoint
+    first), marks it unfinished and exits with 130.
 
     Example: kubetune run-local -o /tmp/kubetune
     Example: kubetune run-local -o /tmp/osft --algorithm osft   (mini-trainer's own loop, in CPU mode without a GPU)
@@ -66,11 +80,21 @@ def run_local(
     """
     from kubetune.runs.local_options import check_options, resumed_arguments
     from kubetune.runs.run_folder import check_folder, new_record
-    from kubetune.runs.supervise import supervise
+    from kubetune.runs.supervise import LOG, supervise
+    from kubetune.runs.view import View
 
     # every option and the run folder, before the pipeline starts
     arguments = check_options(
-        algorithm, checkpoint, data, kwargs, destination, overwrite, output, gate=gate, evaluate_benchmark=evaluate_benchmark
+        algorithm,
+        checkpoint,
+        data,
+        kwargs,
+        destination,
+        overwrite,
+        output,
+        gate=gate,
+        evaluate_benchmark=evaluate_benchmark,
+        modelcar_base_image=modelcar_base_image,
     )
     record = check_folder(output, resume, allow_nonempty)
     if record is not None:
@@ -79,8 +103,15 @@ def run_local(
     else:
         record = new_record(arguments)
     output.mkdir(parents=True, exist_ok=True)
+    typer.echo(f"kubetune run-local: run {record['run_id']}; full log: {output / LOG}")
+    view = View(verbose=verbose)
     # a run-local that took the folder since the check above is refused here, by the folder's lock
-    code, record = supervise(output, record, say=lambda line: typer.echo(f"\n{line}", err=True))
+    try:
+        code, record = supervise(output, record, say=view.say, show=view.feed)
+    except BaseException:
+        view.close()
+        raise
+    view.close(failed=0 < code < 128)  # a failure no step reported: the log's last lines
     if code >= 128:
         typer.echo(
             f"kubetune run-local: interrupted; the run in {output} is unfinished: "
@@ -89,15 +120,17 @@ def run_local(
         )
         raise typer.Exit(code=code)
     if code:
-        typer.echo(f"kubetune run-local: the run in {output} failed (see above); --resume retries it", err=True)
+        log = output / LOG
+        typer.echo(f"kubetune run-local: the run in {output} failed (see above; full log: {log}); --resume retries it", err=True)
         raise typer.Exit(code=code)
-    show(record)
+    show(record, output / LOG)
     if not record["result"].get("promoted", True):  # the run did what was asked; the model missed a threshold
         raise typer.Exit(code=NOT_PROMOTED)
 
 
-def show(record: dict) -> None:
-    """What a finished run made, the promotion gate's verdict, and the validation loss of each checkpoint."""
+def show(record: dict, log: Path | None = None) -> None:
+    """What a finished run made, the promotion gate's verdict, the validation loss of each checkpoint, and where the
+    run's full ``log`` is."""
     result = record["result"]
     typer.echo("\nkubetune run-local finished")
     if result.get("promoted", True):
@@ -113,6 +146,8 @@ def show(record: dict) -> None:
     typer.echo(f"  kwargs artifact:  {result['kwargs_artifact']}")
     typer.echo(f"  loss curve:       {result['loss_curve']}")
     typer.echo(f"  report (HTML):    {result['report']}")
+    if log is not None:
+        typer.echo(f"  full log:         {log}")
     for name, loss in result["validation_loss"].items():
         mark = "  <- best" if name == result["best_checkpoint"] else ""
         mark += "  (overfitting starts after this one)" if name == result["overfitting_after"] else ""

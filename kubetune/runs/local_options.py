@@ -19,6 +19,7 @@ OPTION = {  # pipeline argument -> the run-local option that sets it
     "export_destination": "--destination",
     "export_checkpoint": "--checkpoint",
     "export_overwrite": "--overwrite",
+    "modelcar_base_image": "--modelcar-base-image",
     "promotion_gate": "--gate",
     "benchmark_tasks": "--evaluate-benchmark",
 }
@@ -111,6 +112,7 @@ def check_options(
     run_folder: Path | None = None,
     gate: str = "",
     evaluate_benchmark: bool = False,
+    modelcar_base_image: str = "",
 ) -> dict[str, Any]:
     """The pipeline arguments of these options; every problem with any of them in one KubetuneError.
     Local paths become absolute (run.json holds them so, for a resume from any directory)."""
@@ -150,12 +152,30 @@ def check_options(
         arguments["export_destination"] = destination if "://" in destination else os.path.abspath(destination)
     if overwrite:
         arguments["export_overwrite"] = True
+    if modelcar_base_image:
+        problems += modelcar_problems(modelcar_base_image, destination, arguments)
     if gate:
         problems += gate_problems(gate, arguments.get("benchmark_tasks", ""))
         arguments["promotion_gate"] = gate
     if problems:
         raise KubetuneError(problems, "invalid run-local options")
     return arguments
+
+
+def modelcar_problems(image: str, destination: str, arguments: dict[str, Any]) -> list[Problem]:
+    """--modelcar-base-image: only with an oci:// --destination; no credential in it; an oci-layout:<dir> made absolute."""
+    from kubetune.oci.modelcar import LAYOUT_PREFIX, base_image
+
+    if not destination.startswith("oci://"):
+        return [Problem("--modelcar-base-image", "is the base image of an oci:// --destination", "give --destination oci://...")]
+    if image.startswith(LAYOUT_PREFIX):
+        image = LAYOUT_PREFIX + os.path.abspath(image.removeprefix(LAYOUT_PREFIX))
+    try:
+        base_image(image)
+    except KubetuneError as error:
+        return [Problem(f"--{p.where.replace('_', '-')}", p.message, p.hint) for p in error.problems]
+    arguments["modelcar_base_image"] = image
+    return []
 
 
 def gate_problems(gate: str, benchmark_tasks: str) -> list[Problem]:
