@@ -134,11 +134,14 @@ def test_run_local_waits_for_a_stopping_run_no_longer_than_its_grace_period_then
     me = {os.getpid(): start_time(os.getpid())}
     before = set(process_tree(process_table(), me))  # leftovers of earlier tests (this process may be a subreaper)
     run: dict[int, str] = {}
+    returned = threading.Event()  # supervise returned (the run failed early too): no process may be stopped or signalled after
 
     def signal_it() -> None:
-        _until(lambda: any((folder / "kfp-root").glob("*/validate-kwargs")), 120)
+        _until(lambda: returned.is_set() or any((folder / "kfp-root").glob("*/validate-kwargs")), 120)
         stopped: set[int] = set()
         for _ in range(240):  # the steps hang: stop every process below the pipeline's, again until no new one starts
+            if returned.is_set():
+                return
             table = process_table()
             tree = {p: t for p, t in process_tree(table, me).items() if p not in me and p not in before}
             steps = {p for p in tree if table[p][0] != os.getpid()}
@@ -150,11 +153,15 @@ def test_run_local_waits_for_a_stopping_run_no_longer_than_its_grace_period_then
                     os.kill(pid, signal.SIGSTOP)
             stopped |= steps
             time.sleep(0.5)
-        os.kill(os.getpid(), signal.SIGTERM)
+        if not returned.is_set():
+            os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=signal_it, daemon=True).start()
     lines: list[str] = []
-    code, record = supervise.supervise(folder, record, say=lines.append)
+    try:
+        code, record = supervise.supervise(folder, record, say=lines.append)
+    finally:
+        returned.set()
     assert code == 143 and record["state"] == "interrupted" and _lock_free(folder)
     assert len(run) >= 2  # the pipeline process and its step
     said = re.fullmatch(r"kubetune run-local: the run did not stop within 1 s: killed the run's (\d+) processes", lines[-1])
