@@ -95,6 +95,19 @@ def settings(names: list[str], include_path: Path | None, limit: int) -> Setting
     return Settings(named, include_path, limit or None, device, 16 if device == "cuda" else 4, offline=not named)
 
 
+def chat_template_problems(tokenizers: dict[str, str]) -> list[Problem]:
+    """The benchmark applies the chat template: a model whose tokenizer (``where`` -> its path) has none is refused
+    before lm-eval runs."""
+    from transformers import AutoTokenizer
+
+    hint = "benchmark a chat model, or set chat_template in its tokenizer_config.json"
+    return [
+        Problem(where, "its tokenizer has no chat template, which the benchmark applies", hint)
+        for where, path in tokenizers.items()
+        if AutoTokenizer.from_pretrained(path).chat_template is None
+    ]
+
+
 def evaluate(model: ModelUnderTest, tasks: list[str], how: Settings) -> dict[str, Score]:
     """Each task's primary score for ``model`` (groups by their aggregate), with one line of ours."""
     import lm_eval

@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from kubetune.benchmark.harness import ModelUnderTest, check, evaluate, settings
+from kubetune.benchmark.harness import ModelUnderTest, chat_template_problems, check, evaluate, settings
 from kubetune.benchmark.results import BenchmarkResults, TaskScore
 from kubetune.benchmark.tasks import (
     EXACT_MATCH_TASK,
@@ -22,7 +22,7 @@ from kubetune.benchmark.tasks import (
     write_held_out_tasks,
 )
 from kubetune.checkpoints import is_adapter, problem
-from kubetune.errors import Problem
+from kubetune.errors import KubetuneError, Problem
 from kubetune.files import write_text_atomic
 from kubetune.runtime import resolve_model
 
@@ -69,6 +69,9 @@ def _run(
     tasks = [t for name in names for t in ([LOGLIKELIHOOD_TASK, EXACT_MATCH_TASK] if name == HELD_OUT else [name])]
     base = resolve_model(model_uri, workdir / "base")
     fine_tuned = ModelUnderTest("tuned", base, str(tuned)) if is_adapter(tuned) else ModelUnderTest("tuned", str(tuned))
+    tokenizers = {"model_uri": base} | ({} if fine_tuned.adapter else {"checkpoint": fine_tuned.pretrained})
+    if problems := chat_template_problems(tokenizers):
+        raise KubetuneError(problems, "cannot benchmark")
     started = time.monotonic()
     before = evaluate(ModelUnderTest("base", base), tasks, how)
     after = evaluate(fine_tuned, tasks, how)

@@ -8,6 +8,7 @@ import pytest
 
 from kubetune.benchmark.results import BenchmarkResults, TaskScore
 from kubetune.benchmark.tasks import documents, write_held_out_tasks
+from kubetune.embedded.sample_data import SAMPLE_DATA
 
 
 def test_documents_the_last_assistant_turn_is_the_answer_and_earlier_turns_lead_the_prompt(tmp_path):
@@ -55,7 +56,6 @@ def test_lm_evals_chatter_is_held_back_and_shown_when_it_fails(capsys):
 
 def test_a_group_is_scored_by_its_aggregate_or_its_tasks_and_a_tag_by_its_tasks(tiny_model, tmp_path):
     from kubetune.benchmark.harness import ModelUnderTest, Settings, evaluate
-    from kubetune.embedded.sample_data import SAMPLE_DATA
 
     folder = write_held_out_tasks(SAMPLE_DATA, tmp_path / "tasks")  # the held-out tasks, from the bundled chats
     exact_match = (folder / "held_out_exact_match.yaml").read_text()
@@ -68,3 +68,28 @@ def test_a_group_is_scored_by_its_aggregate_or_its_tasks_and_a_tag_by_its_tasks(
     assert sorted(scores) == ["held_out_loglikelihood", "kt_group_agg", "kt_tagged"]
     assert scores["kt_group_agg"].metric == "exact_match" and scores["kt_group_agg"].documents == 2
     assert scores["held_out_loglikelihood"].metric == "bits_per_byte" and not scores["held_out_loglikelihood"].higher_is_better
+
+
+def test_a_model_without_a_chat_template_is_refused_before_lm_eval_runs(tiny_model, tmp_path, capsys):
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from kubetune.steps.benchmark import benchmark_step
+    from tests.support.exits import one_line_exit_2
+
+    plain = tmp_path / "trained" / "final"
+    shutil.copytree(tiny_model, plain)
+    (plain / "chat_template.jinja").unlink()
+    tokenizer = AutoTokenizer.from_pretrained(plain)
+    assert tokenizer.chat_template is None  # without it lm-eval fails deep inside (a ValueError: an internal error)
+    out = [tmp_path / "results.json", tmp_path / "report.md"]
+    err = one_line_exit_2(
+        lambda: benchmark_step(tmp_path / "trained", "final", SAMPLE_DATA, *out, str(tiny_model), "held_out", 2), capsys
+    )
+    hint = "(benchmark a chat model, or set chat_template in its tokenizer_config.json)"
+    assert err.splitlines() == [
+        "cannot benchmark: 1 problem(s)",
+        f"  - checkpoint: its tokenizer has no chat template, which the benchmark applies {hint}",
+    ]
+    assert not any(p.exists() for p in out)
