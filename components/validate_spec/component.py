@@ -45,8 +45,11 @@ def validate_kwargs(
         node_selector: The training pods' node selector.
         promotion_gate: The promotion gate's thresholds (JSON object), checked here so that a typo or a benchmark
             threshold without a benchmark stops the run before training.
-        benchmark_tasks: The benchmark's tasks (empty: no benchmark runs).
+        benchmark_tasks: The benchmark's tasks (empty: no benchmark runs); a name lm-eval does not know stops the
+            run here, before training.
     """
+    from kubetune.benchmark.harness import check as check_benchmark
+    from kubetune.benchmark.tasks import parse_tasks
     from kubetune.contract.gate import check_gate
     from kubetune.errors import reported
     from kubetune.steps.validate import Placement, plan_to_markdown, validate_to_artifact
@@ -55,6 +58,7 @@ def validate_kwargs(
     metrics = {}
     with reported():  # a mistake in the input, or a plan that does not fit, ends the step with its report
         check_gate(promotion_gate, benchmark_tasks)
+        check_benchmark(parse_tasks(benchmark_tasks), 0)  # lm-eval's task index is read only for names beside held_out
         spec = validate_to_artifact(
             algorithm,
             training_kwargs,

@@ -9,12 +9,13 @@ given as a hub id. lm-eval's logging and progress bars are held back (shown when
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,18 +73,23 @@ class Settings:
         }
 
 
-def check(names: list[str], limit: int, more: list[Problem] = ()) -> None:
+def check(names: list[str], limit: int, more: Sequence[Problem] = ()) -> None:
     """Refuse a negative limit and unknown task names (lm-eval's index is read only when a name other than held_out
     is given: about 15 s), with ``more`` problems found by the caller, all in one report."""
     problems = limit_problems(limit)
-    named = [n for n in names if n != HELD_OUT]
-    if named:
-        from lm_eval.tasks import TaskManager
-
-        with quiet():
-            problems += name_problems(named, TaskManager().all_tasks)
+    if named := [n for n in names if n != HELD_OUT]:
+        problems += name_problems(named, known_tasks())
     if problems := [*problems, *more]:
         raise KubetuneError(problems, "invalid benchmark")
+
+
+@functools.cache
+def known_tasks() -> list[str]:
+    """lm-eval's task, group and tag names (its whole index: read once per process)."""
+    from lm_eval.tasks import TaskManager
+
+    with quiet():
+        return TaskManager().all_tasks
 
 
 def settings(names: list[str], include_path: Path | None, limit: int) -> Settings:
