@@ -7,11 +7,20 @@ model, or the promotion gate's refusal). The patch resolves it as kfp resolves a
 one selector whose producer ran (a skipped ``dsl.If`` branch left nothing in the IOStore); a single selector is
 read as kfp reads it. Examples that run a pipeline holding ``finetune`` locally call ``init`` instead of
 ``kfp.local.init``.
+
+kfp.local's warnings that only say the run is local (a task's display name and accelerator are ignored; its base
+image is not Python's) are not shown.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
+
+LOCAL_ONLY_WARNINGS = (
+    r"Task '.*': settings \[.*\] have no effect in the current local runner",
+    r"You may be attemping to run a task that uses custom or non-Python base image",
+)
 
 
 def init(pipeline_root: str, **options: Any) -> None:
@@ -20,6 +29,8 @@ def init(pipeline_root: str, **options: Any) -> None:
     from kfp import local
 
     resolve_artifact_oneof()
+    for message in LOCAL_ONLY_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
     options.setdefault("runner", local.SubprocessRunner(use_venv=False))
     local.init(pipeline_root=pipeline_root, **options)
 

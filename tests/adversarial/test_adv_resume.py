@@ -408,7 +408,7 @@ def test_an_interrupted_run_local_resumes_from_its_last_checkpoint_with_its_prep
     saved = resume_checkpoint(workspace, own=False)
     assert saved is not None
 
-    second = subprocess.run([*command[:-2], "--resume"], capture_output=True, text=True, cwd=tmp_path, timeout=400)
+    second = subprocess.run([*command[:-2], "--resume", "--verbose"], capture_output=True, text=True, cwd=tmp_path, timeout=400)
     assert second.returncode == 0, second.stderr[-3000:]
     log = re.sub(r"\x1b\[[0-9;]*m", "", second.stdout + second.stderr)
     (tmp_path / "resume.log").write_text(log)

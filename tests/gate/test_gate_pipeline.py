@@ -42,6 +42,17 @@ def test_a_refused_model_is_not_exported_and_the_run_says_why(refused):
     (line,) = [line for line in out.splitlines() if "NOT PROMOTED" in line]
     assert re.fullmatch(r"  NOT PROMOTED: best validation loss \d+\.\d{4} is not below 0\.001", line), line
     assert "  nothing was exported or published\n" in out and "exported model:" not in out and "published to:" not in out
+    # run-local's default output: a line per step (its key figures), the summary; kfp.local's logs only in run.log
+    shown = (out + done.stderr).splitlines()
+    assert len(shown) < 40, "\n".join(shown)
+    assert re.search(r"^  promotion-gate   done .+   NOT promoted: best validation loss", out, re.M), out
+    assert re.search(r"^  prepare-data     done .+   24 records kept \(\d+ train, \d+ validation\), 0 dropped$", out, re.M), out
+    assert "  full log:         run/run.log\n" in out and "[KFP Executor" not in out + done.stderr
+    log = re.sub(r"\x1b\[[0-9;]*m", "", (tmp / "run" / "run.log").read_text())
+    for task in ("validate-kwargs", "prepare-data", "train-model", "evaluate-model", "promotion-gate", "refused-model"):
+        assert f"Executing task '{task}'" in log and f"/{task}/executor_output.json" in log
+    assert "[KFP Executor" in log and "[kubetune] progress: step 3/3 (100%)" in log
+    assert "have no effect in the current local runner" not in log  # warnings that only say "this runs locally"
     assert not (tmp / "published").exists()  # the destination was never touched
     record = json.loads((tmp / "run" / "run.json").read_text())
     result = record["result"]

@@ -80,7 +80,7 @@ def test_run_local_trains_interrupted_resumes_and_prints_validation_loss_per_che
     _, err = first.communicate(timeout=300)
     assert first.returncode == 130 and "Traceback" not in err, err[-3000:]
 
-    second = subprocess.run([*cli, "--resume"], capture_output=True, text=True, cwd=tmp_path, timeout=900)
+    second = subprocess.run([*cli, "--resume", "--verbose"], capture_output=True, text=True, cwd=tmp_path, timeout=900)
     assert second.returncode == 0, second.stderr[-3000:]
     log = re.sub(r"\x1b\[[0-9;]*m", "", second.stdout + second.stderr)
     assert resumed in log  # the backend continued from the state it saved on the signal (or said why not)

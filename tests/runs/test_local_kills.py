@@ -78,7 +78,9 @@ def test_a_sigkilled_run_local_stops_its_pipeline_frees_its_folder_and_resumes_f
     saved = resume_checkpoint(workspace, own=False)
     assert saved is not None
 
-    second = subprocess.Popen([*cli, "--resume"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    second = subprocess.Popen(  # --verbose: the steps' own lines as they are printed
+        [*cli, "--resume", "--verbose"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path
+    )
     log = []
     for line in second.stdout:
         log.append(re.sub(r"\x1b\[[0-9;]*m", "", line))

@@ -1,0 +1,129 @@
+"""What ``kubetune run-local`` shows of its run (kubetune.runs.view), replayed from the log of a real default run
+(``view_run/run.log``, shortened; its steps' executor outputs beside it) and from a step that refused its data.
+The whole run-local, its line count and its run.log: tests/gate/test_gate_pipeline.py and tests/cli/test_cli.py."""
+
+import io
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from kubetune.runs.view import Outputs, View, duration, figures, report
+
+RECORDED = Path(__file__).parent / "view_run"
+
+FAILED = """\
+23:12:19.969 - INFO - Executing task \x1b[96m'prepare-data'\x1b[0m
+23:12:19.969 - INFO - Streamed logs:
+
+    [KFP Executor 2026-11-25 23:12:20,096 INFO]: Got executor_input:
+    prepare train: 100%|##########| 141/141 [00:00<00:00, 870B/s]
+    invalid data in /d/bad.jsonl (on_invalid=fail: nothing was written): 1 problem(s)
+      - /d/bad.jsonl:2: messages[0].role must be one of system, user, assistant, tool, got 'bot'
+    \n
+23:12:34.137 - ERROR - Task \x1b[96m'prepare-data'\x1b[0m finished with status \x1b[91mFAILURE\x1b[0m
+--------------------------------------------------------------------------------
+
+kubetune run-local: Pipeline 'kubetune-finetune' finished with status FAILURE. Inner task failed: 'prepare-data'.
+"""
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    """The recorded run's log and executor outputs under a temporary kfp root."""
+    root = tmp_path_factory.mktemp("kfp-root")
+    for path in RECORDED.rglob("*"):
+        if path.is_file():
+            target = root / path.relative_to(RECORDED)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(path.read_text(encoding="utf-8").replace("{root}", str(root)), encoding="utf-8")
+    return root
+
+
+def replay(text: str, chunk: int = 997, terminal: bool = False) -> tuple[list[str], list[str]]:
+    """The lines ``View`` prints for ``text`` fed in pieces of ``chunk`` characters (lines cut anywhere): stdout, stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    view = View(Console(file=out, force_terminal=terminal, width=100, highlight=False, soft_wrap=True))
+    view.errors = Console(file=err, highlight=False, soft_wrap=True)
+    for start in range(0, len(text), chunk):
+        view.feed(text[start : start + chunk])
+    view.close(failed="SUCCESS" not in text)
+    return out.getvalue().splitlines(), err.getvalue().splitlines()
+
+
+def test_one_line_per_step_with_its_status_duration_and_key_figures(recorded):
+    out, err = replay((recorded / "run.log").read_text(encoding="utf-8"))
+    assert out == [
+        "  validate-kwargs  done     13.6 s   lora_sft on unsloth, memory estimate 0.52 GiB per GPU",
+        "  prepare-data     done     14.0 s   320 records kept (288 train, 32 validation), 0 dropped",
+        "  train-model      step 8/72, loss 6.2118, ETA 0:02:35",  # no terminal: at most one progress line a minute
+        "  train-model      done      3m00s   train loss 5.8907, 288 samples, 140 tokens/s",
+        "  evaluate-model   done     29.8 s   validation loss 6.0214 -> 5.8859 (-2%), best checkpoint-72 of 4 checkpoints",
+        "  benchmark-model  done      1.0 s   not asked for (--evaluate-benchmark)",
+        "  promotion-gate   done      0.9 s   promoted",
+        "  export-model     done     22.5 s   merged model, 588.1 kB in 10 files",
+    ]
+    assert err == []
+    assert replay((recorded / "run.log").read_text(encoding="utf-8"), chunk=1)[0] == out  # however the log is read
+
+
+def test_on_a_terminal_the_training_has_a_progress_bar_with_its_loss_and_leaves_the_step_lines(recorded):
+    out, _ = replay((recorded / "run.log").read_text(encoding="utf-8"), chunk=50_000, terminal=True)
+    screen = "\n".join(out)
+    assert "step 72/72, loss 5.8907, ETA 0:00:00" in screen  # the bar's text, redrawn in place
+    assert "\x1b[?25l" in screen  # the cursor hidden while the bar is drawn
+
+
+def test_a_failing_step_shows_its_own_report_and_the_pipeline_line_goes_to_stderr():
+    out, err = replay(FAILED, chunk=7)
+    assert out == [
+        "  prepare-data     FAILED   14.2 s   its report:",
+        "    invalid data in /d/bad.jsonl (on_invalid=fail: nothing was written): 1 problem(s)",
+        "      - /d/bad.jsonl:2: messages[0].role must be one of system, user, assistant, tool, got 'bot'",
+    ]
+    assert err == [
+        "kubetune run-local: Pipeline 'kubetune-finetune' finished with status FAILURE. Inner task failed: 'prepare-data'."
+    ]
+
+
+def test_a_failure_no_step_reported_shows_the_logs_last_lines():
+    out, err = replay("Traceback (most recent call last):\n  File 'x', line 1\nValueError: the pipeline broke\n", chunk=5)
+    assert out == [] and err[0] == "the run's log ends with:" and err[-1] == "  ValueError: the pipeline broke"
+
+
+def test_the_report_is_kubetunes_title_and_problems_or_the_last_line():
+    assert report(["    step output", "    cannot read s3://b/k: access denied", "    "]) == [
+        "cannot read s3://b/k: access denied"
+    ]
+    assert report(["x", "    title: 2 problem(s)", "      - a: b", "      - c: d"]) == [
+        "title: 2 problem(s)",
+        "  - a: b",
+        "  - c: d",
+    ]
+    assert report(["    Traceback (most recent call last):", '      File "x", line 1', "    ValueError: v"]) == ["ValueError: v"]
+    assert report([]) == []
+
+
+def test_missing_or_partial_outputs_give_no_figures_and_never_fail(tmp_path):
+    assert Outputs.read(tmp_path / "absent.json") == Outputs() and Outputs.read(None) == Outputs()
+    (tmp_path / "bad.json").write_text('{"artifacts": {"metrics": {"artifacts": []}}}')
+    assert Outputs.read(tmp_path / "bad.json") == Outputs()
+    assert figures("prepare-data", Outputs()) == "" and figures("some-other-step", Outputs()) == ""
+    written = (RECORDED / "evaluate-model" / "executor_output.json").read_text(encoding="utf-8")
+    (tmp_path / "evaluate.json").write_text(written.replace("{root}", str(tmp_path)))  # its loss curve is not there
+    assert figures("evaluate-model", Outputs.read(tmp_path / "evaluate.json")) == "best validation loss 5.8859 at checkpoint-72"
+
+
+def test_figures_of_a_refused_model_a_benchmark_and_a_resumed_training():
+    gate = Outputs(metadata={"decision": {"promoted": False, "reasons": ["best validation loss 5.9 is not below 0.001"]}})
+    assert figures("promotion-gate", gate) == "NOT promoted: best validation loss 5.9 is not below 0.001"
+    benchmark = Outputs(metadata={"results": {"ran": True}, "metrics": {"benchmark_delta": -0.0, "forgetting": 0.25}})
+    assert figures("benchmark-model", benchmark) == "benchmark delta +0 (positive: better), forgetting 0.25"
+    train = Outputs(
+        metadata={"metrics": {"final_train_loss": 2.5}, "trained_model": {"resumed_from": "checkpoints/checkpoint-4"}}
+    )
+    assert figures("train-model", train) == "train loss 2.5000, resumed from checkpoint-4"
+
+
+def test_durations():
+    assert [duration(s) for s in (0.04, 59.94, 59.96, 61, 3600)] == ["0.0 s", "59.9 s", "1m00s", "1m01s", "60m00s"]
