@@ -6,6 +6,8 @@
   run-local refuses the folder, and the lock ends with its holders, however they end;
 - ``run.json``: the run's record, written first (``state: running``) and updated last (``finished``, or
   ``interrupted``/``failed``): a folder whose record is not ``finished`` holds an unfinished run;
+- ``run.log``: this process's output (kfp.local's and every step's), every attempt's appended
+  (``kubetune.runs.supervise``); run-local shows it as step lines (``kubetune.runs.view``), or whole with ``--verbose``;
 - ``kfp-root/``: kfp.local's outputs (a new folder per attempt);
 - ``workspace/<run_id>/``: the training step's checkpoints, where a resumed run's training continues from
   the newest complete checkpoint;
