@@ -7,7 +7,7 @@ from kfp import dsl
 from kfp.dsl import Artifact, Output
 
 
-@dsl.component
+@dsl.component(base_image="python:3.11")  # never pulled: kfp.local runs it in this interpreter
 def write(text: str, out: Output[Artifact]):
     from pathlib import Path
 
