@@ -30,7 +30,6 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _STAMP = r"(?P<h>\d\d):(?P<m>\d\d):(?P<s>\d\d\.\d+) - \w+ - "
 _EXECUTING = re.compile(_STAMP + r"Executing task '(?P<task>[^']+)'")
 _FINISHED = re.compile(_STAMP + r"Task '(?P<task>[^']+)' finished with status (?P<status>\w+)")
-_CACHED = re.compile(r"Task '(?P<task>[^']+)' cache hit")
 _OUTPUT = re.compile(r"Wrote executor output file to (?P<path>\S+executor_output\.json)")
 _PROGRESS = re.compile(
     r"\[kubetune\] progress: step (?P<step>[\d,]+)/(?P<total>[\d,]+|\?).*?\| loss (?P<loss>\S+).*ETA (?P<eta>\S+)"
@@ -182,6 +181,7 @@ class View:
         self.pending = ""  # the log's last line, until it ends
         self.step: _Step | None = None
         self.failed = False
+        self.stopping = False  # run-local was told to stop the run: a step that fails now was stopped
         self.recent: deque[str] = deque(maxlen=REPORT_LINES)
         self.progress: Progress | None = None
         self.printed_at: float | None = None
@@ -200,10 +200,10 @@ class View:
                     self._line(_ANSI.sub("", line))
 
     def say(self, line: str) -> None:
-        """A message of run-local's own (a signal received, processes killed)."""
+        """A message of run-local's own: it was told to stop the run (a signal), or killed what did not stop."""
         with self.lock:
-            self._end_progress()
-            self.errors.print(("\n" if self.verbose else "") + escape(line))
+            self.stopping = True
+            self._tell(line)
 
     def close(self, failed: bool = False) -> None:
         """The end of the run; ``failed``: it failed, and where no step's report was shown, the log's last lines are."""
@@ -223,16 +223,18 @@ class View:
             self._start_progress(match["task"])
         elif match := _FINISHED.match(line):
             self._finished(match["task"], match["status"], _seconds(match))
-        elif match := _CACHED.search(line):
-            self.console.print(f"  {escape(match['task']):<16} [dim]cached[/]")
         elif line.startswith(_OWN):
-            self.say(line)
+            self._tell(line)
         elif self.step is not None:
             self.step.tail.append(line)
             if match := _OUTPUT.search(line):
                 self.step.output = Path(match["path"])
             elif match := _PROGRESS.search(line):
                 self._progressed(match)
+
+    def _tell(self, line: str) -> None:
+        self._end_progress()
+        self.errors.print(("\n" if self.verbose else "") + escape(line))
 
     def _finished(self, task: str, status: str, at: float) -> None:
         step = self.step if self.step is not None and self.step.task == task else _Step(task, at)
@@ -243,8 +245,9 @@ class View:
         if status == "SUCCESS":
             self.console.print(f"  {name} [green]done[/]   {took:>8}   {escape(figures(task, Outputs.read(step.output)))}")
             return
-        self.failed = True
-        self.console.print(f"  {name} [bold red]FAILED[/] {took:>8}   its report:")
+        self.failed = not self.stopping
+        status = "[yellow]stopped[/]" if self.stopping else "[bold red]FAILED[/] "
+        self.console.print(f"  {name} {status}{took:>8}   its report:")
         for line in report(list(step.tail)):
             self.console.print(f"    {escape(line)}")
 

@@ -86,6 +86,18 @@ def test_a_failing_step_shows_its_own_report_and_the_pipeline_line_goes_to_stder
     ]
 
 
+def test_a_step_that_fails_once_run_local_stops_the_run_was_stopped_not_failed():
+    out, err = io.StringIO(), io.StringIO()
+    view = View(Console(file=out, width=100, soft_wrap=True))
+    view.errors = Console(file=err, soft_wrap=True)
+    view.feed(FAILED[: FAILED.index("23:12:34")])
+    view.say("kubetune run-local: SIGINT received: stopping the run (send it again to kill it)")
+    view.feed(FAILED[FAILED.index("23:12:34") :])
+    view.close()
+    assert out.getvalue().splitlines()[0] == "  prepare-data     stopped  14.2 s   its report:"
+    assert err.getvalue().splitlines()[0] == "kubetune run-local: SIGINT received: stopping the run (send it again to kill it)"
+
+
 def test_a_failure_no_step_reported_shows_the_logs_last_lines():
     out, err = replay("Traceback (most recent call last):\n  File 'x', line 1\nValueError: the pipeline broke\n", chunk=5)
     assert out == [] and err[0] == "the run's log ends with:" and err[-1] == "  ValueError: the pipeline broke"
