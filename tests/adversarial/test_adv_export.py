@@ -868,7 +868,8 @@ def test_export_overwrite_is_a_pipeline_parameter_wired_to_the_export_step(tmp_p
     for pipeline in (finetune, evaluate_export):
         compiler.Compiler().compile(pipeline, str(tmp_path / "p.yaml"))
         text = (tmp_path / "p.yaml").read_text()
-        assert re.search(r"\n +export_overwrite:\n +componentInputParameter: export_overwrite\n", text)
+        # inside the promotion gate's dsl.If the parameter reaches the export task as a pipeline channel
+        assert re.search(r"\n +export_overwrite:\n +componentInputParameter: (pipelinechannel--)?export_overwrite\n", text)
         assert re.search(r"\n +export_overwrite:\n +defaultValue: false\n", text)
 
 
