@@ -1,3 +1,4 @@
+import collections
 import itertools
 import json
 import os
@@ -16,6 +17,21 @@ from tests.support import standins
 
 
 def pytest_collection_modifyitems(config, items):
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # every worker collects alike, so each sorts to the same order
+        _heaviest_modules_first(items)
+    _skip_gpu_tests(items)
+
+
+def _heaviest_modules_first(items) -> None:
+    """Under ``-n 2 --dist loadfile`` each module runs whole on one worker (its module-scoped fixtures, a training
+    run or a prepared data set, are built once) and ``--no-loadscope-reorder`` hands the modules out in this order:
+    the modules with the most ``slow`` tests first, so that none of them starts while the other worker has nothing
+    left. A stable sort: the tests of a module keep their order."""
+    slow = collections.Counter(item.path for item in items if item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow[item.path])
+
+
+def _skip_gpu_tests(items) -> None:
     """Tests marked ``gpu`` need CUDA: where it is absent they are skipped, with the reason (the GPU kit runs them)."""
     marked = [item for item in items if item.get_closest_marker("gpu")]
     if not marked:
