@@ -226,7 +226,10 @@ class View:
         elif line.startswith(_OWN):
             self._tell(line)
         elif self.step is not None:
-            self.step.tail.append(line)
+            if line.rstrip() == "    }" or "[KFP Executor " in line:  # the executor's input (JSON) and lines: not the step's
+                self.step.tail.clear()
+            else:
+                self.step.tail.append(line)
             if match := _OUTPUT.search(line):
                 self.step.output = Path(match["path"])
             elif match := _PROGRESS.search(line):
@@ -247,8 +250,9 @@ class View:
             return
         self.failed = not self.stopping
         status = "[yellow]stopped[/]" if self.stopping else "[bold red]FAILED[/] "
-        self.console.print(f"  {name} {status}{took:>8}   its report:")
-        for line in report(list(step.tail)):
+        lines = report(list(step.tail))
+        self.console.print(f"  {name} {status}{took:>8}" + ("   its report:" if lines else ""))
+        for line in lines:
             self.console.print(f"    {escape(line)}")
 
     def _start_progress(self, task: str) -> None:

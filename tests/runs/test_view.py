@@ -96,6 +96,9 @@ def test_a_step_that_fails_once_run_local_stops_the_run_was_stopped_not_failed()
     view.close()
     assert out.getvalue().splitlines()[0] == "  prepare-data     stopped  14.2 s   its report:"
     assert err.getvalue().splitlines()[0] == "kubetune run-local: SIGINT received: stopping the run (send it again to kill it)"
+    report_lines = FAILED[FAILED.index("    invalid data") : FAILED.index("    \n")]
+    quiet = FAILED.replace(report_lines, '    {\n        "outputFile": "x"\n    }\n')  # stopped in the executor's input
+    assert replay(quiet)[0] == ["  prepare-data     FAILED   14.2 s"]
 
 
 def test_a_failure_no_step_reported_shows_the_logs_last_lines():
