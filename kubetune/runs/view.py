@@ -92,7 +92,9 @@ def _evaluate(o: Outputs) -> str:
         best = f"{Path(o.parameters['best_checkpoint']).name}"
         return f"best validation loss {o.metadata['metrics']['best_validation_loss']:.4f} at {best}"
     first, best = curve.points[0], curve.best
-    change = f"{first.loss:.4f} -> {best.loss:.4f} ({100 * (best.loss - first.loss) / first.loss:+.0f}%)" if first.loss else ""
+    percent = 100 * (best.loss - first.loss) / first.loss if first.loss else None
+    digits = 1 if percent is not None and abs(percent) < 10 else 0
+    change = f"{first.loss:.4f} -> {best.loss:.4f} ({percent:+.{digits}f}%)" if percent is not None else ""
     overfitting = f", overfitting after {Path(curve.overfitting.checkpoint).name}" if curve.overfitting else ""
     return (
         f"validation loss {change or f'{best.loss:.4f}'}, best {Path(best.checkpoint).name} "

@@ -58,7 +58,7 @@ def test_one_line_per_step_with_its_status_duration_and_key_figures(recorded):
         "  prepare-data     done     14.0 s   320 records kept (288 train, 32 validation), 0 dropped",
         "  train-model      step 8/72, loss 6.2118, ETA 0:02:35",  # no terminal: at most one progress line a minute
         "  train-model      done      3m00s   train loss 5.8907, 288 samples, 140 tokens/s",
-        "  evaluate-model   done     29.8 s   validation loss 6.0214 -> 5.8859 (-2%), best checkpoint-72 of 4 checkpoints",
+        "  evaluate-model   done     29.8 s   validation loss 6.0214 -> 5.8859 (-2.2%), best checkpoint-72 of 4 checkpoints",
         "  benchmark-model  done      1.0 s   not asked for (--evaluate-benchmark)",
         "  promotion-gate   done      0.9 s   promoted",
         "  export-model     done     22.5 s   merged model, 588.1 kB in 10 files",
