@@ -117,7 +117,7 @@ PARAMETERS = (
     P("merge_adapter", bool, True, "LoRA: merge the adapter into the base model, or export the adapter alone.",
       PIPELINES, ("export_model",)),
     P("export_checkpoint", str, "best", "best (lowest validation loss) or final.", PIPELINES,
-      ("export_model", "promotion_gate")),
+      ("export_model", "benchmark_model", "promotion_gate")),
     P("export_destination", str, "", "Empty: the Model artifact; a local/PVC path, s3://bucket/prefix, or "
       "oci://registry/repository:tag (a modelcar for KServe).", PIPELINES, ("export_model",)),
     P("export_overwrite", bool, False, "Replace a destination that holds anything but a kubetune export.", PIPELINES,

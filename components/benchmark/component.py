@@ -19,6 +19,7 @@ def benchmark_model(
     model_uri: str = "kubetune://tiny-llama",
     benchmark_tasks: str = "",
     benchmark_limit: int = 0,
+    export_checkpoint: str = "best",
 ):
     """Benchmark scores of the base and the fine-tuned model with lm-evaluation-harness, chat template applied.
 
@@ -35,6 +36,7 @@ def benchmark_model(
         benchmark_tasks: Empty: not run (the results say so). ``held_out``: the offline tasks built from
             ``validation_data``; other comma-separated names are lm-eval tasks (they may need the network).
         benchmark_limit: Documents per task, 0 for all.
+        export_checkpoint: ``best`` scores ``checkpoint``, ``final`` the last one saved: the one the export takes.
     """
     from kubetune.errors import reported
     from kubetune.steps.benchmark import benchmark_step
@@ -49,6 +51,7 @@ def benchmark_model(
             model_uri,
             benchmark_tasks,
             benchmark_limit,
+            export_checkpoint,
         )
     for name, value in outcome.metrics().items():
         metrics.log_metric(name, value)

@@ -25,6 +25,7 @@ from kubetune.checkpoints import is_adapter, problem
 from kubetune.errors import KubetuneError, Problem
 from kubetune.files import write_text_atomic
 from kubetune.runtime import resolve_model
+from kubetune.steps.export import chosen_checkpoint
 
 
 def benchmark_step(
@@ -36,10 +37,13 @@ def benchmark_step(
     model_uri: str,
     benchmark_tasks: str = "",
     benchmark_limit: int = 0,
+    export_checkpoint: str = "best",
 ) -> BenchmarkResults:
-    """Score the base model and ``trained_model/checkpoint`` on ``benchmark_tasks``; write the results JSON and the report."""
+    """Score the base model and the checkpoint the export takes (``checkpoint``, the evaluation's best one, or the
+    final one: ``export_checkpoint``) on ``benchmark_tasks``; write the results JSON and the report."""
     names = parse_tasks(benchmark_tasks)
-    tuned = Path(trained_model) / checkpoint
+    tuned = chosen_checkpoint(Path(trained_model), checkpoint, export_checkpoint)
+    checkpoint = tuned.relative_to(trained_model).as_posix() if tuned != Path(trained_model) else "."
     check(names, benchmark_limit, _checkpoint_problems(Path(trained_model), checkpoint) if names else [])
     if not names:
         results = BenchmarkResults(ran=False)

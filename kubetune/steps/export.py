@@ -562,6 +562,20 @@ def trained_spec(spec: TrainingSpec, base_model_uri: str | None) -> TrainingSpec
     return spec.with_params(model_path=public_uri(base_model_uri)) if base_model_uri else spec
 
 
+def chosen_checkpoint(root: Path, best: str, select: str) -> Path:
+    """The checkpoint ``export_checkpoint`` names: ``best`` is ``root/best`` (the evaluation step's best one), ``final``
+    the newest complete save. The export and the benchmark (whose scores gate the export) take the same one."""
+    if select not in ("best", "final"):
+        raise KubetuneError([Problem("export_checkpoint", f'must be "best" or "final", got {select!r}')], "cannot export")
+    if select == "best":
+        return root / best
+    ordered = find_checkpoints(root, position_of=checkpoint_naming(root))  # in the order of the backend's naming
+    complete = [p for p in ordered if checkpoint_problem(p) is None]  # the newest complete one
+    newest = (complete or [root])[-1]  # at mini-trainer's last point, its regular save rather than a best-validation copy
+    regular = newest.with_name(newest.name.removesuffix("_best_val_loss"))
+    return regular if regular in complete else newest
+
+
 def export_step(
     trained_model: str | Path,
     checkpoint: str,
@@ -581,14 +595,8 @@ def export_step(
 
     ``overwrite``: replace a destination that holds something other than a kubetune export (see
     ``check_destination``); the destination is checked before the base model is fetched."""
-    if select not in ("best", "final"):
-        raise KubetuneError([Problem("export_checkpoint", f'must be "best" or "final", got {select!r}')], "cannot export")
     root = Path(trained_model)
-    ordered = find_checkpoints(root, position_of=checkpoint_naming(root))  # in the order of the backend's naming
-    complete = [p for p in ordered if checkpoint_problem(p) is None]  # the newest complete one
-    newest = (complete or [root])[-1]  # at mini-trainer's last point, its regular save rather than a best-validation copy
-    regular = newest.with_name(newest.name.removesuffix("_best_val_loss"))
-    source = root / checkpoint if select == "best" else (regular if regular in complete else newest)
+    source = chosen_checkpoint(root, checkpoint, select)
     inputs = {"the trained model": root, "the training kwargs": spec_path, "the loss curve": curve_path}
     check_destination(destination, overwrite, source, {name: Path(p) for name, p in inputs.items() if p})
     spec = trained_spec(TrainingSpec.read(spec_path), base_model_uri) if spec_path else None

@@ -27,7 +27,8 @@ def benchmark_alone(trained: str, validation: str, base: str):
     data = dsl.importer(artifact_uri=validation, artifact_class=dsl.Dataset).output
     benchmark_model(
         trained_model=model,
-        checkpoint="final",
+        checkpoint="checkpoint-1",  # the evaluation's best; the export takes the final one: so is it scored
+        export_checkpoint="final",
         validation_data=data,
         model_uri=base,
         benchmark_tasks="held_out",
@@ -47,16 +48,19 @@ def run(tmp_path_factory, tiny_model, prepared_validation):
     root = tmp_path_factory.mktemp("benchmark-component")
     torch.manual_seed(0)
     config = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False, task_type="CAUSAL_LM")
-    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model), config).save_pretrained(root / "trained" / "final")
+    for step in (1, 2):  # two saves; checkpoint-2 is the final one
+        model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model), config)
+        model.save_pretrained(root / "trained" / f"checkpoint-{step}")
     validation = prepared_validation(24)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root / "pipeline-root"))
     benchmark_alone(trained=str(root / "trained"), validation=str(validation), base=str(tiny_model))
     (task,) = (root / "pipeline-root").glob("*/benchmark-model")
-    return SimpleNamespace(task=task, adapter=root / "trained" / "final", validation=validation)
+    return SimpleNamespace(task=task, adapter=root / "trained" / "checkpoint-2", validation=validation)
 
 
 def test_kfp_local_task_writes_results_report_and_metrics(run):
     results = BenchmarkResults.read(run.task / "results")
+    assert results.run["checkpoint"] == "checkpoint-2"  # export_checkpoint=final: the checkpoint the export takes
     assert results.ran and [t.name for t in results.tasks] == ["held_out_loglikelihood", "held_out_exact_match"]
     loglikelihood = results.tasks[0]
     assert loglikelihood.metric == "bits_per_byte" and not loglikelihood.higher_is_better
