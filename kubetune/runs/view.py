@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.filesize import decimal
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -115,8 +116,6 @@ def _gate(o: Outputs) -> str:
 
 
 def _export(o: Outputs) -> str:
-    from rich.filesize import decimal
-
     model = o.metadata["exported_model"]
     return f"{model['kind']} model, {decimal(int(model['bytes']))} in {int(model['files'])} files"
 
@@ -154,6 +153,7 @@ def report(lines: list[str]) -> list[str]:
 
 
 def duration(seconds: float) -> str:
+    """``12.3 s`` under a minute, else ``2m05s``."""
     if seconds < 59.95:  # not "60.0 s"
         return f"{seconds:.1f} s"
     minutes, rest = divmod(round(seconds), 60)
@@ -198,7 +198,7 @@ class View:
         with self.lock:
             *lines, self.pending = (self.pending + text).split("\n")
             for line in lines:
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(Exception):  # a line the view cannot place stays in the log; the run goes on
                     self._line(_ANSI.sub("", line))
 
     def say(self, line: str) -> None:
