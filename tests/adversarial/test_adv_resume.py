@@ -418,6 +418,8 @@ def test_an_interrupted_run_local_resumes_from_its_last_checkpoint_with_its_prep
     record = json.loads((folder / "run.json").read_text())
     assert record["state"] == "finished" and Path(record["result"]["exported_model"], "manifest.json").is_file()
     assert "kubetune run-local finished" in second.stdout
+    header = rf"^==== kubetune run-local: run {record['run_id']}, attempt of "
+    assert len(re.findall(header, (folder / "run.log").read_text(), re.M)) == 2  # run.log: both attempts' output
 
 
 # ---------------------------------------------------------------- round 2: run-local's destination, empty options, run.json paths

@@ -106,6 +106,15 @@ def test_a_failure_no_step_reported_shows_the_logs_last_lines():
     assert out == [] and err[0] == "the run's log ends with:" and err[-1] == "  ValueError: the pipeline broke"
 
 
+def test_verbose_shows_the_log_as_it_is(recorded, capsys):
+    log = (recorded / "run.log").read_text(encoding="utf-8")
+    view = View(verbose=True)
+    view.feed(log[:500])
+    view.feed(log[500:])
+    view.close(failed=True)
+    assert capsys.readouterr() == (log, "")
+
+
 def test_the_report_is_kubetunes_title_and_problems_or_the_last_line():
     assert report(["    step output", "    cannot read s3://b/k: access denied", "    "]) == [
         "cannot read s3://b/k: access denied"
