@@ -1,6 +1,7 @@
-"""The Containerfiles parse and install what the project's extras say, with every version pinned.
+"""The Containerfiles parse and install what the project's extras say, with every version pinned; each takes its
+base image as a build argument, hides no failure, and the CUDA images keep their base's torch.
 
-No container engine runs here, so images are not built in CI; the README says how to build and push them.
+The runtime image is built for real by images/build-local.sh (tests/images/test_build_local.py, opt-in).
 """
 
 import re
@@ -31,7 +32,7 @@ def pins(path: Path) -> dict[str, str]:
 @pytest.mark.parametrize(("image", "constraints"), IMAGES.items())
 def test_containerfile_parses_copies_what_exists_and_installs_known_extras(image, constraints):
     steps = instructions(ROOT / "images" / f"Containerfile.{image}")
-    assert steps[0][0] == "FROM" and {op for op, _ in steps} <= INSTRUCTIONS
+    assert {op for op, _ in steps} <= INSTRUCTIONS
     for op, args in steps:
         if op == "COPY":
             *sources, _ = args.split()
@@ -79,3 +80,52 @@ def test_the_components_images_come_from_one_place():
         if "RUNTIME_IMAGE" in p.read_text() or "TRAINING_IMAGE" in p.read_text()
     }
     assert len(used) == len(list(ROOT.glob("components/*/component.py")))
+
+
+@pytest.mark.parametrize("image", IMAGES)
+def test_the_base_image_is_a_build_argument(image):
+    steps = instructions(ROOT / "images" / f"Containerfile.{image}")
+    first = [op for op, _ in steps].index("FROM")
+    assert [op for op, _ in steps[:first]] == ["ARG"] and steps[0][1].startswith("BASE_IMAGE=")
+    assert steps[first][1] == "${BASE_IMAGE}" and [op for op, _ in steps].count("FROM") == 1
+
+
+@pytest.mark.parametrize("image", IMAGES)
+def test_no_build_step_hides_a_failure(image):
+    """Commands chain with && (an if/then/fi runs its command's status on): none is allowed to fail on."""
+    for op, args in instructions(ROOT / "images" / f"Containerfile.{image}"):
+        if op == "RUN":
+            assert "||" not in args and not re.search(r";(?!\s*(then|fi)\b)", args), args
+
+
+@pytest.mark.parametrize("image", ["cuda", "unsloth"])
+def test_cuda_images_keep_their_base_images_torch(image):
+    """torch comes from the base image: its own versions are constraints (images/base_constraints.py) in place of
+    NVIDIA's PIP_CONSTRAINT, and the default base holds a torch within the project's floor."""
+    steps = instructions(ROOT / "images" / f"Containerfile.{image}")
+    (install,) = [args for op, args in steps if op == "RUN" and "pip install" in args]
+    generate = f"python3 images/base_constraints.py images/{IMAGES[image]} > images/base-constraints.txt"
+    assert install.startswith(generate) and "env -u PIP_CONSTRAINT pip install" in install
+    assert f"-c images/base-constraints.txt -c images/{IMAGES[image]}" in install
+    base = steps[0][1].removeprefix("BASE_IMAGE=")
+    (torch_version,) = re.findall(r"^docker\.io/pytorch/pytorch:(\d+\.\d+\.\d+)-cuda", base)
+    (torch,) = [Requirement(r) for r in PROJECT["dependencies"] if Requirement(r).name == "torch"]
+    assert torch.specifier.contains(torch_version), (base, str(torch))
+
+
+def test_the_cuda_image_says_whether_it_holds_flash_attn():
+    """No flash-attn by default (the backends then use sdpa and say so); a FLASH_ATTN version is built or the build
+    fails; the image's label says which."""
+    steps = instructions(ROOT / "images" / "Containerfile.cuda")
+    assert ("ARG", "FLASH_ATTN=") in steps
+    (label,) = [args for op, args in steps if op == "LABEL" and "flash-attn" in args]
+    assert label == 'io.kubetune.flash-attn="${FLASH_ATTN:-absent: the backends use sdpa attention}"'
+
+
+@pytest.mark.parametrize("image", IMAGES)
+def test_pods_start_outside_the_source_folder(image):
+    """The source is copied in to be installed; a pod's working directory (the last WORKDIR) must not hold its
+    kubetune/ folder, which would shadow the installed package (kubetune.components lives only there)."""
+    steps = instructions(ROOT / "images" / f"Containerfile.{image}")
+    source = [args for op, args in steps[: steps.index(("COPY", "kubetune ./kubetune"))] if op == "WORKDIR"][-1]
+    assert [args for op, args in steps if op == "WORKDIR"][-1] != source
