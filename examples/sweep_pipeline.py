@@ -3,6 +3,12 @@ validation loss promoted (copied to ``destination``) with a Markdown table of al
 
     python examples/sweep_pipeline.py            # compile to sweep_pipeline.yaml
     python examples/sweep_pipeline.py --local    # run here with kfp.local (CPU, a few minutes): the best in ./sweep-best
+
+On a cluster: ``destination`` is best ``s3://bucket/prefix``; the promoting step gets the S3 credentials from the
+Kubernetes secret ``s3_secret`` (as our own export step does). A path destination must be on a volume that step
+mounts: add ``kubernetes.mount_pvc(promote, pvc_name=..., mount_path=...)`` in ``sweep``, or the model is lost with
+its pod. A variant its promotion gate refuses is not a failure (it is listed, never promoted); a variant that fails
+(a step ends in error) fails the loop, and KFP then runs no promotion: nothing is promoted, the run fails.
 """
 
 import sys
@@ -12,8 +18,9 @@ from kfp import compiler, dsl
 from kfp.dsl import Input, Markdown, Model, Output
 
 from kubetune.pipelines.finetune import finetune
+from kubetune.pipelines.kubernetes import use_secrets
 from kubetune.pipelines.parameters import EMBEDDED_KWARGS
-from kubetune.runtime import RUNTIME_IMAGE, SAMPLE_DATA_URI
+from kubetune.runtime import RUNTIME_IMAGE, SAMPLE_DATA_URI, TINY_MODEL_URI
 
 VARIANTS = [{**EMBEDDED_KWARGS, "learning_rate": rate} for rate in (0.005, 0.0005)]  # Training Hub kwargs, one per run
 
@@ -57,13 +64,37 @@ def promote_best(models: Input[list[Model]], destination: str, promoted: Output[
 
 
 @dsl.pipeline(name="my-finetune-sweep")
-def sweep(destination: str, variants: list = VARIANTS, data_uri: str = SAMPLE_DATA_URI, promotion_gate: str = "") -> Model:
-    """``destination``: where the best model goes: ``s3://bucket/prefix`` or a path (a PVC's on a cluster).
-    ``promotion_gate``: finetune's thresholds (JSON), checked for each variant; empty: every variant competes."""
+def sweep(
+    destination: str,
+    variants: list = VARIANTS,
+    model_uri: str = TINY_MODEL_URI,
+    data_uri: str = SAMPLE_DATA_URI,
+    promotion_gate: str = "",
+    benchmark_tasks: str = "",
+    benchmark_limit: int = 0,
+    s3_secret: str = "kubetune-s3",
+    hf_secret: str = "kubetune-hf",
+    tracking_secret: str = "kubetune-tracking",
+) -> Model:
+    """``destination``: where the best model goes: ``s3://bucket/prefix``, or a path (on a PVC mounted in promote-best).
+    ``promotion_gate``: finetune's thresholds (JSON), checked for each variant; empty: every variant competes. Its
+    benchmark thresholds (min_benchmark_delta, max_forgetting) need ``benchmark_tasks``, run for each variant.
+    ``*_secret``: names of Kubernetes secrets, as in finetune (missing ones are skipped)."""
+    secrets = {"s3_secret": s3_secret, "hf_secret": hf_secret, "tracking_secret": tracking_secret}
     with dsl.ParallelFor(variants) as kwargs:
         # export_destination="" (the default): each variant's model stays in its artifact until one is promoted
-        tuned = finetune(training_kwargs=kwargs, data_uri=data_uri, promotion_gate=promotion_gate)
-    return promote_best(models=dsl.Collected(tuned.outputs["model"]), destination=destination).outputs["promoted"]
+        tuned = finetune(
+            training_kwargs=kwargs,
+            model_uri=model_uri,
+            data_uri=data_uri,
+            promotion_gate=promotion_gate,
+            benchmark_tasks=benchmark_tasks,
+            benchmark_limit=benchmark_limit,
+            **secrets,
+        )
+    promote = promote_best(models=dsl.Collected(tuned.outputs["model"]), destination=destination)
+    use_secrets(promote, "export", secrets)  # S3 (and hub) credentials as env vars, as finetune's export step gets them
+    return promote.outputs["promoted"]
 
 
 if __name__ == "__main__":

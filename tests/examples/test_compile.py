@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from tests.examples.conftest import EXAMPLES
@@ -23,8 +24,17 @@ def test_compose_example_is_our_finetune_pipeline_then_the_users_step(tmp_path):
     }
 
 
-def test_sweep_example_runs_finetune_per_variant_in_parallel_and_promotes_from_the_collected_models(tmp_path):
-    spec = compiled("sweep_pipeline", tmp_path)
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> tuple[dict, dict]:
+    """The sweep example compiled once: its pipeline spec and its platform spec (kfp-kubernetes settings)."""
+    folder = tmp_path_factory.mktemp("sweep")
+    spec = compiled("sweep_pipeline", folder)
+    _, platform = yaml.safe_load_all((folder / "sweep_pipeline.yaml").read_text())
+    return spec, platform["platforms"]["kubernetes"]
+
+
+def test_sweep_example_runs_finetune_per_variant_in_parallel_and_promotes_from_the_collected_models(sweep):
+    spec, _ = sweep
     tasks = spec["root"]["dag"]["tasks"]
     assert set(tasks) == {"for-loop-1", "promote-best"}
     loop = tasks["for-loop-1"]
@@ -42,3 +52,21 @@ def test_sweep_example_runs_finetune_per_variant_in_parallel_and_promotes_from_t
     variants = parameters["variants"]["defaultValue"]
     assert len({v["learning_rate"] for v in variants}) == 2  # the embedded kwargs with two learning rates, nothing else varied
     assert [dict(v, learning_rate=0) for v in variants] == [dict(variants[0], learning_rate=0)] * 2
+
+
+def test_sweep_on_a_cluster_mounts_the_s3_secret_and_passes_benchmarks_to_each_variant(sweep):
+    spec, platform = sweep
+    mounted = platform["deploymentSpec"]["executors"]["exec-promote-best"]["secretAsEnv"]
+    by_name = {m["secretNameParameter"]["componentInputParameter"]: m for m in mounted}
+    assert set(by_name) == {"s3_secret", "hf_secret"}  # the sweep's own parameters, as finetune's export step gets them
+    s3_variables = {k["envVar"] for k in by_name["s3_secret"]["keyToEnv"]}
+    assert s3_variables >= {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"}
+    assert all(m["optional"] for m in mounted)
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    finetune = spec["components"]["comp-kubetune-finetune"]["inputDefinitions"]["parameters"]
+    passed = ("model_uri", "benchmark_tasks", "benchmark_limit", "s3_secret", "hf_secret", "tracking_secret")
+    defaults = {name: parameters[name]["defaultValue"] for name in passed}
+    assert defaults == {name: finetune[name]["defaultValue"] for name in passed}  # finetune's defaults, the same names
+    (inner,) = spec["components"]["comp-for-loop-1"]["dag"]["tasks"].values()
+    for name in passed:  # each variant's finetune gets the sweep's value, so benchmark thresholds in promotion_gate work
+        assert inner["inputs"]["parameters"][name] == {"componentInputParameter": f"pipelinechannel--{name}"}
