@@ -26,13 +26,15 @@ def promotion_gate(
         decision: Each threshold, its bound, the value measured, pass or fail, and the verdict with its reasons;
             its metadata holds ``promoted`` and ``reasons``.
         metrics: ``promoted`` (1 or 0), ``thresholds_checked`` and the values measured: ``best_validation_loss``,
-            ``overfitting_before_export`` (1 or 0), ``benchmark_delta`` and ``forgetting`` when a benchmark ran.
+            ``exported_validation_loss`` (when finite), ``overfitting_before_export`` (1 or 0), ``benchmark_delta``
+            and ``forgetting`` when a benchmark ran and every task scored a finite number.
         benchmark_results: The benchmark step's results (``kubetune.benchmark.results.BenchmarkResults``); optional.
-        promotion_gate: JSON object of thresholds; empty: none, always promoted. ``max_validation_loss`` (the best
-            validation loss must be below it), ``no_overfitting`` (true: the validation loss must not rise before the
-            exported checkpoint), ``min_benchmark_delta`` (the benchmark's mean delta to the base model must be at
-            least this), ``max_forgetting`` (its forgetting must be at most this).
-        export_checkpoint: The checkpoint the export takes (best or final): where overfitting is checked.
+        promotion_gate: JSON object of thresholds; empty: none, always promoted. ``max_validation_loss`` (the exported
+            checkpoint's validation loss must be below it), ``no_overfitting`` (true: the validation loss must not
+            rise, nor be non-finite, before the exported checkpoint), ``min_benchmark_delta`` (the benchmark's mean
+            delta to the base model must be at least this), ``max_forgetting`` (its forgetting must be at most this);
+            a non-finite loss or benchmark score fails the thresholds that measure it.
+        export_checkpoint: The checkpoint the export takes (best or final): the one the thresholds measure.
 
     Returns:
         Output: True when the model is promoted (the pipeline exports and registers it), False when refused.

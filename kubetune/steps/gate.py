@@ -7,6 +7,7 @@ returns it; a refused model is not an error: the pipeline exports and registers 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -68,11 +69,14 @@ class Decision:
 def decide(
     thresholds: GateThresholds, curve: LossCurve, benchmark: BenchmarkResults | None, export_checkpoint: str = "best"
 ) -> Decision:
-    """Check every threshold set: the best validation loss, overfitting before the checkpoint that is exported
-    (``export_checkpoint``: best or final), and the benchmark's delta and forgetting (None: no benchmark ran)."""
+    """Check every threshold set against the checkpoint the export takes (``export_checkpoint``: best or final): its
+    validation loss, overfitting before it (a non-finite loss up to it fails too), and the benchmark's delta and
+    forgetting (None: no benchmark ran)."""
     chosen = curve.best if export_checkpoint == "best" else curve.points[-1]
     early = _overfits_before(curve, chosen)
     values: dict[str, float] = {"best_validation_loss": curve.best.loss, "overfitting_before_export": int(early)}
+    if math.isfinite(chosen.loss):
+        values["exported_validation_loss"] = chosen.loss
     ran = benchmark is not None and benchmark.ran
     if ran and benchmark.delta is not None:
         values["benchmark_delta"] = benchmark.delta
@@ -81,19 +85,39 @@ def decide(
     checks = []
     t = thresholds
     if t.max_validation_loss is not None:
-        loss, bound = curve.best.loss, t.max_validation_loss
-        failure = None if loss < bound else f"best validation loss {loss:.4f} is not below {bound:g}"
-        checks.append(Check("max_validation_loss", f"below {bound:g}", f"{loss:.4f} ({curve.best.checkpoint})", failure))
+        checks.append(_loss_check(chosen, t.max_validation_loss))
     if t.no_overfitting:
-        over = curve.overfitting
-        measured = f"rises after {over.checkpoint}" if over else "no rise"
-        failure = f"validation loss rises after {over.checkpoint}, before {chosen.checkpoint}" if early and over else None
-        checks.append(Check("no_overfitting", f"none before {chosen.checkpoint}", measured, failure))
+        checks.append(_overfitting_check(curve, chosen, early))
     if t.min_benchmark_delta is not None:
-        checks.append(_benchmark_check("min_benchmark_delta", "benchmark delta", t.min_benchmark_delta, values, at_least=True))
+        check = _benchmark_check("min_benchmark_delta", "benchmark delta", t.min_benchmark_delta, values, True)
+        checks.append(check)
     if t.max_forgetting is not None:
-        checks.append(_benchmark_check("max_forgetting", "forgetting", t.max_forgetting, values, at_least=False))
+        checks.append(_benchmark_check("max_forgetting", "forgetting", t.max_forgetting, values, False))
     return Decision(checks, values)
+
+
+def _loss_check(chosen: LossPoint, bound: float) -> Check:
+    """The exported checkpoint's validation loss is below ``bound`` (a non-finite loss never is)."""
+    loss, where = chosen.loss, chosen.checkpoint
+    if not math.isfinite(loss):
+        failure = f"validation loss of {where} is {loss} (not a finite number)"
+    else:
+        failure = None if loss < bound else f"validation loss {_value(loss, bound)} of {where} is not below {_bound(bound)}"
+    return Check("max_validation_loss", f"below {_bound(bound)}", f"{_value(loss, bound)} ({where})", failure)
+
+
+def _overfitting_check(curve: LossCurve, chosen: LossPoint, early: bool) -> Check:
+    """No rise of the validation loss, and no non-finite loss, up to the exported checkpoint."""
+    upto = [p.checkpoint for p in curve.points]
+    upto = upto[: upto.index(chosen.checkpoint) + 1] if chosen.checkpoint in upto else upto
+    broken = [p.checkpoint for p in curve.points if p.checkpoint in upto and not math.isfinite(p.loss)]
+    over = curve.overfitting
+    measured = f"rises after {over.checkpoint}" if over else "no rise"
+    failure = f"validation loss rises after {over.checkpoint}, before {chosen.checkpoint}" if early and over else None
+    if broken and not failure:
+        measured = f"not finite at {broken[0]}"
+        failure = f"validation loss is not finite at {broken[0]}, at or before {chosen.checkpoint}"
+    return Check("no_overfitting", f"none before {chosen.checkpoint}", measured, failure)
 
 
 def _overfits_before(curve: LossCurve, chosen: LossPoint) -> bool:
@@ -105,12 +129,26 @@ def _overfits_before(curve: LossCurve, chosen: LossPoint) -> bool:
 
 def _benchmark_check(threshold: str, what: str, bound: float, values: dict[str, float], at_least: bool) -> Check:
     key = "benchmark_delta" if threshold == "min_benchmark_delta" else "forgetting"
-    shown = f"at least {bound:g}" if at_least else f"at most {bound:g}"
+    shown = f"at least {_bound(bound)}" if at_least else f"at most {_bound(bound)}"
     if key not in values:
         return Check(threshold, shown, "not measured", f"{what} was not measured (the benchmark did not run)")
     value = values[key]
     ok = value >= bound if at_least else value <= bound
-    return Check(threshold, shown, f"{value:.4f}", None if ok else f"{what} {value:.4f} is not {shown}")
+    return Check(threshold, shown, _value(value, bound), None if ok else f"{what} {_value(value, bound)} is not {shown}")
+
+
+def _value(value: float, bound: float) -> str:
+    """``value`` with 4 decimals, or as many as it takes to compare with ``bound`` as it does unrounded (never
+    "forgetting 0.0001 is not at most 0.0001")."""
+    for digits in range(4, 18):
+        text = f"{value:.{digits}f}"
+        if (float(text) < bound, float(text) > bound) == (value < bound, value > bound):
+            return text
+    return repr(value)
+
+
+def _bound(bound: float) -> str:
+    return f"{bound:.15g}"  # as given (JSON numbers are short), not rounded to 6 digits
 
 
 def read_benchmark(path: str | Path | None) -> BenchmarkResults | None:

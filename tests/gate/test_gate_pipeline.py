@@ -40,12 +40,12 @@ def test_a_refused_model_is_not_exported_and_the_run_says_why(refused):
     assert done.returncode == 3, done.stderr[-3000:]  # finished, not promoted
     out = done.stdout
     (line,) = [line for line in out.splitlines() if "NOT PROMOTED" in line]
-    assert re.fullmatch(r"  NOT PROMOTED: best validation loss \d+\.\d{4} is not below 0\.001", line), line
+    assert re.fullmatch(r"  NOT PROMOTED: validation loss \d+\.\d{4} of \S+ is not below 0\.001", line), line
     assert "  nothing was exported or published\n" in out and "exported model:" not in out and "published to:" not in out
     # run-local's default output: a line per step (its key figures), the summary; kfp.local's logs only in run.log
     shown = (out + done.stderr).splitlines()
     assert len(shown) < 40, "\n".join(shown)
-    assert re.search(r"^  promotion-gate   done .+   NOT promoted: best validation loss", out, re.M), out
+    assert re.search(r"^  promotion-gate   done .+   NOT promoted: validation loss", out, re.M), out
     assert re.search(r"^  prepare-data     done .+   24 records kept \(\d+ train, \d+ validation\), 0 dropped$", out, re.M), out
     assert "  full log:         run/run.log\n" in out and "[KFP Executor" not in out + done.stderr
     log = re.sub(r"\x1b\[[0-9;]*m", "", (tmp / "run" / "run.log").read_text())

@@ -2,6 +2,7 @@
 loss bottoms out at samples_300, best 2.0, and rises twice after it) and benchmark results made here."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,7 @@ def test_no_threshold_promotes_and_says_so(curve):
         "thresholds_checked": 0,
         "best_validation_loss": 2.0,
         "overfitting_before_export": 0,
+        "exported_validation_loss": 2.0,
     }
     assert "every model is promoted" in decision.markdown()
 
@@ -44,14 +46,17 @@ def test_no_threshold_promotes_and_says_so(curve):
 def test_max_validation_loss_passes_below_the_bound_and_fails_at_or_above_it(curve):
     assert decide(parse_gate('{"max_validation_loss": 2.01}'), curve, None).promoted
     refused = decide(parse_gate('{"max_validation_loss": 2.0}'), curve, None)  # "below": equal is refused
-    assert not refused.promoted and refused.reasons == ["best validation loss 2.0000 is not below 2"]
+    assert not refused.promoted and refused.reasons == ["validation loss 2.0000 of hf_format/samples_300 is not below 2"]
     assert refused.metrics()["promoted"] == 0
     text = refused.markdown()
     assert (
         "### Promotion gate: NOT promoted" in text
         and "| `max_validation_loss` | below 2 | 2.0000 (hf_format/samples_300) | **fail** |" in text
     )
-    assert "Not promoted: best validation loss 2.0000 is not below 2. Nothing was exported or registered." in text
+    assert (
+        "Not promoted: validation loss 2.0000 of hf_format/samples_300 is not below 2. Nothing was exported or registered."
+        in text
+    )
 
 
 def test_no_overfitting_fails_only_when_the_exported_checkpoint_comes_after_the_rise(curve):
@@ -77,6 +82,45 @@ def test_benchmark_delta_and_forgetting(curve):
     for missing in (None, BenchmarkResults(ran=False)):  # a benchmark threshold with nothing measured is never met
         refused = decide(gate, curve, missing)
         assert not refused.promoted and len(refused.reasons) == 2 and "not measured" in refused.markdown()
+
+
+def made_curve(losses: list[float]) -> LossCurve:
+    """A curve of checkpoint-1.. with ``losses``; the best is the lowest finite one, no overfitting point."""
+    points = [
+        {"checkpoint": f"checkpoint-{i}", "step": i, "samples": None, "loss": x, "perplexity": 1.0, "tokens": 1, "x": i}
+        for i, x in enumerate(losses, 1)
+    ]
+    best = min((p for p in points if math.isfinite(p["loss"])), key=lambda p: p["loss"])
+    return LossCurve.model_validate(
+        {"axis": "step", "patience": 2, "points": points, "best": best, "overfitting": None, "backend": {}}
+    )
+
+
+def test_the_thresholds_measure_the_exported_checkpoint_and_a_non_finite_loss_fails():
+    rising = made_curve([1.0, 3.0, 5.0])
+    gate = parse_gate('{"max_validation_loss": 2}')
+    assert decide(gate, rising, None, "best").promoted
+    final = decide(gate, rising, None, "final")
+    assert final.reasons == ["validation loss 5.0000 of checkpoint-3 is not below 2"]
+    assert final.values["exported_validation_loss"] == 5.0 and final.values["best_validation_loss"] == 1.0
+    broken = made_curve([1.0, 1.5, math.nan])
+    both = parse_gate('{"max_validation_loss": 2, "no_overfitting": true}')
+    assert decide(both, broken, None, "best").promoted  # the NaN checkpoint comes after the exported one
+    refused = decide(both, broken, None, "final")
+    assert refused.reasons == [
+        "validation loss of checkpoint-3 is nan (not a finite number)",
+        "validation loss is not finite at checkpoint-3, at or before checkpoint-3",
+    ]
+    assert "exported_validation_loss" not in refused.metrics()  # KFP metrics hold numbers only
+
+
+def test_a_reason_shows_enough_digits_to_be_true():
+    gate = parse_gate('{"max_forgetting": 0.0001, "min_benchmark_delta": 0.1234567}')
+    decision = decide(gate, made_curve([1.0]), benchmark(0.5, 0.74702, other=(0.5, 0.49988)))  # mean delta 0.12345
+    assert decision.reasons == [
+        "benchmark delta 0.12345 is not at least 0.1234567",
+        "forgetting 0.00012 is not at most 0.0001",
+    ]  # rounded to 4 decimals they read "0.1235 is not at least 0.123457" and "0.0001 is not at most 0.0001"
 
 
 def test_a_typo_a_wrong_type_and_a_non_object_are_refused_naming_the_field():
@@ -121,13 +165,21 @@ def test_the_components_write_the_decision_metrics_and_the_refusal(tmp_path):
     decision, metrics, model = artifact(Markdown, "decision"), artifact(Metrics, "metrics"), artifact(Model, "model")
     gate = '{"max_validation_loss": 1.5, "min_benchmark_delta": 0.04}'
     assert promotion_gate.python_func(curve, decision, metrics, bench, gate, "best") is False
-    measured = {"best_validation_loss": 2.0, "overfitting_before_export": 0, "benchmark_delta": pytest.approx(0.05)}
+    measured = {
+        "best_validation_loss": 2.0,
+        "overfitting_before_export": 0,
+        "exported_validation_loss": 2.0,
+        "benchmark_delta": pytest.approx(0.05),
+    }
     assert metrics.metadata == {"promoted": 0, "thresholds_checked": 2, **measured, "forgetting": 0}
-    assert decision.metadata == {"promoted": False, "reasons": ["best validation loss 2.0000 is not below 1.5"]}
+    assert decision.metadata == {
+        "promoted": False,
+        "reasons": ["validation loss 2.0000 of hf_format/samples_300 is not below 1.5"],
+    }
     refused_model.python_func(decision, model)
     assert [p.name for p in Path(model.path).iterdir()] == ["README.md"]  # no weights
     readme = (Path(model.path) / "README.md").read_text()
-    assert readme.startswith("# Not promoted\n\nnot promoted: best validation loss 2.0000 is not below 1.5\n")
+    assert readme.startswith("# Not promoted\n\nnot promoted: validation loss 2.0000 of hf_format/samples_300 is not below 1.5\n")
     assert model.metadata == {"promoted": False, "reasons": decision.metadata["reasons"]}
     assert promotion_gate.python_func(curve, decision, metrics, None, "", "best") is True  # no benchmark input
 
