@@ -10,11 +10,17 @@ from pathlib import Path
 
 from kubetune.errors import Failure, redact
 
-ABSENT = ("manifest unknown", "name unknown", "not found")  # the tag or repository does not exist
+# What a registry answered, read from skopeo's status text only: its message also names the host, repository, tag
+# and digest (``reading manifest v1 in host:port/repo: manifest unknown: manifest unknown``), which may hold any
+# of these words or numbers. A registry error code follows ``: `` and is followed by ``: `` (no reference part is
+# preceded by ``: ``); an HTTP status follows skopeo's own words.
+ABSENT = re.compile(r"(?:^|: )(?:manifest unknown|name unknown)(?::|$)|StatusCode: 404\b")
+UNAUTHORIZED = re.compile(
+    r"(?:^|: )unauthorized: |from registry 401\b|StatusCode: 401\b|HTTP status: 401\b|(?:^|: )401 \(Unauthorized\)"
+)
+DENIED = re.compile(r"(?:^|: )denied: |from registry 403\b|StatusCode: 403\b|HTTP status: 403\b|(?:^|: )403 \(Forbidden\)")
 UNREACHABLE = ("connection refused", "no such host", "i/o timeout", "network is unreachable", "no route to host",
-               "connection reset", "tls: ", "x509: ", "http response to https client", "eof")  # fmt: skip
-UNAUTHORIZED = ("unauthorized", "authentication required", "401")
-DENIED = ("denied", "403")
+               "connection reset", ": tls: ", ": x509: ", "http response to https client", ": eof")  # fmt: skip
 AUTH_HINT = (
     "log in to it in the registry auth file (REGISTRY_AUTH_FILE, ${XDG_RUNTIME_DIR}/containers/auth.json, "
     "~/.docker/config.json) or name a dockerconfigjson secret in registry_auth_secret"
@@ -45,11 +51,11 @@ def run(args: list[str], host: str, doing: str, timeout: str | None = None) -> s
         return done.stdout
     said = said_by(done.stderr)
     low = said.lower()
-    if any(word in low for word in UNAUTHORIZED):
+    if UNAUTHORIZED.search(said):
         raise Failure(host, f"refused the credentials while {doing} (401 unauthorized)", AUTH_HINT)
-    if any(word in low for word in DENIED):
+    if DENIED.search(said):
         raise Failure(host, f"denied access while {doing} (403)", AUTH_HINT)
-    if any(word in low for word in ABSENT):
+    if ABSENT.search(said):
         raise Absent(said)
     if any(word in low for word in UNREACHABLE):
         hint = "check the host and port" + (
@@ -95,4 +101,9 @@ def copy(source: str, destination: str, host: str, doing: str, plain_http: bool 
         flags.append("--preserve-digests")  # no recompression: the pushed manifest is the local one
     if digestfile:
         flags += ["--digestfile", str(digestfile)]
-    run(["copy", "--quiet", *flags, source, destination], host, doing)
+    try:
+        run(["copy", "--quiet", *flags, source, destination], host, doing)
+    except Absent as absent:
+        if not pushing:
+            raise
+        raise Failure(host, f"failed while {doing}: {absent}", "check that the registry serves this repository") from None
