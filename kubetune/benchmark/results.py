@@ -1,9 +1,13 @@
 """Benchmark results: per task the base and the fine-tuned score, the delta, forgetting; JSON, Metrics and Markdown.
 
 ``delta`` of a task is the fine-tuned score minus the base score in the better direction (positive: the fine-tuned
-model is better, also for a lower-is-better metric such as perplexity). ``BenchmarkResults.delta`` is the mean of
-the tasks' deltas. ``forgetting`` is the largest drop of any task, in the better direction and in that task's own
-units (``max(0, -delta)`` over tasks): 0 when no task got worse.
+model is better, also for a lower-is-better metric such as perplexity). ``BenchmarkResults.delta`` is the plain mean
+of the tasks' deltas, each in its task's own units (bits per byte, a fraction of documents, ...): not rescaled, so a
+task with larger units weighs more; a relative delta is undefined where a base score is 0 (exact match often is).
+``forgetting`` is the largest drop of any task, in the better direction and in that task's own units
+(``max(0, -delta)`` over tasks): 0 when no task got worse. A task with a non-finite score (inf, NaN) is ``unscored``:
+the mean delta and the forgetting are then None (not measured), never a mean of the other tasks. Non-finite scores
+are written as the JSON strings "Infinity", "-Infinity", "NaN" and read back.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from kubetune.files import write_text_atomic
 class TaskScore(BaseModel):
     """One task's primary metric for the base and the fine-tuned model."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, ser_json_inf_nan="strings")
 
     name: str
     metric: str
@@ -40,24 +44,31 @@ class TaskScore(BaseModel):
 class BenchmarkResults(BaseModel):
     """What the benchmark step measured; ``ran`` is False when no task was asked for (then nothing else is set)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, ser_json_inf_nan="strings")
 
     ran: bool
     tasks: list[TaskScore] = []
     run: dict[str, Any] = Field(default_factory=dict, description="how lm-eval was run: version, models, settings")
 
+    @property
+    def unscored(self) -> list[str]:
+        """The tasks whose base or fine-tuned score is not a finite number."""
+        return [t.name for t in self.tasks if not math.isfinite(t.delta)]
+
     @computed_field
     @property
     def delta(self) -> float | None:
-        """The mean of the tasks' deltas (positive: better); None when nothing ran."""
-        deltas = [t.delta for t in self.tasks if math.isfinite(t.delta)]
-        return sum(deltas) / len(deltas) if deltas else None
+        """The mean of the tasks' deltas (positive: better); None when nothing ran or a task is unscored."""
+        if not self.tasks or self.unscored:
+            return None
+        return sum(t.delta for t in self.tasks) / len(self.tasks)
 
     @computed_field
     @property
     def forgetting(self) -> float | None:
-        """The largest drop of any task in the better direction, 0 when none got worse; None when nothing ran."""
-        if not self.tasks:
+        """The largest drop of any task in the better direction, 0 when none got worse; None when nothing ran or a
+        task is unscored."""
+        if not self.tasks or self.unscored:
             return None
         return max(0.0, *(-t.delta for t in self.tasks))
 
@@ -72,7 +83,8 @@ class BenchmarkResults(BaseModel):
         """Flat KFP metrics: ``<task>_base``, ``<task>_tuned``, ``<task>_delta``, ``benchmark_delta``, ``forgetting``."""
         out: dict[str, float] = {}
         for t in self.tasks:
-            out.update({f"{t.name}_base": t.base, f"{t.name}_tuned": t.tuned, f"{t.name}_delta": t.delta})
+            scores = {f"{t.name}_base": t.base, f"{t.name}_tuned": t.tuned, f"{t.name}_delta": t.delta}
+            out.update({k: v for k, v in scores.items() if math.isfinite(v)})  # a non-finite one is left out
         if self.delta is not None:
             out["benchmark_delta"] = self.delta
         if self.forgetting is not None:
@@ -97,6 +109,7 @@ class BenchmarkResults(BaseModel):
             f"Mean delta: {_number(self.delta)} (positive: the fine-tuned model is better). "
             f"Forgetting: {_number(self.forgetting)} (the largest drop of any task, 0 when none got worse).",
             "",
+            *([f"Not measured: {', '.join(self.unscored)} scored no finite number.", ""] if self.unscored else []),
             "How it was run: " + ", ".join(f"{k}={v}" for k, v in self.run.items()),
             "",
         ]

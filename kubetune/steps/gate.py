@@ -71,7 +71,7 @@ def decide(
 ) -> Decision:
     """Check every threshold set against the checkpoint the export takes (``export_checkpoint``: best or final): its
     validation loss, overfitting before it (a non-finite loss up to it fails too), and the benchmark's delta and
-    forgetting (None: no benchmark ran)."""
+    forgetting (None: no benchmark ran; a non-finite score fails both)."""
     chosen = curve.best if export_checkpoint == "best" else curve.points[-1]
     early = _overfits_before(curve, chosen)
     values: dict[str, float] = {"best_validation_loss": curve.best.loss, "overfitting_before_export": int(early)}
@@ -88,11 +88,12 @@ def decide(
         checks.append(_loss_check(chosen, t.max_validation_loss))
     if t.no_overfitting:
         checks.append(_overfitting_check(curve, chosen, early))
+    unscored = benchmark.unscored if ran else []
     if t.min_benchmark_delta is not None:
-        check = _benchmark_check("min_benchmark_delta", "benchmark delta", t.min_benchmark_delta, values, True)
+        check = _benchmark_check("min_benchmark_delta", "benchmark delta", t.min_benchmark_delta, values, unscored, True)
         checks.append(check)
     if t.max_forgetting is not None:
-        checks.append(_benchmark_check("max_forgetting", "forgetting", t.max_forgetting, values, False))
+        checks.append(_benchmark_check("max_forgetting", "forgetting", t.max_forgetting, values, unscored, False))
     return Decision(checks, values)
 
 
@@ -127,9 +128,14 @@ def _overfits_before(curve: LossCurve, chosen: LossPoint) -> bool:
     return over is not None and chosen.checkpoint in order and order.index(over.checkpoint) < order.index(chosen.checkpoint)
 
 
-def _benchmark_check(threshold: str, what: str, bound: float, values: dict[str, float], at_least: bool) -> Check:
+def _benchmark_check(
+    threshold: str, what: str, bound: float, values: dict[str, float], unscored: list[str], at_least: bool
+) -> Check:
     key = "benchmark_delta" if threshold == "min_benchmark_delta" else "forgetting"
     shown = f"at least {_bound(bound)}" if at_least else f"at most {_bound(bound)}"
+    if unscored:
+        measured = f"not finite ({', '.join(unscored)})"
+        return Check(threshold, shown, measured, f"{what} is not measured: no finite score for {', '.join(unscored)}")
     if key not in values:
         return Check(threshold, shown, "not measured", f"{what} was not measured (the benchmark did not run)")
     value = values[key]

@@ -11,7 +11,7 @@ from kubetune.benchmark.results import BenchmarkResults, TaskScore
 from kubetune.contract.gate import GateThresholds, check_gate, parse_gate
 from kubetune.errors import KubetuneError
 from kubetune.steps.curve import LossCurve
-from kubetune.steps.gate import decide, gate_step, write_refusal
+from kubetune.steps.gate import decide, gate_step, read_benchmark, write_refusal
 
 CURVE = Path(__file__).resolve().parents[3] / "tests" / "steps" / "loss_curve.json"
 
@@ -121,6 +121,23 @@ def test_a_reason_shows_enough_digits_to_be_true():
         "benchmark delta 0.12345 is not at least 0.1234567",
         "forgetting 0.00012 is not at most 0.0001",
     ]  # rounded to 4 decimals they read "0.1235 is not at least 0.123457" and "0.0001 is not at most 0.0001"
+
+
+def test_a_non_finite_benchmark_score_fails_the_benchmark_thresholds_and_the_results_read_back(tmp_path):
+    gate = parse_gate('{"min_benchmark_delta": -1, "max_forgetting": 1}')
+    for bad in (math.inf, math.nan):
+        results = benchmark(0.2, bad)
+        assert results.unscored == ["exact_match"] and results.delta is None and results.forgetting is None
+        results.write(tmp_path / "results.json")
+        again = read_benchmark(tmp_path / "results.json")
+        assert again.tasks[0].tuned == bad or math.isnan(again.tasks[0].tuned)
+        assert "exact_match_tuned" not in again.metrics() and again.metrics()["held_out_delta"] == 0
+        refused = decide(gate, made_curve([1.0]), again)
+        assert refused.reasons == [
+            "benchmark delta is not measured: no finite score for exact_match",
+            "forgetting is not measured: no finite score for exact_match",
+        ]
+        assert "Not measured: exact_match scored no finite number." in again.markdown()
 
 
 def test_a_typo_a_wrong_type_and_a_non_object_are_refused_naming_the_field():
