@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from kubetune.errors import Failure, redact
+from kubetune.oci.reference import public
 
 
 def verify(
@@ -22,9 +23,10 @@ def verify(
 
     if not uri.startswith(("s3://", "oci://")) and not Path(uri).is_dir():
         raise Failure(uri, "is not an existing folder" if not Path(uri).exists() else "is not a folder")
+    shown = public(uri) if uri.startswith("oci://") else uri  # never a credential smuggled into the reference
     problems = check(uri)
     if problems:
         for problem in problems:
-            typer.echo(redact(problem if problem.startswith(uri) else f"{uri}: {problem}"), err=True)
+            typer.echo(redact(problem if problem.startswith(shown) else f"{shown}: {problem}"), err=True)
         raise typer.Exit(code=2)
-    typer.echo(f"{uri}: complete")
+    typer.echo(f"{shown}: complete")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from kubetune.errors import Failure
 from kubetune.oci import skopeo
-from kubetune.oci.reference import CREDENTIALS_HINT, OciReference, parse, plain_http, public, refuse
+from kubetune.oci.reference import CREDENTIALS_HINT, DIGEST, OciReference, parse, plain_http, public, refuse
 
 LABEL = "io.kubetune.export"
 MODELCAR = "modelcar"
@@ -59,6 +59,8 @@ def base_image(image: str) -> BaseImage:
     first, slash, _ = name.partition("/")
     if slash and "@" in first:
         raise refuse(where, f"{public('docker://' + name)} holds a credential", CREDENTIALS_HINT)
+    if "@" in name and not DIGEST.fullmatch(name.partition("@")[2]):  # ``user:password@`` after the host
+        raise refuse(where, f"{public('docker://' + name)} holds an @ that does not start a digest", CREDENTIALS_HINT)
     host = first if slash and ("." in first or ":" in first or first == "localhost") else "docker.io"
     return BaseImage(f"docker://{name}", host, plain_http(host))
 

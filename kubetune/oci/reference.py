@@ -17,6 +17,7 @@ TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 HOST = re.compile(r"(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:]+\])(?::[0-9]{1,5})?")
 FORMAT = "oci://registry/repository:tag"
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+SHOWN = re.compile(r"[A-Za-z0-9._:/@\[\]-]*")  # the characters of a reference: a message shows no others
 
 
 @dataclass(frozen=True)
@@ -67,13 +68,13 @@ def parse(uri: str, where: str = "export_destination", pinned: bool = False) -> 
     rest = uri.removeprefix(SCHEME)
     authority = rest.split("/", 1)[0]
     if "@" in authority:
-        raise refuse(where, f"{SCHEME}{authority.rsplit('@', 1)[1]}/... holds a credential", CREDENTIALS_HINT)
+        raise refuse(where, f"{public(SCHEME + authority)}/... holds a credential", CREDENTIALS_HINT)
     if "@" in rest:
         name, _, digest = rest.partition("@")
+        if not DIGEST.fullmatch(digest):  # ``user:password@`` in the path: nothing after the host is shown
+            raise refuse(where, f"{public(SCHEME + authority)}/... holds an @ that does not start a digest", CREDENTIALS_HINT)
         if not pinned:
             raise refuse(where, f"{public(uri)} names a digest: a modelcar is pushed to a tag", f"give {FORMAT}")
-        if not DIGEST.fullmatch(digest):
-            raise refuse(where, f"{public(uri)} is not an image reference", "give oci://registry/repository@sha256:<64 hex>")
         pinned_ref = parse(f"{SCHEME}{name}", where)
         return OciReference(pinned_ref.host, pinned_ref.repository, "", digest)
     host, _, path = rest.partition("/")
@@ -91,10 +92,16 @@ CREDENTIALS_HINT = (
 
 
 def public(uri: str) -> str:
-    """``uri`` as a message may show it: whatever precedes an ``@`` in its authority is dropped."""
+    """``uri`` as a message may show it: whatever precedes an ``@`` in its authority is dropped, a path with an ``@``
+    that does not start a digest is ``...``, and so is everything from the first character no reference holds
+    (a query, a fragment, a space)."""
     scheme, sep, rest = uri.rpartition("://")
     authority, slash, path = rest.partition("/")
-    return f"{scheme}{sep}{authority.rsplit('@', 1)[-1]}{slash}{path}"
+    if "@" in path and not DIGEST.fullmatch(path.partition("@")[2]):
+        path = "..."
+    shown = f"{scheme}{sep}{authority.rsplit('@', 1)[-1]}{slash}{path}"
+    kept = SHOWN.match(shown).group()
+    return shown if kept == shown else f"{kept}..."
 
 
 def plain_http(host: str) -> bool:

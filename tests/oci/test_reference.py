@@ -34,14 +34,29 @@ def test_a_reference_is_parsed_with_latest_as_its_default_tag():
         ("oci://quay.io/Org/Chat:v1", "is not an image reference"),
         ("oci://quay.io/org/chat:bad tag", "is not an image reference"),
         ("oci://quay.io", "is not an image reference"),
+        ("oci://quay.io/robot:hunter2-pw@chat:v1", "oci://quay.io/... holds an @ that does not start a digest"),
+        ("oci://quay.io/org/robot:hunter2@chat@sha256:" + "0" * 64, "oci://quay.io/... holds an @ that does not start"),
+        ("oci://quay.io/org/chat:v1?access_token=hunter2-tok", "oci://quay.io/org/chat:v1... is not an image reference"),
     ],
 )
 def test_a_bad_reference_is_refused_naming_the_field_and_never_the_credential(uri, message):
-    with pytest.raises(KubetuneError) as info:
-        parse(uri)
-    text = str(info.value)
-    assert "export_destination: " in text and message in text
-    assert "hunter2" not in text and "robot" not in text
+    pinned = "digest" not in message  # an image to read (kubetune verify) is refused alike
+    for given in {False, pinned}:
+        with pytest.raises(KubetuneError) as info:
+            parse(uri, pinned=given)
+        text = str(info.value)
+        assert "export_destination: " in text and message in text
+        assert "hunter2" not in text and "robot" not in text
+
+
+def test_kubetune_verify_never_shows_a_credential_in_the_reference():
+    from typer.testing import CliRunner
+
+    from kubetune.cli import app
+
+    result = CliRunner().invoke(app, ["verify", "oci://reg.io/robot:hunter2-pw@chat:v1"])
+    assert result.exit_code == 2 and "oci://reg.io/... holds an @" in result.output
+    assert "hunter2" not in result.output and "robot" not in result.output
 
 
 def test_plain_http_only_for_loopback_or_listed_registries(monkeypatch):
@@ -59,6 +74,10 @@ def test_base_images_registry_reference_or_oci_layout(tmp_path):
     with pytest.raises(KubetuneError, match="modelcar_base_image: docker://quay.io/base:1 holds a credential") as info:
         base_image("robot:hunter2-pw@quay.io/base:1")
     assert "hunter2" not in str(info.value)
+    with pytest.raises(KubetuneError, match=r"docker://quay.io/\.\.\. holds an @ that does not start a digest") as info:
+        base_image("quay.io/robot:hunter2-pw@base:1")
+    assert "hunter2" not in str(info.value)
+    assert base_image(f"quay.io/base@sha256:{'0' * 64}").source == f"docker://quay.io/base@sha256:{'0' * 64}"
     with pytest.raises(KubetuneError, match="is not an OCI image layout"):
         base_image(f"oci-layout:{tmp_path}")
     (tmp_path / "index.json").write_text("{}")
