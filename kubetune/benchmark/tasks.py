@@ -3,7 +3,8 @@
 Each held-out chat becomes one document: its last assistant turn is the reference ``answer``; a leading system
 message is the ``system`` turn (lm-eval's ``description``, a system message under the chat template); the turns
 before the last user message are written into the user turn as ``role: content`` lines above it (lm-eval puts a
-document in a single user turn). Two tasks read the same JSONL:
+document in a single user turn). A chat with no user turn before its answer, or an empty answer (a tool call), is
+left out and counted in the report. Two tasks read the same JSONL:
 
 - ``held_out_loglikelihood``: bits per byte of the reference answer given the prompt (lower is better), and lm-eval's
   ``acc`` (the answer is the greedy continuation);
@@ -52,31 +53,60 @@ def limit_problems(limit: int) -> list[Problem]:
     return [Problem("benchmark_limit", f"must be 0 (every document) or more, got {limit}")] if limit < 0 else []
 
 
-def documents(validation_data: str | Path) -> list[dict[str, str]]:
-    """One document (``system``, ``prompt``, ``answer``) per held-out chat that ends with an assistant turn."""
+def documents(validation_data: str | Path, skipped: list[str] | None = None) -> list[dict[str, str]]:
+    """One document (``system``, ``prompt``, ``answer``) per held-out chat that ends with a non-empty assistant turn
+    after a user turn; the others are left out, each noted in ``skipped`` (when given) as ``line <n>: <why>``.
+
+    The prompt is the last turn (a user's) as it is, after the earlier turns as ``role: content`` lines; when the turn
+    before the answer is not a user's (an assistant's, a tool's), every turn before the answer is such a line, so
+    no other role's words read as the user's."""
     path = Path(validation_data)
     path = path / MESSAGES_FILE if path.is_dir() else path
     if not path.is_file():
         raise KubetuneError([Problem(str(path), "not found: the held_out tasks need the validation chats")], "cannot benchmark")
+    left_out = [] if skipped is None else skipped
     docs = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         messages = json.loads(line).get("messages") if line.strip() else None
-        if not messages or messages[-1].get("role") != "assistant" or len(messages) < 2:
+        if not messages or messages[-1].get("role") != "assistant":
+            continue  # nothing to score: not a chat that ends with an answer
+        if why := _unusable(messages):
+            left_out.append(f"line {number}: {why}")
             continue
         system = messages[0]["content"] if messages[0]["role"] == "system" else ""
-        turns = messages[1 if system else 0 : -1]
-        earlier = "".join(f"{m['role']}: {m['content']}\n" for m in turns[:-1])
-        docs.append({"system": system, "prompt": earlier + turns[-1]["content"], "answer": messages[-1]["content"]})
+        docs.append({"system": system, "prompt": _prompt(messages[1 if system else 0 : -1]), "answer": messages[-1]["content"]})
     if not docs:
-        raise KubetuneError([Problem(str(path), "holds no chat that ends with an assistant turn")], "cannot benchmark")
+        why = f" ({len(left_out)} left out: {'; '.join(left_out[:3])})" if left_out else ""
+        raise KubetuneError(
+            [Problem(str(path), f"holds no chat that ends with a non-empty assistant turn after a user turn{why}")],
+            "cannot benchmark",
+        )
     return docs
 
 
-def write_held_out_tasks(validation_data: str | Path, folder: str | Path) -> Path:
-    """Write the held-out JSONL, the two task YAMLs and their metric function into ``folder`` (lm-eval's include_path)."""
+def _prompt(turns: list[dict]) -> str:
+    """The turns before the answer as one user turn: the last one bare when it is a user's, the others as lines."""
+    lines = [f"{m['role']}: {m.get('content') or ''}" for m in turns]
+    if turns[-1]["role"] == "user":
+        lines[-1] = turns[-1]["content"]
+    return "\n".join(lines)
+
+
+def _unusable(messages: list[dict]) -> str | None:
+    """Why a chat ending with an assistant turn cannot be a document: no user turn before it, or an empty answer."""
+    if not any(m.get("role") == "user" for m in messages[:-1]):
+        return "no user turn before the answer"
+    if not (messages[-1].get("content") or "").strip():
+        return "its answer is empty (e.g. only a tool call)"
+    return None
+
+
+def write_held_out_tasks(validation_data: str | Path, folder: str | Path, skipped: list[str] | None = None) -> Path:
+    """Write the held-out JSONL, the two task YAMLs and their metric function into ``folder`` (lm-eval's include_path);
+    the chats left out are noted in ``skipped`` (``documents``)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    docs = documents(validation_data)
+    docs = documents(validation_data, skipped)
     data = folder / "held_out.jsonl"
     data.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs), encoding="utf-8")
     shutil.copyfile(Path(__file__).with_name("held_out_metric.py"), folder / "held_out_metric.py")

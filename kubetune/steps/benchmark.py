@@ -22,6 +22,7 @@ from kubetune.benchmark.tasks import (
     write_held_out_tasks,
 )
 from kubetune.checkpoints import is_adapter, problem
+from kubetune.console import say
 from kubetune.errors import KubetuneError, Problem
 from kubetune.files import write_text_atomic
 from kubetune.runtime import resolve_model
@@ -68,7 +69,10 @@ def _checkpoint_problems(root: Path, checkpoint: str) -> list[Problem]:
 def _run(
     names: list[str], tuned: Path, validation_data: str | Path, workdir: Path, model_uri: str, limit: int
 ) -> BenchmarkResults:
-    include = write_held_out_tasks(validation_data, workdir / "tasks") if HELD_OUT in names else None
+    skipped: list[str] = []
+    include = write_held_out_tasks(validation_data, workdir / "tasks", skipped) if HELD_OUT in names else None
+    if skipped:
+        say(f"held_out: {len(skipped)} validation chats left out ({'; '.join(skipped[:3])})")
     how = settings(names, include, limit)
     tasks = [t for name in names for t in ([LOGLIKELIHOOD_TASK, EXACT_MATCH_TASK] if name == HELD_OUT else [name])]
     base = resolve_model(model_uri, workdir / "base")
@@ -90,4 +94,5 @@ def _run(
         )
         for t, b in before.items()
     ]
-    return BenchmarkResults(ran=True, tasks=scores, run=how.described() | {"seconds": round(time.monotonic() - started, 1)})
+    run = how.described() | ({"held_out_left_out": len(skipped)} if skipped else {})
+    return BenchmarkResults(ran=True, tasks=scores, run=run | {"seconds": round(time.monotonic() - started, 1)})

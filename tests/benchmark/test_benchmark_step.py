@@ -9,6 +9,7 @@ import pytest
 from kubetune.benchmark.results import BenchmarkResults, TaskScore
 from kubetune.benchmark.tasks import documents, write_held_out_tasks
 from kubetune.embedded.sample_data import SAMPLE_DATA
+from kubetune.errors import KubetuneError
 
 
 def test_documents_the_last_assistant_turn_is_the_answer_and_earlier_turns_lead_the_prompt(tmp_path):
@@ -24,6 +25,24 @@ def test_documents_the_last_assistant_turn_is_the_answer_and_earlier_turns_lead_
         {"system": "Be brief.", "prompt": "user: 2+2?\nassistant: 4\nand 3+3?", "answer": "6"},
         {"system": "", "prompt": "hi", "answer": "hello"},
     ]
+
+
+def test_documents_leave_out_chats_with_no_user_turn_or_an_empty_answer_and_never_show_an_assistant_as_the_user(tmp_path):
+    tool_call = {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {"name": "w"}}]}
+    chats = [
+        {"messages": [{"role": "system", "content": "s"}, {"role": "assistant", "content": "hello"}]},
+        {"messages": [{"role": "user", "content": "weather?"}, tool_call]},
+        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "A"},
+                      {"role": "assistant", "content": "B"}]},
+    ]  # fmt: skip
+    (tmp_path / "messages.jsonl").write_text("".join(json.dumps(c) + "\n" for c in chats))
+    skipped: list[str] = []
+    assert documents(tmp_path, skipped) == [{"system": "", "prompt": "user: q\nassistant: A", "answer": "B"}]
+    assert skipped == ["line 1: no user turn before the answer", "line 2: its answer is empty (e.g. only a tool call)"]
+    (tmp_path / "messages.jsonl").write_text("".join(json.dumps(c) + "\n" for c in chats[:2]))
+    with pytest.raises(KubetuneError) as e:  # nothing usable: one line, exit 2, not lm-eval's ZeroDivisionError
+        write_held_out_tasks(tmp_path, tmp_path / "tasks")
+    assert "holds no chat that ends with a non-empty assistant turn after a user turn (2 left out: line 1:" in e.value.report()
 
 
 def score(name: str, higher: bool, base: float, tuned: float) -> TaskScore:
