@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kubetune.contract.spec import pydantic_problems, suggest
 from kubetune.errors import KubetuneError, Problem
@@ -19,10 +19,11 @@ class GateThresholds(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
-    max_validation_loss: float | None = None  # the best checkpoint's validation loss must be below it
-    no_overfitting: bool = False  # the validation loss must not rise (overfitting) before the chosen checkpoint
+    # a bound no model can meet is refused: a validation loss (cross-entropy) is never below 0, forgetting never under 0
+    max_validation_loss: float | None = Field(None, gt=0)  # the exported checkpoint's validation loss must be below it
+    no_overfitting: bool = False  # the validation loss must not rise (overfitting) before the exported checkpoint
     min_benchmark_delta: float | None = None  # the benchmark's mean delta to the base model must be at least this
-    max_forgetting: float | None = None  # the benchmark's forgetting (largest drop of a task) must be at most this
+    max_forgetting: float | None = Field(None, ge=0)  # the benchmark's forgetting (largest drop of a task) at most this
 
     @property
     def needs_benchmark(self) -> list[str]:
@@ -35,9 +36,12 @@ def parse_gate(text: str, where: str = FIELD) -> GateThresholds:
     if not text.strip():
         return GateThresholds()
     try:
-        document = json.loads(text)
-    except ValueError as e:
+        document = json.loads(text, object_pairs_hook=_unique)
+    except json.JSONDecodeError as e:
         raise KubetuneError([Problem(where, f"is not JSON ({e.msg} at character {e.pos})")], "invalid promotion gate") from None
+    except _Duplicate as e:
+        problem = Problem(f"{where}.{shown(e.key)}", "is given twice (JSON keeps only the last)", "give each threshold once")
+        raise KubetuneError([problem], "invalid promotion gate") from None
     if not isinstance(document, dict):
         example = '{"max_validation_loss": 2.5}'
         raise KubetuneError([Problem(where, f"must be a JSON object of thresholds, e.g. {example}")], "invalid promotion gate")
@@ -47,12 +51,25 @@ def parse_gate(text: str, where: str = FIELD) -> GateThresholds:
         raise KubetuneError(_problems(e, where), "invalid promotion gate") from None
 
 
+class _Duplicate(Exception):
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+def _unique(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """A JSON object whose keys are all different (``json.loads`` would keep the last of a repeated one)."""
+    keys = [key for key, _ in pairs]
+    if repeated := next((key for key in keys if keys.count(key) > 1), None):
+        raise _Duplicate(repeated)
+    return dict(pairs)
+
+
 def check_gate(text: str, benchmark_tasks: str, where: str = FIELD) -> GateThresholds:
     """The thresholds, checked against the run: a benchmark threshold needs ``benchmark_tasks``."""
     thresholds = parse_gate(text, where)
     if (needs := thresholds.needs_benchmark) and not benchmark_tasks.strip():
         message = "is measured by the benchmark, but benchmark_tasks is empty (no benchmark runs)"
-        hint = "set benchmark_tasks, e.g. held_out, or leave the threshold out"
+        hint = "set benchmark_tasks, e.g. held_out (run-local: --evaluate-benchmark), or leave the threshold out"
         raise KubetuneError([Problem(f"{where}.{name}", message, hint) for name in needs], "invalid promotion gate")
     return thresholds
 
@@ -64,5 +81,7 @@ def _problems(error: ValidationError, where: str) -> list[Problem]:
         if e["type"] == "extra_forbidden":  # a key that looks like a credential is shown <redacted>, with no did-you-mean
             hint = suggest(str(e["loc"][-1]), set(fields)) or f"the thresholds: {', '.join(fields)}"
             problem = Problem(f"{where}.{shown(e['loc'][-1])}", "is not a threshold", hint)
+        elif e["type"] in ("greater_than", "greater_than_equal"):  # a bound no model can meet
+            problem = Problem(problem.where, problem.message, "no model could pass: a loss or forgetting is never below 0")
         problems.append(problem)
     return problems

@@ -145,6 +145,9 @@ def test_a_typo_a_wrong_type_and_a_non_object_are_refused_naming_the_field():
         '{"max_validation_los": 2}': "max_validation_los: is not a threshold (did you mean `max_validation_loss`?)",
         '{"no_overfitting": "yes"}': "promotion_gate.no_overfitting: Input should be a valid boolean",
         '{"max_validation_loss": 1e999}': "promotion_gate.max_validation_loss: Input should be a finite number",
+        '{"max_validation_loss": -3}': "promotion_gate.max_validation_loss: Input should be greater than 0 (no model could pass",
+        '{"max_forgetting": -0.5}': "promotion_gate.max_forgetting: Input should be greater than or equal to 0 (no model",
+        '{"max_forgetting": 0.1, "max_forgetting": 9}': "promotion_gate.max_forgetting: is given twice (JSON keeps only",
         '["max_validation_loss"]': "promotion_gate: must be a JSON object of thresholds",
         "{max_validation_loss: 2}": "promotion_gate: is not JSON",
         '{"hf_AbCdEfGhIjKlMnOpQrStUvWxYz012345": 1}': "promotion_gate.<redacted>: is not a threshold (the thresholds: "
@@ -154,14 +157,14 @@ def test_a_typo_a_wrong_type_and_a_non_object_are_refused_naming_the_field():
         with pytest.raises(KubetuneError) as e:
             parse_gate(text)
         assert message in e.value.report() and "AbCdEf" not in e.value.report(), text
-    assert parse_gate("  ") == GateThresholds()
+    assert parse_gate("  ") == GateThresholds() and parse_gate('{"max_forgetting": 0}').max_forgetting == 0
 
 
 def test_a_benchmark_threshold_without_benchmark_tasks_is_refused_early():
     with pytest.raises(KubetuneError) as e:
         check_gate('{"max_validation_loss": 3, "min_benchmark_delta": 0}', benchmark_tasks=" ")
     assert [p.where for p in e.value.problems] == ["promotion_gate.min_benchmark_delta"]
-    assert "benchmark_tasks is empty" in e.value.report()
+    assert "benchmark_tasks is empty" in e.value.report() and "(run-local: --evaluate-benchmark)" in e.value.report()
     assert check_gate('{"max_forgetting": 0.1}', benchmark_tasks="held_out").max_forgetting == 0.1
 
 
