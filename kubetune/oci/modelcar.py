@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import posixpath
+import shutil
 import tarfile
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from kubetune.errors import Failure
+from kubetune.errors import Failure, KubetuneError, Problem
 from kubetune.oci import skopeo
 from kubetune.oci.reference import CREDENTIALS_HINT, DIGEST, OciReference, parse, plain_http, public, refuse
 
@@ -27,6 +30,7 @@ MODELCAR = "modelcar"
 MODEL_CARD = "README.md"
 DEFAULT_BASE_IMAGE = "registry.access.redhat.com/ubi9/ubi-micro:latest"  # KServe's modelcar container runs a shell
 LAYOUT_PREFIX = "oci-layout:"
+WHITEOUT, OPAQUE = ".wh.", ".wh..wh..opq"  # OCI layer whiteouts: <dir>/.wh.<name> hides <name>, .wh..wh..opq all
 
 
 @dataclass(frozen=True)
@@ -125,7 +129,8 @@ def push_modelcar(staging: Path, ref: OciReference, image: str = "") -> Pushed:
 
 def pull_models(uri: str, workdir: Path) -> Path:
     """The ``/models`` folder of the image ``uri`` (by tag or digest), pulled with skopeo and unpacked into ``workdir``
-    layer by layer (later layers win, as in a container); ``refuse`` when the image is not there."""
+    layer by layer as a container runtime applies them (see ``unpack``); ``refuse`` when the image is not there or
+    a layer holds under ``/models`` what cannot be unpacked safely (one problem each)."""
     ref = parse(uri, "destination", pinned=True)
     layout, rootfs = workdir / "layout", workdir / "rootfs"
     try:
@@ -135,8 +140,49 @@ def pull_models(uri: str, workdir: Path) -> Path:
     blobs = layout / "blobs" / "sha256"
     index = json.loads((layout / "index.json").read_text())
     manifest = json.loads((blobs / index["manifests"][0]["digest"].removeprefix("sha256:")).read_text())
-    for layer in manifest["layers"]:
+    problems = []
+    for number, layer in enumerate(manifest["layers"], 1):
         with tarfile.open(blobs / layer["digest"].removeprefix("sha256:")) as tar:
-            members = [m for m in tar.getmembers() if m.name.lstrip("/").split("/", 1)[0] == "models"]
-            tar.extractall(rootfs, members, filter="data")  # no path outside rootfs, no device, no set-uid
+            problems += [Problem(f"layer {number}", message) for message in unpack(tar, rootfs)]
+    if problems:
+        raise KubetuneError(problems, f"{ref.uri} cannot be checked")
     return rootfs / "models"
+
+
+def unpack(tar: tarfile.TarFile, rootfs: Path) -> list[str]:
+    """Apply one layer's members under ``/models`` to ``rootfs`` as a runtime does: each name cleaned from the root
+    (``./models/x``, ``models/./x``, ``/models/x`` and ``a/../models/x`` all are ``models/x``), whiteouts
+    (``.wh.<name>``, ``.wh..wh..opq``) first, removing what lower layers put there. What the ``data`` filter refuses
+    (an absolute or escaping link, a device file) or cannot unpack is not written: one line each is returned."""
+    members, whiteouts, problems = [], [], []
+    for member in tar.getmembers():
+        name = clean(member.name)
+        if name.split("/", 1)[0] != "models":
+            continue
+        if member.islnk():
+            member = member.replace(linkname=clean(member.linkname), deep=False)
+        member = member.replace(name=name, deep=False)
+        (whiteouts if PurePosixPath(name).name.startswith(WHITEOUT) else members).append(member)
+    for member in whiteouts:
+        path = PurePosixPath(member.name)
+        folder, hidden = rootfs / path.parent, path.name.removeprefix(WHITEOUT)
+        if path.name == OPAQUE:
+            gone = list(folder.iterdir()) if folder.is_dir() and not folder.is_symlink() else []
+        else:
+            gone = [folder / hidden] if hidden not in ("", ".", "..") else []
+        for entry in gone:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            elif os.path.lexists(entry):
+                entry.unlink()
+    for member in members:
+        try:
+            tar.extract(member, rootfs, filter="data")  # no path outside rootfs, no device, no set-uid
+        except (tarfile.TarError, KeyError, OSError) as error:
+            problems.append(f"{member.name} cannot be unpacked: {error}")
+    return problems
+
+
+def clean(name: str) -> str:
+    """A member's path as a runtime applies it: cleaned from the root, without its leading ``/``."""
+    return posixpath.normpath("/" + name).lstrip("/")

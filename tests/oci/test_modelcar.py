@@ -181,3 +181,82 @@ def test_the_export_component_pushes_to_oci_on_its_base_image_and_registration_r
     assert artifact["uri"] == pointer.metadata["uri"]
     (version,) = [r["body"] for r in model_registry.requests if r["method"] == "POST" and r["path"].endswith("/model_versions")]
     assert version["customProperties"]["oci_tag"]["string_value"] == destination
+
+
+@pytest.fixture(scope="module")
+def pushed_layout(pushed, registry, tmp_path_factory) -> Path:
+    """The pushed modelcar pulled into an OCI layout, to be tampered with."""
+    layout = tmp_path_factory.mktemp("tamper") / "layout"
+    source = f"docker://{registry}/kubetune/tiny:1"
+    subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", source, f"oci:{layout}:latest"], check=True)
+    return layout
+
+
+def push_with_layer(layout: Path, members: list[tarfile.TarInfo], target: str, tmp_path: Path) -> str:
+    """``layout``'s image with one more layer holding ``members`` (files hold ``GARBAGE``), pushed to ``target``."""
+    import io
+    import shutil
+
+    copy = tmp_path / "layout"
+    shutil.copytree(layout, copy)
+    blobs = copy / "blobs" / "sha256"
+
+    def put(data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        (blobs / digest).write_bytes(data)
+        return f"sha256:{digest}"
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for member in members:
+            member.size = len(b"GARBAGE") if member.isreg() else 0
+            tar.addfile(member, io.BytesIO(b"GARBAGE") if member.isreg() else None)
+    index = json.loads((copy / "index.json").read_text())
+    manifest = json.loads((blobs / index["manifests"][0]["digest"][7:]).read_text())
+    config = json.loads((blobs / manifest["config"]["digest"][7:]).read_text())
+    layer = put(buffer.getvalue())
+    manifest["layers"].append({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": buffer.tell()})
+    config["rootfs"]["diff_ids"].append(layer)
+    config_bytes = json.dumps(config).encode()
+    manifest["config"].update(digest=put(config_bytes), size=len(config_bytes))
+    manifest_bytes = json.dumps(manifest).encode()
+    index["manifests"][0].update(digest=put(manifest_bytes), size=len(manifest_bytes))
+    (copy / "index.json").write_text(json.dumps(index))
+    docker = target.replace("oci://", "docker://")
+    subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci:{copy}:latest", docker], check=True)
+    return target
+
+
+def member(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, linkname
+    return info
+
+
+@pytest.mark.parametrize(
+    ("members", "problems"),
+    [
+        ([member("./models/config.json")], ["config.json does not match its checksum"]),
+        ([member("etc/../models/config.json")], ["config.json does not match its checksum"]),
+        ([member("models/.wh.config.json")], ["config.json is missing"]),
+        (
+            [member("models/passwd", tarfile.SYMTYPE, "/etc/passwd"), member("models/null", tarfile.CHRTYPE)],
+            [
+                "layer {layer}: models/passwd cannot be unpacked: 'models/passwd' is a link to an absolute path",
+                "layer {layer}: models/null cannot be unpacked: 'models/null' is a special file",
+            ],
+        ),
+    ],
+    ids=["dot-slash", "dot-dot", "whiteout", "link-and-device"],
+)
+def test_verify_applies_a_layer_as_a_runtime_does(members, problems, pushed_layout, registry, tmp_path):
+    from typer.testing import CliRunner
+
+    from kubetune.cli import app
+
+    target = push_with_layer(pushed_layout, members, f"oci://{registry}/kubetune/tampered:{tmp_path.name[-20:]}", tmp_path)
+    layers = len(json.loads(subprocess.run(["skopeo", "inspect", "--tls-verify=false", target.replace("oci", "docker", 1)],
+                                           capture_output=True, check=True).stdout)["Layers"])  # fmt: skip
+    result = CliRunner().invoke(app, ["verify", target])
+    assert result.exit_code == 2
+    assert result.output.splitlines() == [f"{target}: {problem.format(layer=layers)}" for problem in problems]
