@@ -320,6 +320,26 @@ def publish_local(staged: Path, target: Path) -> None:
             remove(old)
 
 
+def links_outside(source: Path) -> list[Problem]:
+    """A problem for each symbolic link under ``source`` whose target is outside it (or loops): an export follows
+    links, so such a link would publish whatever it points to (a host file, another folder)."""
+    root, found = source.resolve(), []
+    for top, directories, files in os.walk(source):  # links to folders are listed, not walked
+        for name in sorted(directories + files):
+            path = Path(top, name)
+            if not path.is_symlink():
+                continue
+            link = f"is a symbolic link to {os.readlink(path)}"
+            try:
+                if path.resolve(strict=True).is_relative_to(root):
+                    continue
+                message = f"{link}, outside the model folder: an export never follows one"
+            except (OSError, RuntimeError):
+                message = f"{link}, which is missing or loops"
+            found.append(Problem(str(path), message, "copy what it points to into the model folder, or remove it"))
+    return sorted(found, key=lambda problem: problem.where)
+
+
 def materialize(source: Path, staging: Path, merge: bool, base: str | None = None) -> str:
     """Write the model into ``staging``; returns what was exported: "full", "adapter" or "merged".
 
@@ -483,6 +503,8 @@ def export(
         raise KubetuneError([Problem(str(source), "is not a model directory")], "cannot export")
     if damaged := checkpoint_problem(source):  # a half-written checkpoint is never published as a model
         raise KubetuneError([Problem(str(source), f"is not a complete checkpoint: {damaged}")], "cannot export")
+    if outside := links_outside(source):  # never followed: a host file would be published with the model
+        raise KubetuneError(outside, "cannot export")
     to_s3, to_oci = destination.startswith("s3://"), destination.startswith(OCI)
     s3 = remote = oci = pushed = None
     if to_s3:  # one client and one listing for the whole export
