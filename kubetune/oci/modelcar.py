@@ -69,6 +69,16 @@ def base_image(image: str) -> BaseImage:
     return BaseImage(f"docker://{name}", host, plain_http(host))
 
 
+def check_base_image(image: str) -> None:
+    """Refuse, before anything runs, a registry base image that is not there or cannot be read (its registry
+    unreachable, the credentials refused): one line naming it. An ``oci-layout:`` is checked by ``base_image``."""
+    base, image = base_image(image), image.strip() or DEFAULT_BASE_IMAGE
+    if base.source.startswith("docker://"):
+        doing = f"reading the base image {image}"
+        if skopeo.inspect_raw(base.source, base.host, base.plain_http, doing) is None:
+            raise refuse("modelcar_base_image", f"{image} is not there (no such image or tag)")
+
+
 def check_tag(ref: OciReference, overwrite: bool) -> None:
     """Refuse a tag that holds an image kubetune did not push (its manifest lacks our annotation), unless
     ``overwrite``. The registry's being unreachable or refusing the credentials is said here, before any work."""
@@ -83,7 +93,8 @@ def check_tag(ref: OciReference, overwrite: bool) -> None:
         raise refuse(
             ref.uri,
             "holds an image that kubetune did not push (no io.kubetune.export=modelcar annotation)",
-            "choose another tag, or pass export_overwrite to move the tag (the image stays in the registry by its digest)",
+            "choose another tag, or pass export_overwrite (run-local: --overwrite) to move the tag "
+            "(the image stays in the registry by its digest)",
         )
 
 

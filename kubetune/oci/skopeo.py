@@ -79,13 +79,13 @@ def said_by(stderr: str) -> str:
     return redact(line)[:400]
 
 
-def inspect_raw(reference: str, host: str, plain_http: bool) -> bytes | None:
+def inspect_raw(reference: str, host: str, plain_http: bool, doing: str = "") -> bytes | None:
     """The manifest's bytes as the registry serves them, or None when the image is not there."""
     try:
         out = run(
             ["inspect", "--raw", *tls(plain_http, "--tls-verify"), reference],
             host,
-            f"reading {reference.replace('docker://', 'oci://')}",
+            doing or f"reading {reference.replace('docker://', 'oci://')}",
             INSPECT_TIMEOUT,
         )
     except Absent:

@@ -152,7 +152,7 @@ def check_options(
         arguments["export_destination"] = destination if "://" in destination else os.path.abspath(destination)
     if overwrite:
         arguments["export_overwrite"] = True
-    if modelcar_base_image:
+    if modelcar_base_image or destination.startswith("oci://"):
         problems += modelcar_problems(modelcar_base_image, destination, arguments)
     if gate:
         problems += gate_problems(gate, arguments.get("benchmark_tasks", ""))
@@ -163,18 +163,22 @@ def check_options(
 
 
 def modelcar_problems(image: str, destination: str, arguments: dict[str, Any]) -> list[Problem]:
-    """--modelcar-base-image: only with an oci:// --destination; no credential in it; an oci-layout:<dir> made absolute."""
-    from kubetune.oci.modelcar import LAYOUT_PREFIX, base_image
+    """--modelcar-base-image: only with an oci:// --destination; no credential in it; an oci-layout:<dir> made absolute;
+    the base image (the default one when none is given) there and readable, before anything runs."""
+    from kubetune.oci.modelcar import LAYOUT_PREFIX, check_base_image
 
+    option = "--modelcar-base-image"
     if not destination.startswith("oci://"):
-        return [Problem("--modelcar-base-image", "is the base image of an oci:// --destination", "give --destination oci://...")]
+        return [Problem(option, "is the base image of an oci:// --destination", "give --destination oci://...")]
     if image.startswith(LAYOUT_PREFIX):
         image = LAYOUT_PREFIX + os.path.abspath(image.removeprefix(LAYOUT_PREFIX))
     try:
-        base_image(image)
-    except KubetuneError as error:
-        return [Problem(f"--{p.where.replace('_', '-')}", p.message, p.hint) for p in error.problems]
-    arguments["modelcar_base_image"] = image
+        check_base_image(image)
+    except KubetuneError as error:  # a refusal names the field, a registry failure its host
+        return [Problem(option if p.where == "modelcar_base_image" else f"{option} {p.where}", p.message, p.hint)
+                for p in error.problems]  # fmt: skip
+    if image:
+        arguments["modelcar_base_image"] = image
     return []
 
 

@@ -37,3 +37,23 @@ def test_a_base_image_without_an_oci_destination_or_with_a_credential_is_refused
         )
     text = str(info.value)
     assert "--modelcar-base-image: docker://quay.io/b:1 holds a credential" in text and "hunter2" not in text
+
+
+@needs_tools
+def test_the_base_image_is_checked_before_anything_runs_and_a_foreign_tag_names_the_flag(registry, base_image, tmp_path):
+    from tests.oci.conftest import free_port
+
+    def problems(destination: str, image: str) -> list[str]:
+        with pytest.raises(KubetuneError) as info:
+            check_options("lora_sft", "best", None, None, destination, False, tmp_path, modelcar_base_image=image)
+        return [str(problem) for problem in info.value.problems]
+
+    destination = f"oci://{registry}/kubetune/local:2"
+    assert problems(destination, f"{registry}/base/absent:1") == [
+        f"--modelcar-base-image: {registry}/base/absent:1 is not there (no such image or tag)"
+    ]
+    host = f"127.0.0.1:{free_port()}"
+    [unreachable] = problems(destination, f"{host}/base/tiny:1")
+    assert unreachable.startswith(f"--modelcar-base-image {host}: is unreachable while reading the base image {host}/base/tiny:1")
+    [foreign] = problems(f"oci://{base_image}", base_image)  # the tag holds an image kubetune did not push
+    assert "holds an image that kubetune did not push" in foreign and "(run-local: --overwrite)" in foreign
