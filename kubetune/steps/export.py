@@ -320,13 +320,17 @@ def publish_local(staged: Path, target: Path) -> None:
             remove(old)
 
 
-def links_outside(source: Path) -> list[Problem]:
-    """A problem for each symbolic link under ``source`` whose target is outside it (or loops): an export follows
-    links, so such a link would publish whatever it points to (a host file, another folder)."""
+def unexportable(source: Path) -> list[Problem]:
+    """A problem for each entry under ``source`` an export must not take: a symbolic link whose target is outside
+    ``source`` (or loops: an export follows links, so it would publish a host file or another folder), and a name
+    no manifest may list (not printable, a backslash: ``verify`` would call the manifest invalid)."""
     root, found = source.resolve(), []
     for top, directories, files in os.walk(source):  # links to folders are listed, not walked
         for name in sorted(directories + files):
             path = Path(top, name)
+            if not name.isprintable() or "\\" in name:
+                found.append(Problem(repr(str(path)), "has a name a manifest cannot list (not printable, or a backslash)",
+                                     "rename or remove it"))  # fmt: skip
             if not path.is_symlink():
                 continue
             link = f"is a symbolic link to {os.readlink(path)}"
@@ -503,8 +507,8 @@ def export(
         raise KubetuneError([Problem(str(source), "is not a model directory")], "cannot export")
     if damaged := checkpoint_problem(source):  # a half-written checkpoint is never published as a model
         raise KubetuneError([Problem(str(source), f"is not a complete checkpoint: {damaged}")], "cannot export")
-    if outside := links_outside(source):  # never followed: a host file would be published with the model
-        raise KubetuneError(outside, "cannot export")
+    if found := unexportable(source):  # a link out of the folder, a name no manifest may list
+        raise KubetuneError(found, "cannot export")
     to_s3, to_oci = destination.startswith("s3://"), destination.startswith(OCI)
     s3 = remote = oci = pushed = None
     if to_s3:  # one client and one listing for the whole export

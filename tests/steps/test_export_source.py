@@ -1,6 +1,6 @@
 """An export never follows a symbolic link out of the model folder (to a host file, or a folder elsewhere): it is
 refused before anything is written, whatever the destination (local, S3, OCI); a link inside the folder is exported
-as the file it points to."""
+as the file it points to. A file name no manifest may list is refused alike."""
 
 from __future__ import annotations
 
@@ -41,3 +41,13 @@ def test_a_link_inside_the_model_folder_is_exported_as_its_file(tmp_path):
     result = export(model, tmp_path / "out")
     assert "tokenizer_config.json" in result.manifest["files"] and verify(tmp_path / "out") == []
     assert not (tmp_path / "out" / "tokenizer_config.json").is_symlink()
+
+
+def test_a_name_no_manifest_can_list_is_refused_before_anything_is_written(tmp_path):
+    model = make_model(tmp_path, 1)
+    (model / "notes\nx.txt").write_text("{}")
+    with pytest.raises(KubetuneError) as info:
+        export(model, tmp_path / "out")
+    [problem] = info.value.problems
+    assert problem.where == repr(f"{model}/notes\nx.txt") and "a manifest cannot list" in problem.message
+    assert not (tmp_path / "out").exists()
