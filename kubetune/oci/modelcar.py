@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 
 from kubetune.errors import Failure, KubetuneError, Problem
 from kubetune.oci import skopeo
-from kubetune.oci.reference import CREDENTIALS_HINT, DIGEST, OciReference, parse, plain_http, public, refuse
+from kubetune.oci.reference import CREDENTIALS_HINT, DIGEST, SHOWN, OciReference, parse, plain_http, public, refuse
 
 LABEL = "io.kubetune.export"
 MODELCAR = "modelcar"
@@ -65,6 +65,8 @@ def base_image(image: str) -> BaseImage:
         raise refuse(where, f"{public('docker://' + name)} holds a credential", CREDENTIALS_HINT)
     if "@" in name and not DIGEST.fullmatch(name.partition("@")[2]):  # ``user:password@`` after the host
         raise refuse(where, f"{public('docker://' + name)} holds an @ that does not start a digest", CREDENTIALS_HINT)
+    if not SHOWN.fullmatch(name):  # a query, a space...: not shown, not given to skopeo
+        raise refuse(where, f"{public('docker://' + name)} is not an image reference", "give registry/repository:tag")
     host = first if slash and ("." in first or ":" in first or first == "localhost") else "docker.io"
     return BaseImage(f"docker://{name}", host, plain_http(host))
 

@@ -78,6 +78,9 @@ def test_base_images_registry_reference_or_oci_layout(tmp_path):
         base_image("quay.io/robot:hunter2-pw@base:1")
     assert "hunter2" not in str(info.value)
     assert base_image(f"quay.io/base@sha256:{'0' * 64}").source == f"docker://quay.io/base@sha256:{'0' * 64}"
+    with pytest.raises(KubetuneError, match=r"docker://quay.io/base:1\.\.\. is not an image reference") as info:
+        base_image("quay.io/base:1?access_token=hunter2-tok")
+    assert "hunter2" not in str(info.value)
     with pytest.raises(KubetuneError, match="is not an OCI image layout"):
         base_image(f"oci-layout:{tmp_path}")
     (tmp_path / "index.json").write_text("{}")
