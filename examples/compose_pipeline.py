@@ -1,5 +1,6 @@
 """Composing kubetune into your own pipeline: our ``finetune`` pipeline as one step, then your own
-evaluation of the exported model.
+evaluation of the exported model, only when the promotion gate promoted it (``promoted``: otherwise ``model`` is a
+folder with only a README.md saying why).
 
     python examples/compose_pipeline.py            # compile to compose_pipeline.yaml
     python examples/compose_pipeline.py --local    # run on this machine with kfp.local (CPU, about a minute)
@@ -32,9 +33,10 @@ def my_exact_match_eval(model: Input[Model], metrics: Output[Metrics], prompts: 
 
 
 @dsl.pipeline(name="my-finetune-and-evaluate")
-def finetune_and_evaluate(data_uri: str = "kubetune://sample-chat") -> Metrics:
+def finetune_and_evaluate(data_uri: str = "kubetune://sample-chat"):
     tuned = finetune(data_uri=data_uri)  # every other parameter keeps its default
-    return my_exact_match_eval(model=tuned.outputs["model"]).outputs["metrics"]
+    with dsl.If(tuned.outputs["promoted"] == True, name="promoted"):  # noqa: E712 (a KFP condition)
+        my_exact_match_eval(model=tuned.outputs["model"])
 
 
 if __name__ == "__main__":
@@ -42,7 +44,8 @@ if __name__ == "__main__":
         from kubetune.runs.kfp_local import init  # kfp.local.init, able to read finetune's model output (a dsl.OneOf)
 
         init(pipeline_root="compose-local")
-        print(finetune_and_evaluate().output.metadata)
+        finetune_and_evaluate()
+        print("outputs under compose-local/ (my-exact-match-eval/metrics: your step's, when promoted)")
     else:
         compiler.Compiler().compile(finetune_and_evaluate, "compose_pipeline.yaml")
         print("wrote compose_pipeline.yaml")

@@ -35,6 +35,7 @@ Outputs = NamedTuple(
         ("decision", Markdown),  # the promotion gate's decision: each threshold, the value measured, the verdict
         ("benchmark_report", Markdown),  # base vs fine-tuned per benchmark task (says "not run" without benchmark_tasks)
         ("benchmark_metrics", Metrics),
+        ("promoted", bool),  # the gate's verdict: a pipeline holding finetune branches on it (dsl.If) before using model
     ],
 )
 
@@ -100,6 +101,7 @@ def finetune_dag(p: dict, launcher: str = "in_pod") -> Outputs:
         gate.outputs["decision"],
         benchmark.outputs["report"],
         benchmark.outputs["metrics"],
+        gate.outputs["Output"],  # the gate task is outside the dsl.If: its bool is the pipeline's output as it is
     )
 
 

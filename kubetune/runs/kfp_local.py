@@ -8,6 +8,10 @@ one selector whose producer ran (a skipped ``dsl.If`` branch left nothing in the
 read as kfp reads it. Examples that run a pipeline holding ``finetune`` locally call ``init`` instead of
 ``kfp.local.init``.
 
+kfp 2.17's local ``dsl.If`` reads a task's output in a condition only when it is named ``Output``: the channel of a
+named one (``pipelinechannel--kubetune-finetune-promoted``: finetune's ``promoted``) is taken for a parent input, not
+found, and the branch is skipped with a warning. The second patch tries each task/output split of the channel first.
+
 kfp.local's warnings that only say the run is local (a task's display name and accelerator are ignored; its base
 image is not Python's) are not shown.
 """
@@ -29,6 +33,7 @@ def init(pipeline_root: str, **options: Any) -> None:
     from kfp import local
 
     resolve_artifact_oneof()
+    resolve_named_outputs_in_conditions()
     for message in LOCAL_ONLY_WARNINGS:
         warnings.filterwarnings("ignore", message=message)
     options.setdefault("runner", local.SubprocessRunner(use_venv=False))
@@ -59,3 +64,24 @@ def resolve_artifact_oneof() -> None:
 
     get_dag_output_artifacts.kubetune = True  # type: ignore[attr-defined]
     OrchestratorUtils.get_dag_output_artifacts = classmethod(get_dag_output_artifacts)
+
+
+def resolve_named_outputs_in_conditions() -> None:
+    """Patch kfp.local's ``dsl.If`` condition channels to find a task's named output (idempotent)."""
+    from kfp.local.orchestrator.enhanced_dag_orchestrator import ConditionEvaluator
+
+    original = ConditionEvaluator._resolve_pipeline_channel
+    if getattr(original, "kubetune", False):
+        return
+
+    def resolve(channel_ref: str, io_store: Any) -> Any:
+        parts = channel_ref.removeprefix("pipelinechannel--").split("-")
+        for cut in range(len(parts) - 1, 0, -1):  # task names hold dashes too: each split, the longest output first
+            try:
+                return io_store.get_task_output("-".join(parts[:cut]), "-".join(parts[cut:]))
+            except ValueError:
+                continue
+        return original(channel_ref, io_store)
+
+    resolve.kubetune = True  # type: ignore[attr-defined]
+    ConditionEvaluator._resolve_pipeline_channel = staticmethod(resolve)

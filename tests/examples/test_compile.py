@@ -15,13 +15,17 @@ def compiled(name: str, tmp_path) -> dict:
     return next(yaml.safe_load_all((tmp_path / f"{name}.yaml").read_text()))
 
 
-def test_compose_example_is_our_finetune_pipeline_then_the_users_step(tmp_path):
-    tasks = compiled("compose_pipeline", tmp_path)["root"]["dag"]["tasks"]
-    assert set(tasks) == {"kubetune-finetune", "my-exact-match-eval"}  # our whole pipeline is one task of theirs
-    assert tasks["my-exact-match-eval"]["inputs"]["artifacts"]["model"]["taskOutputArtifact"] == {
-        "outputArtifactKey": "model",
-        "producerTask": "kubetune-finetune",
-    }
+def test_compose_example_is_our_finetune_pipeline_then_the_users_step_only_when_promoted(tmp_path):
+    spec = compiled("compose_pipeline", tmp_path)
+    tasks = spec["root"]["dag"]["tasks"]
+    assert set(tasks) == {"kubetune-finetune", "condition-1"}  # our whole pipeline is one task of theirs
+    condition = tasks["condition-1"]["triggerPolicy"]["condition"]
+    assert condition == "inputs.parameter_values['pipelinechannel--kubetune-finetune-promoted'] == true"
+    finetune = spec["components"]["comp-kubetune-finetune"]  # finetune's `promoted`: the gate's verdict, as it is
+    assert finetune["outputDefinitions"]["parameters"] == {"promoted": {"parameterType": "BOOLEAN"}}
+    assert finetune["dag"]["outputs"]["parameters"]["promoted"]["valueFromParameter"]["producerSubtask"] == "promotion-gate"
+    users = spec["components"]["comp-condition-1"]["dag"]["tasks"]["my-exact-match-eval"]
+    assert users["inputs"]["artifacts"]["model"] == {"componentInputArtifact": "pipelinechannel--kubetune-finetune-model"}
 
 
 @pytest.fixture(scope="module")
