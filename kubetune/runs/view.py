@@ -107,6 +107,8 @@ def _benchmark(o: Outputs) -> str:
     if not o.metadata["results"].get("ran"):
         return "not asked for (--evaluate-benchmark)"
     m = o.metadata["metrics"]
+    if "benchmark_delta" not in m or "forgetting" not in m:  # a task scored inf or NaN: no mean delta, no forgetting
+        return "delta and forgetting not measured (a task has no finite score: see the benchmark report)"
     return f"benchmark delta {m['benchmark_delta'] + 0.0:+.4g} (positive: better), forgetting {m['forgetting']:.4g}"
 
 

@@ -143,6 +143,8 @@ def test_figures_of_a_refused_model_a_benchmark_and_a_resumed_training():
     assert figures("promotion-gate", gate) == "NOT promoted: best validation loss 5.9 is not below 0.001"
     benchmark = Outputs(metadata={"results": {"ran": True}, "metrics": {"benchmark_delta": -0.0, "forgetting": 0.25}})
     assert figures("benchmark-model", benchmark) == "benchmark delta +0 (positive: better), forgetting 0.25"
+    unscored = Outputs(metadata={"results": {"ran": True}, "metrics": {"held_out_exact_match_base": 0.0}})
+    assert figures("benchmark-model", unscored).startswith("delta and forgetting not measured")
     train = Outputs(
         metadata={"metrics": {"final_train_loss": 2.5}, "trained_model": {"resumed_from": "checkpoints/checkpoint-4"}}
     )
