@@ -1,6 +1,6 @@
 """images/build-local.sh for real (opt-in: KUBETUNE_IMAGE_BUILD=1): a Debian bookworm base made by mmdebstrap, the
-runtime image built from images/Containerfile.runtime with buildah, and three components run inside it. About 15 minutes
-on 2 busy cores (README, "Images"); it needs root, buildah, mmdebstrap, Debian's mirror and PyPI."""
+runtime image built from images/Containerfile.runtime with buildah, and three components run inside it. 9 to 17 minutes
+on 2 shared cores (README, "Images"); it needs root, buildah, mmdebstrap, Debian's mirror and PyPI."""
 
 import os
 import shutil
@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.skipif(
     os.environ.get("KUBETUNE_IMAGE_BUILD") != "1" or not (shutil.which("buildah") and shutil.which("mmdebstrap")),
-    reason="builds the runtime image (about 15 min): KUBETUNE_IMAGE_BUILD=1 runs it, as root with buildah and mmdebstrap "
+    reason="builds the runtime image (9-17 min): KUBETUNE_IMAGE_BUILD=1 runs it, as root with buildah and mmdebstrap "
     "(apt-get install buildah mmdebstrap)",
 )
 def test_build_local_builds_the_runtime_image_and_runs_three_components_in_it(tmp_path):
