@@ -145,13 +145,16 @@ def figures(task: str, outputs: Outputs) -> str:
 
 def report(lines: list[str]) -> list[str]:
     """The failing step's own report at the end of its output: kubetune's one line, or its title and the problem
-    lines under it (``  - ...``); a traceback's last line."""
+    lines under it (``  - ...``), at most ``REPORT_LINES`` in all: the title always, then the first problems and
+    ``... and K more``; a traceback's last line."""
     text = [line.removeprefix("    ").rstrip() for line in lines if line.strip()]
-    end = len(text)
-    start = end - 1
-    while start > 0 and text[start].startswith("  ") and end - start < REPORT_LINES:
+    start = len(text) - 1
+    while start > 0 and text[start].startswith("  "):
         start -= 1
-    return text[max(start, 0) : end]
+    shown = text[max(start, 0) :]
+    if len(shown) <= REPORT_LINES:
+        return shown
+    return [*shown[: REPORT_LINES - 1], f"  ... and {len(shown) - REPORT_LINES + 1} more"]
 
 
 def duration(seconds: float) -> str:

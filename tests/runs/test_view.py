@@ -128,6 +128,15 @@ def test_the_report_is_kubetunes_title_and_problems_or_the_last_line():
     assert report([]) == []
 
 
+def test_a_long_report_keeps_its_title_then_the_first_problems_and_how_many_more():
+    problems = [f"      - /d/bad.jsonl:{n}: messages[0].role must be one of system, user" for n in range(1, 31)]
+    shown = report(["    step output", "    invalid data in /d/bad.jsonl: 30 problem(s)", *problems])
+    assert shown[0] == "invalid data in /d/bad.jsonl: 30 problem(s)"
+    assert shown[1:-1] == [p.removeprefix("    ") for p in problems[:10]]
+    assert shown[-1] == "  ... and 20 more" and len(shown) == 12
+    assert len(report(["    title: 11 problem(s)", *problems[:11]])) == 12  # title and 11 problems: all shown
+
+
 def test_missing_or_partial_outputs_give_no_figures_and_never_fail(tmp_path):
     assert Outputs.read(tmp_path / "absent.json") == Outputs() and Outputs.read(None) == Outputs()
     (tmp_path / "bad.json").write_text('{"artifacts": {"metrics": {"artifacts": []}}}')
