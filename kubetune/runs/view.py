@@ -197,8 +197,9 @@ class View:
     def feed(self, text: str) -> None:
         """The log's next ``text``; never raises (what cannot be read is left to the log file)."""
         if self.verbose:
-            sys.stdout.write(text)
-            sys.stdout.flush()
+            with contextlib.suppress(OSError):  # stdout closed (``| head``): the run goes on, its log is in run.log
+                sys.stdout.write(text)
+                sys.stdout.flush()
             return
         with self.lock:
             *lines, self.pending = (self.pending + text).split("\n")

@@ -2,7 +2,10 @@
 (``view_run/run.log``, shortened; its steps' executor outputs beside it) and from a step that refused its data.
 The whole run-local, its line count and its run.log: tests/gate/test_gate_pipeline.py and tests/cli/test_cli.py."""
 
+import contextlib
 import io
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -113,6 +116,20 @@ def test_verbose_shows_the_log_as_it_is(recorded, capsys):
     view.feed(log[500:])
     view.close(failed=True)
     assert capsys.readouterr() == (log, "")
+
+
+def test_verbose_goes_on_when_stdout_is_closed(monkeypatch):
+    """``run-local --verbose | head -1``: the reader of stdout is gone; the view neither raises nor stops."""
+    read, write = os.pipe()
+    os.close(read)
+    with os.fdopen(write, "w") as closed:
+        monkeypatch.setattr(sys, "stdout", closed)
+        view = View(verbose=True)
+        view.feed("first line\n")
+        view.feed("second line\n")
+        monkeypatch.undo()
+        with contextlib.suppress(OSError):  # what is still buffered for the closed pipe
+            closed.close()
 
 
 def test_the_report_is_kubetunes_title_and_problems_or_the_last_line():
