@@ -234,14 +234,14 @@ class View:
         elif line.startswith(_OWN):
             self._tell(line)
         elif self.step is not None:
-            if line.rstrip() == "    }" or "[KFP Executor " in line:  # the executor's input (JSON) and lines: not the step's
+            if match := _OUTPUT.search(line):  # the step's end: its output (and what it printed before) kept
+                self.step.output = Path(match["path"])
+            elif line.rstrip() == "    }" or "[KFP Executor " in line:  # the executor's input (JSON) and lines: not the step's
                 self.step.tail.clear()
             else:
                 self.step.tail.append(line)
-            if match := _OUTPUT.search(line):
-                self.step.output = Path(match["path"])
-            elif match := _PROGRESS.search(line):
-                self._progressed(match)
+                if match := _PROGRESS.search(line):
+                    self._progressed(match)
 
     def _tell(self, line: str) -> None:
         self._end_progress()
@@ -258,6 +258,10 @@ class View:
             return
         self.failed = not self.stopping
         status = "[yellow]stopped[/]" if self.stopping else "[bold red]FAILED[/] "
+        said = figures(task, Outputs.read(step.output)) if self.stopping and step.output else ""
+        if said:  # it stopped as asked and wrote its outputs (training: the checkpoint it saved)
+            self.console.print(f"  {name} {status}{took:>8}   {escape(said)}")
+            return
         lines = report(list(step.tail))
         self.console.print(f"  {name} {status}{took:>8}" + ("   its report:" if lines else ""))
         for line in lines:

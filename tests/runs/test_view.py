@@ -4,6 +4,7 @@ The whole run-local, its line count and its run.log: tests/gate/test_gate_pipeli
 
 import contextlib
 import io
+import json
 import os
 import sys
 from pathlib import Path
@@ -102,6 +103,38 @@ def test_a_step_that_fails_once_run_local_stops_the_run_was_stopped_not_failed()
     report_lines = FAILED[FAILED.index("    invalid data") : FAILED.index("    \n")]
     quiet = FAILED.replace(report_lines, '    {\n        "outputFile": "x"\n    }\n')  # stopped in the executor's input
     assert replay(quiet)[0] == ["  prepare-data     FAILED   14.2 s"]
+
+
+def stopped(before: str, after: str) -> list[str]:
+    """The lines ``View`` prints when run-local is told to stop the run between ``before`` and ``after``."""
+    out = io.StringIO()
+    view = View(Console(file=out, width=100, soft_wrap=True))
+    view.errors = Console(file=io.StringIO())
+    view.feed(before)
+    view.say("kubetune run-local: SIGINT received: stopping the run (send it again to kill it)")
+    view.feed(after)
+    view.close()
+    return out.getvalue().splitlines()
+
+
+def test_a_stopped_step_keeps_what_it_reported_its_figures_or_its_last_line(recorded, tmp_path):
+    """Ctrl-C during training: the step saves a checkpoint, writes its outputs (stopped_by) and kfp.local says FAILURE."""
+    log = (recorded / "run.log").read_text(encoding="utf-8")
+    training = log[log.index("23:04:06.093 - INFO - Executing task") : log.index("23:07:05.927")]
+    output = json.loads((recorded / "train-model" / "executor_output.json").read_text(encoding="utf-8"))
+    output["artifacts"]["trained_model"]["artifacts"][0]["metadata"]["stopped_by"] = "SIGTERM"
+    (tmp_path / "executor_output.json").write_text(json.dumps(output), encoding="utf-8")
+    training = training.replace(str(recorded / "train-model"), str(tmp_path))
+    failure = "23:07:05.927 - ERROR - Task \x1b[96m'train-model'\x1b[0m finished with status \x1b[91mFAILURE\x1b[0m\n"
+    assert stopped(training, failure)[-1] == (
+        "  train-model      stopped   3m00s   train loss 5.8907, 288 samples, 140 tokens/s, stopped by SIGTERM"
+    )
+    unwritten = training[: training.index("    [KFP Executor 2026-11-25 23:07:00")]  # stopped before its outputs
+    assert stopped(unwritten, failure)[-2:] == [
+        "  train-model      stopped   3m00s   its report:",
+        "    100%|██████████| 72/72 [02:28<00:00,  2.91s/it][kubetune] progress: step 72/72 (100%) | samples 576/576 | "
+        "loss 5.8907 | 89 tokens/s | elapsed 0:02:33 | ETA 0:00:00",
+    ]
 
 
 def test_a_failure_no_step_reported_shows_the_logs_last_lines():
