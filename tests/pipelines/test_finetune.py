@@ -10,6 +10,7 @@ from kfp import compiler
 
 from kubetune.runtime import TINY_MODEL_URI
 from kubetune.secrets import scan_document
+from kubetune.steps.curve import LossCurve
 from kubetune.steps.export import verify
 
 
@@ -117,6 +118,12 @@ def test_local_run_exports_to_s3_and_registers_when_asked(tmp_path, s3, model_re
     losses = result["validation_loss"]  # run_local's summary of the evaluation: a loss per checkpoint, the best the lowest
     assert len(losses) >= 3 and all(math.isfinite(v) for v in losses.values())
     assert losses[result["best_checkpoint"]] == min(losses.values())
+    # the embedded default visibly learns (README "Two commands"): -40% or more from the first checkpoint to the best,
+    # and the curve's backend series starts from the untrained model (TRL's eval_on_start, step 0)
+    first = next(iter(losses.values()))
+    assert losses[result["best_checkpoint"]] <= 0.6 * first, losses
+    untrained = LossCurve.read(result["loss_curve"]).backend.validation[0]
+    assert untrained.step == 0 and untrained.loss > first, untrained
     assert verify("s3://models/finetuned/tiny") == []
     pointer = json.loads((Path(result["exported_model"]) / "location.json").read_text())
     assert pointer["uri"] == "s3://models/finetuned/tiny" and pointer["manifest"]["kind"] == "merged"

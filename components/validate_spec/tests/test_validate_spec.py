@@ -29,7 +29,8 @@ def test_the_component_writes_the_kwargs_artifact_and_its_metadata(tmp_path, cap
     artifact.path = str(tmp_path / "kwargs.json")
     validate_kwargs.python_func(algorithm="lora_sft", training_kwargs=EMBEDDED["lora_sft"], **made)
     written = json.loads((tmp_path / "kwargs.json").read_text())
-    assert written["algorithm"] == "lora_sft" and written["eval_steps"] == 24
+    assert written["algorithm"] == "lora_sft" and written["eval_steps"] == 18
+    assert written["backend_kwargs"]["modules_to_save"] == ["lm_head", "embed_tokens"]  # a backend kwarg, kept as given
     keys = ("algorithm", "backend", "schema_version")
     assert artifact.metadata == {key: written[key] for key in keys} and written["backend"]
     out = capsys.readouterr().out  # the step's log: its notes, then the artifact
