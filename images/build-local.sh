@@ -8,7 +8,8 @@
 #   images/build-local.sh --clean   # removes the images and buildah's storage at the end (the logs stay)
 #
 # Environment: IMAGE (default localhost/kubetune-runtime:local), KUBETUNE_BUILD_DIR (buildah's storage and the logs,
-# default /var/tmp/kubetune-build), WHEELHOUSE (a folder holding torch's CPU wheel, used in place of
+# default /var/tmp/kubetune-build: a folder it makes, or one it made before (its .kubetune-build marker); any other
+# folder that holds something is refused, so --clean never removes storage it did not create), WHEELHOUSE (a folder holding torch's CPU wheel, used in place of
 # download.pytorch.org; default /opt/wheels when it holds one), PIP_CERT (a CA bundle for pip in the build, behind a
 # TLS-inspecting proxy). A base image already in the storage is reused.
 # Prints each stage's time; exits non-zero when any stage fails (its log's tail is shown), and removes its containers.
@@ -30,7 +31,13 @@ for tool in buildah mmdebstrap; do
 done
 [[ $(id -u) == 0 ]] || { echo "build-local: run as root (buildah's chroot isolation and mmdebstrap need it)" >&2; exit 2; }
 
+MARKER=$BUILD_DIR/.kubetune-build
+if [[ -d "$BUILD_DIR" && ! -e "$MARKER" && -n "$(ls -A "$BUILD_DIR")" ]]; then
+  echo "build-local: $BUILD_DIR holds files build-local.sh did not make (no $MARKER): set KUBETUNE_BUILD_DIR to a new folder" >&2
+  exit 2
+fi
 mkdir -p "$BUILD_DIR/logs"
+touch "$MARKER"
 LOGS=$BUILD_DIR/logs
 BUILDAH=(buildah --root "$BUILD_DIR/storage" --runroot "$BUILD_DIR/run" --storage-driver vfs)
 CONTAINERS=()

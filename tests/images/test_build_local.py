@@ -29,3 +29,62 @@ def test_build_local_builds_the_runtime_image_and_runs_three_components_in_it(tm
     assert any(line.startswith("prepare-data: train {'format': 'kubetune-tokenized', 'samples': 288") for line in lines)
     assert any(line.startswith("export-model: ") and line.endswith("verify: complete and intact") for line in lines)
     assert sorted(p.name for p in build_dir.iterdir()) == ["logs"]  # --clean: images and storage gone, the logs stay
+
+
+# images/build-local.sh's own behaviour, with stand-ins for buildah, mmdebstrap and id on PATH (a second or so each)
+STUBS = {
+    "id": '[ "$1" = -u ] && { echo 0; exit 0; }; exec /usr/bin/id "$@"',
+    "mmdebstrap": 'echo "mmdebstrap $*" >>"$STUB_CALLS"\n'
+    'if [ -n "${STUB_HANG:-}" ]; then echo $$ >"$STUB_HANG"; exec sleep 120; fi\n'
+    'for last; do :; done; : >"$last"',
+    "buildah": 'root=$2; shift 6; echo "buildah $*" >>"$STUB_CALLS"\n'
+    'case $1 in\n'
+    '  inspect) exit 1 ;;\n'
+    '  from) mkdir -p "$root"; echo "ctr-$2" ;;\n'
+    '  build) if [ -n "${STUB_NETWORK_DOWN:-}" ]; then echo "pip: Temporary failure in name resolution"; exit 1; fi ;;\n'
+    '  images) echo "1 GB" ;;\n'
+    '  run) echo "validate-kwargs: lora_sft on stub"; echo "three components: done" ;;\n'
+    'esac',
+}
+
+
+@pytest.fixture
+def stubbed(tmp_path):
+    """An environment whose PATH finds the stand-ins first; STUB_CALLS collects their command lines."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in STUBS.items():
+        (bin_dir / name).write_text(f"#!/bin/bash\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("WHEELHOUSE", "PIP_CERT")}
+    return {**env, "PATH": f"{bin_dir}:{os.environ['PATH']}", "STUB_CALLS": str(tmp_path / "calls"), "WHEELHOUSE": "",
+            "KUBETUNE_BUILD_DIR": str(tmp_path / "build")}
+
+
+def build_local(env: dict, *args: str) -> subprocess.CompletedProcess:
+    script = str(ROOT / "images" / "build-local.sh")
+    return subprocess.run(["bash", script, *args], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_clean_removes_the_storage_of_a_folder_it_made_and_its_containers(stubbed, tmp_path):
+    result = build_local(stubbed, "--clean")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "build-local: done in" in result.stdout and "validate-kwargs: lora_sft on stub" in result.stdout
+    calls = (tmp_path / "calls").read_text()
+    assert "buildah rm ctr-scratch" in calls and "buildah rm ctr---pull-never" in calls
+    assert sorted(p.name for p in (tmp_path / "build").iterdir()) == [".kubetune-build", "logs"]
+    assert build_local(stubbed).returncode == 0  # a folder it made is its own again
+
+
+def test_a_build_folder_it_did_not_make_is_refused_and_left_alone(stubbed, tmp_path):
+    storage = tmp_path / "build" / "storage"  # e.g. KUBETUNE_BUILD_DIR=/var/lib/containers: podman's storage
+    storage.mkdir(parents=True)
+    (storage / "theirs").write_text("not ours")
+    result = build_local(stubbed, "--clean")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (
+        f"build-local: {tmp_path / 'build'} holds files build-local.sh did not make (no {tmp_path / 'build'}/.kubetune-build): "
+        "set KUBETUNE_BUILD_DIR to a new folder\n"
+    )
+    assert (storage / "theirs").read_text() == "not ours" and not (tmp_path / "calls").exists()
+
