@@ -12,7 +12,8 @@
 # folder that holds something is refused, so --clean never removes storage it did not create), WHEELHOUSE (a folder holding torch's CPU wheel, used in place of
 # download.pytorch.org; default /opt/wheels when it holds one), PIP_CERT (a CA bundle for pip in the build, behind a
 # TLS-inspecting proxy). A base image already in the storage is reused.
-# Prints each stage's time; exits non-zero when any stage fails (its log's tail is shown), and removes its containers.
+# Prints each stage's time; exits non-zero when any stage fails (its log's tail is shown) or when it is interrupted
+# (Ctrl-C, SIGTERM: the running stage is stopped first), and removes its containers.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -40,28 +41,51 @@ mkdir -p "$BUILD_DIR/logs"
 touch "$MARKER"
 LOGS=$BUILD_DIR/logs
 BUILDAH=(buildah --root "$BUILD_DIR/storage" --runroot "$BUILD_DIR/run" --storage-driver vfs)
-CONTAINERS=()
-STAGE="" STAGE_LOG="" STAGE_STARTED=0
+CONTAINERS=$BUILD_DIR/containers  # one container a line, written by the stages (they run in a subshell)
+STAGE="" STAGE_LOG="" STAGE_STARTED=0 STAGE_PID=""
 finish() {
   local status=$?
   if ((status)) && [[ -n "$STAGE" ]]; then
     tail -n 40 "$STAGE_LOG" >&2
     echo "build-local: $STAGE failed after $((SECONDS - STAGE_STARTED)) s (full log: $STAGE_LOG)" >&2
   fi
-  for ctr in "${CONTAINERS[@]}"; do "${BUILDAH[@]}" rm "$ctr" >/dev/null 2>&1 || true; done
+  if [[ -f "$CONTAINERS" ]]; then
+    while read -r ctr; do "${BUILDAH[@]}" rm "$ctr" >/dev/null 2>&1 || true; done <"$CONTAINERS"
+    rm -f "$CONTAINERS"
+  fi
   rm -f "$BUILD_DIR/base.tar"
   if ((CLEAN)); then
     "${BUILDAH[@]}" rmi -f "$IMAGE" "$BASE" >/dev/null 2>&1 || true
     rm -rf "$BUILD_DIR/storage" "$BUILD_DIR/run"  # the logs stay
   fi
+  exit "$status"
+}
+# interrupted: stop the running stage (its own process group: mmdebstrap, buildah and what they started) and wait for
+# it, so that nothing is left running and --clean removes nothing in use; then the EXIT trap says which stage failed
+interrupted() {
+  trap - INT TERM
+  if [[ -n "$STAGE_PID" ]]; then
+    kill -TERM -- "-$STAGE_PID" 2>/dev/null || true
+    wait "$STAGE_PID" 2>/dev/null || true
+  fi
+  echo "build-local: interrupted" >&2
+  exit "$1"
 }
 trap finish EXIT
+trap 'interrupted 130' INT
+trap 'interrupted 143' TERM
 
 # stage NAME LOG FUNCTION: run FUNCTION (under set -e) with its output in LOG and print its time; on a failure the
-# EXIT trap shows the log's tail
+# EXIT trap shows the log's tail. FUNCTION runs as a job of its own (set -m: its own process group) that the script
+# waits for, so that a signal reaches the trap at once and the trap can stop the whole stage.
 stage() {
   STAGE=$1 STAGE_LOG=$2 STAGE_STARTED=$SECONDS
-  "$3" >"$STAGE_LOG" 2>&1
+  set -m
+  "$3" </dev/null >"$STAGE_LOG" 2>&1 &
+  STAGE_PID=$!
+  set +m
+  wait "$STAGE_PID"
+  STAGE_PID=""
   echo "build-local: $STAGE: $((SECONDS - STAGE_STARTED)) s"
   STAGE=""
 }
@@ -72,7 +96,7 @@ make_base() {
     --dpkgopt='path-exclude=/usr/share/locale/*' bookworm "$BUILD_DIR/base.tar"
   local ctr
   ctr=$("${BUILDAH[@]}" from scratch)
-  CONTAINERS+=("$ctr")
+  echo "$ctr" >>"$CONTAINERS"
   "${BUILDAH[@]}" add "$ctr" "$BUILD_DIR/base.tar" /
   "${BUILDAH[@]}" config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin --cmd /bin/bash "$ctr"
   "${BUILDAH[@]}" commit --rm "$ctr" "$BASE"
@@ -93,7 +117,7 @@ build_runtime() {
 run_components() {
   local ctr
   ctr=$("${BUILDAH[@]}" from --pull-never "$IMAGE")
-  CONTAINERS+=("$ctr")
+  echo "$ctr" >>"$CONTAINERS"
   "${BUILDAH[@]}" copy "$ctr" "$ROOT/images/smoke_components.py" /tmp/smoke_components.py
   "${BUILDAH[@]}" run --isolation chroot "$ctr" -- python3 /tmp/smoke_components.py /tmp/smoke  # in the image's WORKDIR
 }

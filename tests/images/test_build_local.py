@@ -3,8 +3,11 @@ runtime image built from images/Containerfile.runtime with buildah, and three co
 on 2 shared cores (README, "Images"); it needs root, buildah, mmdebstrap, Debian's mirror and PyPI."""
 
 import os
+import re
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -87,4 +90,27 @@ def test_a_build_folder_it_did_not_make_is_refused_and_left_alone(stubbed, tmp_p
         "set KUBETUNE_BUILD_DIR to a new folder\n"
     )
     assert (storage / "theirs").read_text() == "not ours" and not (tmp_path / "calls").exists()
+
+
+def test_a_killed_build_stops_its_running_stage_says_so_and_exits_non_zero(stubbed, tmp_path):
+    hang = tmp_path / "mmdebstrap.pid"
+    script = str(ROOT / "images" / "build-local.sh")
+    build = subprocess.Popen(["bash", script, "--clean"], env={**stubbed, "STUB_HANG": str(hang)}, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    for _ in range(300):  # the base image's stage is running mmdebstrap
+        if hang.exists() and hang.read_text().strip():
+            break
+        time.sleep(0.1)
+    build.send_signal(signal.SIGTERM)
+    stdout, stderr = build.communicate(timeout=30)
+    assert build.returncode == 143, stdout + stderr
+    assert "build-local: interrupted\n" in stderr
+    assert re.search(r"build-local: base image .* failed after \d+ s \(full log: .*/logs/base.log\)", stderr), stderr
+    mmdebstrap = Path("/proc") / hang.read_text().strip()
+    for _ in range(50):  # gone (or a zombie its dead parent left to init), not sleeping on
+        if not mmdebstrap.exists() or "State:\tZ" in (mmdebstrap / "status").read_text():
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"mmdebstrap still runs: {(mmdebstrap / 'status').read_text()}")
 
