@@ -12,8 +12,9 @@
 # folder that holds something is refused, so --clean never removes storage it did not create), WHEELHOUSE (a folder holding torch's CPU wheel, used in place of
 # download.pytorch.org; default /opt/wheels when it holds one), PIP_CERT (a CA bundle for pip in the build, behind a
 # TLS-inspecting proxy). A base image already in the storage is reused.
-# Prints each stage's time; exits non-zero when any stage fails (its log's tail is shown) or when it is interrupted
-# (Ctrl-C, SIGTERM: the running stage is stopped first), and removes its containers.
+# Prints each stage's time; exits non-zero when any stage fails (its log's tail is shown; 2 when the log shows the
+# network out of reach) or when it is interrupted (Ctrl-C, SIGTERM: the running stage is stopped first), and removes
+# its containers.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -42,12 +43,18 @@ touch "$MARKER"
 LOGS=$BUILD_DIR/logs
 BUILDAH=(buildah --root "$BUILD_DIR/storage" --runroot "$BUILD_DIR/run" --storage-driver vfs)
 CONTAINERS=$BUILD_DIR/containers  # one container a line, written by the stages (they run in a subshell)
+NETWORK_DOWN='Temporary failure in name resolution|Network is unreachable|Could not resolve host'
+NETWORK_DOWN+='|Failed to establish a new connection|Connection timed out'  # curl, apt, pip
 STAGE="" STAGE_LOG="" STAGE_STARTED=0 STAGE_PID=""
 finish() {
   local status=$?
   if ((status)) && [[ -n "$STAGE" ]]; then
     tail -n 40 "$STAGE_LOG" >&2
     echo "build-local: $STAGE failed after $((SECONDS - STAGE_STARTED)) s (full log: $STAGE_LOG)" >&2
+    if ((status != 130 && status != 143)) && grep -qE "$NETWORK_DOWN" "$STAGE_LOG"; then
+      echo "build-local: the network is out of reach (see the log): check the proxy, Debian's mirror and PyPI" >&2
+      status=2
+    fi
   fi
   if [[ -f "$CONTAINERS" ]]; then
     while read -r ctr; do "${BUILDAH[@]}" rm "$ctr" >/dev/null 2>&1 || true; done <"$CONTAINERS"

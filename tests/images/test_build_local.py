@@ -114,3 +114,10 @@ def test_a_killed_build_stops_its_running_stage_says_so_and_exits_non_zero(stubb
     else:
         pytest.fail(f"mmdebstrap still runs: {(mmdebstrap / 'status').read_text()}")
 
+
+def test_a_stage_that_finds_the_network_out_of_reach_exits_2(stubbed):
+    result = build_local({**stubbed, "STUB_NETWORK_DOWN": "1"})
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "pip: Temporary failure in name resolution" in result.stderr
+    hint = "build-local: the network is out of reach (see the log): check the proxy, Debian's mirror and PyPI\n"
+    assert result.stderr.endswith(hint)
