@@ -100,12 +100,15 @@ def test_no_build_step_hides_a_failure(image):
 
 @pytest.mark.parametrize("image", ["cuda", "unsloth"])
 def test_cuda_images_keep_their_base_images_torch(image):
-    """torch comes from the base image: its own versions are constraints (images/base_constraints.py) in place of
-    NVIDIA's PIP_CONSTRAINT, and the default base holds a torch within the project's floor."""
+    """torch comes from the base image: its own versions are constraints (images/base_constraints.py, run by python3)
+    in place of NVIDIA's PIP_CONSTRAINT, the same python3 installs (python3 -m pip), and the default base holds a torch
+    within the project's floor."""
     steps = instructions(ROOT / "images" / f"Containerfile.{image}")
     (install,) = [args for op, args in steps if op == "RUN" and "pip install" in args]
     generate = f"python3 images/base_constraints.py images/{IMAGES[image]} > images/base-constraints.txt"
-    assert install.startswith(generate) and "env -u PIP_CONSTRAINT pip install" in install
+    assert install.startswith(generate) and "env -u PIP_CONSTRAINT python3 -m pip install" in install
+    # the python3 that wrote the constraints installs under them: a pip first on PATH may belong to another Python
+    assert not re.search(r"(?<!-m )\bpip install", install), install
     assert f"-c images/base-constraints.txt -c images/{IMAGES[image]}" in install
     base = steps[0][1].removeprefix("BASE_IMAGE=")
     (torch_version,) = re.findall(r"^docker\.io/pytorch/pytorch:(\d+\.\d+\.\d+)-cuda", base)
