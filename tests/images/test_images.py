@@ -116,6 +116,13 @@ def test_cuda_images_keep_their_base_images_torch(image):
     assert torch.specifier.contains(torch_version), (base, str(torch))
 
 
+@pytest.mark.parametrize("image", ["cuda", "unsloth"])
+def test_the_cuda_images_constraints_say_their_torch_is_the_base_images(image):
+    """The default base is PyTorch's image, not NVIDIA's (NGC): the constraints' comments point at base_constraints.py."""
+    notes = " ".join(line for line in (ROOT / "images" / IMAGES[image]).read_text().splitlines() if line.startswith("#"))
+    assert "images/base_constraints.py" in notes and "NGC" not in notes, notes
+
+
 def test_the_cuda_image_says_whether_it_holds_flash_attn():
     """No flash-attn by default (the backends then use sdpa and say so); a FLASH_ATTN version is built or the build
     fails; the image's label says which."""
