@@ -38,7 +38,7 @@ from kubetune.runs.processes import (
     terminate,
 )
 from kubetune.runs.run_folder import RECORD, read_record, write_record
-from kubetune.runs.supervise import GRACE_S
+from kubetune.runs.supervise import GRACE_S, redacted_output
 from kubetune.steps.curve import LossCurve
 
 WORKSPACE_ENV = "KUBETUNE_LOCAL_WORKSPACE"  # read by the training step: where its checkpoints live
@@ -180,4 +180,5 @@ def _step_codes(stopping: list[int] | tuple[()] = ()) -> list[int]:
 
 
 if __name__ == "__main__":
+    redacted_output()
     raise SystemExit(_child(Path(sys.argv[1]), int(sys.argv[2])))

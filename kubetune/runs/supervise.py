@@ -1,6 +1,7 @@
 """``kubetune run-local``'s watch over its run: the pipeline runs in a child process (``kubetune.runs.local``)
 that a signal stops as a pod is stopped, and that is killed whole when it does not stop in time. Its output (kfp.local's
-and every step's) is appended to the run folder's ``run.log``, and handed to ``show`` as it grows."""
+and every step's) is appended to the run folder's ``run.log`` (redacted, readable by its user only), and handed to
+``show`` as it grows."""
 
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ def supervise(
 def _supervise(folder: Path, record: dict[str, Any], fd: int, say, show) -> tuple[int, dict[str, Any]]:
     record = write_record(folder, record, state="running", pid=os.getpid(), host=socket.gethostname())
     command = [sys.executable, "-m", "kubetune.runs.local", str(folder), str(os.getpid())]
-    with (folder / LOG).open("ab") as log:
+    with os.fdopen(os.open(folder / LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as log:  # only its user reads it
         log.write(f"==== kubetune run-local: run {record['run_id']}, attempt of {record['updated']} ====\n".encode())
         log.flush()
         start = log.tell()
@@ -102,6 +103,14 @@ def _supervise(folder: Path, record: dict[str, Any], fd: int, say, show) -> tupl
     if code == 0 and record.get("state") == "finished":
         return 0, record
     return (2 if code == INPUT else 1), write_record(folder, record, state="failed", pid=None)
+
+
+def redacted_output() -> None:
+    """In the pipeline process: what it prints (kfp.local's lines, every step's output, a traceback) reaches
+    ``run.log`` through the redaction the terminal's output gets: no credential is written there."""
+    from kubetune.commands import _Redacting
+
+    sys.stdout, sys.stderr = _Redacting(sys.stdout), _Redacting(sys.stderr)
 
 
 class _Tail:

@@ -6,12 +6,15 @@ import contextlib
 import io
 import json
 import os
+import stat
 import sys
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 
+from kubetune.runs.run_folder import new_record
+from kubetune.runs.supervise import LOG, supervise
 from kubetune.runs.view import Outputs, View, duration, figures, report
 
 RECORDED = Path(__file__).parent / "view_run"
@@ -163,6 +166,18 @@ def test_verbose_goes_on_when_stdout_is_closed(monkeypatch):
         monkeypatch.undo()
         with contextlib.suppress(OSError):  # what is still buffered for the closed pipe
             closed.close()
+
+
+def test_run_log_is_redacted_as_the_terminal_is_and_readable_by_its_user_only(tmp_path):
+    """The pipeline process's output goes to run.log through ``redact``; here a traceback that echoes a URL's password
+    (an argument the pipeline does not take: the run fails before any step)."""
+    secret = "https://user:hunter2pw@example.com/data.jsonl"
+    code, record = supervise(tmp_path, new_record({secret: 1}))
+    log = (tmp_path / LOG).read_text(encoding="utf-8")
+    assert code == 1 and record["state"] == "failed"
+    assert "unexpected keyword argument" in log and "https://<redacted>@example.com/data.jsonl" in log, log[-2000:]
+    assert "hunter2pw" not in log
+    assert stat.S_IMODE((tmp_path / LOG).stat().st_mode) == 0o600
 
 
 def test_the_report_is_kubetunes_title_and_problems_or_the_last_line():
