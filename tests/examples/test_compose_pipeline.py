@@ -41,5 +41,5 @@ def test_compose_example_runs_with_the_users_step_reading_our_model(example, tmp
     assert model.config.model_type == "llama" and AutoTokenizer.from_pretrained(exported)
     assert verify(exported) == [] and "<svg" in (run / "evaluate-model" / "report").read_text()
     artifact = json.loads((run / "validate-kwargs" / "kwargs_artifact").read_text())
-    assert artifact["algorithm"] == "lora_sft" and artifact["eval_steps"] == 24  # the embedded kwargs
+    assert artifact["algorithm"] == "lora_sft" and artifact["eval_steps"] == 18  # the embedded kwargs
     assert not scan_document(artifact)[0]  # no credential anywhere in the artifact
