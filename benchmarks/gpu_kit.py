@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+ADDOPTS = "addopts=--import-mode=importlib -ra"  # no pytest-xdist on the GPU machine: one process there
 ROOT = Path(__file__).resolve().parent.parent
 
 PLATFORMS = [f"manylinux_2_{n}_x86_64" for n in (17, 24, 27, 28, 31, 34, 35)] + ["manylinux2014_x86_64", "manylinux1_x86_64"]
@@ -292,7 +293,8 @@ def run_on_device(parts: set[str], out: Path, work: Path, size: dict[str, int], 
         report["pytest"] = {}
         for env, selection in (("core", "not unsloth"), ("unsloth", "unsloth")):
             xml = out / f"gpu-tests-{env}.xml"
-            command = [sys.executable, "-P", "-m", "pytest", "-m", "gpu", "-k", selection, "tests/backends/test_gpu.py"]
+            command = [sys.executable, "-P", "-m", "pytest", "-o", ADDOPTS, "-m", "gpu", "-k", selection]
+            command.append("tests/backends/test_gpu.py")
             command += ["-q", "-rs"]
             code = _step(logs, [*command, f"--junitxml={xml}"], env, f"pytest -m gpu -k {selection!r}")
             report["pytest"][env] = f"exit {code}, {junit_counts(xml)}"

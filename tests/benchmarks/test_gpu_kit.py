@@ -76,7 +76,8 @@ def test_gpu_tests_are_skipped_with_the_reason_where_cuda_is_absent():
     if torch.cuda.is_available():
         pytest.skip("CUDA is present here: the gpu tests run instead of being skipped")
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-rs", "-p", "no:cacheprovider", "tests/backends/test_gpu.py"],
+        [sys.executable, "-m", "pytest", "-n", "0", "-m", "gpu", "-q", "-rs", "-p", "no:cacheprovider"]
+        + ["tests/backends/test_gpu.py"],
         cwd=ROOT,
         capture_output=True,
         text=True,
