@@ -12,13 +12,13 @@ import contextlib
 import functools
 import io
 import logging
-import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from kubetune.backends.cpu_mode import environment
 from kubetune.benchmark.tasks import HELD_OUT, limit_problems, name_problems
 from kubetune.console import say
 from kubetune.errors import KubetuneError, Problem
@@ -175,24 +175,16 @@ def primary(name: str, out: dict) -> Score:
 def quiet(offline: bool = False) -> Iterator[None]:
     """lm-eval's and transformers' chatter (logs at INFO, progress bars: stderr) held back, and shown only when the
     block fails; datasets offline when asked."""
-    names = {"HF_DATASETS_OFFLINE": "1"} if offline else {}
-    saved_env = {k: os.environ.get(k) for k in names}
     saved_levels = {n: logging.getLogger(n).level for n in QUIET}
-    os.environ.update(names)
     for n in QUIET:
         logging.getLogger(n).setLevel(logging.WARNING)
     held = io.StringIO()
     try:
-        with contextlib.redirect_stderr(held):
+        with environment({"HF_DATASETS_OFFLINE": "1"} if offline else {}), contextlib.redirect_stderr(held):
             yield
     except BaseException:
         sys.stderr.write(held.getvalue()[-TAIL:])
         raise
     finally:
-        for k, v in saved_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         for n, level in saved_levels.items():
             logging.getLogger(n).setLevel(level)
