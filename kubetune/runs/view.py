@@ -63,7 +63,8 @@ class Outputs:
 
 def _validate(o: Outputs) -> str:
     kwargs, memory = o.metadata["kwargs_artifact"], o.metadata["memory_metrics"]
-    return f"{kwargs['algorithm']} on {kwargs['backend']}, memory estimate {memory['memory_total_gib']:.2f} GiB per GPU"
+    backend = kwargs["backend"] + (" (PEFT + TRL where CUDA is absent)" if kwargs["backend"] == "unsloth" else "")
+    return f"{kwargs['algorithm']} on {backend}, memory estimate {memory['memory_total_gib']:.2f} GiB per GPU"
 
 
 def _prepare(o: Outputs) -> str:

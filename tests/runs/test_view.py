@@ -61,7 +61,8 @@ def replay(text: str, chunk: int = 997, terminal: bool = False) -> tuple[list[st
 def test_one_line_per_step_with_its_status_duration_and_key_figures(recorded):
     out, err = replay((recorded / "run.log").read_text(encoding="utf-8"))
     assert out == [
-        "  validate-kwargs  done     13.6 s   lora_sft on unsloth, memory estimate 0.52 GiB per GPU",
+        "  validate-kwargs  done     13.6 s   lora_sft on unsloth (PEFT + TRL where CUDA is absent), memory estimate 0.52 GiB"
+        " per GPU",
         "  prepare-data     done     14.0 s   320 records kept (288 train, 32 validation), 0 dropped",
         "  train-model      step 8/72, loss 6.2118, ETA 0:02:35",  # no terminal: at most one progress line a minute
         "  train-model      done      3m00s   train loss 5.8907, 288 samples, 140 tokens/s",
