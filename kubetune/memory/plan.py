@@ -29,6 +29,7 @@ from kubetune.memory.trace import Counts, count_parameters, trace_activations
 BYTES = {"float32": 4, "float": 4, "bfloat16": 2, "float16": 2, "half": 2, "float64": 8, "double": 8}
 CUDA_CONTEXT = GIB // 2  # CUDA context, cuBLAS/NCCL workspaces: outside torch's allocator
 ADAM_STATES = 2  # exp_avg and exp_avg_sq, in the dtype of the parameter they belong to (torch.optim.AdamW)
+EMBEDDINGS = {"embed_tokens", "lm_head", "wte", "embed_in", "embed_out", "word_embeddings"}  # vocabulary x hidden each
 
 
 def plan_memory(
@@ -39,8 +40,12 @@ def plan_memory(
     s = settings_of(spec, shape.dtype, gpus_per_node, nnodes)
     if compute_dtype:
         s = replace(s, compute_dtype=compute_dtype)
+    saved = [name for name in s.lora_modules_to_save if name.rsplit(".", 1)[-1] in EMBEDDINGS]
+    s = replace(s, lora_saved_params=len(saved) * shape.vocab_size * shape.hidden_size)
     counts = count_parameters(shape)
     rows, notes = _rows(s, shape, counts)
+    if others := [name for name in s.lora_modules_to_save if name not in saved]:
+        notes.append(f"modules_to_save {others!r}: not counted (only embeddings and output heads are)")
     rows.append(_allowance(sum(r.bytes for r in rows)))
     return MemoryPlan(
         spec.algorithm,
@@ -121,7 +126,7 @@ def _shard(nbytes: int, shards: int) -> int:
 def trainable_parameters(s: Settings, counts: Counts) -> int:
     """The parameters trained (and given a gradient and AdamW states) under ``s``."""
     if s.algorithm == "lora_sft":
-        return _lora_params(s, counts)
+        return _lora_params(s, counts) + s.lora_saved_params
     if s.osft:
         return counts.outside + counts.num_layers * (counts.layer - _osft_dense(s, counts) + _osft_low(s, counts))
     return counts.total
@@ -129,7 +134,7 @@ def trainable_parameters(s: Settings, counts: Counts) -> int:
 
 def _trained_outside(s: Settings, counts: Counts) -> int:
     """The trained parameters outside the decoder layers: embeddings, final norm and output head."""
-    return 0 if s.algorithm == "lora_sft" else counts.outside
+    return s.lora_saved_params if s.algorithm == "lora_sft" else counts.outside
 
 
 def _gathered(s: Settings, counts: Counts, store: int, compute: int) -> Part:
@@ -257,9 +262,11 @@ def _lora_rows(s: Settings, counts: Counts, store: int, compute: int, notes: lis
     if not _lora_linears(s, counts):
         targets = s.lora_targets if isinstance(s.lora_targets, str) else list(s.lora_targets)
         notes.append(f"no linear layer matches target_modules {targets!r}: no adapter planned")
+    saved = s.lora_saved_params  # modules_to_save: a trained copy beside the frozen original (float32: an upper bound)
+    copies = f"; modules_to_save copies {saved / 1e6:.1f}M" if saved else ""
     rows = [
-        Part("parameters", base + adapters * 4, COMPUTED, f"base: {how}; adapters float32"),
-        Part("optimizer", adapters * 4 * ADAM_STATES, COMPUTED, f"AdamW: adapters ({adapters / 1e6:.1f}M, float32)"),
+        Part("parameters", base + adapters * 4 + saved * 4, COMPUTED, f"base: {how}; adapters float32{copies}"),
+        Part("optimizer", (adapters + saved) * 4 * ADAM_STATES, COMPUTED, f"AdamW: adapters {adapters / 1e6:.1f}M{copies}"),
     ]
     phase = [Part("lora_activations", _lora_saved(s, counts, compute), COMPUTED, "the adapters' own saved tensors")]
     return rows, phase

@@ -27,6 +27,8 @@ class Settings:
     lora_dropout: float = 0.0
     quant_bits: int = 16  # lora_sft: 4 or 8 with load_in_4bit/8bit (bitsandbytes), else 16 (the base as stored)
     upcast_unquantized: bool = False  # PEFT's prepare_model_for_kbit_training casts the rest to float32
+    lora_modules_to_save: tuple[str, ...] = ()  # PEFT trains a full copy of each (its gradient and AdamW states too)
+    lora_saved_params: int = 0  # their parameters, from the model's shape (plan_memory)
     osft: bool = False
     unfreeze_rank_ratio: float = 1.0
     osft_patterns: tuple[str, ...] = ()
@@ -88,4 +90,5 @@ def settings_of(spec: TrainingSpec, checkpoint_dtype: str, gpus_per_node: int, n
         lora_targets=tuple(p["target_modules"]) if p.get("target_modules") else "all-linear",
         quant_bits=bits,
         upcast_unquantized=bits < 16 and spec.backend in ("peft", "trl"),
+        lora_modules_to_save=tuple(p.get("modules_to_save") or ()),
     )

@@ -126,6 +126,14 @@ def test_lora_adapters_are_the_parameters_peft_adds():
         adapters = sum(p.numel() for p in model.parameters() if p.requires_grad)
         plan = plan_memory(spec("lora_sft", lora_r=8, max_seq_len=128, **({"target_modules": targets} if targets else {})), shape)
         assert plan.parts["gradients"] == adapters * 4  # float32 adapters
+    # modules_to_save (the embedded demo trains the random tiny model's embeddings and head): PEFT's trained copies
+    saving = ["lm_head", "embed_tokens"]
+    with torch.device("meta"):
+        model = get_peft_model(LlamaForCausalLM(config), LoraConfig(r=8, target_modules="all-linear", modules_to_save=saving))
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    plan = plan_memory(spec("lora_sft", lora_r=8, max_seq_len=128, modules_to_save=[*saving, "norm"]), shape)
+    assert plan.parts["gradients"] == trained * 4
+    assert any("modules_to_save ['norm']: not counted" in note for note in plan.notes)
 
 
 def test_osft_trains_the_share_of_each_matrix_that_mini_trainer_unfreezes():
